@@ -1,0 +1,948 @@
+//! A typed HTTP client of the Gatehouse gateway.
+//!
+//! Responses are small structs mirroring the gateway's DTOs. They keep every field the
+//! server sends, known or not (`extra`), so that `-o json` prints the server's JSON
+//! faithfully even when the server is newer than this CLI.
+//!
+//! Requests that are safe to repeat (GET, and a create that carries an `Idempotency-Key`)
+//! are retried once, after a short backoff, when the connection fails or the gateway
+//! answers 503.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The OAuth client id of this CLI.
+pub const CLIENT_ID: &str = "gatehouse-cli";
+/// How long a request may take in all.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a retryable request is sent at most.
+const ATTEMPTS: u32 = 2;
+/// The first backoff; doubled for each further attempt.
+const BACKOFF: Duration = Duration::from_millis(250);
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// What can go wrong talking to Gatehouse. Never carries a token or a password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No saved session.
+    #[error("not logged in: run `gatehouse login --url {}`", url.as_deref().unwrap_or("URL"))]
+    NotLoggedIn {
+        /// The URL to suggest, when known.
+        url: Option<String>,
+    },
+    /// The gateway refused the token (401).
+    #[error("your session has expired or was revoked ({message}): run `gatehouse login`")]
+    Unauthenticated {
+        /// The server's (or the CLI's) explanation.
+        message: String,
+    },
+    /// The API answered with its JSON error body.
+    #[error("{error}{}: {message}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default(),
+        request_id.as_deref().map(|r| format!(" [request {r}]")).unwrap_or_default())]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Error class (`conflict`, `not_found`, ...).
+        error: String,
+        /// Specific code (`name_taken`, ...).
+        code: Option<String>,
+        /// Message for people.
+        message: String,
+        /// The request id, to quote to operators.
+        request_id: Option<String>,
+    },
+    /// The token endpoint refused (RFC 6749 §5.2).
+    #[error("{description} ({error})")]
+    OAuth {
+        /// `invalid_grant`, `too_many_attempts`, ...
+        error: String,
+        /// Message for people.
+        description: String,
+    },
+    /// No connection could be made.
+    #[error("cannot reach Gatehouse at {url}: is it running?")]
+    Connect {
+        /// Base URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The gateway did not answer in time.
+    #[error("Gatehouse at {url} did not answer within {} s", TIMEOUT.as_secs())]
+    Timeout {
+        /// Base URL.
+        url: String,
+    },
+    /// The request failed after connecting (reset connection, TLS failure, ...).
+    #[error("request to Gatehouse at {url} failed")]
+    Transport {
+        /// Base URL.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer was not what the API documents (a proxy's error page, a newer or older
+    /// server, ...).
+    #[error("unexpected answer from Gatehouse (HTTP {status}): {detail}")]
+    Decode {
+        /// HTTP status.
+        status: u16,
+        /// What did not fit.
+        detail: String,
+    },
+    /// The base URL is unusable.
+    #[error("invalid Gatehouse URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// What was given.
+        url: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// `POST /oauth/token` success (RFC 6749 §5.1).
+#[derive(Debug, Deserialize)]
+pub struct TokenResponse {
+    /// The bearer token.
+    pub access_token: SecretString,
+    /// `Bearer`.
+    pub token_type: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// `GET /api/v1/current-user`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CurrentUser {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// `user` or `service_account`.
+    pub kind: String,
+    /// Role.
+    pub role: String,
+    /// `password`, `api_key`, `device`.
+    pub authenticated_by: String,
+    /// Fields this CLI does not know yet.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    /// Id.
+    pub id: Uuid,
+    /// Login name.
+    pub name: String,
+    /// Role (`admin`, `member`, or one this CLI does not know yet).
+    pub role: String,
+    /// Whether the user may log in.
+    pub active: bool,
+    /// Created at (RFC 3339, kept as sent).
+    pub created: String,
+    /// Last changed at (RFC 3339, kept as sent).
+    pub updated: String,
+    /// Fields this CLI does not know yet.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A service account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceAccount {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Whether it may authenticate.
+    pub active: bool,
+    /// Role of its sessions.
+    pub role: String,
+    /// The principal that manages it.
+    pub owner: Uuid,
+    /// Created at (RFC 3339, kept as sent).
+    pub created: String,
+    /// Last changed at (RFC 3339, kept as sent).
+    pub updated: String,
+    /// Fields this CLI does not know yet.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// This page's number (1-based).
+    pub index: u64,
+    /// The page size asked for.
+    pub max_size: u64,
+    /// How many pages there are.
+    pub total_pages: u64,
+    /// How many items match in all.
+    pub total: u64,
+    /// The items.
+    pub items: Vec<T>,
+    /// Fields this CLI does not know yet.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A role, as sent to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Manages every user and service account.
+    Admin,
+    /// Manages the service accounts it created.
+    Member,
+}
+
+/// Listing filters.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilters {
+    /// Exact name.
+    pub name: Option<String>,
+    /// Active or not.
+    pub active: Option<bool>,
+    /// 1-based page (server default 1).
+    pub page: Option<u64>,
+    /// Page size (server default 20, at most 1000).
+    pub size: Option<u64>,
+}
+
+/// A client of one gateway, optionally authenticated.
+#[derive(Debug, Clone)]
+pub struct GatehouseClient {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<SecretString>,
+}
+
+/// Checks and normalises a base URL: http or https, a host, no credentials, query or
+/// fragment, no trailing slash.
+fn parse_base(input: &str) -> Result<Url, ClientError> {
+    let invalid = |reason: String| ClientError::InvalidUrl {
+        url: input.to_owned(),
+        reason,
+    };
+    let trimmed = input.trim();
+    if !trimmed.contains("://") {
+        return Err(invalid(format!(
+            "it must start with http:// or https:// (did you mean http://{trimmed}?)"
+        )));
+    }
+    let url = Url::parse(trimmed).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "the scheme must be http or https, not {}",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it has no host".into()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("it must not contain credentials".into()));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("it must not have a query or fragment".into()));
+    }
+    let mut url = url;
+    let path = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&path);
+    Ok(url)
+}
+
+fn display_base(url: &Url) -> String {
+    url.as_str().trim_end_matches('/').to_owned()
+}
+
+/// Whether a failed attempt may be repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Repeating it changes nothing (GET, keyed create).
+    Safe,
+    /// Send once.
+    Never,
+}
+
+impl GatehouseClient {
+    /// A client of the gateway at `base_url`, sending `token` as bearer when given.
+    pub fn new(base_url: &str, token: Option<SecretString>) -> Result<Self, ClientError> {
+        let base = parse_base(base_url)?;
+        // reqwest is built without a default crypto provider; installing one is idempotent.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("gatehouse-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| ClientError::Transport {
+                url: display_base(&base),
+                source,
+            })?;
+        Ok(Self { http, base, token })
+    }
+
+    /// The normalised base URL (no trailing slash).
+    pub fn url(&self) -> String {
+        display_base(&self.base)
+    }
+
+    /// The same client with another token.
+    pub fn with_token(mut self, token: SecretString) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// The password grant.
+    pub async fn login_password(
+        &self,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<TokenResponse, ClientError> {
+        let url = self.endpoint(&["oauth", "token"]);
+        let response = self
+            .send(Retry::Never, || {
+                self.http.post(url.clone()).form(&[
+                    ("grant_type", "password"),
+                    ("username", username),
+                    ("password", password.expose_secret()),
+                    ("client_id", CLIENT_ID),
+                ])
+            })
+            .await?;
+        let status = response.status();
+        let body = self.body(response).await?;
+        if !status.is_success() {
+            return Err(decode_oauth_error(status.as_u16(), &body));
+        }
+        let token: TokenResponse = decode_json(status, &body)?;
+        if !token.token_type.eq_ignore_ascii_case("bearer") {
+            return Err(ClientError::Decode {
+                status: status.as_u16(),
+                detail: format!("unsupported token type {:?}", token.token_type),
+            });
+        }
+        Ok(token)
+    }
+
+    /// `GET /api/v1/current-user`.
+    pub async fn current_user(&self) -> Result<CurrentUser, ClientError> {
+        self.get(self.api(&["current-user"])).await
+    }
+
+    /// `POST /api/v1/current-user/password`. Ends every session of the user, this one too.
+    pub async fn change_password(
+        &self,
+        current: &SecretString,
+        new: &SecretString,
+    ) -> Result<(), ClientError> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            current_password: &'a str,
+            new_password: &'a str,
+        }
+        let body = Body {
+            current_password: current.expose_secret(),
+            new_password: new.expose_secret(),
+        };
+        let url = self.api(&["current-user", "password"]);
+        let response = self
+            .send(Retry::Never, || {
+                self.authorized(Method::POST, url.clone()).json(&body)
+            })
+            .await?;
+        self.expect_empty(response).await
+    }
+
+    /// `POST /api/v1/users`.
+    pub async fn create_user(
+        &self,
+        name: &str,
+        password: &SecretString,
+        role: Option<Role>,
+    ) -> Result<User, ClientError> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            name: &'a str,
+            password: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            role: Option<Role>,
+        }
+        let body = Body {
+            name,
+            password: password.expose_secret(),
+            role,
+        };
+        let url = self.api(&["users"]);
+        let response = self
+            .send(Retry::Never, || {
+                self.authorized(Method::POST, url.clone()).json(&body)
+            })
+            .await?;
+        self.expect_json(response).await
+    }
+
+    /// `GET /api/v1/users`.
+    pub async fn list_users(&self, filters: &ListFilters) -> Result<Page<User>, ClientError> {
+        self.get(with_filters(self.api(&["users"]), filters)).await
+    }
+
+    /// `GET /api/v1/users/{name_or_id}`.
+    pub async fn get_user(&self, name_or_id: &str) -> Result<User, ClientError> {
+        self.get(self.api(&["users", name_or_id])).await
+    }
+
+    /// `PATCH /api/v1/users/{name_or_id}`.
+    pub async fn update_user(
+        &self,
+        name_or_id: &str,
+        role: Option<Role>,
+        active: Option<bool>,
+    ) -> Result<User, ClientError> {
+        #[derive(Serialize)]
+        struct Body {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            role: Option<Role>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            active: Option<bool>,
+        }
+        let url = self.api(&["users", name_or_id]);
+        let body = Body { role, active };
+        let response = self
+            .send(Retry::Never, || {
+                self.authorized(Method::PATCH, url.clone()).json(&body)
+            })
+            .await?;
+        self.expect_json(response).await
+    }
+
+    /// `POST /api/v1/service_accounts`. With an idempotency key the request is retried on
+    /// connection failures and 503, and the server answers a repeat with the first result.
+    pub async fn create_service_account(
+        &self,
+        name: &str,
+        description: Option<&str>,
+        role: Option<Role>,
+        idempotency_key: Option<String>,
+    ) -> Result<ServiceAccount, ClientError> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            name: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            description: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            role: Option<Role>,
+        }
+        let url = self.api(&["service_accounts"]);
+        let body = Body {
+            name,
+            description,
+            role,
+        };
+        let retry = if idempotency_key.is_some() {
+            Retry::Safe
+        } else {
+            Retry::Never
+        };
+        let response = self
+            .send(retry, || {
+                let request = self.authorized(Method::POST, url.clone()).json(&body);
+                match &idempotency_key {
+                    Some(key) => request.header("Idempotency-Key", key),
+                    None => request,
+                }
+            })
+            .await?;
+        self.expect_json(response).await
+    }
+
+    /// `GET /api/v1/service_accounts`.
+    pub async fn list_service_accounts(
+        &self,
+        filters: &ListFilters,
+    ) -> Result<Page<ServiceAccount>, ClientError> {
+        self.get(with_filters(self.api(&["service_accounts"]), filters))
+            .await
+    }
+
+    /// `GET /api/v1/service_accounts/{name_or_id}`.
+    pub async fn get_service_account(
+        &self,
+        name_or_id: &str,
+    ) -> Result<ServiceAccount, ClientError> {
+        self.get(self.api(&["service_accounts", name_or_id])).await
+    }
+
+    /// `PATCH /api/v1/service_accounts/{name_or_id}`.
+    pub async fn update_service_account(
+        &self,
+        name_or_id: &str,
+        description: Option<&str>,
+        active: Option<bool>,
+        role: Option<Role>,
+    ) -> Result<ServiceAccount, ClientError> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            description: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            active: Option<bool>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            role: Option<Role>,
+        }
+        let url = self.api(&["service_accounts", name_or_id]);
+        let body = Body {
+            description,
+            active,
+            role,
+        };
+        let response = self
+            .send(Retry::Never, || {
+                self.authorized(Method::PATCH, url.clone()).json(&body)
+            })
+            .await?;
+        self.expect_json(response).await
+    }
+
+    /// `DELETE /api/v1/service_accounts/{name_or_id}`.
+    pub async fn delete_service_account(&self, name_or_id: &str) -> Result<(), ClientError> {
+        let url = self.api(&["service_accounts", name_or_id]);
+        let response = self
+            .send(Retry::Never, || {
+                self.authorized(Method::DELETE, url.clone())
+            })
+            .await?;
+        self.expect_empty(response).await
+    }
+
+    // ---- plumbing ----
+
+    /// `base/segments...`, each segment percent-encoded (names and ids are path segments).
+    fn endpoint(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    fn api(&self, segments: &[&str]) -> Url {
+        let mut all = vec!["api", "v1"];
+        all.extend_from_slice(segments);
+        self.endpoint(&all)
+    }
+
+    fn authorized(&self, method: Method, url: Url) -> RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.token {
+            Some(token) => request.bearer_auth(token.expose_secret()),
+            None => request,
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, url: Url) -> Result<T, ClientError> {
+        let response = self
+            .send(Retry::Safe, || self.authorized(Method::GET, url.clone()))
+            .await?;
+        self.expect_json(response).await
+    }
+
+    /// Sends the request `build` makes, once more after a backoff when `retry` allows it and
+    /// the connection failed or the gateway answered 503.
+    async fn send(
+        &self,
+        retry: Retry,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, ClientError> {
+        let attempts = if retry == Retry::Safe { ATTEMPTS } else { 1 };
+        let mut attempt = 1;
+        loop {
+            let last = attempt >= attempts;
+            let backoff = BACKOFF * 2u32.pow(attempt - 1);
+            match build().send().await {
+                Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE && !last => {
+                    let wait = retry_after(response.headers()).unwrap_or(backoff);
+                    tracing::debug!(url = %response.url(), ?wait, "gateway unavailable; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(response) => {
+                    tracing::debug!(url = %response.url(), status = response.status().as_u16(), "answered");
+                    return Ok(response);
+                }
+                Err(e) if e.is_connect() && !last => {
+                    tracing::debug!(error = %e, ?backoff, "connection failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(e) => return Err(self.transport_error(e)),
+            }
+            attempt += 1;
+        }
+    }
+
+    fn transport_error(&self, source: reqwest::Error) -> ClientError {
+        let url = self.url();
+        if source.is_timeout() {
+            ClientError::Timeout { url }
+        } else if source.is_connect() {
+            ClientError::Connect { url, source }
+        } else {
+            ClientError::Transport { url, source }
+        }
+    }
+
+    async fn body(&self, response: Response) -> Result<Vec<u8>, ClientError> {
+        response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| self.transport_error(e))
+    }
+
+    async fn expect_json<T: DeserializeOwned>(&self, response: Response) -> Result<T, ClientError> {
+        let status = response.status();
+        let request_id = request_id_header(response.headers());
+        let body = self.body(response).await?;
+        if status.is_success() {
+            decode_json(status, &body)
+        } else {
+            Err(decode_api_error(status.as_u16(), request_id, &body))
+        }
+    }
+
+    async fn expect_empty(&self, response: Response) -> Result<(), ClientError> {
+        let status = response.status();
+        let request_id = request_id_header(response.headers());
+        let body = self.body(response).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(decode_api_error(status.as_u16(), request_id, &body))
+        }
+    }
+}
+
+fn with_filters(mut url: Url, filters: &ListFilters) -> Url {
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(name) = &filters.name {
+            query.append_pair("name", name);
+        }
+        if let Some(active) = filters.active {
+            query.append_pair("active", if active { "true" } else { "false" });
+        }
+        if let Some(page) = filters.page {
+            query.append_pair("page", &page.to_string());
+        }
+        if let Some(size) = filters.size {
+            query.append_pair("size", &size.to_string());
+        }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    url
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+fn request_id_header(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn decode_json<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|e| ClientError::Decode {
+        status: status.as_u16(),
+        detail: e.to_string(),
+    })
+}
+
+/// The first bytes of a body that is not the documented JSON, for the error message.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "empty body".into();
+    }
+    let mut cut: String = text
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > 200 {
+        cut.push('…');
+    }
+    cut
+}
+
+/// Turns a non-2xx API answer into an error: 401 is a dead session, anything else carries
+/// the JSON error body (`{"error","code","message","request_id"}`).
+pub fn decode_api_error(
+    status: u16,
+    request_id_header: Option<String>,
+    body: &[u8],
+) -> ClientError {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        error: String,
+        #[serde(default)]
+        code: Option<String>,
+        message: String,
+        #[serde(default)]
+        request_id: Option<String>,
+    }
+    let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) else {
+        if status == 401 {
+            return ClientError::Unauthenticated {
+                message: "the gateway refused the token".into(),
+            };
+        }
+        return ClientError::Decode {
+            status,
+            detail: snippet(body),
+        };
+    };
+    if status == 401 {
+        return ClientError::Unauthenticated {
+            message: parsed.message,
+        };
+    }
+    let request_id = parsed
+        .request_id
+        .filter(|r| !r.is_empty())
+        .or(request_id_header);
+    ClientError::Api {
+        status,
+        error: parsed.error,
+        code: parsed.code.filter(|c| !c.is_empty()),
+        message: parsed.message,
+        request_id,
+    }
+}
+
+/// Turns a non-2xx token endpoint answer into an error (`{"error","error_description"}`).
+pub fn decode_oauth_error(status: u16, body: &[u8]) -> ClientError {
+    #[derive(Deserialize)]
+    struct OAuthBody {
+        error: String,
+        #[serde(default)]
+        error_description: Option<String>,
+    }
+    match serde_json::from_slice::<OAuthBody>(body) {
+        Ok(b) => {
+            let description = b
+                .error_description
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| "login refused".into());
+            ClientError::OAuth {
+                error: b.error,
+                description,
+            }
+        }
+        Err(_) => ClientError::Decode {
+            status,
+            detail: snippet(body),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_api_error_body_decodes_with_a_readable_message() {
+        let body = br#"{"error":"conflict","code":"name_taken","message":"a user or service account named \"x\" already exists","request_id":"1234"}"#;
+        let error = decode_api_error(409, None, body);
+        assert!(
+            matches!(&error, ClientError::Api { status: 409, error, code: Some(code), request_id: Some(id), .. }
+                if error == "conflict" && code == "name_taken" && id == "1234"),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            r#"conflict (name_taken): a user or service account named "x" already exists [request 1234]"#
+        );
+    }
+
+    #[test]
+    fn an_api_error_without_code_omits_it_and_falls_back_to_the_request_id_header() {
+        let body = br#"{"error":"not_found","message":"no user \"bob\"","request_id":""}"#;
+        let error = decode_api_error(404, Some("abc".into()), body);
+        assert_eq!(
+            error.to_string(),
+            r#"not_found: no user "bob" [request abc]"#
+        );
+    }
+
+    #[test]
+    fn a_401_means_the_session_is_over() {
+        let body =
+            br#"{"error":"unauthenticated","message":"the token was revoked","request_id":"1"}"#;
+        let error = decode_api_error(401, None, body);
+        assert!(matches!(error, ClientError::Unauthenticated { .. }));
+        let text = error.to_string();
+        assert!(
+            text.contains("expired or was revoked")
+                && text.contains("gatehouse login")
+                && text.contains("the token was revoked"),
+            "{text}"
+        );
+        assert!(matches!(
+            decode_api_error(401, None, b""),
+            ClientError::Unauthenticated { .. }
+        ));
+    }
+
+    #[test]
+    fn a_body_that_is_not_the_error_shape_is_a_decode_error_quoting_it() {
+        let error = decode_api_error(502, None, b"<html>Bad Gateway</html>");
+        assert!(matches!(error, ClientError::Decode { status: 502, .. }));
+        assert_eq!(
+            error.to_string(),
+            "unexpected answer from Gatehouse (HTTP 502): <html>Bad Gateway</html>"
+        );
+        assert_eq!(
+            decode_api_error(500, None, b"").to_string(),
+            "unexpected answer from Gatehouse (HTTP 500): empty body"
+        );
+    }
+
+    #[test]
+    fn an_oauth_error_decodes() {
+        let error = decode_oauth_error(
+            400,
+            br#"{"error":"invalid_grant","error_description":"invalid username or password"}"#,
+        );
+        assert!(matches!(&error, ClientError::OAuth { error, .. } if error == "invalid_grant"));
+        assert_eq!(
+            error.to_string(),
+            "invalid username or password (invalid_grant)"
+        );
+    }
+
+    fn normalize_url(url: &str) -> Result<String, ClientError> {
+        GatehouseClient::new(url, None).map(|c| c.url())
+    }
+
+    #[test]
+    fn urls_are_normalised() -> Result<(), ClientError> {
+        assert_eq!(
+            normalize_url("http://127.0.0.1:8080/")?,
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            normalize_url(" https://gatehouse.example.com ")?,
+            "https://gatehouse.example.com"
+        );
+        assert_eq!(
+            normalize_url("https://example.com/gatehouse//")?,
+            "https://example.com/gatehouse"
+        );
+        assert_eq!(
+            normalize_url("HTTP://Example.COM:80")?,
+            "http://example.com"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unusable_urls_are_refused_clearly() {
+        for (input, expected) in [
+            ("localhost:8080", "did you mean http://localhost:8080?"),
+            ("ftp://example.com", "must be http or https"),
+            ("http://user:pw@example.com", "must not contain credentials"),
+            ("http://example.com/?a=b", "query or fragment"),
+            ("http://", "invalid Gatehouse URL"),
+        ] {
+            let error = normalize_url(input).expect_err(input);
+            assert!(
+                matches!(error, ClientError::InvalidUrl { .. }),
+                "{input}: {error:?}"
+            );
+            assert!(error.to_string().contains(expected), "{input}: {error}");
+        }
+    }
+
+    #[test]
+    fn path_segments_are_encoded_and_prefixes_kept() -> Result<(), ClientError> {
+        let client = GatehouseClient::new("https://example.com/gh/", None)?;
+        assert_eq!(
+            client.api(&["users", "a b/c"]).as_str(),
+            "https://example.com/gh/api/v1/users/a%20b%2Fc"
+        );
+        let client = GatehouseClient::new("http://127.0.0.1:8080", None)?;
+        assert_eq!(
+            client.endpoint(&["oauth", "token"]).as_str(),
+            "http://127.0.0.1:8080/oauth/token"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn filters_become_query_parameters() -> Result<(), ClientError> {
+        let client = GatehouseClient::new("http://h", None)?;
+        let url = with_filters(client.api(&["users"]), &ListFilters::default());
+        assert_eq!(url.as_str(), "http://h/api/v1/users");
+        let filters = ListFilters {
+            name: Some("a&b".into()),
+            active: Some(false),
+            page: Some(2),
+            size: Some(50),
+        };
+        let url = with_filters(client.api(&["users"]), &filters);
+        assert_eq!(
+            url.as_str(),
+            "http://h/api/v1/users?name=a%26b&active=false&page=2&size=50"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip() -> Result<(), serde_json::Error> {
+        let server = serde_json::json!({
+            "id": "0190f0a8-3b1c-7000-8000-000000000001", "name": "ci", "description": "", "active": true,
+            "role": "member", "owner": "0190f0a8-3b1c-7000-8000-000000000002",
+            "created": "2025-01-01T00:00:00.5Z", "updated": "2025-01-02T00:00:00Z", "api_keys": 2,
+        });
+        let account: ServiceAccount = serde_json::from_value(server.clone())?;
+        assert_eq!(serde_json::to_value(&account)?, server);
+        Ok(())
+    }
+
+    #[test]
+    fn debug_of_a_token_response_hides_the_token() -> Result<(), serde_json::Error> {
+        let token: TokenResponse = serde_json::from_str(
+            r#"{"access_token":"very-secret","token_type":"Bearer","expires_in":3600}"#,
+        )?;
+        assert!(!format!("{token:?}").contains("very-secret"));
+        Ok(())
+    }
+}

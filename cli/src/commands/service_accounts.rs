@@ -1,0 +1,268 @@
+//! `gatehouse service-account ...`.
+
+use super::prompt::{self, blocking};
+use super::users::page_footer;
+use super::{Context, Globals, require_change};
+use crate::client::{ListFilters, Page, Role, ServiceAccount};
+use crate::output::{self, OutputFormat, Table};
+
+/// Manage service accounts. Members manage the accounts they created; admins manage all.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ServiceAccountCommand {
+    /// Create a service account owned by you.
+    Create(CreateArgs),
+    /// List the service accounts you may see.
+    List(ListArgs),
+    /// Show one service account.
+    Describe(DescribeArgs),
+    /// Change a service account's description, role or active flag. Deactivation refuses
+    /// its tokens at once.
+    Update(UpdateArgs),
+    /// Delete a service account: its tokens stop working at once and its name is free again.
+    Delete(DeleteArgs),
+}
+
+impl ServiceAccountCommand {
+    /// Runs the command.
+    pub async fn run(self, globals: &Globals) -> anyhow::Result<()> {
+        let ctx = Context::new(globals)?;
+        match self {
+            ServiceAccountCommand::Create(args) => args.run(&ctx).await,
+            ServiceAccountCommand::List(args) => args.run(&ctx).await,
+            ServiceAccountCommand::Describe(args) => args.run(&ctx).await,
+            ServiceAccountCommand::Update(args) => args.run(&ctx).await,
+            ServiceAccountCommand::Delete(args) => args.run(&ctx).await,
+        }
+    }
+}
+
+/// `service-account create`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_long_help = "\
+The request carries a fresh Idempotency-Key, so the CLI may safely retry it after a network
+failure: the server answers the retry with the first result.
+
+Examples:
+  gatehouse service-account create ci-pipeline --description \"Builds and publishes models\"
+  gatehouse service-account create trainer --role member -o json")]
+pub struct CreateArgs {
+    /// Name: 1 to 64 of A-Z a-z 0-9 . _ -, unique among users and service accounts.
+    pub name: String,
+    /// What the account is for (at most 1,024 characters).
+    #[arg(long, short = 'd')]
+    pub description: Option<String>,
+    /// Role of its sessions [server default: member; only admins may ask for admin].
+    #[arg(long, value_enum)]
+    pub role: Option<Role>,
+}
+
+impl CreateArgs {
+    /// Runs `service-account create`.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let key = uuid::Uuid::new_v4().to_string();
+        let account = ctx
+            .client()?
+            .create_service_account(
+                &self.name,
+                self.description.as_deref(),
+                self.role,
+                Some(key),
+            )
+            .await?;
+        print_account(ctx, &account)
+    }
+}
+
+/// `service-account list`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    /// Only the account with this exact name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Only active (true) or inactive (false) accounts.
+    #[arg(long, value_name = "true|false")]
+    pub active: Option<bool>,
+    /// Page number, from 1.
+    #[arg(long, value_name = "N")]
+    pub page: Option<u64>,
+    /// Accounts per page (1 to 1000) [server default: 20].
+    #[arg(long, value_name = "N")]
+    pub size: Option<u64>,
+}
+
+impl ListArgs {
+    /// Runs `service-account list`.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let filters = ListFilters {
+            name: self.name,
+            active: self.active,
+            page: self.page,
+            size: self.size,
+        };
+        let page = ctx.client()?.list_service_accounts(&filters).await?;
+        match ctx.output() {
+            OutputFormat::Json => output::emit_json(&page),
+            OutputFormat::Table => {
+                output::emit(&account_table(&page).render())?;
+                page_footer(&page, "service accounts");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `service-account describe`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DescribeArgs {
+    /// The account's name or id.
+    pub name_or_id: String,
+}
+
+impl DescribeArgs {
+    /// Runs `service-account describe`.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let account = ctx.client()?.get_service_account(&self.name_or_id).await?;
+        print_account(ctx, &account)
+    }
+}
+
+/// `service-account update`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpdateArgs {
+    /// The account's name or id.
+    pub name_or_id: String,
+    /// New description.
+    #[arg(long, short = 'd')]
+    pub description: Option<String>,
+    /// false deactivates the account (its tokens are refused at once); true reactivates it.
+    #[arg(long, value_name = "true|false")]
+    pub active: Option<bool>,
+    /// New role (admins only).
+    #[arg(long, value_enum)]
+    pub role: Option<Role>,
+}
+
+impl UpdateArgs {
+    /// Runs `service-account update`.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        require_change(
+            self.description.is_some() || self.active.is_some() || self.role.is_some(),
+            "--description, --active or --role",
+        )?;
+        let account = ctx
+            .client()?
+            .update_service_account(
+                &self.name_or_id,
+                self.description.as_deref(),
+                self.active,
+                self.role,
+            )
+            .await?;
+        print_account(ctx, &account)
+    }
+}
+
+/// `service-account delete`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeleteArgs {
+    /// The account's name or id.
+    pub name_or_id: String,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+impl DeleteArgs {
+    /// Runs `service-account delete`.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let client = ctx.client()?;
+        if !self.yes {
+            if !prompt::stdin_is_terminal() {
+                anyhow::bail!(
+                    "refusing to delete without confirmation: stdin is not a terminal, pass --yes"
+                );
+            }
+            let question = format!(
+                "Delete service account {:?}? Its tokens stop working at once.",
+                self.name_or_id
+            );
+            if !blocking(move || prompt::confirm(&question)).await? {
+                anyhow::bail!("aborted: nothing was deleted");
+            }
+        }
+        client.delete_service_account(&self.name_or_id).await?;
+        if ctx.output() == OutputFormat::Table {
+            output::emit(&format!("Deleted service account {}\n", self.name_or_id))?;
+        }
+        Ok(())
+    }
+}
+
+fn print_account(ctx: &Context, account: &ServiceAccount) -> anyhow::Result<()> {
+    match ctx.output() {
+        OutputFormat::Json => output::emit_json(account),
+        OutputFormat::Table => output::emit(&describe_account(account)),
+    }
+}
+
+fn describe_account(a: &ServiceAccount) -> String {
+    let mut rows = vec![
+        ("name".to_owned(), a.name.clone()),
+        ("id".to_owned(), a.id.to_string()),
+        ("description".to_owned(), a.description.clone()),
+        ("role".to_owned(), a.role.clone()),
+        ("active".to_owned(), output::boolean(a.active)),
+        ("owner".to_owned(), a.owner.to_string()),
+        ("created".to_owned(), output::server_timestamp(&a.created)),
+        ("updated".to_owned(), output::server_timestamp(&a.updated)),
+    ];
+    rows.extend(output::extra_fields(&a.extra));
+    output::describe(rows)
+}
+
+fn account_table(page: &Page<ServiceAccount>) -> Table {
+    let mut table = Table::new(["name", "id", "role", "active", "created", "description"]);
+    for a in &page.items {
+        table.push([
+            a.name.clone(),
+            a.id.to_string(),
+            a.role.clone(),
+            output::boolean(a.active),
+            output::server_timestamp(&a.created),
+            a.description.clone(),
+        ]);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_account_table_keeps_long_descriptions_last_and_whole() -> Result<(), serde_json::Error> {
+        let account: ServiceAccount = serde_json::from_value(serde_json::json!({
+            "id": "0190f0a8-3b1c-7000-8000-000000000001", "name": "ci", "description": "Builds\nand publishes models",
+            "active": true, "role": "member", "owner": "0190f0a8-3b1c-7000-8000-000000000002",
+            "created": "2025-01-01T10:11:12Z", "updated": "2025-01-01T10:11:12Z",
+        }))?;
+        let page = Page {
+            index: 1,
+            max_size: 20,
+            total_pages: 1,
+            total: 1,
+            items: vec![account.clone()],
+            extra: Default::default(),
+        };
+        assert_eq!(
+            account_table(&page).render(),
+            "NAME  ID                                    ROLE    ACTIVE  CREATED              DESCRIPTION\n\
+             ci    0190f0a8-3b1c-7000-8000-000000000001  member  true    2025-01-01 10:11:12  Builds\\nand publishes models\n"
+        );
+        assert!(
+            describe_account(&account)
+                .contains("OWNER        0190f0a8-3b1c-7000-8000-000000000002\n")
+        );
+        Ok(())
+    }
+}

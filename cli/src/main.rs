@@ -1,0 +1,86 @@
+//! `gatehouse`: run Gatehouse (`dev`, `serve`) and talk to it (everything else).
+
+mod client;
+mod commands;
+mod credentials;
+mod output;
+mod runtime;
+
+use clap::{Parser, Subcommand};
+
+use commands::{Globals, LoginArgs, ServiceAccountCommand, UserCommand};
+
+/// Gatehouse: the authentication plane for ML platforms.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    globals: Globals,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service in one process, in memory (nothing persists). Prints the admin
+    /// password once.
+    Dev(runtime::ServerArgs),
+    /// Run every service in one process against Postgres and NATS.
+    Serve(runtime::ServeArgs),
+    /// Log in and keep the session for later commands.
+    Login(LoginArgs),
+    /// Forget the saved session.
+    Logout,
+    /// Show who you are logged in as.
+    CurrentUser,
+    /// Manage users (admins).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage service accounts.
+    #[command(name = "service-account")]
+    ServiceAccount {
+        #[command(subcommand)]
+        command: ServiceAccountCommand,
+    },
+}
+
+fn init_logging(server: bool) {
+    let default = if server { "info" } else { "warn" };
+    let filter = std::env::var("GATEHOUSE_LOG").unwrap_or_else(|_| default.to_owned());
+    let format = std::env::var("GATEHOUSE_LOG_FORMAT").ok().and_then(|f| f.parse().ok()).unwrap_or_default();
+    gatehouse_telemetry::init(&filter, format);
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(args) => runtime::dev(args).await,
+        Command::Serve(args) => runtime::serve(args).await,
+        Command::Login(args) => commands::login(args, &cli.globals).await,
+        Command::Logout => commands::logout(&cli.globals).await,
+        Command::CurrentUser => commands::current_user(&cli.globals).await,
+        Command::User { command } => command.run(&cli.globals).await,
+        Command::ServiceAccount { command } => command.run(&cli.globals).await,
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Dev(_) | Command::Serve(_)));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! `gatehouse dev` and `gatehouse serve`: every service in one process.
+//!
+//! `dev` wires the in-memory event log, feed and view store and the in-process bus;
+//! `serve` wires Postgres and NATS. Past the wiring, both run the same code: the identity
+//! service behind the command bus, the read-model projector, the gateway.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use gatehouse_bus::infra::{shutdown_signal, Infra};
+use gatehouse_bus::local::LocalCommandBus;
+use gatehouse_bus::CommandBus;
+use gatehouse_contracts::clock::{Clock, SystemClock};
+use gatehouse_eventlog::memory::{MemoryEventStore, MemoryViewStore};
+use gatehouse_eventlog::postgres::leader::run_while_leader;
+use gatehouse_eventlog::postgres::PgDatabase;
+use gatehouse_eventlog::{EventFeed, EventStore, ViewStore};
+use gatehouse_gateway::bootstrap::{bootstrap_admin, read_model_projector};
+use gatehouse_gateway::{GatewayDeps, GatewaySettings, Probe};
+use gatehouse_identity::IdentityService;
+use gatehouse_secrets::{BusSealer, MasterKey};
+use rand::distributions::{Alphanumeric, DistString};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::watch;
+
+/// Options shared by `dev` and `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Address the gateway listens on.
+    #[arg(long, env = "GATEHOUSE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Public URL of the gateway, used as the token issuer (default: http://<bind>).
+    #[arg(long, env = "GATEHOUSE_ISSUER")]
+    pub issuer: Option<String>,
+    /// Password of the initial `admin` user (default: generated and printed once).
+    #[arg(long, env = "GATEHOUSE_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<SecretString>,
+    /// Proxies whose X-Forwarded-For header is trusted (comma-separated IPs).
+    #[arg(long, env = "GATEHOUSE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+/// Options of `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Postgres URL of the event log and read models.
+    #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// NATS URL (JetStream must be enabled, nats-server 2.10 or newer).
+    #[arg(long, env = "GATEHOUSE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Base64 of 32 random bytes: wraps the token signing keys and seals secrets on the
+    /// bus. Keep it safe and stable: tokens and stored secrets depend on it.
+    #[arg(long, env = "GATEHOUSE_MASTER_KEY", hide_env_values = true)]
+    pub master_key: SecretString,
+}
+
+fn settings(args: &ServerArgs) -> GatewaySettings {
+    let mut settings = GatewaySettings::new(args.bind);
+    if let Some(issuer) = &args.issuer {
+        settings.issuer = issuer.clone();
+    }
+    settings.trusted_proxies = args.trusted_proxies.clone();
+    settings
+}
+
+fn generated_password() -> SecretString {
+    SecretString::from(Alphanumeric.sample_string(&mut rand::rngs::OsRng, 24))
+}
+
+/// Everything both modes run, given the backends.
+struct Backends {
+    log: Arc<dyn EventStore>,
+    feed: Arc<dyn EventFeed>,
+    views: Arc<dyn ViewStore>,
+    bus: Arc<dyn CommandBus>,
+    probes: Vec<Arc<dyn Probe>>,
+    /// Postgres, when the backends are durable: the projector and relay then run under
+    /// leader election, so several `serve` processes can share one database.
+    database: Option<PgDatabase>,
+    /// The outbox relay (durable backends only).
+    relay: Option<gatehouse_eventlog::relay::OutboxRelay>,
+}
+
+/// The advisory lock electing the read-model projector (same as `gatehouse-gateway`).
+const PROJECTOR_LOCK: i64 = 0x6761_7465_7072_6f6a; // "gateproj"
+
+
+/// Runs identity, projector and gateway until a signal; returns after a graceful stop.
+async fn run_all(args: &ServerArgs, master: MasterKey, backends: Backends, banner: impl FnOnce(SocketAddr, Option<&SecretString>)) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (stop, shutdown) = watch::channel(false);
+    let sealer = Arc::new(BusSealer::new(&master));
+
+    let identity = IdentityService::new(backends.log.clone(), sealer.clone(), clock.clone());
+    let serving = backends.bus.serve("identity", Arc::new(identity.router())).await.context("serving identity commands")?;
+
+    let projector = read_model_projector(backends.views.clone(), backends.log.clone());
+    let projector_task = tokio::spawn({
+        let feed = backends.feed.clone();
+        let shutdown = shutdown.clone();
+        let database = backends.database.clone();
+        async move {
+            match database {
+                Some(database) => {
+                    run_while_leader(database, PROJECTOR_LOCK, "read-model projector", shutdown, |stopped| {
+                        let projector = projector.clone();
+                        let feed = feed.clone();
+                        async move { projector.run(feed, true, stopped).await }
+                    })
+                    .await
+                }
+                None => projector.run(feed, true, shutdown).await,
+            }
+        }
+    });
+    let relay_task = backends.relay.map(|relay| tokio::spawn(relay.run(shutdown.clone())));
+
+    let deps = GatewayDeps {
+        bus: backends.bus.clone(),
+        views: backends.views.clone(),
+        log: backends.log.clone(),
+        feed: backends.feed.clone(),
+        master,
+        clock,
+        probes: backends.probes,
+    };
+    let state = gatehouse_gateway::build(settings(args), deps, shutdown.clone()).await?;
+    let running = gatehouse_gateway::serve(state, shutdown.clone()).with_context(|| format!("binding {}", args.bind))?;
+
+    let (password, generated) = match &args.admin_password {
+        Some(p) => (p.clone(), false),
+        None => (generated_password(), true),
+    };
+    let created = bootstrap_admin(backends.bus.as_ref(), &sealer, &password).await?;
+    banner(running.addr, (created && generated).then_some(&password));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    stop.send_replace(true);
+    let _ = running.task.await;
+    serving.stop().await;
+    let _ = projector_task.await;
+    if let Some(relay) = relay_task {
+        let _ = relay.await;
+    }
+    Ok(())
+}
+
+/// `gatehouse dev`: everything in memory.
+pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
+    let log = MemoryEventStore::new();
+    let backends = Backends {
+        log: Arc::new(log.clone()),
+        feed: Arc::new(log),
+        views: Arc::new(MemoryViewStore::new()),
+        bus: Arc::new(LocalCommandBus::new()),
+        probes: vec![],
+        database: None,
+        relay: None,
+    };
+    let master = MasterKey::generate();
+    run_all(&args, master, backends, |addr, password| {
+        println!("Gatehouse dev server (in memory: nothing persists)");
+        println!("  URL:      http://{addr}");
+        println!("  Username: admin");
+        match password {
+            Some(p) => println!("  Password: {}   (shown once)", p.expose_secret()),
+            None => println!("  Password: from GATEHOUSE_ADMIN_PASSWORD"),
+        }
+        println!();
+        println!("  gatehouse login --url http://{addr} --username admin");
+        println!();
+        println!("Press Ctrl-C to stop.");
+    })
+    .await
+}
+
+/// `gatehouse serve`: everything in one process on Postgres and NATS.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let master = MasterKey::from_base64(args.master_key.expose_secret()).context("GATEHOUSE_MASTER_KEY")?;
+    let infra = Infra::connect(&args.database_url, &args.nats_url, "gatehouse-serve").await?;
+    let backends = Backends {
+        log: infra.log.clone(),
+        feed: infra.feed.clone(),
+        views: infra.views.clone(),
+        bus: infra.bus.clone(),
+        probes: infra.probes(),
+        database: Some(infra.database.clone()),
+        relay: Some(infra.relay()),
+    };
+    run_all(&args.server, master, backends, |addr, password| {
+        tracing::info!(url = %format!("http://{addr}"), "gatehouse serve is ready");
+        if let Some(p) = password {
+            println!("Created the admin user; its password (shown once): {}", p.expose_secret());
+        }
+    })
+    .await
+}

@@ -1,0 +1,134 @@
+//! Production wiring shared by `gatehouse serve` and the per-service binaries: connect to
+//! Postgres and NATS once and hand out the trait objects the services run on.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use gatehouse_eventlog::postgres::{PgDatabase, PostgresEventStore, PostgresViewStore};
+use gatehouse_eventlog::relay::OutboxRelay;
+
+use crate::jetstream::{ensure_stream, JetStreamFeed, JetStreamPublisher};
+use crate::nats::{connect, NatsCommandBus};
+
+/// A readiness check of one dependency.
+#[async_trait]
+pub trait Probe: Send + Sync {
+    /// The dependency's name.
+    fn name(&self) -> &'static str;
+    /// `Ok` when usable, otherwise what is wrong.
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// Connecting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InfraError {
+    /// Postgres.
+    #[error("cannot use the database: {0}")]
+    Database(#[source] gatehouse_eventlog::StoreError),
+    /// NATS.
+    #[error("cannot use NATS at {url}: {source}")]
+    Nats {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: crate::BusError,
+    },
+}
+
+/// Postgres and NATS, connected.
+#[derive(Clone)]
+pub struct Infra {
+    /// The database (pool + config).
+    pub database: PgDatabase,
+    /// The event log.
+    pub log: Arc<PostgresEventStore>,
+    /// The read models.
+    pub views: Arc<PostgresViewStore>,
+    /// The NATS connection.
+    pub nats: async_nats::Client,
+    /// The event feed.
+    pub feed: Arc<JetStreamFeed>,
+    /// The command bus.
+    pub bus: Arc<NatsCommandBus>,
+}
+
+impl std::fmt::Debug for Infra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Infra").finish_non_exhaustive()
+    }
+}
+
+impl Infra {
+    /// Connects, creates the schema and the JetStream stream when missing.
+    pub async fn connect(database_url: &str, nats_url: &str, client_name: &str) -> Result<Self, InfraError> {
+        let database = PgDatabase::connect(database_url, 16).await.map_err(InfraError::Database)?;
+        gatehouse_eventlog::postgres::migrate(database.pool()).await.map_err(InfraError::Database)?;
+        let nats = connect(nats_url, client_name).await.map_err(|source| InfraError::Nats { url: nats_url.to_owned(), source })?;
+        let js = async_nats::jetstream::new(nats.clone());
+        ensure_stream(&js).await.map_err(|source| InfraError::Nats { url: nats_url.to_owned(), source })?;
+        Ok(Self {
+            log: Arc::new(PostgresEventStore::new(database.pool().clone())),
+            views: Arc::new(PostgresViewStore::new(&database)),
+            feed: Arc::new(JetStreamFeed::new(js)),
+            bus: Arc::new(NatsCommandBus::new(nats.clone())),
+            nats,
+            database,
+        })
+    }
+
+    /// The outbox relay publishing this database's events to JetStream.
+    pub fn relay(&self) -> OutboxRelay {
+        let publisher = JetStreamPublisher::new(async_nats::jetstream::new(self.nats.clone()));
+        OutboxRelay::new(self.database.clone(), Arc::new(publisher))
+    }
+
+    /// Readiness probes for the database and NATS.
+    pub fn probes(&self) -> Vec<Arc<dyn Probe>> {
+        vec![Arc::new(DatabaseProbe(self.database.clone())), Arc::new(NatsProbe(self.nats.clone()))]
+    }
+}
+
+struct DatabaseProbe(PgDatabase);
+
+#[async_trait]
+impl Probe for DatabaseProbe {
+    fn name(&self) -> &'static str {
+        "database"
+    }
+    async fn check(&self) -> Result<(), String> {
+        let client = self.0.pool().get().await.map_err(|e| format!("unreachable: {e}"))?;
+        client.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| format!("failing: {e}"))
+    }
+}
+
+struct NatsProbe(async_nats::Client);
+
+#[async_trait]
+impl Probe for NatsProbe {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+    async fn check(&self) -> Result<(), String> {
+        match self.0.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            other => Err(format!("{other:?}").to_lowercase()),
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,447 @@
+//! Events on JetStream: the outbox relay's [`JetStreamPublisher`] and the consumers'
+//! [`JetStreamFeed`].
+//!
+//! One stream, [`STREAM_NAME`], holds every subject `gatehouse.events.<aggregate>.<event>`.
+//! The relay publishes each committed event with `Nats-Msg-Id` = event id, so a re-publish
+//! after a crash between "published" and "marked sent" is dropped by the server's
+//! duplicate window. Consumers are pull consumers: durable ones (explicit acks, position
+//! kept by the server) for the shared read models, ordered ephemeral ones for in-memory
+//! state such as a gateway's revocation set.
+//!
+//! Needs nats-server 2.10 or newer: multi-subject consumer filters (`filter_subjects`) are
+//! silently ignored by older servers, which would then deliver every subject.
+
+use std::time::Duration;
+
+use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::message::{AckKind, Acker};
+use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
+use async_nats::jetstream::{self, Context};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{FutureExt, Stream, StreamExt};
+use gatehouse_contracts::envelope::RecordedEvent;
+use gatehouse_eventlog::feed::{Ack, Delivery, EventFeed, FeedError, Publisher, PublishError, StartFrom, Subscription, SubscriptionSpec};
+
+use crate::BusError;
+
+/// The JetStream stream holding every event.
+pub const STREAM_NAME: &str = "GATEHOUSE_EVENTS";
+/// The subjects of [`STREAM_NAME`].
+pub const STREAM_SUBJECTS: &str = "gatehouse.events.>";
+/// How long the server remembers a `Nats-Msg-Id` to drop a re-publish. The relay retries
+/// well within it.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Header: the event's stream id (`api_key-<uuid>`).
+pub const HEADER_STREAM_ID: &str = "Gatehouse-Stream-Id";
+/// Header: the event's version within its stream.
+pub const HEADER_VERSION: &str = "Gatehouse-Version";
+/// Header: the event type (`api_key.rotated`).
+pub const HEADER_EVENT_TYPE: &str = "Gatehouse-Event-Type";
+/// Header: W3C trace context of the request that caused the event.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+
+/// How long a durable consumer waits for an ack before redelivering.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How many unacknowledged deliveries a durable consumer allows.
+pub const MAX_ACK_PENDING: i64 = 1024;
+
+fn unavailable(e: impl std::error::Error + Send + Sync + 'static) -> BusError {
+    BusError::Unavailable(Box::new(e))
+}
+
+fn wanted_stream_config() -> StreamConfig {
+    StreamConfig {
+        name: STREAM_NAME.to_owned(),
+        subjects: vec![STREAM_SUBJECTS.to_owned()],
+        storage: StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// Creates [`STREAM_NAME`] or brings an existing one to the settings above (subjects,
+/// duplicate window, direct get). Refuses a stream with memory storage: events must
+/// survive a server restart, and storage cannot be changed in place.
+pub async fn ensure_stream(js: &Context) -> Result<jetstream::stream::Stream, BusError> {
+    let wanted = wanted_stream_config();
+    let mut stream = js.get_or_create_stream(wanted.clone()).await.map_err(unavailable)?;
+    let current = stream.info().await.map_err(unavailable)?.config.clone();
+    if current.storage != StorageType::File {
+        return Err(BusError::Unavailable(
+            format!("stream {STREAM_NAME} exists with {:?} storage; it must be file storage", current.storage).into(),
+        ));
+    }
+    if current.subjects != wanted.subjects
+        || current.duplicate_window != wanted.duplicate_window
+        || current.allow_direct != wanted.allow_direct
+    {
+        tracing::info!(stream = STREAM_NAME, "updating the event stream's configuration");
+        let updated = StreamConfig {
+            subjects: wanted.subjects,
+            duplicate_window: wanted.duplicate_window,
+            allow_direct: wanted.allow_direct,
+            ..current
+        };
+        js.update_stream(updated).await.map_err(unavailable)?;
+        stream = js.get_stream(STREAM_NAME).await.map_err(unavailable)?;
+    }
+    Ok(stream)
+}
+
+/// Publishes committed events for the outbox relay.
+///
+/// Returns only once the stream has stored the event (the publish ack); the relay marks the
+/// outbox row sent after that. A re-publish of the same event id within
+/// [`DUPLICATE_WINDOW`] is acknowledged as a duplicate and counts as success.
+#[derive(Clone, Debug)]
+pub struct JetStreamPublisher {
+    js: Context,
+    timeout: Duration,
+}
+
+impl JetStreamPublisher {
+    /// Default bound on one publish, send and ack together.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A publisher on `js`.
+    pub fn new(js: Context) -> Self {
+        Self { js, timeout: Self::DEFAULT_TIMEOUT }
+    }
+
+    /// Bounds each publish (send and ack together) by `timeout`. The context's own timeout
+    /// also bounds the wait for the ack.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// The headers an event is published with.
+pub fn event_headers(event: &RecordedEvent) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(NATS_MESSAGE_ID, event.event_id.to_string());
+    headers.insert(HEADER_STREAM_ID, event.stream_id.as_str());
+    headers.insert(HEADER_VERSION, event.version.to_string());
+    headers.insert(HEADER_EVENT_TYPE, event.event_type.as_str());
+    if let Some(traceparent) = &event.metadata.traceparent {
+        headers.insert(HEADER_TRACEPARENT, traceparent.as_str());
+    }
+    headers
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no publish ack within {0:?}")]
+struct PublishTimedOut(Duration);
+
+#[async_trait]
+impl Publisher for JetStreamPublisher {
+    async fn publish(&self, event: &RecordedEvent) -> Result<(), PublishError> {
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| PublishError { event_id: event.event_id, source };
+        let body = serde_json::to_vec(event).map_err(|e| failed(Box::new(e)))?;
+        let publish = async {
+            let ack = self
+                .js
+                .publish_with_headers(event.subject(), event_headers(event), Bytes::from(body))
+                .await
+                .map_err(|e| failed(Box::new(e)))?;
+            ack.await.map_err(|e| failed(Box::new(e)))
+        };
+        let ack = tokio::time::timeout(self.timeout, publish)
+            .await
+            .map_err(|_| failed(Box::new(PublishTimedOut(self.timeout))))??;
+        if ack.duplicate {
+            tracing::debug!(event_id = %event.event_id, sequence = ack.sequence, "event was already published");
+        }
+        Ok(())
+    }
+}
+
+/// [`EventFeed`] over JetStream.
+///
+/// - A durable spec gets a durable pull consumer named `durable_name`, with explicit acks
+///   ([`ACK_WAIT`], [`MAX_ACK_PENDING`]); `start` only applies when it is first created,
+///   afterwards the server's ack state decides where it resumes. Its filters, ack wait and
+///   pending limit are brought up to date on every subscribe.
+/// - An ephemeral spec gets an ordered consumer: in stream order, no acks, re-created by
+///   the client (from the last sequence seen) after a gap or a lost connection.
+///
+/// **One active subscriber per durable name.** A single pull consumer delivers in stream
+/// order, so events of one aggregate stream arrive in version order. Two processes pulling
+/// from the same durable would split the events between them and break that order; the
+/// projector therefore runs under a leader lock.
+///
+/// A durable delivery that is dropped without [`Delivery::ack`] is negatively acknowledged
+/// right away, and so are messages the client had already received when the subscription
+/// is dropped: they are redelivered now (to the next subscriber) rather than after
+/// [`ACK_WAIT`], which matches the in-memory feed's "resume after the last ack".
+/// Redelivery can put an event after later ones of the same stream; the projector's
+/// version guard and gap filling absorb that.
+#[derive(Clone, Debug)]
+pub struct JetStreamFeed {
+    js: Context,
+    ack_wait: Duration,
+}
+
+impl JetStreamFeed {
+    /// A feed on `js`. The stream must exist ([`ensure_stream`]).
+    pub fn new(js: Context) -> Self {
+        Self { js, ack_wait: ACK_WAIT }
+    }
+
+    /// Overrides [`ACK_WAIT`] for durable consumers created or updated by this feed.
+    pub fn with_ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait;
+        self
+    }
+
+    async fn durable(&self, name: &str, spec: &SubscriptionSpec) -> Result<Subscription, FeedError> {
+        let stream = self.js.get_stream(STREAM_NAME).await.map_err(feed_unavailable)?;
+        let (filter_subject, filter_subjects) = filters(&spec.subjects);
+        let deliver_policy = match spec.start {
+            StartFrom::Beginning => DeliverPolicy::All,
+            StartFrom::AfterSequence(n) => DeliverPolicy::ByStartSequence { start_sequence: n + 1 },
+            StartFrom::New => DeliverPolicy::New,
+        };
+        let wanted = pull::Config {
+            durable_name: Some(name.to_owned()),
+            filter_subject,
+            filter_subjects,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.ack_wait,
+            max_ack_pending: MAX_ACK_PENDING,
+            deliver_policy,
+            ..Default::default()
+        };
+        let mut consumer: jetstream::consumer::PullConsumer =
+            stream.get_or_create_consumer(name, wanted.clone()).await.map_err(feed_unavailable)?;
+        let current = consumer.cached_info().config.clone();
+        let same_filters = sorted(current.filter_subjects.clone(), &current.filter_subject)
+            == sorted(wanted.filter_subjects.clone(), &wanted.filter_subject);
+        if !same_filters
+            || current.ack_policy != AckPolicy::Explicit
+            || current.ack_wait != wanted.ack_wait
+            || current.max_ack_pending != wanted.max_ack_pending
+        {
+            tracing::info!(consumer = %name, subjects = ?spec.subjects, "updating a durable consumer's configuration");
+            // The deliver policy cannot change on an existing consumer; keep its own.
+            let updated = pull::Config { deliver_policy: current.deliver_policy, ..wanted };
+            consumer = stream.update_consumer(updated).await.map_err(feed_unavailable)?;
+        }
+        let messages = consumer.messages().await.map_err(feed_unavailable)?;
+        let inner = messages.map(|m| m.map_err(feed_unavailable)).boxed();
+        Ok(Deliveries { inner, returns: Some(spawn_returner()), floor: 0 }.boxed())
+    }
+
+    async fn ephemeral(&self, spec: &SubscriptionSpec) -> Result<Subscription, FeedError> {
+        let stream = self.js.get_stream(STREAM_NAME).await.map_err(feed_unavailable)?;
+        // "New" is pinned to a sequence, not left to the server: the client re-creates an
+        // ordered consumer that has not delivered anything yet from the start of the stream,
+        // and `floor` then keeps the old events out.
+        let floor = match spec.start {
+            StartFrom::Beginning => 0,
+            StartFrom::AfterSequence(n) => n,
+            StartFrom::New => stream.cached_info().state.last_sequence,
+        };
+        let deliver_policy =
+            if floor == 0 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: floor + 1 } };
+        let (filter_subject, filter_subjects) = filters(&spec.subjects);
+        let config = pull::OrderedConfig { filter_subject, filter_subjects, deliver_policy, ..Default::default() };
+        let consumer = stream.create_consumer(config).await.map_err(feed_unavailable)?;
+        let messages = consumer.messages().await.map_err(feed_unavailable)?;
+        let inner = messages.map(|m| m.map_err(feed_unavailable)).boxed();
+        Ok(Deliveries { inner, returns: None, floor }.boxed())
+    }
+}
+
+fn feed_unavailable(e: impl std::error::Error + Send + Sync + 'static) -> FeedError {
+    FeedError::Unavailable(Box::new(e))
+}
+
+/// One filter goes in `filter_subject` (understood by every server), several in
+/// `filter_subjects` (2.10+); none means the whole stream.
+fn filters(subjects: &[String]) -> (String, Vec<String>) {
+    match subjects {
+        [] => (String::new(), Vec::new()),
+        [one] => (one.clone(), Vec::new()),
+        many => (String::new(), many.to_vec()),
+    }
+}
+
+fn sorted(mut subjects: Vec<String>, single: &str) -> Vec<String> {
+    if !single.is_empty() {
+        subjects.push(single.to_owned());
+    }
+    subjects.sort();
+    subjects.dedup();
+    subjects
+}
+
+#[async_trait]
+impl EventFeed for JetStreamFeed {
+    async fn subscribe(&self, spec: SubscriptionSpec) -> Result<Subscription, FeedError> {
+        match &spec.durable_name {
+            Some(name) => self.durable(name, &spec).await,
+            None => self.ephemeral(&spec).await,
+        }
+    }
+
+    async fn last_sequence(&self) -> Result<u64, FeedError> {
+        let stream = self.js.get_stream(STREAM_NAME).await.map_err(feed_unavailable)?;
+        Ok(stream.cached_info().state.last_sequence)
+    }
+}
+
+/// What goes back to the server unprocessed, in the order it was given back.
+enum Returned {
+    /// A delivery dropped without an ack.
+    One(Acker),
+    /// A dropped subscription: the messages the client already holds.
+    Rest(BoxStream<'static, Result<jetstream::Message, FeedError>>),
+}
+
+/// Sends `-NAK` for what a durable subscription gives back, one at a time and in order, so
+/// that the server redelivers it in stream order. Ends when the subscription and all its
+/// deliveries are gone.
+fn spawn_returner() -> tokio::sync::mpsc::UnboundedSender<Returned> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(returned) = rx.recv().await {
+            match returned {
+                Returned::One(acker) => nak(&acker).await,
+                Returned::Rest(mut rest) => {
+                    // Only what is already buffered; the stream is dropped right after.
+                    while let Some(Some(message)) = rest.next().now_or_never() {
+                        if let Ok(message) = message {
+                            let (_, acker) = message.split();
+                            nak(&acker).await;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    tx
+}
+
+async fn nak(acker: &Acker) {
+    if let Err(error) = acker.ack_with(AckKind::Nak(None)).await {
+        tracing::debug!(error = %error, "cannot give back an unprocessed message; it is redelivered after the ack wait");
+    }
+}
+
+/// Turns JetStream messages into [`Delivery`]s.
+///
+/// A message that is not a [`RecordedEvent`] is logged (subject and stream sequence),
+/// terminated (`+TERM`: never redelivered) on a durable consumer, and skipped. Only the
+/// outbox relay publishes on these subjects and the Postgres log remains the source of
+/// truth, so such a message is foreign or corrupt; yielding it as an error, or leaving it
+/// unacknowledged, would make every consumer stop on it, or meet it again, forever.
+struct Deliveries {
+    inner: BoxStream<'static, Result<jetstream::Message, FeedError>>,
+    /// Durable subscriptions only: where unprocessed messages are given back.
+    returns: Option<tokio::sync::mpsc::UnboundedSender<Returned>>,
+    /// Stream sequences up to this one are not delivered (see [`JetStreamFeed::ephemeral`]).
+    floor: u64,
+}
+
+impl Deliveries {
+    /// Decodes one message; `None` when it is skipped.
+    fn decode(&self, message: jetstream::Message) -> Option<Delivery> {
+        let sequence = match message.info() {
+            Ok(info) => info.stream_sequence,
+            Err(error) => {
+                tracing::warn!(subject = %message.subject, error = %error, "skipping a feed message without JetStream metadata");
+                return None;
+            }
+        };
+        if sequence <= self.floor {
+            return None;
+        }
+        let (message, acker) = message.split();
+        match serde_json::from_slice::<RecordedEvent>(&message.payload) {
+            Ok(event) => {
+                let acker = self.returns.as_ref().map(|returns| {
+                    Box::new(JetStreamAck { acker: Some(acker), returns: returns.clone() }) as Box<dyn Ack>
+                });
+                Some(Delivery::new(event, sequence, acker))
+            }
+            Err(error) => {
+                tracing::error!(
+                    subject = %message.subject,
+                    sequence,
+                    error = %error,
+                    "undecodable message on the event feed; terminating and skipping it"
+                );
+                if self.returns.is_some() {
+                    tokio::spawn(async move {
+                        if let Err(error) = acker.ack_with(AckKind::Term).await {
+                            tracing::warn!(error = %error, "cannot terminate an undecodable message");
+                        }
+                    });
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Stream for Deliveries {
+    type Item = Result<Delivery, FeedError>;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        loop {
+            match futures::ready!(self.inner.poll_next_unpin(cx)) {
+                None => return std::task::Poll::Ready(None),
+                Some(Err(error)) => return std::task::Poll::Ready(Some(Err(error))),
+                Some(Ok(message)) => {
+                    if let Some(delivery) = self.decode(message) {
+                        return std::task::Poll::Ready(Some(Ok(delivery)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Deliveries {
+    fn drop(&mut self) {
+        if let Some(returns) = self.returns.take() {
+            let rest = std::mem::replace(&mut self.inner, futures::stream::empty().boxed());
+            // Fails only if the returner is gone (runtime shutting down): then the server
+            // redelivers after the ack wait.
+            let _ = returns.send(Returned::Rest(rest));
+        }
+    }
+}
+
+/// Acknowledges with a plain `+ACK` (no confirmation round trip): the projector acks after
+/// its transaction committed, and a lost ack only means a redelivery that its version guard
+/// skips, so waiting for the server's confirmation (`double_ack`) would add a round trip
+/// per event for nothing. Dropped without acking, it gives the message back (`-NAK`).
+struct JetStreamAck {
+    acker: Option<Acker>,
+    returns: tokio::sync::mpsc::UnboundedSender<Returned>,
+}
+
+#[async_trait]
+impl Ack for JetStreamAck {
+    async fn ack(mut self: Box<Self>) -> Result<(), FeedError> {
+        match self.acker.take() {
+            Some(acker) => acker.ack().await.map_err(FeedError::Unavailable),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for JetStreamAck {
+    fn drop(&mut self) {
+        if let Some(acker) = self.acker.take() {
+            let _ = self.returns.send(Returned::One(acker));
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Commands over core NATS request/reply.
+//!
+//! A request goes to `gatehouse.cmd.<service>.<command>`; every replica of a service
+//! subscribes to `gatehouse.cmd.<service>.*` in queue group `<service>`, so the server hands
+//! each request to exactly one of them. Core NATS keeps nothing: a request that finds no
+//! subscriber fails at once with "no responders", one whose service dies mid-way times out.
+//! Commands are idempotent where a retry could matter (idempotency keys), so the caller may
+//! retry either.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::header::HeaderMap;
+use async_nats::{Client, ConnectOptions, RequestErrorKind};
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::{BusError, CommandBus, CommandHandler, Headers, Serving};
+
+/// Subject prefix of every command.
+pub const COMMAND_PREFIX: &str = "gatehouse.cmd.";
+
+/// How many requests one [`NatsCommandBus::serve`] handles at once. Further requests wait in
+/// the subscription's buffer: back-pressure instead of unbounded task growth.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// How long [`connect`] waits for the server before giving up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to NATS as `name` (shown in the server's connection list).
+///
+/// Fails if the server cannot be reached now: a service should not start and look healthy
+/// without its bus. Once connected, the client reconnects on its own after a lost connection
+/// (with back-off, without limit), re-creating its subscriptions.
+pub async fn connect(url: &str, name: &str) -> Result<Client, BusError> {
+    ConnectOptions::new()
+        .name(name)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .max_reconnects(None)
+        .connect(url)
+        .await
+        .map_err(|e| BusError::Unavailable(Box::new(e)))
+}
+
+/// [`CommandBus`] over core NATS.
+#[derive(Clone, Debug)]
+pub struct NatsCommandBus {
+    client: Client,
+}
+
+impl NatsCommandBus {
+    /// A bus over `client`.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+fn to_header_map(headers: Headers) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.append(name.as_str(), value);
+    }
+    map
+}
+
+fn from_header_map(headers: Option<&HeaderMap>) -> Headers {
+    let Some(headers) = headers else { return Vec::new() };
+    headers
+        .iter()
+        .flat_map(|(name, values)| values.iter().map(move |v| (name.to_string(), v.to_string())))
+        .collect()
+}
+
+#[async_trait]
+impl CommandBus for NatsCommandBus {
+    async fn request(&self, subject: &str, payload: bytes::Bytes, headers: Headers, timeout: Duration) -> Result<bytes::Bytes, BusError> {
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .headers(to_header_map(headers))
+            .timeout(Some(timeout));
+        // The client bounds the wait for the reply; this bounds the whole call, including
+        // a send that waits on a full client buffer while the connection is down.
+        let sent = tokio::time::timeout(timeout, self.client.send_request(subject.to_owned(), request)).await;
+        match sent {
+            Ok(Ok(message)) => Ok(message.payload),
+            Ok(Err(e)) => match e.kind() {
+                RequestErrorKind::NoResponders => Err(BusError::NoResponders { subject: subject.to_owned() }),
+                RequestErrorKind::TimedOut => Err(BusError::TimedOut { subject: subject.to_owned() }),
+                _ => Err(BusError::Unavailable(Box::new(e))),
+            },
+            Err(_) => Err(BusError::TimedOut { subject: subject.to_owned() }),
+        }
+    }
+
+    async fn serve(&self, service: &str, handler: Arc<dyn CommandHandler>) -> Result<Box<dyn Serving>, BusError> {
+        let subject = format!("{COMMAND_PREFIX}{service}.*");
+        let subscriber = self
+            .client
+            .queue_subscribe(subject.clone(), service.to_owned())
+            .await
+            .map_err(|e| BusError::Unavailable(Box::new(e)))?;
+        // Make sure the server has the subscription before callers are told we serve.
+        self.client.flush().await.map_err(|e| BusError::Unavailable(Box::new(e)))?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(serve_loop(self.client.clone(), subject, subscriber, handler, stop_rx));
+        Ok(Box::new(NatsServing { stop: stop_tx, task }))
+    }
+}
+
+async fn serve_loop(
+    client: Client,
+    subject: String,
+    mut subscriber: async_nats::Subscriber,
+    handler: Arc<dyn CommandHandler>,
+    stop: oneshot::Receiver<()>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut in_flight = JoinSet::new();
+    // Resolves to `true` when stop is asked for, `false` when the `NatsServing` was dropped.
+    let stop = async move { stop.await.is_ok() };
+    tokio::pin!(stop);
+    let mut stop_seen = false;
+    loop {
+        tokio::select! {
+            stopped = &mut stop, if !stop_seen => {
+                stop_seen = true;
+                if stopped {
+                    // Unsubscribe, but deliver what the server already sent us: the stream
+                    // ends once the drain is complete.
+                    if let Err(error) = subscriber.drain().await {
+                        tracing::warn!(subject = %subject, error = %error, "draining the command subscription failed");
+                        break;
+                    }
+                }
+                // A dropped `NatsServing` (sender gone) keeps serving until the client closes.
+            }
+            message = subscriber.next() => {
+                let Some(message) = message else { break };
+                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let Some(reply) = message.reply.clone() else {
+                    tracing::warn!(subject = %message.subject, "dropping a command without a reply subject");
+                    continue;
+                };
+                let command = message.subject.rsplit('.').next().unwrap_or_default().to_owned();
+                let headers = from_header_map(message.headers.as_ref());
+                let handler = handler.clone();
+                let client = client.clone();
+                in_flight.spawn(async move {
+                    let answer = handler.handle(&command, message.payload, headers).await;
+                    if let Err(error) = client.publish(reply, answer).await {
+                        tracing::warn!(command = %command, error = %error, "cannot send a command reply");
+                    }
+                    drop(permit);
+                });
+            }
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Err(error) = done {
+                    tracing::error!(subject = %subject, error = %error, "a command handler panicked");
+                }
+            }
+        }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        if let Err(error) = done {
+            tracing::error!(subject = %subject, error = %error, "a command handler panicked");
+        }
+    }
+    // Replies are published into the client's buffer; push them out before reporting done.
+    if let Err(error) = client.flush().await {
+        tracing::warn!(subject = %subject, error = %error, "flushing command replies failed");
+    }
+}
+
+struct NatsServing {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+#[async_trait]
+impl Serving for NatsServing {
+    async fn stop(self: Box<Self>) {
+        let NatsServing { stop, task } = *self;
+        // If the loop already ended (client closed), there is nothing to signal.
+        let _ = stop.send(());
+        if let Err(error) = task.await {
+            tracing::error!(error = %error, "the command serving task failed");
+        }
+    }
+}

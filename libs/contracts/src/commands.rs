@@ -1,0 +1,167 @@
+//! Commands travel from the gateway to the owning service as NATS request/reply on
+//! `gatehouse.cmd.<service>.<command>`. Each carries the authenticated caller and the
+//! request metadata; each reply is either an acceptance (with where the resulting events
+//! landed, so the gateway can wait for its read models) or a typed failure.
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::envelope::{Actor, EventMetadata, StreamId};
+use crate::identity::Role;
+
+/// A command a service accepts.
+pub trait Command: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The owning service (`identity`).
+    const SERVICE: &'static str;
+    /// The command's name on the bus (`create_service_account`).
+    const NAME: &'static str;
+    /// What an accepted command returns besides its write position.
+    type Output: Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// `gatehouse.cmd.<service>.<command>`.
+    fn subject() -> String {
+        format!("gatehouse.cmd.{}.{}", Self::SERVICE, Self::NAME)
+    }
+}
+
+/// The authenticated principal on whose behalf a command runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// Principal id.
+    pub id: Uuid,
+    /// `user` or `service_account`.
+    pub kind: String,
+    /// Principal name.
+    pub name: String,
+    /// Role at the time of the request.
+    pub role: Role,
+}
+
+impl Caller {
+    /// Whether the caller may manage everything.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// The actor recorded in event metadata.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            id: Some(self.id),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// A command with its context, as sent over the bus.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CommandEnvelope<C> {
+    /// The command itself.
+    pub command: C,
+    /// The caller, `None` for unauthenticated commands (login, bootstrap).
+    pub caller: Option<Caller>,
+    /// Request metadata recorded with the resulting events.
+    pub metadata: EventMetadata,
+    /// Client-chosen key that makes a creating command safe to retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// Where an accepted command's last event landed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// The stream written.
+    pub stream_id: StreamId,
+    /// The stream's version after the write.
+    pub version: i64,
+    /// The global position of the last event written.
+    pub position: i64,
+}
+
+/// An accepted command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Accepted<T> {
+    /// Where the events landed; `None` when the command appended nothing.
+    pub written: Option<Written>,
+    /// The command's result.
+    pub output: T,
+}
+
+/// Why a command failed. Forward compatible: an unknown kind from a newer service
+/// decodes as [`FailureKind::Unknown`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The input is well-formed but not acceptable (HTTP 422).
+    Invalid,
+    /// The caller could not be authenticated (HTTP 401).
+    Unauthenticated,
+    /// The caller may not do this (HTTP 403).
+    Forbidden,
+    /// The target does not exist or the caller may not see it (HTTP 404).
+    NotFound,
+    /// The request conflicts with the current state (HTTP 409).
+    Conflict,
+    /// Too many attempts (HTTP 429).
+    RateLimited,
+    /// A dependency is down; retry later (HTTP 503).
+    Unavailable,
+    /// A bug or an unexpected failure (HTTP 500).
+    Internal,
+    /// A kind this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// A failed command: a stable machine-readable kind and code plus a human message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct Failure {
+    /// The class of failure; decides the HTTP status.
+    pub kind: FailureKind,
+    /// A stable code, e.g. `name_taken`.
+    pub code: String,
+    /// A message for people; never contains secrets.
+    pub message: String,
+}
+
+impl Failure {
+    /// Builds a failure.
+    pub fn new(kind: FailureKind, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The reply to a command, as sent over the bus.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reply<T> {
+    /// The command was accepted.
+    Ok(Accepted<T>),
+    /// The command failed.
+    Err(Failure),
+}
+
+impl<T> From<Result<Accepted<T>, Failure>> for Reply<T> {
+    fn from(r: Result<Accepted<T>, Failure>) -> Self {
+        match r {
+            Ok(a) => Reply::Ok(a),
+            Err(f) => Reply::Err(f),
+        }
+    }
+}
+
+impl<T> From<Reply<T>> for Result<Accepted<T>, Failure> {
+    fn from(r: Reply<T>) -> Self {
+        match r {
+            Reply::Ok(a) => Ok(a),
+            Reply::Err(f) => Err(f),
+        }
+    }
+}

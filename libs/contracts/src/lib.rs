@@ -1,0 +1,19 @@
+//! The shared language of Gatehouse: identifiers, validated names, the event envelope,
+//! the events of every aggregate, and the commands that services accept over the bus.
+//!
+//! Everything in here crosses a process boundary (NATS, the Postgres event log, the public
+//! audit feed), so the serialized form is a contract: event types and field names never
+//! change once released; new fields are optional; old versions are upcast on read.
+
+pub mod clock;
+pub mod commands;
+pub mod envelope;
+pub mod events;
+pub mod identity;
+pub mod keyring;
+pub mod ids;
+pub mod names;
+
+pub use envelope::{Actor, EventMetadata, RecordedEvent, StreamId};
+pub use ids::{EventId, ServiceAccountId, UserId};
+pub use names::{Description, Name, NameError};

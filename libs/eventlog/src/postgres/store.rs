@@ -1,0 +1,348 @@
+//! [`PostgresEventStore`]: appends and reads on the `events` table.
+//!
+//! An append is one transaction, in this order:
+//!
+//! 1. read the stream's current version and compare it with the expected one;
+//! 2. take the idempotency key (a concurrent request with the same key waits for us, then
+//!    finds it taken);
+//! 3. take or release unique claims;
+//! 4. write or delete secret slots;
+//! 5. insert every event and its outbox row in one statement; a trigger on `outbox`
+//!    `NOTIFY`s the relay, which Postgres delivers only at commit;
+//! 6. record the outcome under the idempotency key;
+//!
+//! then commit. Any refusal returns before the commit, so nothing is written.
+//!
+//! Step 1 is only a fast path: another writer can append between steps 1 and 5. The real
+//! guard is `UNIQUE (stream_id, version)`: step 5 inserts with
+//! `ON CONFLICT (stream_id, version) DO NOTHING`, so when a concurrent writer committed
+//! the same version first, fewer rows come back than were sent, and the append is
+//! refused with [`AppendError::WrongExpectedVersion`] and the version now committed.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool, Transaction};
+use gatehouse_contracts::envelope::{EventMetadata, RecordedEvent, StreamId};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{unavailable, PgDatabase};
+use crate::store::{
+    AppendError, AppendRequest, Appended, EventStore, IdempotencyRecord, SecretOp, StoreError, StoredOutcome,
+    UniqueClaim,
+};
+
+/// The columns [`event_from_row`] decodes, in its order.
+pub(crate) const EVENT_COLUMNS: &str =
+    "position, stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at";
+
+/// The event log on Postgres.
+#[derive(Clone)]
+pub struct PostgresEventStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresEventStore").field("pool", &self.pool.status()).finish()
+    }
+}
+
+impl PostgresEventStore {
+    /// A store on `pool`. The schema must be migrated ([`super::migrate`]).
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    /// Connects to `url` with at most `max_connections` and migrates the schema.
+    pub async fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
+        let database = PgDatabase::connect(url, max_connections).await?;
+        Ok(Self::new(database.pool().clone()))
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Appends inside a transaction the caller holds, so that the append commits (or
+    /// not) together with the caller's own writes. The caller commits; on an error it
+    /// must roll back (drop the transaction), as part of the append may have been written.
+    pub async fn append_in(tx: &Transaction<'_>, request: AppendRequest) -> Result<Appended, AppendError> {
+        if request.events.is_empty() {
+            return Err(AppendError::Invalid("an append needs at least one event"));
+        }
+        let stream_id = request.stream_id.as_str();
+        let expected = request.expected_version.as_i64();
+
+        // 1. The fast-path version check (the unique constraint in step 5 is the guard).
+        let actual = current_version(tx, stream_id).await?;
+        if actual != expected {
+            return Err(AppendError::WrongExpectedVersion { stream_id: request.stream_id, expected, actual });
+        }
+        let count = i64::try_from(request.events.len()).map_err(|_| AppendError::Invalid("too many events"))?;
+        let version = expected + count;
+
+        // 2. The idempotency key (its position is filled in at step 6).
+        if let Some(record) = &request.idempotency {
+            take_idempotency_key(tx, record, stream_id, version).await?;
+        }
+
+        // 3. Unique claims.
+        for claim in &request.claims {
+            apply_claim(tx, stream_id, claim).await?;
+        }
+
+        // 4. Secret slots.
+        for op in &request.secrets {
+            apply_secret(tx, stream_id, op).await?;
+        }
+
+        // 5. Events and their outbox rows.
+        let positions = insert_events(tx, &request, expected).await?;
+        let Some(&position) = positions.last().filter(|_| positions.len() == request.events.len()) else {
+            // A concurrent writer committed one of our versions first.
+            let actual = current_version(tx, stream_id).await?;
+            return Err(AppendError::WrongExpectedVersion { stream_id: request.stream_id, expected, actual });
+        };
+
+        // 6. The outcome for retries.
+        if let Some(record) = &request.idempotency {
+            execute(tx, "UPDATE idempotency SET position = $2 WHERE key = $1", &[&record.key, &position])
+                .await
+                .map_err(unavailable)?;
+        }
+
+        Ok(Appended { stream_id: request.stream_id, version, position })
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    #[tracing::instrument(skip_all, fields(stream_id = %request.stream_id), err)]
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let mut client = self.pool.get().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        // On an error `tx` is dropped here, which rolls it back.
+        let appended = Self::append_in(&tx, request).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(appended)
+    }
+
+    async fn read_stream(&self, stream_id: &StreamId, after_version: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version");
+        let rows = query(&client, &sql, &[&stream_id.as_str(), &after_version]).await.map_err(unavailable)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn read_all(&self, after_position: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2");
+        let rows = query(&client, &sql, &[&after_position, &limit]).await.map_err(unavailable)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn idempotent_outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let sql = "SELECT fingerprint, response, stream_id, version, position FROM idempotency WHERE key = $1";
+        let Some(row) = query(&client, sql, &[&key]).await.map_err(unavailable)?.into_iter().next() else {
+            return Ok(None);
+        };
+        Ok(Some(StoredOutcome {
+            fingerprint: row.try_get(0).map_err(corrupt)?,
+            response: row.try_get(1).map_err(corrupt)?,
+            stream_id: parse_stream_id(row.try_get(2).map_err(corrupt)?)?,
+            version: row.try_get(3).map_err(corrupt)?,
+            position: row.try_get(4).map_err(corrupt)?,
+        }))
+    }
+
+    async fn claim_holder(&self, scope: &str, value: &str) -> Result<Option<StreamId>, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let holder = claim_holder(&client, scope, value).await.map_err(unavailable)?;
+        holder.as_deref().map(parse_stream_id).transpose()
+    }
+
+    async fn read_secret(&self, stream_id: &StreamId, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let sql = "SELECT value FROM secret_slots WHERE stream_id = $1 AND name = $2";
+        let rows = query(&client, sql, &[&stream_id.as_str(), &name]).await.map_err(unavailable)?;
+        rows.first().map(|row| row.try_get(0).map_err(corrupt)).transpose()
+    }
+}
+
+/// The stream's version (0 when it does not exist).
+async fn current_version(tx: &Transaction<'_>, stream_id: &str) -> Result<i64, StoreError> {
+    let sql = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1";
+    let rows = query(tx, sql, &[&stream_id]).await.map_err(unavailable)?;
+    rows.first()
+        .ok_or_else(|| StoreError::Corrupt("an aggregate returned no row".into()))?
+        .try_get(0)
+        .map_err(corrupt)
+}
+
+async fn take_idempotency_key(
+    tx: &Transaction<'_>,
+    record: &IdempotencyRecord,
+    stream_id: &str,
+    version: i64,
+) -> Result<(), AppendError> {
+    let sql = "INSERT INTO idempotency (key, fingerprint, response, stream_id, version, position)
+               VALUES ($1, $2, $3, $4, $5, 0)
+               ON CONFLICT (key) DO NOTHING";
+    let inserted = execute(tx, sql, &[&record.key, &record.fingerprint, &record.response, &stream_id, &version])
+        .await
+        .map_err(unavailable)?;
+    if inserted == 0 {
+        return Err(AppendError::IdempotencyKeyTaken);
+    }
+    Ok(())
+}
+
+async fn apply_claim(tx: &Transaction<'_>, stream_id: &str, claim: &UniqueClaim) -> Result<(), AppendError> {
+    match claim {
+        UniqueClaim::Claim { scope, value } => {
+            // Insert-or-nothing waits for a concurrent claimer to commit or roll back; the
+            // next statement then sees who holds the value. If the holder released it in
+            // between, try again.
+            for _ in 0..3 {
+                let sql = "INSERT INTO unique_claims (scope, value, stream_id) VALUES ($1, $2, $3)
+                           ON CONFLICT (scope, value) DO NOTHING";
+                if execute(tx, sql, &[scope, value, &stream_id]).await.map_err(unavailable)? == 1 {
+                    return Ok(());
+                }
+                match claim_holder(tx, scope, value).await.map_err(unavailable)? {
+                    Some(holder) if holder == stream_id => return Ok(()),
+                    Some(_) => break,
+                    None => continue,
+                }
+            }
+            Err(AppendError::UniqueViolation { scope: scope.clone(), value: value.clone() })
+        }
+        UniqueClaim::Release { scope, value } => {
+            let sql = "DELETE FROM unique_claims WHERE scope = $1 AND value = $2 AND stream_id = $3";
+            execute(tx, sql, &[scope, value, &stream_id]).await.map_err(unavailable)?;
+            Ok(())
+        }
+    }
+}
+
+async fn apply_secret(tx: &Transaction<'_>, stream_id: &str, op: &SecretOp) -> Result<(), AppendError> {
+    match op {
+        SecretOp::Put { name, value } => {
+            let sql = "INSERT INTO secret_slots (stream_id, name, value) VALUES ($1, $2, $3)
+                       ON CONFLICT (stream_id, name) DO UPDATE SET value = excluded.value";
+            execute(tx, sql, &[&stream_id, name, value]).await.map_err(unavailable)?;
+        }
+        SecretOp::Delete { name } => {
+            let sql = "DELETE FROM secret_slots WHERE stream_id = $1 AND name = $2";
+            execute(tx, sql, &[&stream_id, name]).await.map_err(unavailable)?;
+        }
+    }
+    Ok(())
+}
+
+/// Inserts the events as versions `expected + 1 ..` and queues them in the outbox, in one
+/// statement. Returns the positions of the rows inserted, in version order: fewer than
+/// the events sent when a version was already taken.
+async fn insert_events(tx: &Transaction<'_>, request: &AppendRequest, expected: i64) -> Result<Vec<i64>, AppendError> {
+    const SQL: &str = "
+        WITH appended AS (
+            INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
+            SELECT $1, $2 + e.n, e.event_id, e.event_type, e.schema_version, e.payload, e.metadata, e.recorded_at
+            FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::timestamptz[])
+                 WITH ORDINALITY AS e(event_id, event_type, schema_version, payload, metadata, recorded_at, n)
+            ORDER BY e.n
+            ON CONFLICT ON CONSTRAINT events_stream_version_key DO NOTHING
+            RETURNING position, version
+        ), queued AS (
+            INSERT INTO outbox (position) SELECT position FROM appended
+        )
+        SELECT position FROM appended ORDER BY version";
+
+    let events = &request.events;
+    let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let event_types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let schema_versions: Vec<i32> = events.iter().map(|e| e.schema_version).collect();
+    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
+    let metadata: Vec<Json<&EventMetadata>> = events.iter().map(|e| Json(&e.metadata)).collect();
+    let recorded_at: Vec<DateTime<Utc>> = events.iter().map(|e| e.recorded_at).collect();
+
+    let rows = query(
+        tx,
+        SQL,
+        &[
+            &request.stream_id.as_str(),
+            &expected,
+            &event_ids,
+            &event_types,
+            &schema_versions,
+            &payloads,
+            &metadata,
+            &recorded_at,
+        ],
+    )
+    .await
+    .map_err(|error| match error.code() {
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => {
+            AppendError::Invalid("an event with one of these event ids is already in the log")
+        }
+        _ => AppendError::Store(unavailable(error)),
+    })?;
+    rows.iter().map(|row| row.try_get(0).map_err(|e| AppendError::Store(corrupt(e)))).collect()
+}
+
+async fn claim_holder<C: GenericClient>(client: &C, scope: &str, value: &str) -> Result<Option<String>, tokio_postgres::Error> {
+    let sql = "SELECT stream_id FROM unique_claims WHERE scope = $1 AND value = $2";
+    let rows = query(client, sql, &[&scope, &value]).await?;
+    rows.first().map(|row| row.try_get(0)).transpose()
+}
+
+/// Runs a prepared (and cached) query.
+pub(crate) async fn query<C: GenericClient>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query(&statement, params).await
+}
+
+/// Runs a prepared (and cached) statement; returns the rows affected.
+pub(crate) async fn execute<C: GenericClient>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.execute(&statement, params).await
+}
+
+/// Decodes a row of [`EVENT_COLUMNS`].
+pub(crate) fn event_from_row(row: &Row) -> Result<RecordedEvent, StoreError> {
+    let Json(metadata): Json<EventMetadata> = row.try_get(7).map_err(corrupt)?;
+    Ok(RecordedEvent {
+        position: row.try_get(0).map_err(corrupt)?,
+        stream_id: parse_stream_id(row.try_get(1).map_err(corrupt)?)?,
+        version: row.try_get(2).map_err(corrupt)?,
+        event_id: row.try_get(3).map_err(corrupt)?,
+        event_type: row.try_get(4).map_err(corrupt)?,
+        schema_version: row.try_get(5).map_err(corrupt)?,
+        payload: row.try_get(6).map_err(corrupt)?,
+        metadata,
+        recorded_at: row.try_get(8).map_err(corrupt)?,
+    })
+}
+
+pub(crate) fn parse_stream_id(raw: &str) -> Result<StreamId, StoreError> {
+    StreamId::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("stored stream id {raw:?} has no aggregate prefix")))
+}
+
+/// A column that does not decode as expected.
+pub(crate) fn corrupt(error: tokio_postgres::Error) -> StoreError {
+    StoreError::Corrupt(super::error_chain(&error))
+}

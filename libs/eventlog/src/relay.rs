@@ -1,0 +1,242 @@
+//! The outbox relay: publishes committed events from the Postgres outbox to the bus.
+//!
+//! Every append inserts one `outbox` row per event in the same transaction as the event
+//! itself, with `published_at` NULL. The relay takes the unpublished rows in position
+//! order, publishes each event (the [`Publisher`] returns once the bus has durably
+//! accepted it), and then sets `published_at`. A crash between publishing and marking only
+//! means the event is published again, and the bus drops the duplicate (its
+//! de-duplication id is the event id). NATS being down only delays events.
+//!
+//! # Why unpublished rows and not "everything after position N"
+//!
+//! Positions come from an identity sequence, handed out when a transaction *inserts*, but
+//! rows become visible when it *commits*, and transactions commit in any order. If a slow
+//! transaction takes position 10, a fast one takes 11 and commits first, a relay that
+//! remembered "published up to 11" would never see 10. This relay keeps no cursor: it asks
+//! for the rows not yet published, so position 10 is simply picked up by the next batch
+//! once it is committed and visible. (See `docs/decisions/0001-outbox-not-position-cursor.md`.)
+//!
+//! # Order and leadership
+//!
+//! Consumers see each stream's events in version order. Within a stream, version N+1 can
+//! only be appended after version N has committed (its writer read version N), so N+1
+//! always has the higher position and becomes visible later: publishing in position order,
+//! and stopping a batch at the first failure, never publishes a stream's later event
+//! before an earlier one.
+//!
+//! That holds for one publisher at a time, so exactly one relay publishes across all
+//! processes: the one holding a session-level advisory lock (`pg_try_advisory_lock`) on
+//! its own dedicated connection. The others try again every second. (Workers sharing the
+//! rows with `FOR UPDATE SKIP LOCKED` would be faster, but could publish two events of one
+//! stream out of order.) The lock dies with the leader's connection, and the leader uses
+//! that same connection for its queries, so a leader that lost its lock also cannot mark
+//! rows anymore; a last in-flight publish may still overlap with the new leader's first,
+//! which the bus de-duplicates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio_postgres::{Client, Statement};
+
+use crate::feed::Publisher;
+use crate::postgres::{error_chain, event_from_row, unavailable, PgDatabase, EVENT_COLUMNS, OUTBOX_CHANNEL};
+use crate::store::StoreError;
+
+/// The session-level advisory lock that elects the publishing relay (an arbitrary
+/// constant, the same in every process).
+pub const RELAY_LOCK: i64 = 0x6761_7465_7265_6c79; // "gaterely"
+
+/// Events taken per batch.
+const BATCH_SIZE: i64 = 256;
+/// How often a waiting relay tries to become the leader.
+const LEADER_RETRY: Duration = Duration::from_secs(1);
+/// How often an idle leader looks again without a notification (a lost one costs this).
+const IDLE_TICK: Duration = Duration::from_secs(1);
+/// Back-off after a publish failure: doubles from the first to the last.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What one relay iteration did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayOutcome {
+    /// This many events were published and marked (more may be waiting).
+    Published(usize),
+    /// Nothing was waiting.
+    Idle,
+    /// The publisher failed; whatever was published before the failure was marked.
+    PublisherDown,
+}
+
+/// Publishes the outbox to the bus. See the [module documentation](self).
+pub struct OutboxRelay {
+    database: PgDatabase,
+    publisher: Arc<dyn Publisher>,
+}
+
+impl std::fmt::Debug for OutboxRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxRelay").field("database", &self.database).finish()
+    }
+}
+
+/// The leader's prepared statements.
+struct Statements {
+    take: Statement,
+    mark: Statement,
+}
+
+impl OutboxRelay {
+    /// A relay from `database`'s outbox to `publisher`. It opens its own connection (not
+    /// from the pool) for the leader lock and `LISTEN`.
+    pub fn new(database: PgDatabase, publisher: Arc<dyn Publisher>) -> Self {
+        Self { database, publisher }
+    }
+
+    /// Relays until `shutdown` turns true (or its sender is dropped). Database failures
+    /// are logged with their cause and retried after a second; publish failures are
+    /// retried with back-off. Nothing is skipped.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        while !stopping(&shutdown) {
+            match self.lead(&mut shutdown).await {
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "the outbox relay lost its database connection; retrying");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(LEADER_RETRY) => {}
+                () = stopped(&mut shutdown) => {}
+            }
+        }
+        tracing::debug!("the outbox relay stopped");
+    }
+
+    /// One session: wait to become the leader, then publish until shutdown. Returns an
+    /// error when the connection fails (the lock is then gone too).
+    async fn lead(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), StoreError> {
+        let wakeups = Arc::new(Notify::new());
+        let mut session = {
+            let wakeups = wakeups.clone();
+            // `notify_one` keeps a permit when nobody waits: a wake-up is never lost.
+            self.database.connect_dedicated(move |_| wakeups.notify_one()).await?
+        };
+
+        // 1. Become the leader.
+        loop {
+            let row = session
+                .client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK])
+                .await
+                .map_err(unavailable)?;
+            if row.try_get::<_, bool>(0).map_err(unavailable)? {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(LEADER_RETRY) => {}
+                () = stopped(shutdown) => return Ok(()),
+            }
+        }
+        tracing::info!("this process now relays the outbox");
+
+        // 2. Listen before the first look, so that no commit falls between the two.
+        session.listen(OUTBOX_CHANNEL).await?;
+        let statements = Statements {
+            take: session
+                .client
+                .prepare(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM outbox JOIN events USING (position)
+                     WHERE outbox.published_at IS NULL
+                     ORDER BY position
+                     LIMIT $1"
+                ))
+                .await
+                .map_err(unavailable)?,
+            mark: session
+                .client
+                .prepare("UPDATE outbox SET published_at = now() WHERE position = ANY($1)")
+                .await
+                .map_err(unavailable)?,
+        };
+
+        // 3. Publish until shutdown.
+        let mut backoff = BACKOFF_FIRST;
+        while !stopping(shutdown) {
+            let outcome = self.relay_batch(&session.client, &statements).await?;
+            tracing::debug!(?outcome, "outbox relay iteration");
+            match outcome {
+                RelayOutcome::Published(_) => backoff = BACKOFF_FIRST,
+                RelayOutcome::Idle => {
+                    tokio::select! {
+                        () = wakeups.notified() => {}
+                        () = tokio::time::sleep(IDLE_TICK) => {}
+                        () = stopped(shutdown) => {}
+                        ended = &mut session.driver => {
+                            let reason = match ended {
+                                Ok(Ok(())) => "the connection closed".into(),
+                                Ok(Err(error)) => error_chain(&error),
+                                Err(join) => error_chain(&join),
+                            };
+                            return Err(StoreError::Unavailable(reason.into()));
+                        }
+                    }
+                }
+                RelayOutcome::PublisherDown => {
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stopped(shutdown) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes up to [`BATCH_SIZE`] unpublished events in position order, stopping at
+    /// the first failure, and marks the ones published.
+    async fn relay_batch(&self, client: &Client, statements: &Statements) -> Result<RelayOutcome, StoreError> {
+        let rows = client.query(&statements.take, &[&BATCH_SIZE]).await.map_err(unavailable)?;
+        if rows.is_empty() {
+            return Ok(RelayOutcome::Idle);
+        }
+        let mut published: Vec<i64> = Vec::with_capacity(rows.len());
+        // Set when the batch ends early; the events before it are still marked.
+        let mut stopped_early: Option<Result<RelayOutcome, StoreError>> = None;
+        for row in &rows {
+            let event = match event_from_row(row) {
+                Ok(event) => event,
+                Err(error) => {
+                    // Stop here, like a publish failure: later events of this stream must
+                    // not overtake this one. `run` logs it and retries every second.
+                    stopped_early = Some(Err(error));
+                    break;
+                }
+            };
+            if let Err(error) = self.publisher.publish(&event).await {
+                tracing::warn!(
+                    error = %error_chain(&error),
+                    position = event.position,
+                    stream_id = %event.stream_id,
+                    "publishing an event failed; the relay backs off and retries from this event"
+                );
+                stopped_early = Some(Ok(RelayOutcome::PublisherDown));
+                break;
+            }
+            published.push(event.position);
+        }
+        if !published.is_empty() {
+            client.execute(&statements.mark, &[&published]).await.map_err(unavailable)?;
+        }
+        stopped_early.unwrap_or(Ok(RelayOutcome::Published(published.len())))
+    }
+}
+
+fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
+    *shutdown.borrow() || shutdown.has_changed().is_err()
+}
+
+/// Resolves once `shutdown` is true or its sender is gone.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,257 @@
+//! The gateway's in-memory directory: every principal's name, role, active flag and
+//! epoch, kept current from the event feed. It answers the per-request auth questions
+//! ("who is this?", "is this token revoked?") without a database or NATS round trip.
+//!
+//! It starts from a consistent snapshot of the shared read models (documents plus the
+//! projector checkpoint they reflect) and then follows the feed from that checkpoint with
+//! an ephemeral subscription, folding events with the same pure projections as the read
+//! models. Every gateway replica has its own, so a deactivation reaches all of them as
+//! fast as the feed delivers it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use gatehouse_contracts::commands::Caller;
+use gatehouse_contracts::envelope::StreamId;
+use gatehouse_contracts::identity::{Role, ServiceAccountView, UserView, SERVICE_ACCOUNT_VIEW, USER_VIEW};
+use gatehouse_eventlog::memory::MemoryViewStore;
+use gatehouse_eventlog::views::{BatchWrite, StreamState, StreamWrite};
+use gatehouse_eventlog::{EventFeed, EventStore, ListQuery, Page, ProjectionRunner, StoreError, ViewDoc, ViewSnapshot, ViewStore};
+use gatehouse_tokens::PrincipalKind;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// The name of the shared read-model projector (its checkpoint is the snapshot's).
+pub const READ_MODEL_PROJECTOR: &str = "read-models";
+const DIRECTORY_PROJECTOR: &str = "gateway-directory";
+
+/// What the gateway knows about a principal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// Id (the token's `sub`).
+    pub id: Uuid,
+    /// User or service account.
+    pub kind: PrincipalKind,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Whether it may act at all.
+    pub active: bool,
+    /// Tokens carrying an older epoch are revoked.
+    pub epoch: u64,
+}
+
+impl Principal {
+    /// The caller sent with commands.
+    pub fn caller(&self) -> Caller {
+        Caller {
+            id: self.id,
+            kind: match self.kind {
+                PrincipalKind::User => "user".into(),
+                PrincipalKind::ServiceAccount => "service_account".into(),
+            },
+            name: self.name.clone(),
+            role: self.role,
+        }
+    }
+}
+
+fn principal_of(kind: &str, doc: &serde_json::Value) -> Option<Principal> {
+    match kind {
+        USER_VIEW => serde_json::from_value::<UserView>(doc.clone()).ok().map(|v| Principal {
+            id: v.id.as_uuid(),
+            kind: PrincipalKind::User,
+            name: v.name,
+            role: v.role,
+            active: v.active,
+            epoch: v.epoch,
+        }),
+        SERVICE_ACCOUNT_VIEW => serde_json::from_value::<ServiceAccountView>(doc.clone()).ok().map(|v| Principal {
+            id: v.id.as_uuid(),
+            kind: PrincipalKind::ServiceAccount,
+            name: v.name,
+            role: v.role,
+            active: v.active,
+            epoch: v.epoch,
+        }),
+        _ => None,
+    }
+}
+
+/// A [`ViewStore`] that keeps a typed principal map beside the documents.
+#[derive(Clone)]
+struct DirectoryStore {
+    docs: MemoryViewStore,
+    principals: Arc<RwLock<HashMap<Uuid, Arc<Principal>>>>,
+}
+
+#[async_trait]
+impl ViewStore for DirectoryStore {
+    async fn get(&self, kind: &str, id: Uuid) -> Result<Option<ViewDoc>, StoreError> {
+        self.docs.get(kind, id).await
+    }
+    async fn find(&self, kind: &str, field: &str, value: &serde_json::Value) -> Result<Option<ViewDoc>, StoreError> {
+        self.docs.find(kind, field, value).await
+    }
+    async fn list(&self, kind: &str, query: &ListQuery) -> Result<Page, StoreError> {
+        self.docs.list(kind, query).await
+    }
+    async fn applied_version(&self, stream_id: &StreamId) -> Result<Option<i64>, StoreError> {
+        self.docs.applied_version(stream_id).await
+    }
+    async fn wait_applied(&self, stream_id: &StreamId, version: i64, timeout: Duration) -> Result<bool, StoreError> {
+        self.docs.wait_applied(stream_id, version, timeout).await
+    }
+    async fn load_streams(&self, streams: &[(StreamId, Option<&'static str>)]) -> Result<HashMap<StreamId, StreamState>, StoreError> {
+        self.docs.load_streams(streams).await
+    }
+    async fn commit(&self, batch: BatchWrite) -> Result<(), StoreError> {
+        let changed: Vec<(Option<&'static str>, StreamId, Option<serde_json::Value>)> =
+            batch.streams.iter().map(|w| (w.kind, w.stream_id.clone(), w.doc.clone())).collect();
+        // Update the typed map first: a revocation must never be visible in the documents
+        // (and so to a waiting command) before it is enforced.
+        {
+            let mut principals = self.principals.write().unwrap_or_else(|p| p.into_inner());
+            for (kind, stream_id, doc) in changed {
+                let (Some(kind), Some(id)) = (kind, stream_id.id()) else { continue };
+                match doc.as_ref().and_then(|d| principal_of(kind, d)) {
+                    Some(p) => {
+                        principals.insert(id, Arc::new(p));
+                    }
+                    None => {
+                        principals.remove(&id);
+                    }
+                }
+            }
+        }
+        self.docs.commit(batch).await
+    }
+    async fn checkpoint(&self, projector: &str) -> Result<Option<u64>, StoreError> {
+        self.docs.checkpoint(projector).await
+    }
+    async fn snapshot(&self, kinds: &[&str], projector: &str) -> Result<ViewSnapshot, StoreError> {
+        self.docs.snapshot(kinds, projector).await
+    }
+    async fn reset(&self) -> Result<(), StoreError> {
+        self.principals.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.docs.reset().await
+    }
+}
+
+/// The directory.
+#[derive(Clone)]
+pub struct Directory {
+    store: DirectoryStore,
+    runner: ProjectionRunner,
+    ready: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory").field("ready", &*self.ready.borrow()).finish_non_exhaustive()
+    }
+}
+
+impl Directory {
+    /// An empty directory that will fold events with the identity projections, filling
+    /// gaps from `log`.
+    pub fn new(log: Arc<dyn EventStore>) -> Self {
+        let store = DirectoryStore { docs: MemoryViewStore::new(), principals: Arc::default() };
+        let runner = ProjectionRunner::new(DIRECTORY_PROJECTOR, Arc::new(store.clone()), log)
+            .with(Arc::new(gatehouse_identity::projections::UserProjection))
+            .with(Arc::new(gatehouse_identity::projections::ServiceAccountProjection));
+        Self { store, runner, ready: watch::Sender::new(false) }
+    }
+
+    /// A principal by id.
+    pub fn principal(&self, id: &Uuid) -> Option<Arc<Principal>> {
+        self.store.principals.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    /// Whether the snapshot is loaded and the backlog applied.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until the directory reflects `stream_id` at `version`; streams of aggregates
+    /// the directory does not follow are ready at once.
+    pub async fn wait_applied(&self, stream_id: &StreamId, version: i64, timeout: Duration) -> bool {
+        if !matches!(stream_id.aggregate(), "user" | "service_account") {
+            return true;
+        }
+        self.store.docs.wait_applied(stream_id, version, timeout).await.unwrap_or(false)
+    }
+
+    /// Loads the snapshot from the shared read models, then follows the feed until
+    /// `shutdown`. Retries the snapshot until it succeeds.
+    pub async fn run(self, read_models: Arc<dyn ViewStore>, feed: Arc<dyn EventFeed>, mut shutdown: watch::Receiver<bool>) {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.load_snapshot(read_models.as_ref()).await {
+                Ok(count) => {
+                    tracing::info!(principals = count, "directory snapshot loaded");
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "loading the directory snapshot failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let ready = self.ready.clone();
+        let runner = self.runner.clone();
+        let follower = runner.run(feed, false, shutdown.clone());
+        let mut follower = std::pin::pin!(follower);
+        // Give the follower a moment to apply what is already waiting, then report ready.
+        if (&mut follower).now_or_never().is_some() {
+            return;
+        }
+        let settle = tokio::time::sleep(Duration::from_millis(50));
+        tokio::select! {
+            _ = &mut follower => return,
+            _ = settle => {}
+        }
+        ready.send_replace(true);
+        follower.await;
+    }
+
+    async fn load_snapshot(&self, read_models: &dyn ViewStore) -> Result<usize, StoreError> {
+        let snapshot = read_models.snapshot(&[USER_VIEW, SERVICE_ACCOUNT_VIEW], READ_MODEL_PROJECTOR).await?;
+        let mut streams: Vec<StreamWrite> = Vec::new();
+        let mut with_docs = std::collections::HashSet::new();
+        for doc in &snapshot.docs {
+            let kind: &'static str = if doc.kind == USER_VIEW { USER_VIEW } else { SERVICE_ACCOUNT_VIEW };
+            let stream_id = StreamId::new(kind, doc.id);
+            with_docs.insert(stream_id.clone());
+            streams.push(StreamWrite {
+                stream_id,
+                kind: Some(kind),
+                applied: doc.version,
+                position: 0,
+                doc: Some(doc.doc.clone()),
+                created_position: Some(0),
+            });
+        }
+        // Deleted principals have no document but their applied version still guards
+        // against replaying their history.
+        for (stream_id, version) in &snapshot.applied {
+            if with_docs.contains(stream_id) || !matches!(stream_id.aggregate(), "user" | "service_account") {
+                continue;
+            }
+            let kind: &'static str = if stream_id.aggregate() == "user" { USER_VIEW } else { SERVICE_ACCOUNT_VIEW };
+            streams.push(StreamWrite { stream_id: stream_id.clone(), kind: Some(kind), applied: *version, position: 0, doc: None, created_position: None });
+        }
+        let count = snapshot.docs.len();
+        self.store.reset().await?;
+        self.store.commit(BatchWrite { projector: DIRECTORY_PROJECTOR.into(), streams, checkpoint: snapshot.checkpoint }).await?;
+        Ok(count)
+    }
+}

@@ -1,0 +1,103 @@
+//! `gatehouse-gateway`: the HTTP gateway as its own process. Run as many replicas as you
+//! like behind a load balancer; one of them at a time also runs the read-model projector
+//! (Postgres advisory lock).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use gatehouse_bus::infra::{shutdown_signal, Infra};
+use gatehouse_contracts::clock::SystemClock;
+use gatehouse_eventlog::postgres::leader::run_while_leader;
+use gatehouse_gateway::bootstrap::{bootstrap_admin, read_model_projector};
+use gatehouse_gateway::{GatewayDeps, GatewaySettings};
+use gatehouse_secrets::{BusSealer, MasterKey};
+use secrecy::{ExposeSecret, SecretString};
+
+/// The advisory lock electing the projector.
+const PROJECTOR_LOCK: i64 = 0x6761_7465_7072_6f6a; // "gateproj"
+
+/// The Gatehouse HTTP gateway.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse-gateway", version)]
+struct Args {
+    /// Listen address.
+    #[arg(long, env = "GATEHOUSE_BIND", default_value = "127.0.0.1:8080")]
+    bind: std::net::SocketAddr,
+    /// Public URL (token issuer).
+    #[arg(long, env = "GATEHOUSE_ISSUER")]
+    issuer: Option<String>,
+    /// Postgres URL of the event log and read models.
+    #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// NATS URL.
+    #[arg(long, env = "GATEHOUSE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Base64 of 32 random bytes, the same in every Gatehouse process.
+    #[arg(long, env = "GATEHOUSE_MASTER_KEY", hide_env_values = true)]
+    master_key: SecretString,
+    /// Initial admin password (used only if `admin` does not exist yet).
+    #[arg(long, env = "GATEHOUSE_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<SecretString>,
+    /// Proxies whose X-Forwarded-For is trusted.
+    #[arg(long, env = "GATEHOUSE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<std::net::IpAddr>,
+    /// Log filter.
+    #[arg(long, env = "GATEHOUSE_LOG", default_value = "info")]
+    log: String,
+    /// Log format: json or pretty.
+    #[arg(long, env = "GATEHOUSE_LOG_FORMAT", default_value = "pretty")]
+    log_format: gatehouse_telemetry::LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    gatehouse_telemetry::init(&args.log, args.log_format);
+    let master = MasterKey::from_base64(args.master_key.expose_secret()).context("GATEHOUSE_MASTER_KEY")?;
+    let infra = Infra::connect(&args.database_url, &args.nats_url, "gatehouse-gateway").await?;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+
+    let projector = read_model_projector(infra.views.clone(), infra.log.clone());
+    let projector_task = tokio::spawn({
+        let feed = infra.feed.clone();
+        let database = infra.database.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            run_while_leader(database, PROJECTOR_LOCK, "read-model projector", shutdown, |stopped| {
+                let projector = projector.clone();
+                let feed = feed.clone();
+                async move { projector.run(feed, true, stopped).await }
+            })
+            .await;
+        }
+    });
+
+    let mut settings = GatewaySettings::new(args.bind);
+    if let Some(issuer) = args.issuer {
+        settings.issuer = issuer;
+    }
+    settings.trusted_proxies = args.trusted_proxies;
+    let sealer = BusSealer::new(&master);
+    let deps = GatewayDeps {
+        bus: infra.bus.clone(),
+        views: infra.views.clone(),
+        log: infra.log.clone(),
+        feed: infra.feed.clone(),
+        master,
+        clock: Arc::new(SystemClock),
+        probes: infra.probes(),
+    };
+    let state = gatehouse_gateway::build(settings, deps, shutdown.clone()).await?;
+    let running = gatehouse_gateway::serve(state, shutdown.clone())?;
+    if let Some(password) = &args.admin_password {
+        bootstrap_admin(infra.bus.as_ref(), &sealer, password).await?;
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    stop.send_replace(true);
+    let _ = running.task.await;
+    let _ = projector_task.await;
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! The caller itself.
+
+use actix_web::{get, post, web, HttpResponse};
+use gatehouse_contracts::commands::Command;
+use gatehouse_contracts::identity::{ChangePassword, Role};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::Authenticated;
+use crate::context::RequestContext;
+use crate::errors::{ApiError, ErrorBody};
+use crate::state::AppState;
+
+/// The authenticated principal.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CurrentUser {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// `user` or `service_account`.
+    pub kind: &'static str,
+    /// Role.
+    pub role: Role,
+    /// How this session was authenticated (`password`, `api_key`, `device`).
+    pub authenticated_by: &'static str,
+}
+
+/// Who am I?
+#[utoipa::path(get, path = "/api/v1/current-user", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = CurrentUser), (status = 401, body = ErrorBody)))]
+#[get("/current-user")]
+pub async fn get_current_user(auth: Authenticated) -> HttpResponse {
+    let p = &auth.principal;
+    HttpResponse::Ok().json(CurrentUser {
+        id: p.id,
+        name: p.name.clone(),
+        kind: match p.kind {
+            gatehouse_tokens::PrincipalKind::User => "user",
+            gatehouse_tokens::PrincipalKind::ServiceAccount => "service_account",
+        },
+        role: p.role,
+        authenticated_by: match auth.claims.source {
+            gatehouse_tokens::SessionSource::Password => "password",
+            gatehouse_tokens::SessionSource::ApiKey { .. } => "api_key",
+            gatehouse_tokens::SessionSource::Device { .. } => "device",
+        },
+    })
+}
+
+/// A password change.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// The current password.
+    #[schema(value_type = String, format = Password)]
+    pub current_password: SecretString,
+    /// The new password (at least 8 characters).
+    #[schema(value_type = String, format = Password)]
+    pub new_password: SecretString,
+}
+
+/// Changes the caller's password. Every existing session of the user ends, including
+/// this one: log in again with the new password.
+#[utoipa::path(post, path = "/api/v1/current-user/password", tag = "users", security(("bearer" = [])),
+    request_body = PasswordChange,
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[post("/current-user/password")]
+pub async fn change_password(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    auth: Authenticated,
+    body: web::Json<PasswordChange>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let context = ChangePassword::subject();
+    let command = ChangePassword {
+        current_password: state.seal(&body.current_password, &context)?,
+        new_password: state.seal(&body.new_password, &context)?,
+    };
+    state.command(&ctx, Some(&auth.caller()), command, None).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

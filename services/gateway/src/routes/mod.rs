@@ -1,0 +1,55 @@
+//! HTTP routes, registered in one place.
+
+pub mod current_user;
+pub mod health;
+pub mod oauth;
+pub mod paging;
+pub mod service_accounts;
+pub mod users;
+
+use actix_web::web;
+use gatehouse_eventlog::{ViewDoc, ViewStore};
+use uuid::Uuid;
+
+use crate::errors::ApiError;
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(health::openapi)
+        .service(oauth::token)
+        .service(oauth::jwks)
+        .service(oauth::metadata)
+        .service(
+            web::scope("/api/v1")
+                .service(current_user::get_current_user)
+                .service(current_user::change_password)
+                .service(users::create_user)
+                .service(users::list_users)
+                .service(users::get_user)
+                .service(users::update_user)
+                .service(service_accounts::create_service_account)
+                .service(service_accounts::list_service_accounts)
+                .service(service_accounts::get_service_account)
+                .service(service_accounts::update_service_account)
+                .service(service_accounts::delete_service_account),
+        );
+}
+
+/// Finds a view by id or by name (`{name_or_id}` path segments). A segment that is
+/// neither a UUID nor a valid name cannot name anything: `None`.
+pub async fn find_by_name_or_id(views: &dyn ViewStore, kind: &str, name_or_id: &str) -> Result<Option<ViewDoc>, ApiError> {
+    if let Ok(id) = Uuid::parse_str(name_or_id) {
+        return Ok(views.get(kind, id).await?);
+    }
+    match gatehouse_contracts::names::Name::parse(name_or_id) {
+        Ok(name) => Ok(views.find(kind, "name", &serde_json::Value::String(name.to_string())).await?),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Decodes a stored view document (a failure here is a bug, logged as such).
+pub fn decode<T: serde::de::DeserializeOwned>(doc: &ViewDoc) -> Result<T, ApiError> {
+    serde_json::from_value(doc.doc.clone()).map_err(|e| ApiError::internal(&format!("undecodable {} view {}: {e}", doc.kind, doc.id)))
+}

@@ -1,0 +1,148 @@
+//! OAuth 2.0 endpoints: the token endpoint (RFC 6749 §3.2), JWKS and the authorization
+//! server metadata (RFC 8414).
+
+use std::time::Instant;
+
+use actix_web::http::header;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use gatehouse_contracts::commands::Command;
+use gatehouse_contracts::identity::AuthenticatePassword;
+use gatehouse_tokens::{PrincipalKind, SessionSource};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::context::RequestContext;
+use crate::errors::OAuthError;
+use crate::issuer::Session;
+use crate::state::AppState;
+
+/// The form of `POST /oauth/token`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct TokenForm {
+    /// `password` (more grants arrive with API keys and device login).
+    pub grant_type: String,
+    /// Password grant: the user name.
+    pub username: Option<String>,
+    /// Password grant: the password.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+    /// The client (informational for public clients such as the CLI).
+    pub client_id: Option<String>,
+    /// Requested scope (currently informational).
+    pub scope: Option<String>,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// The access token (an Ed25519-signed JWT, RFC 9068).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// Granted scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+fn parse_form(req: &HttpRequest, body: &[u8]) -> Result<TokenForm, OAuthError> {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+        return Err(OAuthError::new("invalid_request", "the body must be application/x-www-form-urlencoded"));
+    }
+    serde_urlencoded::from_bytes(body).map_err(|e| OAuthError::new("invalid_request", format!("malformed form: {e}")))
+}
+
+fn required(value: Option<String>, name: &str) -> Result<String, OAuthError> {
+    value.filter(|v| !v.is_empty()).ok_or_else(|| OAuthError::new("invalid_request", format!("missing parameter {name}")))
+}
+
+/// Exchanges credentials for an access token.
+#[utoipa::path(
+    post, path = "/oauth/token", tag = "oauth",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 400, description = "RFC 6749 error", body = OAuthError),
+        (status = 429, description = "too many failed attempts from this address", body = OAuthError),
+    )
+)]
+#[post("/oauth/token")]
+pub async fn token(state: web::Data<AppState>, ctx: RequestContext, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, OAuthError> {
+    let form = parse_form(&req, &body)?;
+    match form.grant_type.as_str() {
+        "password" => password_grant(&state, &ctx, form).await,
+        other => Err(OAuthError::new("unsupported_grant_type", format!("grant type {other:?} is not supported"))),
+    }
+}
+
+async fn password_grant(state: &AppState, ctx: &RequestContext, form: TokenForm) -> Result<HttpResponse, OAuthError> {
+    if let Err(wait) = state.limiter.check(ctx.client_ip, Instant::now()) {
+        return Err(OAuthError::new("too_many_attempts", format!("too many failed logins from this address; retry in {wait} s"))
+            .status(429)
+            .retry_after(wait));
+    }
+    let username = required(form.username, "username")?;
+    let password = form.password.ok_or_else(|| OAuthError::new("invalid_request", "missing parameter password"))?;
+    let sealed = state.seal(&password, &AuthenticatePassword::subject()).map_err(|_| OAuthError::new("server_error", "an unexpected error occurred").status(500))?;
+    let result = state.command(ctx, None, AuthenticatePassword { username, password: sealed }, None).await;
+    let user = match result {
+        Ok(accepted) => accepted.output,
+        Err(e) if e.status.as_u16() == 401 || e.code.as_deref() == Some("invalid_grant") => {
+            state.limiter.failed(ctx.client_ip, Instant::now());
+            return Err(OAuthError::new("invalid_grant", "invalid username or password"));
+        }
+        Err(e) if e.status.as_u16() == 503 => {
+            return Err(OAuthError::new("temporarily_unavailable", e.message).status(503).retry_after(1));
+        }
+        Err(e) => return Err(OAuthError::new("invalid_request", e.message)),
+    };
+    state.limiter.succeeded(ctx.client_ip);
+    let session = Session {
+        subject: user.user_id.as_uuid(),
+        kind: PrincipalKind::User,
+        epoch: user.epoch,
+        source: SessionSource::Password,
+        client_id: form.client_id.unwrap_or_else(|| "gatehouse-cli".into()),
+        scope: form.scope,
+        ttl: state.settings.password_token_ttl,
+    };
+    Ok(token_response(state, session))
+}
+
+/// Mints the token of `session` and answers RFC 6749 §5.1.
+pub fn token_response(state: &AppState, session: Session) -> HttpResponse {
+    let scope = session.scope.clone();
+    let (access_token, expires_in) = state.issuer.mint(&session, state.clock.now().timestamp());
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(TokenResponse { access_token, token_type: "Bearer", expires_in, scope })
+}
+
+/// The public keys that verify access tokens (RFC 7517).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "oauth", responses((status = 200, description = "JWK set")))]
+#[get("/.well-known/jwks.json")]
+pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .json(state.issuer.jwks())
+}
+
+/// Authorization server metadata (RFC 8414).
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "oauth", responses((status = 200, description = "RFC 8414 metadata")))]
+#[get("/.well-known/oauth-authorization-server")]
+pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
+    let base = state.settings.issuer.trim_end_matches('/');
+    HttpResponse::Ok().json(serde_json::json!({
+        "issuer": state.settings.issuer,
+        "token_endpoint": format!("{base}/oauth/token"),
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "grant_types_supported": ["password"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "response_types_supported": [],
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],
+        "service_documentation": format!("{base}/openapi.json"),
+    }))
+}

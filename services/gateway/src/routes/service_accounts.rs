@@ -1,0 +1,216 @@
+//! Service accounts: non-interactive principals. Members manage the accounts they
+//! created and see no others (404, not 403); admins manage all.
+
+use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use gatehouse_contracts::identity::{
+    CreateServiceAccount, DeleteServiceAccount, Role, ServiceAccountView, UpdateServiceAccount, SERVICE_ACCOUNT_VIEW,
+};
+use gatehouse_contracts::names::{Description, Name};
+use gatehouse_eventlog::ListQuery;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::paging::{Page, PageParams};
+use super::{decode, find_by_name_or_id};
+use crate::auth::Authenticated;
+use crate::context::RequestContext;
+use crate::errors::{ApiError, ErrorBody};
+use crate::state::AppState;
+
+/// A service account.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ServiceAccountResponse {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Whether it may authenticate.
+    pub active: bool,
+    /// Role of its sessions.
+    pub role: Role,
+    /// The principal that created and manages it.
+    pub owner: Uuid,
+    /// Created at.
+    pub created: DateTime<Utc>,
+    /// Last changed at.
+    pub updated: DateTime<Utc>,
+}
+
+impl From<ServiceAccountView> for ServiceAccountResponse {
+    fn from(v: ServiceAccountView) -> Self {
+        Self {
+            id: v.id.as_uuid(),
+            name: v.name,
+            description: v.description,
+            active: v.active,
+            role: v.role,
+            owner: v.owner,
+            created: v.created,
+            updated: v.updated,
+        }
+    }
+}
+
+/// A new service account.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewServiceAccount {
+    /// 1–64 of `[A-Za-z0-9._-]`, unique among users and service accounts.
+    #[schema(value_type = String)]
+    pub name: Name,
+    /// What it is for (at most 1,024 characters).
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Description>,
+    /// Role (default `member`; only admins may ask for `admin`).
+    pub role: Option<Role>,
+}
+
+/// Changes to a service account.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAccountUpdate {
+    /// New description.
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Description>,
+    /// `false` deactivates it: its tokens are refused at once, everywhere.
+    pub active: Option<bool>,
+    /// New role (admins only).
+    pub role: Option<Role>,
+}
+
+/// Listing filters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ServiceAccountFilters {
+    /// Exact name.
+    pub name: Option<String>,
+    /// Active or not.
+    pub active: Option<bool>,
+}
+
+/// Loads an account the caller may see, or 404.
+async fn visible(state: &AppState, auth: &Authenticated, name_or_id: &str) -> Result<ServiceAccountView, ApiError> {
+    let not_found = || ApiError::not_found(format!("no service account {name_or_id:?}"));
+    let doc = find_by_name_or_id(state.views.as_ref(), SERVICE_ACCOUNT_VIEW, name_or_id).await?.ok_or_else(not_found)?;
+    let view: ServiceAccountView = decode(&doc)?;
+    if !auth.is_admin() && view.owner != auth.principal.id {
+        return Err(not_found());
+    }
+    Ok(view)
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    match req.headers().get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let key = v.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be ASCII"))?;
+            if key.is_empty() || key.len() > 255 {
+                return Err(ApiError::bad_request("Idempotency-Key must have 1 to 255 characters"));
+            }
+            Ok(Some(key.to_owned()))
+        }
+    }
+}
+
+/// Creates a service account owned by the caller. Send an `Idempotency-Key` header to make
+/// retries safe: a retry with the same key returns the first result.
+#[utoipa::path(post, path = "/api/v1/service_accounts", tag = "service_accounts", security(("bearer" = [])),
+    request_body = NewServiceAccount,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
+    responses((status = 201, body = ServiceAccountResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[post("/service_accounts")]
+pub async fn create_service_account(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    auth: Authenticated,
+    req: HttpRequest,
+    body: web::Json<NewServiceAccount>,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
+    let body = body.into_inner();
+    let command = CreateServiceAccount { name: body.name, description: body.description.unwrap_or_default(), role: body.role };
+    let accepted = state.command(&ctx, Some(&auth.caller()), command, key).await?;
+    let view = visible(&state, &auth, &accepted.output.to_string()).await?;
+    Ok(HttpResponse::Created().json(ServiceAccountResponse::from(view)))
+}
+
+/// Lists the service accounts the caller may see.
+#[utoipa::path(get, path = "/api/v1/service_accounts", tag = "service_accounts", security(("bearer" = [])),
+    params(PageParams, ServiceAccountFilters),
+    responses((status = 200, body = Page<ServiceAccountResponse>), (status = 400, body = ErrorBody)))]
+#[get("/service_accounts")]
+pub async fn list_service_accounts(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    paging: web::Query<PageParams>,
+    filters: web::Query<ServiceAccountFilters>,
+) -> Result<HttpResponse, ApiError> {
+    let (offset, limit) = paging.window()?;
+    let mut query = ListQuery { filters: vec![], offset, limit };
+    if !auth.is_admin() {
+        query.filters.push(("owner".into(), serde_json::Value::String(auth.principal.id.to_string())));
+    }
+    if let Some(name) = &filters.name {
+        query.filters.push(("name".into(), serde_json::Value::String(name.clone())));
+    }
+    if let Some(active) = filters.active {
+        query.filters.push(("active".into(), serde_json::Value::Bool(active)));
+    }
+    let page = state.views.list(SERVICE_ACCOUNT_VIEW, &query).await?;
+    let items = page
+        .items
+        .iter()
+        .map(|d| decode::<ServiceAccountView>(d).map(ServiceAccountResponse::from))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(Page::new(items, offset, limit, page.total)))
+}
+
+/// Describes a service account.
+#[utoipa::path(get, path = "/api/v1/service_accounts/{name_or_id}", tag = "service_accounts", security(("bearer" = [])),
+    params(("name_or_id" = String, Path, description = "service account name or id")),
+    responses((status = 200, body = ServiceAccountResponse), (status = 404, body = ErrorBody)))]
+#[get("/service_accounts/{name_or_id}")]
+pub async fn get_service_account(state: web::Data<AppState>, auth: Authenticated, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let view = visible(&state, &auth, &path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(ServiceAccountResponse::from(view)))
+}
+
+/// Changes a service account; `{"active": false}` deactivates it.
+#[utoipa::path(patch, path = "/api/v1/service_accounts/{name_or_id}", tag = "service_accounts", security(("bearer" = [])),
+    request_body = ServiceAccountUpdate,
+    params(("name_or_id" = String, Path, description = "service account name or id")),
+    responses((status = 200, body = ServiceAccountResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[patch("/service_accounts/{name_or_id}")]
+pub async fn update_service_account(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    auth: Authenticated,
+    path: web::Path<String>,
+    body: web::Json<ServiceAccountUpdate>,
+) -> Result<HttpResponse, ApiError> {
+    let view = visible(&state, &auth, &path.into_inner()).await?;
+    let body = body.into_inner();
+    let command = UpdateServiceAccount { id: view.id, description: body.description, active: body.active, role: body.role };
+    state.command(&ctx, Some(&auth.caller()), command, None).await?;
+    let view = visible(&state, &auth, &view.id.to_string()).await?;
+    Ok(HttpResponse::Ok().json(ServiceAccountResponse::from(view)))
+}
+
+/// Deletes a service account: its tokens die at once and its name is free again.
+#[utoipa::path(delete, path = "/api/v1/service_accounts/{name_or_id}", tag = "service_accounts", security(("bearer" = [])),
+    params(("name_or_id" = String, Path, description = "service account name or id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+#[delete("/service_accounts/{name_or_id}")]
+pub async fn delete_service_account(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    auth: Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let view = visible(&state, &auth, &path.into_inner()).await?;
+    state.command(&ctx, Some(&auth.caller()), DeleteServiceAccount { id: view.id }, None).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,124 @@
+//! Shared application state and settings, and the one way handlers send commands.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_bus::infra::Probe;
+use gatehouse_bus::CommandBus;
+use gatehouse_contracts::clock::Clock;
+use gatehouse_contracts::commands::{Accepted, Caller, Command, CommandEnvelope, Written};
+use gatehouse_eventlog::ViewStore;
+use gatehouse_secrets::BusSealer;
+
+use crate::context::RequestContext;
+use crate::directory::Directory;
+use crate::errors::ApiError;
+use crate::issuer::TokenIssuer;
+use crate::limiter::FailureLimiter;
+
+/// Gateway settings (from flags and `GATEHOUSE_*` environment variables).
+#[derive(Clone, Debug)]
+pub struct GatewaySettings {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// The token issuer (`iss`) and the base of advertised URLs.
+    pub issuer: String,
+    /// The token audience (`aud`).
+    pub audience: String,
+    /// Lifetime of password-grant tokens.
+    pub password_token_ttl: Duration,
+    /// Largest request body accepted.
+    pub body_limit: usize,
+    /// How long a write waits for the read models before answering.
+    pub consistency_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// HTTP worker threads (0: one per core).
+    pub workers: usize,
+}
+
+impl GatewaySettings {
+    /// Defaults for `bind`; the issuer is derived from it.
+    pub fn new(bind: SocketAddr) -> Self {
+        Self {
+            bind,
+            issuer: format!("http://{bind}"),
+            audience: "gatehouse".into(),
+            password_token_ttl: Duration::from_secs(24 * 3600),
+            body_limit: 64 * 1024,
+            consistency_timeout: Duration::from_secs(5),
+            trusted_proxies: Vec::new(),
+            workers: 0,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Settings.
+    pub settings: GatewaySettings,
+    /// Commands to services.
+    pub bus: Arc<dyn CommandBus>,
+    /// The shared read models.
+    pub views: Arc<dyn ViewStore>,
+    /// The in-memory principal directory.
+    pub directory: Directory,
+    /// Token signing and verification.
+    pub issuer: Arc<TokenIssuer>,
+    /// Seals secrets for the bus.
+    pub sealer: Arc<BusSealer>,
+    /// Failed-login limiter.
+    pub limiter: Arc<FailureLimiter>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Readiness checks of the dependencies (database, bus).
+    pub probes: Vec<Arc<dyn Probe>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Seals a secret for a command on the bus.
+    pub fn seal(&self, secret: &secrecy::SecretString, context: &str) -> Result<gatehouse_secrets::SealedSecret, ApiError> {
+        self.sealer.seal(secret, context).map_err(|e| ApiError::internal(&e))
+    }
+
+    /// Sends a command on behalf of `caller` and, once accepted, waits (bounded) until
+    /// this gateway's read models and directory reflect it, so that the caller's next
+    /// request sees its own write and a revocation is already enforced here.
+    pub async fn command<C: Command>(
+        &self,
+        ctx: &RequestContext,
+        caller: Option<&Caller>,
+        command: C,
+        idempotency_key: Option<String>,
+    ) -> Result<Accepted<C::Output>, ApiError> {
+        let envelope = CommandEnvelope { command, caller: caller.cloned(), metadata: ctx.metadata(caller), idempotency_key };
+        let headers = vec![
+            ("traceparent".to_owned(), ctx.traceparent.clone()),
+            ("x-request-id".to_owned(), ctx.request_id.clone()),
+        ];
+        let accepted = gatehouse_bus::send(self.bus.as_ref(), &envelope, headers).await?;
+        if let Some(written) = &accepted.written {
+            self.await_consistency(written).await;
+        }
+        Ok(accepted)
+    }
+
+    async fn await_consistency(&self, written: &Written) {
+        let timeout = self.settings.consistency_timeout;
+        let (views, directory) = tokio::join!(
+            self.views.wait_applied(&written.stream_id, written.version, timeout),
+            self.directory.wait_applied(&written.stream_id, written.version, timeout),
+        );
+        if !matches!(views, Ok(true)) || !directory {
+            tracing::warn!(stream_id = %written.stream_id, version = written.version, "the read models did not catch up in time; answering anyway");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end suite: the real `gatehouse` binaries against real Postgres and nats-server.
+//! One test binary (link time); modules by topic.
+
+mod authorization;
+mod bad_input;
+mod cli;
+mod flows;
+mod revocation;
+mod restart;

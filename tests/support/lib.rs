@@ -1,0 +1,284 @@
+//! Test support for the end-to-end suite: spawns the real `gatehouse serve` binary against
+//! a fresh Postgres database and a real nats-server, and drives it through REST and the CLI.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use gatehouse_testsupport::{free_port, NatsServer, TestDatabase};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+/// The admin password every test app starts with.
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+/// Path of a binary built from this workspace (next to the test executable's directory).
+pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var(format!("GATEHOUSE_{}_BIN", name.to_uppercase().replace('-', "_"))) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).context("unexpected test binary location")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!("{} not found: build it first (`cargo build -p gatehouse`), or run the suite with scripts/test", path.display());
+    }
+    Ok(path)
+}
+
+/// A `gatehouse serve` process with its own database and nats-server.
+pub struct TestApp {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    /// The database (dropped with the app).
+    pub db: TestDatabase,
+    /// The nats-server (killed with the app).
+    pub nats: NatsServer,
+    /// The master key the app was started with.
+    pub master_key: String,
+    port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    /// Starts an app and waits until it is ready.
+    pub async fn spawn() -> anyhow::Result<TestApp> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let db = TestDatabase::create().await?;
+        let nats = NatsServer::start().await?;
+        let port = free_port()?;
+        let master_key = base64::engine::general_purpose::STANDARD.encode(rand_bytes());
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("gatehouse.log");
+        let mut app = TestApp {
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+            db,
+            nats,
+            master_key,
+            port,
+            child: None,
+            log,
+            _dir: dir,
+        };
+        app.start().await?;
+        Ok(app)
+    }
+
+    /// Another gateway process (a second replica) sharing this app's database and NATS.
+    pub async fn replica(&self) -> anyhow::Result<Replica> {
+        let port = free_port()?;
+        let log = self._dir.path().join(format!("replica-{port}.log"));
+        let child = self.command("gatehouse-gateway", port, &log)?.spawn().context("spawning a gateway replica")?;
+        let url = format!("http://127.0.0.1:{port}");
+        wait_ready(&self.http, &url, &log).await?;
+        Ok(Replica { url, child })
+    }
+
+    fn command(&self, binary: &str, port: u16, log: &std::path::Path) -> anyhow::Result<Command> {
+        let bin = workspace_bin(binary)?;
+        let mut cmd = Command::new(bin);
+        if binary == "gatehouse" {
+            cmd.arg("serve");
+        }
+        let logfile = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        cmd.env("GATEHOUSE_DATABASE_URL", self.db.url())
+            .env("GATEHOUSE_NATS_URL", self.nats.url())
+            .env("GATEHOUSE_BIND", format!("127.0.0.1:{port}"))
+            .env("GATEHOUSE_MASTER_KEY", &self.master_key)
+            .env("GATEHOUSE_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("GATEHOUSE_ISSUER", format!("http://127.0.0.1:{}", self.port))
+            .env("GATEHOUSE_LOG", "info")
+            .env("GATEHOUSE_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(logfile.try_clone()?)
+            .stderr(logfile)
+            .kill_on_drop(true);
+        Ok(cmd)
+    }
+
+    /// Starts the process (again).
+    pub async fn start(&mut self) -> anyhow::Result<()> {
+        let child = self.command("gatehouse", self.port, &self.log)?.spawn().context("spawning gatehouse serve")?;
+        self.child = Some(child);
+        wait_ready(&self.http, &self.url, &self.log).await
+    }
+
+    /// Stops the process gracefully (SIGTERM) and waits for it.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+            }
+            match tokio::time::timeout(Duration::from_secs(15), child.wait()).await {
+                Ok(status) => {
+                    status?;
+                }
+                Err(_) => {
+                    child.kill().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A full URL for `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    /// `POST /oauth/token` with the password grant.
+    pub async fn password_grant(&self, username: &str, password: &str) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .http
+            .post(self.at("/oauth/token"))
+            .form(&[("grant_type", "password"), ("username", username), ("password", password)])
+            .send()
+            .await?)
+    }
+
+    /// Logs in and returns the access token.
+    pub async fn token(&self, username: &str, password: &str) -> anyhow::Result<String> {
+        let response = self.password_grant(username, password).await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if status != StatusCode::OK {
+            bail!("login as {username} failed: {status} {body}");
+        }
+        Ok(body["access_token"].as_str().context("no access_token")?.to_owned())
+    }
+
+    /// The admin's token.
+    pub async fn admin_token(&self) -> anyhow::Result<String> {
+        self.token("admin", ADMIN_PASSWORD).await
+    }
+
+    /// Sends a JSON request with a bearer token; returns status and body (JSON or null).
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
+        call(&self.http, &self.url, method, path, token, body).await
+    }
+
+    /// Creates a user (as admin) and returns its token.
+    pub async fn user_with_token(&self, admin: &str, name: &str, role: &str) -> anyhow::Result<String> {
+        let password = format!("{name}-password");
+        let (status, body) = self
+            .call(Method::POST, "/api/v1/users", Some(admin), Some(json!({"name": name, "password": password, "role": role})))
+            .await?;
+        if status != StatusCode::CREATED {
+            bail!("creating user {name}: {status} {body}");
+        }
+        self.token(name, &password).await
+    }
+
+    /// Runs the `gatehouse` CLI with an isolated config dir; returns (exit code, stdout, stderr).
+    pub async fn cli(&self, config_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> anyhow::Result<(i32, String, String)> {
+        run_cli(config_dir, &self.url, args, stdin).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// A second gateway process.
+pub struct Replica {
+    /// Its base URL.
+    pub url: String,
+    child: Child,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Sends a request to `base` and returns status and JSON body (null when empty).
+pub async fn call(http: &reqwest::Client, base: &str, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
+    let mut request = http.request(method, format!("{base}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+    Ok((status, value))
+}
+
+/// Runs the CLI binary.
+pub async fn run_cli(config_dir: &std::path::Path, url: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<(i32, String, String)> {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = Command::new(workspace_bin("gatehouse")?);
+    cmd.args(args)
+        .env("GATEHOUSE_CONFIG_DIR", config_dir)
+        .env("GATEHOUSE_URL", url)
+        .env_remove("GATEHOUSE_API_KEY")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes()).await?;
+        drop(pipe);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.context("the CLI hung")??;
+    Ok((
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+async fn wait_ready(http: &reqwest::Client, url: &str, log: &std::path::Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = http.get(format!("{url}/readyz")).send().await {
+            if response.status() == StatusCode::OK {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("{url} did not become ready in 30 s; log:\n{log}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let a = uuid::Uuid::new_v4();
+    let b = uuid::Uuid::new_v4();
+    out[..16].copy_from_slice(a.as_bytes());
+    out[16..].copy_from_slice(b.as_bytes());
+    out
+}
+
+/// Decodes a JWT's payload without verifying it (tests inspect claims).
+pub fn claims(token: &str) -> anyhow::Result<Value> {
+    let payload = token.split('.').nth(1).context("not a JWT")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
