@@ -31,6 +31,7 @@ pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// A `gatehouse serve` process with its own database and nats-server.
+#[allow(missing_debug_implementations)]
 pub struct TestApp {
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
@@ -130,6 +131,11 @@ impl TestApp {
         Ok(())
     }
 
+    /// The server process id (for resource measurements).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// The server's log so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -198,6 +204,7 @@ impl Drop for TestApp {
 }
 
 /// A second gateway process.
+#[derive(Debug)]
 pub struct Replica {
     /// Its base URL.
     pub url: String,

@@ -1,0 +1,148 @@
+//! Gateway benchmark: a program that prints figures, not a test that asserts them.
+//!
+//! Starts the real `gatehouse serve` (release build: run
+//! `cargo build --release -p gatehouse && cargo run --release -p gatehouse-e2e --example gateway_bench`)
+//! against a fresh Postgres database and its own nats-server, then measures:
+//! - create-service-account end to end at 1 and 32 concurrent clients (requests/s, p50/p99)
+//!   and the projection lag of those writes (event recorded → read model applied);
+//! - authenticated `GET /api/v1/current-user` at 64 connections (with `wrk` when it is
+//!   installed, otherwise with this program's own client);
+//! - resident memory of the server idle and after the load.
+//!
+//! Every phase is bounded in time (`GATEHOUSE_BENCH_SECONDS`, default 10) and the program
+//! stops by itself.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse_e2e::TestApp;
+use reqwest::StatusCode;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn create_load(app: &TestApp, token: &str, clients: usize, seconds: u64) -> anyhow::Result<(f64, Duration, Duration, usize)> {
+    let counter = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let http = app.http.clone();
+        let url = app.at("/api/v1/service_accounts");
+        let token = token.to_owned();
+        let counter = counter.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                let response = http.post(&url).bearer_auth(&token).json(&serde_json::json!({"name": format!("bench-{n}")})).send().await?;
+                anyhow::ensure!(response.status() == StatusCode::CREATED, "create failed: {}", response.status());
+                latencies.push(started.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    Ok((all.len() as f64 / elapsed, percentile(&all, 0.5), percentile(&all, 0.99), all.len()))
+}
+
+async fn projection_lag(app: &TestApp) -> anyhow::Result<(f64, f64, f64)> {
+    let (client, connection) = tokio_postgres_connect(app.db.url()).await?;
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag), max(lag) \
+             FROM (SELECT extract(epoch FROM (a.applied_at - e.recorded_at)) * 1000 AS lag \
+                   FROM read.applied a JOIN events e ON e.stream_id = a.stream_id AND e.version = a.version \
+                   WHERE e.event_type = 'service_account.created') l",
+            &[],
+        )
+        .await?;
+    Ok((row.try_get::<_, f64>(0).unwrap_or(0.0), row.try_get::<_, f64>(1).unwrap_or(0.0), row.try_get::<_, f64>(2).unwrap_or(0.0)))
+}
+
+async fn tokio_postgres_connect(url: &str) -> anyhow::Result<(tokio_postgres::Client, tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>)> {
+    Ok(tokio_postgres::connect(url, tokio_postgres::NoTls).await?)
+}
+
+async fn current_user_load(app: &TestApp, token: &str, connections: usize, seconds: u64) -> anyhow::Result<String> {
+    if std::process::Command::new("wrk").arg("--version").output().is_ok() {
+        let output = tokio::process::Command::new("wrk")
+            .args(["-t", "1", "-c", &connections.to_string(), "-d", &format!("{seconds}s"), "--latency"])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .arg(app.at("/api/v1/current-user"))
+            .output()
+            .await?;
+        return Ok(format!("wrk, 1 thread, {connections} connections:\n{}", String::from_utf8_lossy(&output.stdout)));
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let http = app.http.clone();
+        let url = app.at("/api/v1/current-user");
+        let token = token.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let response = http.get(&url).bearer_auth(&token).send().await?;
+                anyhow::ensure!(response.status() == StatusCode::OK, "current-user failed");
+                let _ = response.bytes().await?;
+                latencies.push(started.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    all.sort();
+    let rps = all.len() as f64 / started.elapsed().as_secs_f64();
+    Ok(format!(
+        "reqwest client in this process, {connections} concurrent requests: {rps:.0} requests/s, p50 {:?}, p99 {:?}",
+        percentile(&all, 0.5),
+        percentile(&all, 0.99)
+    ))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds: u64 = std::env::var("GATEHOUSE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let app = TestApp::spawn().await?;
+    let pid = app.pid().unwrap_or(0);
+    let token = app.admin_token().await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    println!("gatehouse serve, pid {pid}, {} s per phase", seconds);
+    println!("RSS idle: {} MiB", rss_kib(pid).unwrap_or(0) / 1024);
+
+    for clients in [1, 32] {
+        let (rps, p50, p99, n) = create_load(&app, &token, clients, seconds).await?;
+        println!("create service account, {clients:>2} clients: {rps:>7.0} requests/s, p50 {p50:?}, p99 {p99:?} ({n} created)");
+    }
+    let (lag50, lag99, lagmax) = projection_lag(&app).await?;
+    println!("projection lag (recorded → applied): p50 {lag50:.1} ms, p99 {lag99:.1} ms, max {lagmax:.1} ms");
+    println!("RSS after writes: {} MiB", rss_kib(pid).unwrap_or(0) / 1024);
+
+    println!("{}", current_user_load(&app, &token, 64, seconds).await?);
+    println!("RSS after reads: {} MiB", rss_kib(pid).unwrap_or(0) / 1024);
+    Ok(())
+}
