@@ -129,13 +129,12 @@ async fn run_all(args: &ServerArgs, master: MasterKey, backends: Backends, banne
         probes: backends.probes,
     };
     let state = gatehouse_gateway::build(settings(args), deps, shutdown.clone()).await?;
-    let running = gatehouse_gateway::serve(state, shutdown.clone()).with_context(|| format!("binding {}", args.bind))?;
-
     let (password, generated) = match &args.admin_password {
         Some(p) => (p.clone(), false),
         None => (generated_password(), true),
     };
-    let created = bootstrap_admin(backends.bus.as_ref(), &sealer, &password).await?;
+    let created = bootstrap_admin(&state, &password).await?;
+    let running = gatehouse_gateway::serve(state, shutdown.clone()).with_context(|| format!("binding {}", args.bind))?;
     banner(running.addr, (created && generated).then_some(&password));
 
     shutdown_signal().await;
@@ -188,7 +187,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         feed: infra.feed.clone(),
         views: infra.views.clone(),
         bus: infra.bus.clone(),
-        probes: infra.probes(),
+        probes: infra.probes(gatehouse_gateway::READ_MODEL_PROJECTOR),
         database: Some(infra.database.clone()),
         relay: Some(infra.relay()),
     };

@@ -88,7 +88,7 @@ async fn run(bus: &NatsCommandBus, concurrency: usize, duration: Duration) -> an
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
-    let server = NatsServer::start().await?;
+    let mut server = NatsServer::start().await?;
     // Service and caller on separate connections, as in production.
     let service = NatsCommandBus::new(connect(&server.url(), "bench-service").await?);
     let caller = NatsCommandBus::new(connect(&server.url(), "bench-caller").await?);

@@ -83,9 +83,43 @@ impl Infra {
         OutboxRelay::new(self.database.clone(), Arc::new(publisher))
     }
 
-    /// Readiness probes for the database and NATS.
-    pub fn probes(&self) -> Vec<Arc<dyn Probe>> {
-        vec![Arc::new(DatabaseProbe(self.database.clone())), Arc::new(NatsProbe(self.nats.clone()))]
+    /// Readiness probes: the database, NATS, and the durable projector consumer
+    /// `projector` being caught up (at most [`MAX_PROJECTION_BACKLOG`] events behind).
+    pub fn probes(&self, projector: &str) -> Vec<Arc<dyn Probe>> {
+        vec![
+            Arc::new(DatabaseProbe(self.database.clone())),
+            Arc::new(NatsProbe(self.nats.clone())),
+            Arc::new(ProjectionProbe { js: async_nats::jetstream::new(self.nats.clone()), consumer: projector.to_owned() }),
+        ]
+    }
+}
+
+/// How far behind the read-model projector may be while the gateway still reports ready:
+/// a backlog that a busy projector clears in well under a second, so readiness does not
+/// flap under write load but does catch a projector that is stuck or not running.
+pub const MAX_PROJECTION_BACKLOG: u64 = 1000;
+
+struct ProjectionProbe {
+    js: async_nats::jetstream::Context,
+    consumer: String,
+}
+
+#[async_trait]
+impl Probe for ProjectionProbe {
+    fn name(&self) -> &'static str {
+        "projections"
+    }
+    async fn check(&self) -> Result<(), String> {
+        let stream = self.js.get_stream(crate::jetstream::STREAM_NAME).await.map_err(|e| format!("no event stream: {e}"))?;
+        let info = stream
+            .consumer_info(&self.consumer)
+            .await
+            .map_err(|_| "the read-model projector has not started yet".to_owned())?;
+        let behind = info.num_pending + info.num_ack_pending as u64;
+        if behind > MAX_PROJECTION_BACKLOG {
+            return Err(format!("{behind} events behind"));
+        }
+        Ok(())
     }
 }
 

@@ -175,12 +175,13 @@ impl Publisher for JetStreamPublisher {
 /// from the same durable would split the events between them and break that order; the
 /// projector therefore runs under a leader lock.
 ///
-/// A durable delivery that is dropped without [`Delivery::ack`] is negatively acknowledged
-/// right away, and so are messages the client had already received when the subscription
-/// is dropped: they are redelivered now (to the next subscriber) rather than after
-/// [`ACK_WAIT`], which matches the in-memory feed's "resume after the last ack".
-/// Redelivery can put an event after later ones of the same stream; the projector's
-/// version guard and gap filling absorb that.
+/// When a durable subscription is dropped, the deliveries it handed out and that were
+/// dropped without [`Delivery::ack`], and the messages the client had already received, are
+/// given back (`-NAK`) in stream order: the next subscriber gets them at once, first and in
+/// order, rather than after [`ACK_WAIT`]. That matches the in-memory feed, which resumes
+/// after the last ack. On a subscription that stays live, an unacknowledged delivery comes
+/// back after [`ACK_WAIT`]. Redelivery can put an event after later ones of the same
+/// stream; the projector's version guard and gap filling absorb that.
 #[derive(Clone, Debug)]
 pub struct JetStreamFeed {
     js: Context,
@@ -234,7 +235,7 @@ impl JetStreamFeed {
         }
         let messages = consumer.messages().await.map_err(feed_unavailable)?;
         let inner = messages.map(|m| m.map_err(feed_unavailable)).boxed();
-        Ok(Deliveries { inner, returns: Some(spawn_returner()), floor: 0 }.boxed())
+        Ok(Deliveries { inner, returns: Some(spawn_returner(self.js.clone(), name.to_owned())), floor: 0 }.boxed())
     }
 
     async fn ephemeral(&self, spec: &SubscriptionSpec) -> Result<Subscription, FeedError> {
@@ -296,30 +297,63 @@ impl EventFeed for JetStreamFeed {
     }
 }
 
-/// What goes back to the server unprocessed, in the order it was given back.
+/// What goes back to the server unprocessed.
 enum Returned {
-    /// A delivery dropped without an ack.
-    One(Acker),
-    /// A dropped subscription: the messages the client already holds.
+    /// A delivery dropped without an ack: its stream sequence and acker.
+    One(u64, Box<Acker>),
+    /// The subscription was dropped: the messages the client already holds.
     Rest(BoxStream<'static, Result<jetstream::Message, FeedError>>),
 }
 
-/// Sends `-NAK` for what a durable subscription gives back, one at a time and in order, so
-/// that the server redelivers it in stream order. Ends when the subscription and all its
-/// deliveries are gone.
-fn spawn_returner() -> tokio::sync::mpsc::UnboundedSender<Returned> {
+/// Most unacknowledged deliveries a live subscription keeps to give back when it ends;
+/// beyond that the oldest are left to the ack wait.
+const MAX_HELD_BACK: usize = 4 * MAX_ACK_PENDING as usize;
+
+/// Gives back (`-NAK`) what a durable subscription did not process, so that the server
+/// redelivers it now rather than after the ack wait.
+///
+/// While the subscription is live, a nak would send the message straight back to it (its
+/// pull request is still open), only to be lost with it a moment later when it is dropped.
+/// So dropped deliveries are held until the subscription is dropped; then the pull is
+/// stopped first (unsubscribed, which the server sees before the naks on this connection)
+/// and everything is given back in stream order, which is the order the server
+/// redelivers it in. Deliveries dropped after that are given back at once. What was still
+/// on the wire when the pull stopped is redelivered after the ack wait.
+fn spawn_returner(js: Context, consumer: String) -> tokio::sync::mpsc::UnboundedSender<Returned> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
+        let mut held: std::collections::VecDeque<(u64, Box<Acker>)> = std::collections::VecDeque::new();
+        let mut live = true;
         while let Some(returned) = rx.recv().await {
             match returned {
-                Returned::One(acker) => nak(&acker).await,
+                Returned::One(_, acker) if !live => nak(&acker).await,
+                Returned::One(sequence, acker) => {
+                    if held.len() >= MAX_HELD_BACK {
+                        held.pop_front();
+                    }
+                    held.push_back((sequence, acker));
+                }
                 Returned::Rest(mut rest) => {
-                    // Only what is already buffered; the stream is dropped right after.
+                    live = false;
                     while let Some(Some(message)) = rest.next().now_or_never() {
-                        if let Ok(message) = message {
-                            let (_, acker) = message.split();
-                            nak(&acker).await;
-                        }
+                        let Ok(message) = message else { continue };
+                        let sequence = message.info().map(|info| info.stream_sequence).unwrap_or(u64::MAX);
+                        let (_, acker) = message.split();
+                        held.push_back((sequence, Box::new(acker)));
+                    }
+                    drop(rest); // unsubscribes: no redelivery can go to it any more
+                    // The server keeps the dead subscription's pull request until it tries to
+                    // deliver to it, and the message it tried goes to the back of the
+                    // redelivery queue. Asking for the consumer's info makes it drop the
+                    // request first (checked against nats-server 2.15).
+                    let info = async { js.get_stream_no_info(STREAM_NAME).await.ok()?.consumer_info(&consumer).await.ok() };
+                    if info.await.is_none() {
+                        tracing::debug!(consumer = %consumer, "consumer info failed before giving messages back");
+                    }
+                    let mut held = std::mem::take(&mut held);
+                    held.make_contiguous().sort_by_key(|(sequence, _)| *sequence);
+                    for (_, acker) in held {
+                        nak(&acker).await;
                     }
                 }
             }
@@ -366,7 +400,7 @@ impl Deliveries {
         match serde_json::from_slice::<RecordedEvent>(&message.payload) {
             Ok(event) => {
                 let acker = self.returns.as_ref().map(|returns| {
-                    Box::new(JetStreamAck { acker: Some(acker), returns: returns.clone() }) as Box<dyn Ack>
+                    Box::new(JetStreamAck { sequence, acker: Some(acker), returns: returns.clone() }) as Box<dyn Ack>
                 });
                 Some(Delivery::new(event, sequence, acker))
             }
@@ -424,6 +458,7 @@ impl Drop for Deliveries {
 /// skips, so waiting for the server's confirmation (`double_ack`) would add a round trip
 /// per event for nothing. Dropped without acking, it gives the message back (`-NAK`).
 struct JetStreamAck {
+    sequence: u64,
     acker: Option<Acker>,
     returns: tokio::sync::mpsc::UnboundedSender<Returned>,
 }
@@ -441,7 +476,7 @@ impl Ack for JetStreamAck {
 impl Drop for JetStreamAck {
     fn drop(&mut self) {
         if let Some(acker) = self.acker.take() {
-            let _ = self.returns.send(Returned::One(acker));
+            let _ = self.returns.send(Returned::One(self.sequence, Box::new(acker)));
         }
     }
 }

@@ -51,9 +51,7 @@ impl BusSealer {
 
 impl fmt::Debug for BusSealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BusSealer")
-            .field("key", &self.key)
-            .finish()
+        f.debug_struct("BusSealer").field("key", &self.key).finish()
     }
 }
 

@@ -52,7 +52,9 @@ impl KeyBytes {
 
 /// Formats a key type as `Name([HIDDEN])`.
 fn hidden(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
-    f.debug_tuple(name).field(&format_args!("[HIDDEN]")).finish()
+    f.debug_tuple(name)
+        .field(&format_args!("[HIDDEN]"))
+        .finish()
 }
 
 /// HMAC-SHA-256 keyed with a block-sized key (`key_block`), over the
@@ -109,11 +111,13 @@ impl MasterKey {
         MASTER_KEY_B64
             .decode_vec(encoded.trim(), &mut decoded)
             .map_err(|_| MasterKeyError::NotBase64)?;
-        let bytes: &[u8; KEY_LEN] = decoded.as_slice().try_into().map_err(|_| {
-            MasterKeyError::WrongLength {
-                actual: decoded.len(),
-            }
-        })?;
+        let bytes: &[u8; KEY_LEN] =
+            decoded
+                .as_slice()
+                .try_into()
+                .map_err(|_| MasterKeyError::WrongLength {
+                    actual: decoded.len(),
+                })?;
         Ok(Self(KeyBytes::init(|out| out.copy_from_slice(bytes))))
     }
 

@@ -58,7 +58,9 @@ fn master_key_rejects_wrong_lengths() {
         let text = STANDARD.encode(vec![0x5a; len]);
         assert_eq!(
             MasterKey::from_base64(&text).map(|_| ()),
-            Err(SecretsError::InvalidMasterKey(MasterKeyError::WrongLength { actual: len })),
+            Err(SecretsError::InvalidMasterKey(
+                MasterKeyError::WrongLength { actual: len }
+            )),
             "{len} bytes"
         );
     }
@@ -68,13 +70,21 @@ fn master_key_rejects_wrong_lengths() {
 fn master_key_rejects_non_base64_without_echoing_it() {
     let url_safe = URL_SAFE_NO_PAD.encode([0xfb; 32]); // contains '-' / '_'
     for text in ["not base64 at all!", "@@@@", url_safe.as_str(), "QUJD=A"] {
-        let err = MasterKey::from_base64(text).map(|_| ()).expect_err("rejected");
-        assert_eq!(err, SecretsError::InvalidMasterKey(MasterKeyError::NotBase64), "{text}");
+        let err = MasterKey::from_base64(text)
+            .map(|_| ())
+            .expect_err("rejected");
+        assert_eq!(
+            err,
+            SecretsError::InvalidMasterKey(MasterKeyError::NotBase64),
+            "{text}"
+        );
         assert!(!err.to_string().contains(text));
     }
     // A real-looking key of the wrong length is not echoed either.
     let text = STANDARD.encode([0x42; 33]);
-    let err = MasterKey::from_base64(&text).map(|_| ()).expect_err("rejected");
+    let err = MasterKey::from_base64(&text)
+        .map(|_| ())
+        .expect_err("rejected");
     assert!(!err.to_string().contains(&text[..20]));
 }
 
@@ -89,7 +99,11 @@ fn derive_key_is_hkdf_sha256() {
         Hkdf::<Sha256>::new(Some(b"gatehouse/v1"), &bytes)
             .expand(purpose.as_bytes(), &mut expected)
             .expect("32 bytes is a valid HKDF length");
-        assert_eq!(key.derive_key(purpose).expose(), &expected, "purpose {purpose:?}");
+        assert_eq!(
+            key.derive_key(purpose).expose(),
+            &expected,
+            "purpose {purpose:?}"
+        );
     }
 }
 
@@ -98,7 +112,10 @@ fn derived_keys_are_deterministic_and_separated() {
     let key = master();
     assert_eq!(key.derive_key("a").expose(), key.derive_key("a").expose());
     assert_ne!(key.derive_key("a").expose(), key.derive_key("b").expose());
-    assert_ne!(key.derive_key("a").expose(), master().derive_key("a").expose());
+    assert_ne!(
+        key.derive_key("a").expose(),
+        master().derive_key("a").expose()
+    );
 }
 
 // ---------------------------------------------------------------------- AEAD
@@ -113,7 +130,10 @@ fn data_key_round_trip_and_layout() {
         assert_eq!(dk.open(&ct, b"aad").expect("opens").as_slice(), plaintext);
     }
     // A fresh nonce every time.
-    assert_ne!(dk.seal(b"same", b"").expect("seals"), dk.seal(b"same", b"").expect("seals"));
+    assert_ne!(
+        dk.seal(b"same", b"").expect("seals"),
+        dk.seal(b"same", b"").expect("seals")
+    );
 }
 
 #[test]
@@ -121,14 +141,20 @@ fn derived_key_round_trip() {
     let key = master().derive_key("test/v1");
     let ct = key.seal(b"hello", b"ctx").expect("seals");
     assert_eq!(key.open(&ct, b"ctx").expect("opens").as_slice(), b"hello");
-    assert_eq!(key.open(&ct, b"other").map(|_| ()), Err(SecretsError::Decrypt));
+    assert_eq!(
+        key.open(&ct, b"other").map(|_| ()),
+        Err(SecretsError::Decrypt)
+    );
 }
 
 #[test]
 fn wrong_aad_fails() {
     let dk = DataKey::generate();
     let ct = dk.seal(b"secret", b"object-1").expect("seals");
-    assert_eq!(dk.open(&ct, b"object-2").map(|_| ()), Err(SecretsError::Decrypt));
+    assert_eq!(
+        dk.open(&ct, b"object-2").map(|_| ()),
+        Err(SecretsError::Decrypt)
+    );
     assert_eq!(dk.open(&ct, b"").map(|_| ()), Err(SecretsError::Decrypt));
 }
 
@@ -149,7 +175,11 @@ fn every_tampered_byte_fails() {
         for flip in [0x01u8, 0x80] {
             let mut bad = ct.clone();
             bad[i] ^= flip;
-            let expected = if i == 0 { SecretsError::Malformed } else { SecretsError::Decrypt };
+            let expected = if i == 0 {
+                SecretsError::Malformed
+            } else {
+                SecretsError::Decrypt
+            };
             assert_eq!(dk.open(&bad, b"aad").map(|_| ()), Err(expected), "byte {i}");
         }
     }
@@ -161,7 +191,11 @@ fn short_or_unknown_version_is_malformed() {
     let ct = dk.seal(b"", b"").expect("seals");
     assert_eq!(ct.len(), CIPHERTEXT_OVERHEAD);
     for len in 0..ct.len() {
-        assert_eq!(dk.open(&ct[..len], b"").map(|_| ()), Err(SecretsError::Malformed), "{len}");
+        assert_eq!(
+            dk.open(&ct[..len], b"").map(|_| ()),
+            Err(SecretsError::Malformed),
+            "{len}"
+        );
     }
     let mut v2 = ct.clone();
     v2[0] = 2;
@@ -169,7 +203,10 @@ fn short_or_unknown_version_is_malformed() {
     // Extending the ciphertext breaks the tag.
     let mut longer = ct;
     longer.push(0);
-    assert_eq!(dk.open(&longer, b"").map(|_| ()), Err(SecretsError::Decrypt));
+    assert_eq!(
+        dk.open(&longer, b"").map(|_| ()),
+        Err(SecretsError::Decrypt)
+    );
 }
 
 // ------------------------------------------------------------------ wrapping
@@ -198,11 +235,15 @@ fn unwrap_with_wrong_master_aad_or_tampering_fails() {
         master().unwrap_key(&wrapped, b"object-1").map(|_| ()),
         Err(SecretsError::Decrypt)
     );
-    assert_eq!(mk.unwrap_key(&wrapped, b"object-2").map(|_| ()), Err(SecretsError::Decrypt));
+    assert_eq!(
+        mk.unwrap_key(&wrapped, b"object-2").map(|_| ()),
+        Err(SecretsError::Decrypt)
+    );
     let mut bytes = wrapped.as_bytes().to_vec();
     bytes[20] ^= 1;
     assert_eq!(
-        mk.unwrap_key(&WrappedKey::from_bytes(bytes), b"object-1").map(|_| ()),
+        mk.unwrap_key(&WrappedKey::from_bytes(bytes), b"object-1")
+            .map(|_| ()),
         Err(SecretsError::Decrypt)
     );
 }
@@ -248,8 +289,12 @@ fn bus_sealer_round_trip() {
     let mk = master();
     let sealer = BusSealer::new(&mk);
     let secret = SecretString::from("correct horse battery staple ✓");
-    let sealed = sealer.seal(&secret, "identity.set_password").expect("seals");
-    let opened = sealer.open(&sealed, "identity.set_password").expect("opens");
+    let sealed = sealer
+        .seal(&secret, "identity.set_password")
+        .expect("seals");
+    let opened = sealer
+        .open(&sealed, "identity.set_password")
+        .expect("opens");
     assert_eq!(opened.expose_secret(), secret.expose_secret());
 
     // Another sealer built from the same master key opens it too.
@@ -268,7 +313,9 @@ fn bus_sealer_rejects_other_context_and_other_master() {
         Err(SecretsError::Decrypt)
     );
     assert_eq!(
-        BusSealer::new(&master()).open(&sealed, "identity.set_password").map(|_| ()),
+        BusSealer::new(&master())
+            .open(&sealed, "identity.set_password")
+            .map(|_| ()),
         Err(SecretsError::Decrypt)
     );
 }
@@ -277,14 +324,20 @@ fn bus_sealer_rejects_other_context_and_other_master() {
 fn sealed_secret_serde_hides_plaintext_and_detects_tampering() {
     let sealer = BusSealer::new(&master());
     let plaintext = "hunter2-hunter2";
-    let sealed = sealer.seal(&SecretString::from(plaintext), "cmd").expect("seals");
+    let sealed = sealer
+        .seal(&SecretString::from(plaintext), "cmd")
+        .expect("seals");
 
     let json = serde_json::to_string(&serde_json::json!({ "password": sealed })).expect("json");
     assert!(!json.contains(plaintext));
     assert!(!json.contains(&STANDARD.encode(plaintext)));
     let encoded = sealed.to_base64url();
     assert!(json.contains(&encoded));
-    assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(
+        encoded
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
 
     let back: SealedSecret = serde_json::from_str(&format!("\"{encoded}\"")).expect("parses");
     assert_eq!(back, sealed);
@@ -295,11 +348,19 @@ fn sealed_secret_serde_hides_plaintext_and_detects_tampering() {
     chars[30] = if chars[30] == 'A' { 'B' } else { 'A' };
     let tampered: String = chars.into_iter().collect();
     let tampered: SealedSecret = serde_json::from_str(&format!("\"{tampered}\"")).expect("parses");
-    assert_eq!(sealer.open(&tampered, "cmd").map(|_| ()), Err(SecretsError::Decrypt));
+    assert_eq!(
+        sealer.open(&tampered, "cmd").map(|_| ()),
+        Err(SecretsError::Decrypt)
+    );
 
     assert!(serde_json::from_str::<SealedSecret>("\"not+base64url=\"").is_err());
     assert_eq!(
-        sealer.open(&SealedSecret::from_base64url("AAAA").expect("parses"), "cmd").map(|_| ()),
+        sealer
+            .open(
+                &SealedSecret::from_base64url("AAAA").expect("parses"),
+                "cmd"
+            )
+            .map(|_| ()),
         Err(SecretsError::Malformed)
     );
 }
@@ -315,7 +376,9 @@ fn debug_output_never_contains_key_bytes() {
     assert_hidden(&dbg, &bytes);
 
     let random = master();
-    let random_bytes = STANDARD.decode(random.to_base64().expose_secret()).expect("b64");
+    let random_bytes = STANDARD
+        .decode(random.to_base64().expose_secret())
+        .expect("b64");
     assert_hidden(&format!("{random:?}"), &random_bytes);
 
     let derived = random.derive_key("p");

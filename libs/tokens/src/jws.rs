@@ -71,16 +71,6 @@ pub enum TokenError {
     WrongAudience,
 }
 
-/// Why [`sign`] failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
-pub enum SignError {
-    /// The claims could not be serialized to JSON. This does not happen for
-    /// [`AccessTokenClaims`]; the variant exists so that the impossible case is
-    /// a typed error rather than a panic.
-    #[error("claims could not be serialized")]
-    Serialize,
-}
-
 /// Why a [`Jwk`] or raw public key was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
 pub enum JwkError {
@@ -109,8 +99,9 @@ fn kid_for(public: &ed25519_dalek::VerifyingKey) -> String {
 
 /// An Ed25519 private key with its key id, used to sign access tokens.
 ///
-/// The key is zeroized on drop; `Debug` shows the `kid` but prints
-/// `[HIDDEN]` for the key.
+/// The key is zeroized on drop (every clone too); `Debug` shows the `kid`
+/// but prints `[HIDDEN]` for the key.
+#[derive(Clone)]
 pub struct SigningKey {
     kid: String,
     key: Box<ed25519_dalek::SigningKey>,
@@ -272,13 +263,13 @@ pub struct Jwks {
 
 /// Signs `claims` as a JWS compact token with header
 /// `{"alg":"EdDSA","typ":"at+jwt","kid":<key id>}`.
-pub fn sign(claims: &AccessTokenClaims, key: &SigningKey) -> Result<String, SignError> {
-    let payload = serde_json::to_vec(claims).map_err(|_| SignError::Serialize)?;
-    Ok(sign_encoded_header(&key.header_b64, &payload, &key.key))
+pub fn sign(claims: &AccessTokenClaims, key: &SigningKey) -> String {
+    sign_encoded_header(&key.header_b64, &claims.to_json(), &key.key)
 }
 
 /// Signs an arbitrary header and payload (both given as the exact JSON bytes
 /// to encode). Used to reproduce RFC 8037 vectors and to craft test tokens.
+#[cfg(test)]
 pub(crate) fn sign_compact_raw(header_json: &[u8], payload: &[u8], key: &SigningKey) -> String {
     sign_encoded_header(&URL_SAFE_NO_PAD.encode(header_json), payload, &key.key)
 }
@@ -383,8 +374,8 @@ impl Verifier {
         let header_len = URL_SAFE_NO_PAD
             .decode_slice(header_b64, &mut header_buf)
             .map_err(|_| TokenError::Malformed)?;
-        let header: Header<'_> = serde_json::from_slice(&header_buf[..header_len])
-            .map_err(|_| TokenError::Malformed)?;
+        let header: Header<'_> =
+            serde_json::from_slice(&header_buf[..header_len]).map_err(|_| TokenError::Malformed)?;
         if header.alg != SIGNING_ALG && header.alg != FULLY_SPECIFIED_ALG {
             return Err(TokenError::UnsupportedAlgorithm);
         }
@@ -420,7 +411,10 @@ impl Verifier {
             .map_err(|_| TokenError::Malformed)?;
 
         key.key
-            .verify_strict(signing_input, &ed25519_dalek::Signature::from_bytes(&signature))
+            .verify_strict(
+                signing_input,
+                &ed25519_dalek::Signature::from_bytes(&signature),
+            )
             .map_err(|_| TokenError::BadSignature)?;
 
         let claims: AccessTokenClaims =

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_bus::CommandBus;
-use gatehouse_contracts::commands::{Command, CommandEnvelope, FailureKind};
+use gatehouse_contracts::commands::{Command, CommandEnvelope, FailureKind, Written};
 use gatehouse_contracts::envelope::{Actor, EventMetadata};
 use gatehouse_contracts::identity::BootstrapAdmin;
 use gatehouse_contracts::names::Name;
@@ -14,6 +14,7 @@ use gatehouse_secrets::BusSealer;
 use secrecy::SecretString;
 
 use crate::directory::READ_MODEL_PROJECTOR;
+use crate::state::AppState;
 
 /// The projector of the shared read models, with every projection registered.
 pub fn read_model_projector(views: Arc<dyn ViewStore>, log: Arc<dyn EventStore>) -> ProjectionRunner {
@@ -22,10 +23,19 @@ pub fn read_model_projector(views: Arc<dyn ViewStore>, log: Arc<dyn EventStore>)
         .with(Arc::new(ServiceAccountProjection))
 }
 
-/// Creates the `admin` user unless a principal of that name exists; returns whether it was
-/// created (its password is never changed afterwards). Retries while the identity service
-/// is not answering yet (it may start after the gateway).
-pub async fn bootstrap_admin(bus: &dyn CommandBus, sealer: &BusSealer, password: &SecretString) -> anyhow::Result<bool> {
+/// Creates the `admin` user unless a principal of that name exists, and waits until this
+/// gateway's read models and directory know it (so a login right after start works).
+/// Returns whether it was created (its password is never changed afterwards). Retries
+/// while the identity service is not answering yet (it may start after the gateway).
+pub async fn bootstrap_admin(state: &AppState, password: &SecretString) -> anyhow::Result<bool> {
+    let (created, written) = send_bootstrap(state.bus.as_ref(), &state.sealer, password).await?;
+    if let Some(written) = written {
+        state.await_consistency(&written).await;
+    }
+    Ok(created)
+}
+
+async fn send_bootstrap(bus: &dyn CommandBus, sealer: &BusSealer, password: &SecretString) -> anyhow::Result<(bool, Option<Written>)> {
     let name = Name::parse("admin").map_err(|e| anyhow::anyhow!(e))?;
     let password = sealer.seal(password, &BootstrapAdmin::subject())?;
     let envelope = CommandEnvelope {
@@ -37,7 +47,7 @@ pub async fn bootstrap_admin(bus: &dyn CommandBus, sealer: &BusSealer, password:
     let mut last = String::new();
     for _ in 0..150 {
         match gatehouse_bus::send(bus, &envelope, vec![]).await {
-            Ok(accepted) => return Ok(accepted.output.created),
+            Ok(accepted) => return Ok((accepted.output.created, accepted.written)),
             Err(f) if f.kind == FailureKind::Unavailable => {
                 last = f.message;
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -11,7 +11,7 @@ use gatehouse_contracts::clock::SystemClock;
 use gatehouse_eventlog::postgres::leader::run_while_leader;
 use gatehouse_gateway::bootstrap::{bootstrap_admin, read_model_projector};
 use gatehouse_gateway::{GatewayDeps, GatewaySettings};
-use gatehouse_secrets::{BusSealer, MasterKey};
+use gatehouse_secrets::MasterKey;
 use secrecy::{ExposeSecret, SecretString};
 
 /// The advisory lock electing the projector.
@@ -78,7 +78,6 @@ async fn main() -> anyhow::Result<()> {
         settings.issuer = issuer;
     }
     settings.trusted_proxies = args.trusted_proxies;
-    let sealer = BusSealer::new(&master);
     let deps = GatewayDeps {
         bus: infra.bus.clone(),
         views: infra.views.clone(),
@@ -86,13 +85,13 @@ async fn main() -> anyhow::Result<()> {
         feed: infra.feed.clone(),
         master,
         clock: Arc::new(SystemClock),
-        probes: infra.probes(),
+        probes: infra.probes(gatehouse_gateway::READ_MODEL_PROJECTOR),
     };
     let state = gatehouse_gateway::build(settings, deps, shutdown.clone()).await?;
-    let running = gatehouse_gateway::serve(state, shutdown.clone())?;
     if let Some(password) = &args.admin_password {
-        bootstrap_admin(infra.bus.as_ref(), &sealer, password).await?;
+        bootstrap_admin(&state, password).await?;
     }
+    let running = gatehouse_gateway::serve(state, shutdown.clone())?;
 
     shutdown_signal().await;
     tracing::info!("shutting down");

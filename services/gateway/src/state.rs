@@ -111,7 +111,8 @@ impl AppState {
         Ok(accepted)
     }
 
-    async fn await_consistency(&self, written: &Written) {
+    /// Waits (bounded) until this gateway's read models and directory reflect `written`.
+    pub async fn await_consistency(&self, written: &Written) {
         let timeout = self.settings.consistency_timeout;
         let (views, directory) = tokio::join!(
             self.views.wait_applied(&written.stream_id, written.version, timeout),

@@ -205,7 +205,7 @@ impl IdentityService {
             AppendError::UniqueViolation { .. } => Failure::new(
                 FailureKind::Conflict,
                 "name_taken",
-                format!("a user or service account named {name:?} already exists"),
+                format!("a user or service account named \"{name}\" already exists"),
             ),
             AppendError::WrongExpectedVersion { .. } => {
                 Failure::new(FailureKind::Conflict, "conflict", "the resource was created concurrently")

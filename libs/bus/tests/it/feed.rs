@@ -5,7 +5,7 @@ use std::time::Duration;
 use gatehouse_eventlog::feed::{EventFeed, StartFrom, SubscriptionSpec};
 use uuid::Uuid;
 
-use crate::support::{assert_stream_order, event, ids, interleaved, next, nothing_within, take, until, Events};
+use crate::support::{assert_stream_order, event, ids, ids_of, interleaved, next, nothing_within, take, until, Events};
 
 const QUIET: Duration = Duration::from_millis(500);
 
@@ -167,8 +167,4 @@ async fn an_undecodable_message_is_skipped_not_delivered_forever() -> anyhow::Re
     let mut again = events.feed.subscribe(durable("skips_garbage", &[])).await?;
     nothing_within(&mut again, QUIET).await?;
     Ok(())
-}
-
-fn ids_of(events: &[gatehouse_contracts::envelope::RecordedEvent]) -> Vec<Uuid> {
-    events.iter().map(|e| e.event_id).collect()
 }

@@ -153,3 +153,7 @@ pub fn assert_stream_order(deliveries: &[Delivery]) {
 pub fn ids(deliveries: &[Delivery]) -> Vec<Uuid> {
     deliveries.iter().map(|d| d.event.event_id).collect()
 }
+
+pub fn ids_of(events: &[RecordedEvent]) -> Vec<Uuid> {
+    events.iter().map(|e| e.event_id).collect()
+}
