@@ -5,5 +5,6 @@ mod authorization;
 mod bad_input;
 mod cli;
 mod flows;
+mod outbox;
 mod revocation;
 mod restart;
