@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gatehouse_bus::nats::{connect, NatsCommandBus};
+use gatehouse_bus::nats::{NatsCommandBus, connect};
 use gatehouse_bus::{CommandBus, CommandHandler, Headers};
 use gatehouse_testsupport::NatsServer;
 
@@ -39,10 +39,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn run(bus: &NatsCommandBus, concurrency: usize, duration: Duration) -> anyhow::Result<()> {
     // A typical command envelope is a few hundred bytes of JSON.
     let payload = Bytes::from(vec![b'x'; 300]);
-    let headers = vec![("traceparent".to_owned(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned())];
+    let headers = vec![(
+        "traceparent".to_owned(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+    )];
     // Warm up connections and the server's subject cache.
     for _ in 0..200 {
-        bus.request("gatehouse.cmd.bench.echo", payload.clone(), headers.clone(), Duration::from_secs(5)).await?;
+        bus.request(
+            "gatehouse.cmd.bench.echo",
+            payload.clone(),
+            headers.clone(),
+            Duration::from_secs(5),
+        )
+        .await?;
     }
     let started = Instant::now();
     let deadline = started + duration;
@@ -56,7 +65,15 @@ async fn run(bus: &NatsCommandBus, concurrency: usize, duration: Duration) -> an
             let mut errors = 0u64;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                match bus.request("gatehouse.cmd.bench.echo", payload.clone(), headers.clone(), Duration::from_secs(5)).await {
+                match bus
+                    .request(
+                        "gatehouse.cmd.bench.echo",
+                        payload.clone(),
+                        headers.clone(),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                {
                     Ok(_) => latencies.push(sent.elapsed()),
                     Err(_) => errors += 1,
                 }
@@ -87,14 +104,21 @@ async fn run(bus: &NatsCommandBus, concurrency: usize, duration: Duration) -> an
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let seconds: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(5);
+    let seconds: u64 = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(5);
     let mut server = NatsServer::start().await?;
     // Service and caller on separate connections, as in production.
     let service = NatsCommandBus::new(connect(&server.url(), "bench-service").await?);
     let caller = NatsCommandBus::new(connect(&server.url(), "bench-caller").await?);
     let serving = service.serve("bench", Arc::new(Echo)).await?;
 
-    println!("echo over nats-server at {}, 300-byte payload, {seconds} s per run", server.url());
+    println!(
+        "echo over nats-server at {}, 300-byte payload, {seconds} s per run",
+        server.url()
+    );
     for concurrency in [1, 64] {
         run(&caller, concurrency, Duration::from_secs(seconds)).await?;
     }

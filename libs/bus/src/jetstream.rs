@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::message::{AckKind, Acker};
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
 use async_nats::jetstream::{self, Context};
@@ -23,7 +23,10 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use gatehouse_contracts::envelope::RecordedEvent;
-use gatehouse_eventlog::feed::{Ack, Delivery, EventFeed, FeedError, Publisher, PublishError, StartFrom, Subscription, SubscriptionSpec};
+use gatehouse_eventlog::feed::{
+    Ack, Delivery, EventFeed, FeedError, PublishError, Publisher, StartFrom, Subscription,
+    SubscriptionSpec,
+};
 
 use crate::BusError;
 
@@ -69,18 +72,28 @@ fn wanted_stream_config() -> StreamConfig {
 /// survive a server restart, and storage cannot be changed in place.
 pub async fn ensure_stream(js: &Context) -> Result<jetstream::stream::Stream, BusError> {
     let wanted = wanted_stream_config();
-    let mut stream = js.get_or_create_stream(wanted.clone()).await.map_err(unavailable)?;
+    let mut stream = js
+        .get_or_create_stream(wanted.clone())
+        .await
+        .map_err(unavailable)?;
     let current = stream.info().await.map_err(unavailable)?.config.clone();
     if current.storage != StorageType::File {
         return Err(BusError::Unavailable(
-            format!("stream {STREAM_NAME} exists with {:?} storage; it must be file storage", current.storage).into(),
+            format!(
+                "stream {STREAM_NAME} exists with {:?} storage; it must be file storage",
+                current.storage
+            )
+            .into(),
         ));
     }
     if current.subjects != wanted.subjects
         || current.duplicate_window != wanted.duplicate_window
         || current.allow_direct != wanted.allow_direct
     {
-        tracing::info!(stream = STREAM_NAME, "updating the event stream's configuration");
+        tracing::info!(
+            stream = STREAM_NAME,
+            "updating the event stream's configuration"
+        );
         let updated = StreamConfig {
             subjects: wanted.subjects,
             duplicate_window: wanted.duplicate_window,
@@ -110,7 +123,10 @@ impl JetStreamPublisher {
 
     /// A publisher on `js`.
     pub fn new(js: Context) -> Self {
-        Self { js, timeout: Self::DEFAULT_TIMEOUT }
+        Self {
+            js,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
     }
 
     /// Bounds each publish (send and ack together) by `timeout`. The context's own timeout
@@ -141,7 +157,10 @@ struct PublishTimedOut(Duration);
 #[async_trait]
 impl Publisher for JetStreamPublisher {
     async fn publish(&self, event: &RecordedEvent) -> Result<(), PublishError> {
-        let failed = |source: Box<dyn std::error::Error + Send + Sync>| PublishError { event_id: event.event_id, source };
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| PublishError {
+            event_id: event.event_id,
+            source,
+        };
         let body = serde_json::to_vec(event).map_err(|e| failed(Box::new(e)))?;
         let publish = async {
             let ack = self
@@ -191,7 +210,10 @@ pub struct JetStreamFeed {
 impl JetStreamFeed {
     /// A feed on `js`. The stream must exist ([`ensure_stream`]).
     pub fn new(js: Context) -> Self {
-        Self { js, ack_wait: ACK_WAIT }
+        Self {
+            js,
+            ack_wait: ACK_WAIT,
+        }
     }
 
     /// Overrides [`ACK_WAIT`] for durable consumers created or updated by this feed.
@@ -200,12 +222,22 @@ impl JetStreamFeed {
         self
     }
 
-    async fn durable(&self, name: &str, spec: &SubscriptionSpec) -> Result<Subscription, FeedError> {
-        let stream = self.js.get_stream(STREAM_NAME).await.map_err(feed_unavailable)?;
+    async fn durable(
+        &self,
+        name: &str,
+        spec: &SubscriptionSpec,
+    ) -> Result<Subscription, FeedError> {
+        let stream = self
+            .js
+            .get_stream(STREAM_NAME)
+            .await
+            .map_err(feed_unavailable)?;
         let (filter_subject, filter_subjects) = filters(&spec.subjects);
         let deliver_policy = match spec.start {
             StartFrom::Beginning => DeliverPolicy::All,
-            StartFrom::AfterSequence(n) => DeliverPolicy::ByStartSequence { start_sequence: n + 1 },
+            StartFrom::AfterSequence(n) => DeliverPolicy::ByStartSequence {
+                start_sequence: n + 1,
+            },
             StartFrom::New => DeliverPolicy::New,
         };
         let wanted = pull::Config {
@@ -218,8 +250,10 @@ impl JetStreamFeed {
             deliver_policy,
             ..Default::default()
         };
-        let mut consumer: jetstream::consumer::PullConsumer =
-            stream.get_or_create_consumer(name, wanted.clone()).await.map_err(feed_unavailable)?;
+        let mut consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(name, wanted.clone())
+            .await
+            .map_err(feed_unavailable)?;
         let current = consumer.cached_info().config.clone();
         let same_filters = sorted(current.filter_subjects.clone(), &current.filter_subject)
             == sorted(wanted.filter_subjects.clone(), &wanted.filter_subject);
@@ -230,16 +264,31 @@ impl JetStreamFeed {
         {
             tracing::info!(consumer = %name, subjects = ?spec.subjects, "updating a durable consumer's configuration");
             // The deliver policy cannot change on an existing consumer; keep its own.
-            let updated = pull::Config { deliver_policy: current.deliver_policy, ..wanted };
-            consumer = stream.update_consumer(updated).await.map_err(feed_unavailable)?;
+            let updated = pull::Config {
+                deliver_policy: current.deliver_policy,
+                ..wanted
+            };
+            consumer = stream
+                .update_consumer(updated)
+                .await
+                .map_err(feed_unavailable)?;
         }
         let messages = consumer.messages().await.map_err(feed_unavailable)?;
         let inner = messages.map(|m| m.map_err(feed_unavailable)).boxed();
-        Ok(Deliveries { inner, returns: Some(spawn_returner(self.js.clone(), name.to_owned())), floor: 0 }.boxed())
+        Ok(Deliveries {
+            inner,
+            returns: Some(spawn_returner(self.js.clone(), name.to_owned())),
+            floor: 0,
+        }
+        .boxed())
     }
 
     async fn ephemeral(&self, spec: &SubscriptionSpec) -> Result<Subscription, FeedError> {
-        let stream = self.js.get_stream(STREAM_NAME).await.map_err(feed_unavailable)?;
+        let stream = self
+            .js
+            .get_stream(STREAM_NAME)
+            .await
+            .map_err(feed_unavailable)?;
         // "New" is pinned to a sequence, not left to the server: the client re-creates an
         // ordered consumer that has not delivered anything yet from the start of the stream,
         // and `floor` then keeps the old events out.
@@ -248,14 +297,32 @@ impl JetStreamFeed {
             StartFrom::AfterSequence(n) => n,
             StartFrom::New => stream.cached_info().state.last_sequence,
         };
-        let deliver_policy =
-            if floor == 0 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: floor + 1 } };
+        let deliver_policy = if floor == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: floor + 1,
+            }
+        };
         let (filter_subject, filter_subjects) = filters(&spec.subjects);
-        let config = pull::OrderedConfig { filter_subject, filter_subjects, deliver_policy, ..Default::default() };
-        let consumer = stream.create_consumer(config).await.map_err(feed_unavailable)?;
+        let config = pull::OrderedConfig {
+            filter_subject,
+            filter_subjects,
+            deliver_policy,
+            ..Default::default()
+        };
+        let consumer = stream
+            .create_consumer(config)
+            .await
+            .map_err(feed_unavailable)?;
         let messages = consumer.messages().await.map_err(feed_unavailable)?;
         let inner = messages.map(|m| m.map_err(feed_unavailable)).boxed();
-        Ok(Deliveries { inner, returns: None, floor }.boxed())
+        Ok(Deliveries {
+            inner,
+            returns: None,
+            floor,
+        }
+        .boxed())
     }
 }
 
@@ -292,7 +359,11 @@ impl EventFeed for JetStreamFeed {
     }
 
     async fn last_sequence(&self) -> Result<u64, FeedError> {
-        let stream = self.js.get_stream(STREAM_NAME).await.map_err(feed_unavailable)?;
+        let stream = self
+            .js
+            .get_stream(STREAM_NAME)
+            .await
+            .map_err(feed_unavailable)?;
         Ok(stream.cached_info().state.last_sequence)
     }
 }
@@ -322,7 +393,8 @@ const MAX_HELD_BACK: usize = 4 * MAX_ACK_PENDING as usize;
 fn spawn_returner(js: Context, consumer: String) -> tokio::sync::mpsc::UnboundedSender<Returned> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let mut held: std::collections::VecDeque<(u64, Box<Acker>)> = std::collections::VecDeque::new();
+        let mut held: std::collections::VecDeque<(u64, Box<Acker>)> =
+            std::collections::VecDeque::new();
         let mut live = true;
         while let Some(returned) = rx.recv().await {
             match returned {
@@ -337,7 +409,10 @@ fn spawn_returner(js: Context, consumer: String) -> tokio::sync::mpsc::Unbounded
                     live = false;
                     while let Some(Some(message)) = rest.next().now_or_never() {
                         let Ok(message) = message else { continue };
-                        let sequence = message.info().map(|info| info.stream_sequence).unwrap_or(u64::MAX);
+                        let sequence = message
+                            .info()
+                            .map(|info| info.stream_sequence)
+                            .unwrap_or(u64::MAX);
                         let (_, acker) = message.split();
                         held.push_back((sequence, Box::new(acker)));
                     }
@@ -346,12 +421,20 @@ fn spawn_returner(js: Context, consumer: String) -> tokio::sync::mpsc::Unbounded
                     // deliver to it, and the message it tried goes to the back of the
                     // redelivery queue. Asking for the consumer's info makes it drop the
                     // request first (checked against nats-server 2.15).
-                    let info = async { js.get_stream_no_info(STREAM_NAME).await.ok()?.consumer_info(&consumer).await.ok() };
+                    let info = async {
+                        js.get_stream_no_info(STREAM_NAME)
+                            .await
+                            .ok()?
+                            .consumer_info(&consumer)
+                            .await
+                            .ok()
+                    };
                     if info.await.is_none() {
                         tracing::debug!(consumer = %consumer, "consumer info failed before giving messages back");
                     }
                     let mut held = std::mem::take(&mut held);
-                    held.make_contiguous().sort_by_key(|(sequence, _)| *sequence);
+                    held.make_contiguous()
+                        .sort_by_key(|(sequence, _)| *sequence);
                     for (_, acker) in held {
                         nak(&acker).await;
                     }
@@ -400,7 +483,11 @@ impl Deliveries {
         match serde_json::from_slice::<RecordedEvent>(&message.payload) {
             Ok(event) => {
                 let acker = self.returns.as_ref().map(|returns| {
-                    Box::new(JetStreamAck { sequence, acker: Some(acker), returns: returns.clone() }) as Box<dyn Ack>
+                    Box::new(JetStreamAck {
+                        sequence,
+                        acker: Some(acker),
+                        returns: returns.clone(),
+                    }) as Box<dyn Ack>
                 });
                 Some(Delivery::new(event, sequence, acker))
             }
@@ -427,7 +514,10 @@ impl Deliveries {
 impl Stream for Deliveries {
     type Item = Result<Delivery, FeedError>;
 
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
         loop {
             match futures::ready!(self.inner.poll_next_unpin(cx)) {
                 None => return std::task::Poll::Ready(None),
@@ -476,7 +566,9 @@ impl Ack for JetStreamAck {
 impl Drop for JetStreamAck {
     fn drop(&mut self) {
         if let Some(acker) = self.acker.take() {
-            let _ = self.returns.send(Returned::One(self.sequence, Box::new(acker)));
+            let _ = self
+                .returns
+                .send(Returned::One(self.sequence, Box::new(acker)));
         }
     }
 }

@@ -14,7 +14,7 @@ use async_nats::header::HeaderMap;
 use async_nats::{Client, ConnectOptions, RequestErrorKind};
 use async_trait::async_trait;
 use futures::StreamExt;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::{BusError, CommandBus, CommandHandler, Headers, Serving};
@@ -71,46 +71,101 @@ fn to_header_map(headers: Headers) -> HeaderMap {
 }
 
 fn from_header_map(headers: Option<&HeaderMap>) -> Headers {
-    let Some(headers) = headers else { return Vec::new() };
+    let Some(headers) = headers else {
+        return Vec::new();
+    };
     headers
         .iter()
-        .flat_map(|(name, values)| values.iter().map(move |v| (name.to_string(), v.to_string())))
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |v| (name.to_string(), v.to_string()))
+        })
         .collect()
 }
 
 #[async_trait]
 impl CommandBus for NatsCommandBus {
-    async fn request(&self, subject: &str, payload: bytes::Bytes, headers: Headers, timeout: Duration) -> Result<bytes::Bytes, BusError> {
+    async fn request(
+        &self,
+        subject: &str,
+        payload: bytes::Bytes,
+        headers: Headers,
+        timeout: Duration,
+    ) -> Result<bytes::Bytes, BusError> {
         let request = async_nats::Request::new()
             .payload(payload)
             .headers(to_header_map(headers))
             .timeout(Some(timeout));
         // The client bounds the wait for the reply; this bounds the whole call, including
         // a send that waits on a full client buffer while the connection is down.
-        let sent = tokio::time::timeout(timeout, self.client.send_request(subject.to_owned(), request)).await;
+        let sent = tokio::time::timeout(
+            timeout,
+            self.client.send_request(subject.to_owned(), request),
+        )
+        .await;
         match sent {
             Ok(Ok(message)) => Ok(message.payload),
             Ok(Err(e)) => match e.kind() {
-                RequestErrorKind::NoResponders => Err(BusError::NoResponders { subject: subject.to_owned() }),
-                RequestErrorKind::TimedOut => Err(BusError::TimedOut { subject: subject.to_owned() }),
+                RequestErrorKind::NoResponders => Err(BusError::NoResponders {
+                    subject: subject.to_owned(),
+                }),
+                RequestErrorKind::TimedOut => Err(BusError::TimedOut {
+                    subject: subject.to_owned(),
+                }),
                 _ => Err(BusError::Unavailable(Box::new(e))),
             },
-            Err(_) => Err(BusError::TimedOut { subject: subject.to_owned() }),
+            Err(_) => Err(BusError::TimedOut {
+                subject: subject.to_owned(),
+            }),
         }
     }
 
-    async fn serve(&self, service: &str, handler: Arc<dyn CommandHandler>) -> Result<Box<dyn Serving>, BusError> {
+    async fn serve(
+        &self,
+        service: &str,
+        handler: Arc<dyn CommandHandler>,
+    ) -> Result<Box<dyn Serving>, BusError> {
         let subject = format!("{COMMAND_PREFIX}{service}.*");
         let subscriber = self
             .client
             .queue_subscribe(subject.clone(), service.to_owned())
             .await
             .map_err(|e| BusError::Unavailable(Box::new(e)))?;
-        // Make sure the server has the subscription before callers are told we serve.
-        self.client.flush().await.map_err(|e| BusError::Unavailable(Box::new(e)))?;
+        // Return only once the server has the subscription, so that a request sent right
+        // after `serve` (from any connection) finds it.
+        round_trip(&self.client).await?;
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(serve_loop(self.client.clone(), subject, subscriber, handler, stop_rx));
-        Ok(Box::new(NatsServing { stop: stop_tx, task }))
+        let task = tokio::spawn(serve_loop(
+            self.client.clone(),
+            subject,
+            subscriber,
+            handler,
+            stop_rx,
+        ));
+        Ok(Box::new(NatsServing {
+            stop: stop_tx,
+            task,
+        }))
+    }
+}
+
+/// A message to ourselves through the server: when it is back, the server has processed
+/// everything this connection sent before it (a PING/PONG, which the client does not expose).
+async fn round_trip(client: &Client) -> Result<(), BusError> {
+    let inbox = client.new_inbox();
+    let mut echo = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| BusError::Unavailable(Box::new(e)))?;
+    client
+        .publish(inbox.clone(), bytes::Bytes::new())
+        .await
+        .map_err(|e| BusError::Unavailable(Box::new(e)))?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, echo.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(BusError::Unavailable("the connection closed".into())),
+        Err(_) => Err(BusError::TimedOut { subject: inbox }),
     }
 }
 

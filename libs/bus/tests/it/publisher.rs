@@ -5,7 +5,7 @@ use gatehouse_contracts::envelope::RecordedEvent;
 use gatehouse_eventlog::feed::Publisher;
 use uuid::Uuid;
 
-use crate::support::{event, Events};
+use crate::support::{Events, event};
 
 #[tokio::test]
 async fn publishing_the_same_event_twice_stores_it_once() -> anyhow::Result<()> {
@@ -35,9 +35,15 @@ async fn an_event_is_stored_on_its_subject_as_json_with_its_headers() -> anyhow:
     assert_eq!(body, rotated);
     let header = |name: &str| stored.headers.get(name).map(|v| v.as_str().to_owned());
     assert_eq!(header("Nats-Msg-Id"), Some(rotated.event_id.to_string()));
-    assert_eq!(header("Gatehouse-Stream-Id"), Some(rotated.stream_id.to_string()));
+    assert_eq!(
+        header("Gatehouse-Stream-Id"),
+        Some(rotated.stream_id.to_string())
+    );
     assert_eq!(header("Gatehouse-Version"), Some("3".to_owned()));
-    assert_eq!(header("Gatehouse-Event-Type"), Some("api_key.rotated".to_owned()));
+    assert_eq!(
+        header("Gatehouse-Event-Type"),
+        Some("api_key.rotated".to_owned())
+    );
     assert_eq!(header("traceparent"), rotated.metadata.traceparent.clone());
     Ok(())
 }

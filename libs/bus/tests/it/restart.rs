@@ -3,19 +3,28 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use gatehouse_eventlog::feed::{Delivery, EventFeed, Publisher, StartFrom, Subscription, SubscriptionSpec};
+use gatehouse_eventlog::feed::{
+    Delivery, EventFeed, Publisher, StartFrom, Subscription, SubscriptionSpec,
+};
 use uuid::Uuid;
 
 use gatehouse_bus::jetstream::JetStreamFeed;
 
-use crate::support::{event, ids, ids_of, interleaved, next, nothing_within, take, Events, WAIT};
+use crate::support::{Events, WAIT, event, ids, ids_of, interleaved, next, nothing_within, take};
 
 fn survivor() -> SubscriptionSpec {
-    SubscriptionSpec { durable_name: Some("survivor".into()), subjects: Vec::new(), start: StartFrom::Beginning }
+    SubscriptionSpec {
+        durable_name: Some("survivor".into()),
+        subjects: Vec::new(),
+        start: StartFrom::Beginning,
+    }
 }
 
 /// Deliveries up to the event `marker`, passing over the errors an outage may report.
-async fn until_through_outage(subscription: &mut Subscription, marker: Uuid) -> anyhow::Result<Vec<Delivery>> {
+async fn until_through_outage(
+    subscription: &mut Subscription,
+    marker: Uuid,
+) -> anyhow::Result<Vec<Delivery>> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut deliveries = Vec::new();
     loop {
@@ -23,7 +32,9 @@ async fn until_through_outage(subscription: &mut Subscription, marker: Uuid) -> 
         match tokio::time::timeout(left, subscription.next()).await {
             Err(_) => anyhow::bail!("no marker within 30 s; got {deliveries:?}"),
             Ok(None) => anyhow::bail!("the subscription ended"),
-            Ok(Some(Err(error))) => eprintln!("subscription error during the outage (expected): {error}"),
+            Ok(Some(Err(error))) => {
+                eprintln!("subscription error during the outage (expected): {error}")
+            }
             Ok(Some(Ok(delivery))) => {
                 let done = delivery.event.event_id == marker;
                 deliveries.push(delivery);
@@ -36,7 +47,8 @@ async fn until_through_outage(subscription: &mut Subscription, marker: Uuid) -> 
 }
 
 #[tokio::test]
-async fn after_a_server_restart_nothing_published_is_lost_and_the_durable_keeps_its_position() -> anyhow::Result<()> {
+async fn after_a_server_restart_nothing_published_is_lost_and_the_durable_keeps_its_position()
+-> anyhow::Result<()> {
     let mut events = Events::start().await?;
     // The server keeps unacknowledged deliveries across a crash, but not the "give it back
     // now" it was told before: they come back after the ack wait, here a short one.
@@ -56,7 +68,11 @@ async fn after_a_server_restart_nothing_published_is_lost_and_the_durable_keeps_
     // A live ephemeral subscription that should ride through the outage.
     let mut live = events
         .feed
-        .subscribe(SubscriptionSpec { durable_name: None, subjects: Vec::new(), start: StartFrom::New })
+        .subscribe(SubscriptionSpec {
+            durable_name: None,
+            subjects: Vec::new(),
+            start: StartFrom::New,
+        })
         .await?;
     events.client.flush().await?;
     tokio::time::sleep(Duration::from_millis(200)).await; // let the server apply the acks
@@ -68,7 +84,11 @@ async fn after_a_server_restart_nothing_published_is_lost_and_the_durable_keeps_
     let failed = events.publisher.publish(&during).await;
     let error = failed.expect_err("publishing with the server down must fail");
     assert_eq!(error.event_id, during.event_id);
-    assert!(started.elapsed() < Duration::from_secs(5), "failing took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failing took {:?}",
+        started.elapsed()
+    );
 
     events.server.restart().await?;
 
@@ -105,10 +125,16 @@ async fn after_a_server_restart_nothing_published_is_lost_and_the_durable_keeps_
     nothing_within(&mut resumed, Duration::from_secs(3)).await?;
     got.sort();
     assert_eq!(got.iter().map(|(_, id)| *id).collect::<Vec<_>>(), expected);
-    assert_eq!(got.iter().map(|(sequence, _)| *sequence).collect::<Vec<_>>(), vec![4, 5, 6, 7]);
+    assert_eq!(
+        got.iter()
+            .map(|(sequence, _)| *sequence)
+            .collect::<Vec<_>>(),
+        vec![4, 5, 6, 7]
+    );
 
     // The ephemeral subscription from before the outage carries on, without replaying.
-    let got = tokio::time::timeout(WAIT * 3, until_through_outage(&mut live, after.event_id)).await??;
+    let got =
+        tokio::time::timeout(WAIT * 3, until_through_outage(&mut live, after.event_id)).await??;
     assert_eq!(ids(&got), vec![during.event_id, after.event_id]);
     Ok(())
 }

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use futures::StreamExt;
-use gatehouse_bus::jetstream::{ensure_stream, JetStreamFeed, JetStreamPublisher};
+use gatehouse_bus::jetstream::{JetStreamFeed, JetStreamPublisher, ensure_stream};
 use gatehouse_contracts::envelope::{EventMetadata, RecordedEvent, StreamId};
 use gatehouse_eventlog::feed::{Delivery, Publisher, Subscription};
 use gatehouse_testsupport::NatsServer;
@@ -22,7 +22,9 @@ pub async fn nats() -> anyhow::Result<(NatsServer, async_nats::Client)> {
 
 /// A JetStream context whose API requests and acks give up after `timeout`.
 pub fn jetstream(client: &async_nats::Client, timeout: Duration) -> async_nats::jetstream::Context {
-    async_nats::jetstream::context::ContextBuilder::new().timeout(timeout).build(client.clone())
+    async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(timeout)
+        .build(client.clone())
 }
 
 /// A server with the event stream, its publisher and its feed.
@@ -41,7 +43,13 @@ impl Events {
         ensure_stream(&js).await?;
         let publisher = JetStreamPublisher::new(js.clone()).with_timeout(Duration::from_secs(2));
         let feed = JetStreamFeed::new(js.clone());
-        Ok(Self { server, client, js, publisher, feed })
+        Ok(Self {
+            server,
+            client,
+            js,
+            publisher,
+            feed,
+        })
     }
 
     pub async fn publish_all(&self, events: &[RecordedEvent]) -> anyhow::Result<()> {
@@ -53,7 +61,10 @@ impl Events {
 
     /// How many messages the stream holds.
     pub async fn stored(&self) -> anyhow::Result<u64> {
-        let mut stream = self.js.get_stream(gatehouse_bus::jetstream::STREAM_NAME).await?;
+        let mut stream = self
+            .js
+            .get_stream(gatehouse_bus::jetstream::STREAM_NAME)
+            .await?;
         Ok(stream.info().await?.state.messages)
     }
 }
@@ -115,9 +126,12 @@ pub async fn take(subscription: &mut Subscription, n: usize) -> anyhow::Result<V
 pub async fn until(subscription: &mut Subscription, marker: Uuid) -> anyhow::Result<Vec<Delivery>> {
     let mut deliveries = Vec::new();
     loop {
-        let delivery = next(subscription)
-            .await
-            .with_context(|| format!("after {} deliveries, waiting for the marker", deliveries.len()))?;
+        let delivery = next(subscription).await.with_context(|| {
+            format!(
+                "after {} deliveries, waiting for the marker",
+                deliveries.len()
+            )
+        })?;
         let done = delivery.event.event_id == marker;
         deliveries.push(delivery);
         if done {
@@ -127,7 +141,10 @@ pub async fn until(subscription: &mut Subscription, marker: Uuid) -> anyhow::Res
 }
 
 /// Fails if anything arrives within `quiet`.
-pub async fn nothing_within(subscription: &mut Subscription, quiet: Duration) -> anyhow::Result<()> {
+pub async fn nothing_within(
+    subscription: &mut Subscription,
+    quiet: Duration,
+) -> anyhow::Result<()> {
     match tokio::time::timeout(quiet, subscription.next()).await {
         Err(_) => Ok(()),
         Ok(Some(Ok(delivery))) => bail!("unexpected delivery {delivery:?}"),
@@ -140,7 +157,9 @@ pub async fn nothing_within(subscription: &mut Subscription, quiet: Duration) ->
 pub fn assert_stream_order(deliveries: &[Delivery]) {
     let mut last: std::collections::HashMap<&StreamId, i64> = std::collections::HashMap::new();
     for delivery in deliveries {
-        let previous = last.insert(&delivery.event.stream_id, delivery.event.version).unwrap_or(0);
+        let previous = last
+            .insert(&delivery.event.stream_id, delivery.event.version)
+            .unwrap_or(0);
         assert!(
             delivery.event.version > previous,
             "{} version {} arrived after version {previous}",
