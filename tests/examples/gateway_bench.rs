@@ -46,7 +46,7 @@ async fn create_load(app: &TestApp, token: &str, clients: usize, seconds: u64) -
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
-                let response = http.post(&url).bearer_auth(&token).json(&serde_json::json!({"name": format!("bench-{n}")})).send().await?;
+                let response = http.post(&url).bearer_auth(&token).json(&serde_json::json!({"name": format!("bench-{clients}-{n}")})).send().await?;
                 anyhow::ensure!(response.status() == StatusCode::CREATED, "create failed: {}", response.status());
                 latencies.push(started.elapsed());
             }
@@ -68,8 +68,8 @@ async fn projection_lag(app: &TestApp) -> anyhow::Result<(f64, f64, f64)> {
     tokio::spawn(connection);
     let row = client
         .query_one(
-            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag), max(lag) \
-             FROM (SELECT extract(epoch FROM (a.applied_at - e.recorded_at)) * 1000 AS lag \
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag), max(lag)::float8 \
+             FROM (SELECT (extract(epoch FROM (a.applied_at - e.recorded_at)) * 1000)::float8 AS lag \
                    FROM read.applied a JOIN events e ON e.stream_id = a.stream_id AND e.version = a.version \
                    WHERE e.event_type = 'service_account.created') l",
             &[],

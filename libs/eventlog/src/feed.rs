@@ -114,6 +114,20 @@ pub trait Publisher: Send + Sync + 'static {
     /// Publishes one event and returns once the bus has durably accepted it. Publishing
     /// the same event twice must not deliver it twice (de-duplication by event id).
     async fn publish(&self, event: &RecordedEvent) -> Result<(), PublishError>;
+
+    /// Publishes `events` in order and returns how many of them, from the first, the bus
+    /// has durably accepted, with the error that stopped the rest. A bus that can pipeline
+    /// (send them all, then collect the acknowledgements in order) should override this:
+    /// the relay's throughput is then bounded by bandwidth rather than by one round trip
+    /// per event.
+    async fn publish_all(&self, events: &[RecordedEvent]) -> (usize, Option<PublishError>) {
+        for (done, event) in events.iter().enumerate() {
+            if let Err(error) = self.publish(event).await {
+                return (done, Some(error));
+            }
+        }
+        (events.len(), None)
+    }
 }
 
 /// Whether a NATS subject matches a filter (`*` is one token, `>` the rest).

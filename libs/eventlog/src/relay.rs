@@ -200,31 +200,31 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Ok(RelayOutcome::Idle);
         }
-        let mut published: Vec<i64> = Vec::with_capacity(rows.len());
-        // Set when the batch ends early; the events before it are still marked.
+        // Decode in order; an undecodable row ends the batch there, like a publish failure:
+        // later events of its stream must not overtake it. `run` logs it and retries.
+        let mut events = Vec::with_capacity(rows.len());
         let mut stopped_early: Option<Result<RelayOutcome, StoreError>> = None;
         for row in &rows {
-            let event = match event_from_row(row) {
-                Ok(event) => event,
+            match event_from_row(row) {
+                Ok(event) => events.push(event),
                 Err(error) => {
-                    // Stop here, like a publish failure: later events of this stream must
-                    // not overtake this one. `run` logs it and retries every second.
                     stopped_early = Some(Err(error));
                     break;
                 }
-            };
-            if let Err(error) = self.publisher.publish(&event).await {
-                tracing::warn!(
-                    error = %error_chain(&error),
-                    position = event.position,
-                    stream_id = %event.stream_id,
-                    "publishing an event failed; the relay backs off and retries from this event"
-                );
-                stopped_early = Some(Ok(RelayOutcome::PublisherDown));
-                break;
             }
-            published.push(event.position);
         }
+        let (accepted, failure) = self.publisher.publish_all(&events).await;
+        if let Some(error) = failure {
+            let event = events.get(accepted);
+            tracing::warn!(
+                error = %error_chain(&error),
+                position = event.map(|e| e.position),
+                stream_id = event.map(|e| e.stream_id.to_string()),
+                "publishing an event failed; the relay backs off and retries from this event"
+            );
+            stopped_early = Some(Ok(RelayOutcome::PublisherDown));
+        }
+        let published: Vec<i64> = events[..accepted].iter().map(|e| e.position).collect();
         if !published.is_empty() {
             client.execute(&statements.mark, &[&published]).await.map_err(unavailable)?;
         }
