@@ -49,7 +49,10 @@ enum Command {
 fn init_logging(server: bool) {
     let default = if server { "info" } else { "warn" };
     let filter = std::env::var("GATEHOUSE_LOG").unwrap_or_else(|_| default.to_owned());
-    let format = std::env::var("GATEHOUSE_LOG_FORMAT").ok().and_then(|f| f.parse().ok()).unwrap_or_default();
+    let format = std::env::var("GATEHOUSE_LOG_FORMAT")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_default();
     gatehouse_telemetry::init(&filter, format);
 }
 
@@ -69,7 +72,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Command::Dev(_) | Command::Serve(_)));
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

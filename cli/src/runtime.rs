@@ -8,13 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use gatehouse_bus::infra::{shutdown_signal, Infra};
-use gatehouse_bus::local::LocalCommandBus;
 use gatehouse_bus::CommandBus;
+use gatehouse_bus::infra::{Infra, shutdown_signal};
+use gatehouse_bus::local::LocalCommandBus;
 use gatehouse_contracts::clock::{Clock, SystemClock};
 use gatehouse_eventlog::memory::{MemoryEventStore, MemoryViewStore};
-use gatehouse_eventlog::postgres::leader::run_while_leader;
 use gatehouse_eventlog::postgres::PgDatabase;
+use gatehouse_eventlog::postgres::leader::run_while_leader;
 use gatehouse_eventlog::{EventFeed, EventStore, ViewStore};
 use gatehouse_gateway::bootstrap::{bootstrap_admin, read_model_projector};
 use gatehouse_gateway::{GatewayDeps, GatewaySettings, Probe};
@@ -50,7 +50,11 @@ pub struct ServeArgs {
     #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
     /// NATS URL (JetStream must be enabled, nats-server 2.10 or newer).
-    #[arg(long, env = "GATEHOUSE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "GATEHOUSE_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
     /// Base64 of 32 random bytes: wraps the token signing keys and seals secrets on the
     /// bus. Keep it safe and stable: tokens and stored secrets depend on it.
@@ -88,15 +92,23 @@ struct Backends {
 /// The advisory lock electing the read-model projector (same as `gatehouse-gateway`).
 const PROJECTOR_LOCK: i64 = 0x6761_7465_7072_6f6a; // "gateproj"
 
-
 /// Runs identity, projector and gateway until a signal; returns after a graceful stop.
-async fn run_all(args: &ServerArgs, master: MasterKey, backends: Backends, banner: impl FnOnce(SocketAddr, Option<&SecretString>)) -> anyhow::Result<()> {
+async fn run_all(
+    args: &ServerArgs,
+    master: MasterKey,
+    backends: Backends,
+    banner: impl FnOnce(SocketAddr, Option<&SecretString>),
+) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (stop, shutdown) = watch::channel(false);
     let sealer = Arc::new(BusSealer::new(&master));
 
     let identity = IdentityService::new(backends.log.clone(), sealer.clone(), clock.clone());
-    let serving = backends.bus.serve("identity", Arc::new(identity.router())).await.context("serving identity commands")?;
+    let serving = backends
+        .bus
+        .serve("identity", Arc::new(identity.router()))
+        .await
+        .context("serving identity commands")?;
 
     let projector = read_model_projector(backends.views.clone(), backends.log.clone());
     let projector_task = tokio::spawn({
@@ -106,18 +118,26 @@ async fn run_all(args: &ServerArgs, master: MasterKey, backends: Backends, banne
         async move {
             match database {
                 Some(database) => {
-                    run_while_leader(database, PROJECTOR_LOCK, "read-model projector", shutdown, |stopped| {
-                        let projector = projector.clone();
-                        let feed = feed.clone();
-                        async move { projector.run(feed, true, stopped).await }
-                    })
+                    run_while_leader(
+                        database,
+                        PROJECTOR_LOCK,
+                        "read-model projector",
+                        shutdown,
+                        |stopped| {
+                            let projector = projector.clone();
+                            let feed = feed.clone();
+                            async move { projector.run(feed, true, stopped).await }
+                        },
+                    )
                     .await
                 }
                 None => projector.run(feed, true, shutdown).await,
             }
         }
     });
-    let relay_task = backends.relay.map(|relay| tokio::spawn(relay.run(shutdown.clone())));
+    let relay_task = backends
+        .relay
+        .map(|relay| tokio::spawn(relay.run(shutdown.clone())));
 
     let deps = GatewayDeps {
         bus: backends.bus.clone(),
@@ -134,7 +154,8 @@ async fn run_all(args: &ServerArgs, master: MasterKey, backends: Backends, banne
         None => (generated_password(), true),
     };
     let created = bootstrap_admin(&state, &password).await?;
-    let running = gatehouse_gateway::serve(state, shutdown.clone()).with_context(|| format!("binding {}", args.bind))?;
+    let running = gatehouse_gateway::serve(state, shutdown.clone())
+        .with_context(|| format!("binding {}", args.bind))?;
     banner(running.addr, (created && generated).then_some(&password));
 
     shutdown_signal().await;
@@ -180,7 +201,8 @@ pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
 
 /// `gatehouse serve`: everything in one process on Postgres and NATS.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let master = MasterKey::from_base64(args.master_key.expose_secret()).context("GATEHOUSE_MASTER_KEY")?;
+    let master =
+        MasterKey::from_base64(args.master_key.expose_secret()).context("GATEHOUSE_MASTER_KEY")?;
     let infra = Infra::connect(&args.database_url, &args.nats_url, "gatehouse-serve").await?;
     let backends = Backends {
         log: infra.log.clone(),
@@ -194,7 +216,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     run_all(&args.server, master, backends, |addr, password| {
         tracing::info!(url = %format!("http://{addr}"), "gatehouse serve is ready");
         if let Some(p) = password {
-            println!("Created the admin user; its password (shown once): {}", p.expose_secret());
+            println!(
+                "Created the admin user; its password (shown once): {}",
+                p.expose_secret()
+            );
         }
     })
     .await

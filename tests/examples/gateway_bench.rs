@@ -12,8 +12,8 @@
 //! Every phase is bounded in time (`GATEHOUSE_BENCH_SECONDS`, default 10) and the program
 //! stops by itself.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gatehouse_e2e::TestApp;
@@ -29,10 +29,21 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
-async fn create_load(app: &TestApp, token: &str, clients: usize, seconds: u64) -> anyhow::Result<(f64, Duration, Duration, usize)> {
+async fn create_load(
+    app: &TestApp,
+    token: &str,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, Duration, Duration, usize)> {
     let counter = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -46,8 +57,17 @@ async fn create_load(app: &TestApp, token: &str, clients: usize, seconds: u64) -
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
-                let response = http.post(&url).bearer_auth(&token).json(&serde_json::json!({"name": format!("bench-{clients}-{n}")})).send().await?;
-                anyhow::ensure!(response.status() == StatusCode::CREATED, "create failed: {}", response.status());
+                let response = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({"name": format!("bench-{clients}-{n}")}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    response.status() == StatusCode::CREATED,
+                    "create failed: {}",
+                    response.status()
+                );
                 latencies.push(started.elapsed());
             }
             anyhow::Ok(latencies)
@@ -60,7 +80,12 @@ async fn create_load(app: &TestApp, token: &str, clients: usize, seconds: u64) -
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
-    Ok((all.len() as f64 / elapsed, percentile(&all, 0.5), percentile(&all, 0.99), all.len()))
+    Ok((
+        all.len() as f64 / elapsed,
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        all.len(),
+    ))
 }
 
 async fn projection_lag(app: &TestApp) -> anyhow::Result<(f64, f64, f64)> {
@@ -75,22 +100,51 @@ async fn projection_lag(app: &TestApp) -> anyhow::Result<(f64, f64, f64)> {
             &[],
         )
         .await?;
-    Ok((row.try_get::<_, f64>(0).unwrap_or(0.0), row.try_get::<_, f64>(1).unwrap_or(0.0), row.try_get::<_, f64>(2).unwrap_or(0.0)))
+    Ok((
+        row.try_get::<_, f64>(0).unwrap_or(0.0),
+        row.try_get::<_, f64>(1).unwrap_or(0.0),
+        row.try_get::<_, f64>(2).unwrap_or(0.0),
+    ))
 }
 
-async fn tokio_postgres_connect(url: &str) -> anyhow::Result<(tokio_postgres::Client, tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>)> {
+async fn tokio_postgres_connect(
+    url: &str,
+) -> anyhow::Result<(
+    tokio_postgres::Client,
+    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+)> {
     Ok(tokio_postgres::connect(url, tokio_postgres::NoTls).await?)
 }
 
-async fn current_user_load(app: &TestApp, token: &str, connections: usize, seconds: u64) -> anyhow::Result<String> {
-    if std::process::Command::new("wrk").arg("--version").output().is_ok() {
+async fn current_user_load(
+    app: &TestApp,
+    token: &str,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<String> {
+    if std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
         let output = tokio::process::Command::new("wrk")
-            .args(["-t", "1", "-c", &connections.to_string(), "-d", &format!("{seconds}s"), "--latency"])
+            .args([
+                "-t",
+                "1",
+                "-c",
+                &connections.to_string(),
+                "-d",
+                &format!("{seconds}s"),
+                "--latency",
+            ])
             .args(["-H", &format!("Authorization: Bearer {token}")])
             .arg(app.at("/api/v1/current-user"))
             .output()
             .await?;
-        return Ok(format!("wrk, 1 thread, {connections} connections:\n{}", String::from_utf8_lossy(&output.stdout)));
+        return Ok(format!(
+            "wrk, 1 thread, {connections} connections:\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        ));
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -126,7 +180,10 @@ async fn current_user_load(app: &TestApp, token: &str, connections: usize, secon
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let seconds: u64 = std::env::var("GATEHOUSE_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let seconds: u64 = std::env::var("GATEHOUSE_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     let app = TestApp::spawn().await?;
     let pid = app.pid().unwrap_or(0);
     let token = app.admin_token().await?;
@@ -136,10 +193,14 @@ async fn main() -> anyhow::Result<()> {
 
     for clients in [1, 32] {
         let (rps, p50, p99, n) = create_load(&app, &token, clients, seconds).await?;
-        println!("create service account, {clients:>2} clients: {rps:>7.0} requests/s, p50 {p50:?}, p99 {p99:?} ({n} created)");
+        println!(
+            "create service account, {clients:>2} clients: {rps:>7.0} requests/s, p50 {p50:?}, p99 {p99:?} ({n} created)"
+        );
     }
     let (lag50, lag99, lagmax) = projection_lag(&app).await?;
-    println!("projection lag (recorded → applied): p50 {lag50:.1} ms, p99 {lag99:.1} ms, max {lagmax:.1} ms");
+    println!(
+        "projection lag (recorded → applied): p50 {lag50:.1} ms, p99 {lag99:.1} ms, max {lagmax:.1} ms"
+    );
     println!("RSS after writes: {} MiB", rss_kib(pid).unwrap_or(0) / 1024);
 
     println!("{}", current_user_load(&app, &token, 64, seconds).await?);

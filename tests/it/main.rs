@@ -6,5 +6,5 @@ mod bad_input;
 mod cli;
 mod flows;
 mod outbox;
-mod revocation;
 mod restart;
+mod revocation;

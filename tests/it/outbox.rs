@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use gatehouse_bus::jetstream::{ensure_stream, JetStreamFeed, JetStreamPublisher, STREAM_NAME};
+use gatehouse_bus::jetstream::{JetStreamFeed, JetStreamPublisher, STREAM_NAME, ensure_stream};
 use gatehouse_contracts::envelope::{EventMetadata, StreamId};
-use gatehouse_eventlog::postgres::{migrate, PgDatabase, PostgresEventStore};
+use gatehouse_eventlog::postgres::{PgDatabase, PostgresEventStore, migrate};
 use gatehouse_eventlog::relay::OutboxRelay;
-use gatehouse_eventlog::{AppendRequest, EventFeed, EventStore, ExpectedVersion, NewEvent, StartFrom, SubscriptionSpec};
+use gatehouse_eventlog::{
+    AppendRequest, EventFeed, EventStore, ExpectedVersion, NewEvent, StartFrom, SubscriptionSpec,
+};
 use gatehouse_testsupport::{NatsServer, TestDatabase};
 use uuid::Uuid;
 
@@ -25,12 +27,27 @@ fn event(n: usize) -> NewEvent {
     }
 }
 
-async fn append_round(store: &PostgresEventStore, streams: &[StreamId], versions: &mut HashMap<StreamId, i64>, n: &mut usize) -> anyhow::Result<()> {
+async fn append_round(
+    store: &PostgresEventStore,
+    streams: &[StreamId],
+    versions: &mut HashMap<StreamId, i64>,
+    n: &mut usize,
+) -> anyhow::Result<()> {
     for stream in streams {
         let version = versions.entry(stream.clone()).or_insert(0);
-        let expected = if *version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exactly(*version) };
+        let expected = if *version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exactly(*version)
+        };
         *n += 1;
-        store.append(AppendRequest::new(stream.clone(), expected, vec![event(*n)])).await?;
+        store
+            .append(AppendRequest::new(
+                stream.clone(),
+                expected,
+                vec![event(*n)],
+            ))
+            .await?;
         *version += 1;
     }
     Ok(())
@@ -43,7 +60,9 @@ async fn events_appended_while_nats_is_down_are_published_once_it_returns() -> a
     let database = PgDatabase::connect(db.url(), 4).await?;
     migrate(database.pool()).await?;
     let store = PostgresEventStore::new(database.pool().clone());
-    let client = async_nats::ConnectOptions::new().connect(nats.url()).await?;
+    let client = async_nats::ConnectOptions::new()
+        .connect(nats.url())
+        .await?;
     let js = async_nats::jetstream::new(client.clone());
     ensure_stream(&js).await?;
 
@@ -51,7 +70,9 @@ async fn events_appended_while_nats_is_down_are_published_once_it_returns() -> a
     let publisher = JetStreamPublisher::new(js.clone()).with_timeout(Duration::from_millis(500));
     let relay = tokio::spawn(OutboxRelay::new(database.clone(), Arc::new(publisher)).run(shutdown));
 
-    let streams: Vec<StreamId> = (0..5).map(|_| StreamId::new("outbox_test", Uuid::new_v4())).collect();
+    let streams: Vec<StreamId> = (0..5)
+        .map(|_| StreamId::new("outbox_test", Uuid::new_v4()))
+        .collect();
     let mut versions = HashMap::new();
     let mut n = 0;
     append_round(&store, &streams, &mut versions, &mut n).await?;
@@ -70,7 +91,14 @@ async fn events_appended_while_nats_is_down_are_published_once_it_returns() -> a
     let mut seen: HashMap<Uuid, usize> = HashMap::new();
     let mut last_version: HashMap<StreamId, i64> = HashMap::new();
     let mut subscription = loop {
-        match feed.subscribe(SubscriptionSpec { durable_name: None, subjects: vec![], start: StartFrom::Beginning }).await {
+        match feed
+            .subscribe(SubscriptionSpec {
+                durable_name: None,
+                subjects: vec![],
+                start: StartFrom::Beginning,
+            })
+            .await
+        {
             Ok(s) => break s,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("subscribing after the restart: {e}");
@@ -84,10 +112,18 @@ async fn events_appended_while_nats_is_down_are_published_once_it_returns() -> a
         let delivery = tokio::time::timeout(left, subscription.next())
             .await
             .map_err(|_| anyhow::anyhow!("only {} of {n} events arrived", seen.len()))?;
-        let Some(Ok(delivery)) = delivery else { continue };
+        let Some(Ok(delivery)) = delivery else {
+            continue;
+        };
         *seen.entry(delivery.event.event_id).or_default() += 1;
-        let last = last_version.entry(delivery.event.stream_id.clone()).or_insert(0);
-        assert!(delivery.event.version > *last, "stream {} out of order", delivery.event.stream_id);
+        let last = last_version
+            .entry(delivery.event.stream_id.clone())
+            .or_insert(0);
+        assert!(
+            delivery.event.version > *last,
+            "stream {} out of order",
+            delivery.event.stream_id
+        );
         *last = delivery.event.version;
     }
     assert_eq!(seen.len(), n);
@@ -96,7 +132,13 @@ async fn events_appended_while_nats_is_down_are_published_once_it_returns() -> a
     let mut stream = js.get_stream(STREAM_NAME).await?;
     assert_eq!(stream.info().await?.state.messages, n as u64);
     let client_pg = database.pool().get().await?;
-    let unpublished: i64 = client_pg.query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[]).await?.get(0);
+    let unpublished: i64 = client_pg
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+            &[],
+        )
+        .await?
+        .get(0);
     assert_eq!(unpublished, 0);
 
     stop.send_replace(true);

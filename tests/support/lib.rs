@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use base64::Engine;
-use gatehouse_testsupport::{free_port, NatsServer, TestDatabase};
+use gatehouse_testsupport::{NatsServer, TestDatabase, free_port};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 /// The admin password every test app starts with.
@@ -17,15 +17,24 @@ pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 
 /// Path of a binary built from this workspace (next to the test executable's directory).
 pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
-    if let Ok(path) = std::env::var(format!("GATEHOUSE_{}_BIN", name.to_uppercase().replace('-', "_"))) {
+    if let Ok(path) = std::env::var(format!(
+        "GATEHOUSE_{}_BIN",
+        name.to_uppercase().replace('-', "_")
+    )) {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
     // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
-    let dir = exe.parent().and_then(|d| d.parent()).context("unexpected test binary location")?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("unexpected test binary location")?;
     let path = dir.join(name);
     if !path.exists() {
-        bail!("{} not found: build it first (`cargo build -p gatehouse`), or run the suite with scripts/test", path.display());
+        bail!(
+            "{} not found: build it first (`cargo build -p gatehouse`), or run the suite with scripts/test",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -61,7 +70,9 @@ impl TestApp {
         let log = dir.path().join("gatehouse.log");
         let mut app = TestApp {
             url: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
             db,
             nats,
             master_key,
@@ -78,7 +89,10 @@ impl TestApp {
     pub async fn replica(&self) -> anyhow::Result<Replica> {
         let port = free_port()?;
         let log = self._dir.path().join(format!("replica-{port}.log"));
-        let child = self.command("gatehouse-gateway", port, &log)?.spawn().context("spawning a gateway replica")?;
+        let child = self
+            .command("gatehouse-gateway", port, &log)?
+            .spawn()
+            .context("spawning a gateway replica")?;
         let url = format!("http://127.0.0.1:{port}");
         wait_ready(&self.http, &url, &log).await?;
         Ok(Replica { url, child })
@@ -90,13 +104,19 @@ impl TestApp {
         if binary == "gatehouse" {
             cmd.arg("serve");
         }
-        let logfile = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let logfile = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         cmd.env("GATEHOUSE_DATABASE_URL", self.db.url())
             .env("GATEHOUSE_NATS_URL", self.nats.url())
             .env("GATEHOUSE_BIND", format!("127.0.0.1:{port}"))
             .env("GATEHOUSE_MASTER_KEY", &self.master_key)
             .env("GATEHOUSE_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("GATEHOUSE_ISSUER", format!("http://127.0.0.1:{}", self.port))
+            .env(
+                "GATEHOUSE_ISSUER",
+                format!("http://127.0.0.1:{}", self.port),
+            )
             .env("GATEHOUSE_LOG", "info")
             .env("GATEHOUSE_LOG_FORMAT", "json")
             .stdin(Stdio::null())
@@ -108,7 +128,10 @@ impl TestApp {
 
     /// Starts the process (again).
     pub async fn start(&mut self) -> anyhow::Result<()> {
-        let child = self.command("gatehouse", self.port, &self.log)?.spawn().context("spawning gatehouse serve")?;
+        let child = self
+            .command("gatehouse", self.port, &self.log)?
+            .spawn()
+            .context("spawning gatehouse serve")?;
         self.child = Some(child);
         wait_ready(&self.http, &self.url, &self.log).await
     }
@@ -117,7 +140,10 @@ impl TestApp {
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.child.take() {
             if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
             }
             match tokio::time::timeout(Duration::from_secs(15), child.wait()).await {
                 Ok(status) => {
@@ -147,11 +173,19 @@ impl TestApp {
     }
 
     /// `POST /oauth/token` with the password grant.
-    pub async fn password_grant(&self, username: &str, password: &str) -> anyhow::Result<reqwest::Response> {
+    pub async fn password_grant(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> anyhow::Result<reqwest::Response> {
         Ok(self
             .http
             .post(self.at("/oauth/token"))
-            .form(&[("grant_type", "password"), ("username", username), ("password", password)])
+            .form(&[
+                ("grant_type", "password"),
+                ("username", username),
+                ("password", password),
+            ])
             .send()
             .await?)
     }
@@ -164,7 +198,10 @@ impl TestApp {
         if status != StatusCode::OK {
             bail!("login as {username} failed: {status} {body}");
         }
-        Ok(body["access_token"].as_str().context("no access_token")?.to_owned())
+        Ok(body["access_token"]
+            .as_str()
+            .context("no access_token")?
+            .to_owned())
     }
 
     /// The admin's token.
@@ -173,15 +210,31 @@ impl TestApp {
     }
 
     /// Sends a JSON request with a bearer token; returns status and body (JSON or null).
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         call(&self.http, &self.url, method, path, token, body).await
     }
 
     /// Creates a user (as admin) and returns its token.
-    pub async fn user_with_token(&self, admin: &str, name: &str, role: &str) -> anyhow::Result<String> {
+    pub async fn user_with_token(
+        &self,
+        admin: &str,
+        name: &str,
+        role: &str,
+    ) -> anyhow::Result<String> {
         let password = format!("{name}-password");
         let (status, body) = self
-            .call(Method::POST, "/api/v1/users", Some(admin), Some(json!({"name": name, "password": password, "role": role})))
+            .call(
+                Method::POST,
+                "/api/v1/users",
+                Some(admin),
+                Some(json!({"name": name, "password": password, "role": role})),
+            )
             .await?;
         if status != StatusCode::CREATED {
             bail!("creating user {name}: {status} {body}");
@@ -190,7 +243,12 @@ impl TestApp {
     }
 
     /// Runs the `gatehouse` CLI with an isolated config dir; returns (exit code, stdout, stderr).
-    pub async fn cli(&self, config_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> anyhow::Result<(i32, String, String)> {
+    pub async fn cli(
+        &self,
+        config_dir: &std::path::Path,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> anyhow::Result<(i32, String, String)> {
         run_cli(config_dir, &self.url, args, stdin).await
     }
 }
@@ -218,7 +276,14 @@ impl Drop for Replica {
 }
 
 /// Sends a request to `base` and returns status and JSON body (null when empty).
-pub async fn call(http: &reqwest::Client, base: &str, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
+pub async fn call(
+    http: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> anyhow::Result<(StatusCode, Value)> {
     let mut request = http.request(method, format!("{base}{path}"));
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -229,19 +294,33 @@ pub async fn call(http: &reqwest::Client, base: &str, method: Method, path: &str
     let response = request.send().await?;
     let status = response.status();
     let bytes = response.bytes().await?;
-    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned())) };
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
     Ok((status, value))
 }
 
 /// Runs the CLI binary.
-pub async fn run_cli(config_dir: &std::path::Path, url: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<(i32, String, String)> {
+pub async fn run_cli(
+    config_dir: &std::path::Path,
+    url: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> anyhow::Result<(i32, String, String)> {
     use tokio::io::AsyncWriteExt;
     let mut cmd = Command::new(workspace_bin("gatehouse")?);
     cmd.args(args)
         .env("GATEHOUSE_CONFIG_DIR", config_dir)
         .env("GATEHOUSE_URL", url)
         .env_remove("GATEHOUSE_API_KEY")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -250,7 +329,9 @@ pub async fn run_cli(config_dir: &std::path::Path, url: &str, args: &[&str], std
         pipe.write_all(input.as_bytes()).await?;
         drop(pipe);
     }
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.context("the CLI hung")??;
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .context("the CLI hung")??;
     Ok((
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -258,7 +339,11 @@ pub async fn run_cli(config_dir: &std::path::Path, url: &str, args: &[&str], std
     ))
 }
 
-async fn wait_ready(http: &reqwest::Client, url: &str, log: &std::path::Path) -> anyhow::Result<()> {
+async fn wait_ready(
+    http: &reqwest::Client,
+    url: &str,
+    log: &std::path::Path,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(response) = http.get(format!("{url}/readyz")).send().await {

@@ -78,10 +78,16 @@ impl Context {
         // Never send the saved token to another server than the one that issued it.
         if let Some(url) = self.globals.url.as_deref() {
             if url.trim_end_matches('/') != credentials.url.trim_end_matches('/') {
-                return Err(ClientError::NotLoggedIn { url: Some(url.to_owned()) }.into());
+                return Err(ClientError::NotLoggedIn {
+                    url: Some(url.to_owned()),
+                }
+                .into());
             }
         }
-        Ok(GatehouseClient::new(&credentials.url, Some(credentials.access_token))?)
+        Ok(GatehouseClient::new(
+            &credentials.url,
+            Some(credentials.access_token),
+        )?)
     }
 }
 

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use gatehouse_eventlog::postgres::{PgDatabase, PostgresEventStore, PostgresViewStore};
 use gatehouse_eventlog::relay::OutboxRelay;
 
-use crate::jetstream::{ensure_stream, JetStreamFeed, JetStreamPublisher};
-use crate::nats::{connect, NatsCommandBus};
+use crate::jetstream::{JetStreamFeed, JetStreamPublisher, ensure_stream};
+use crate::nats::{NatsCommandBus, connect};
 
 /// A readiness check of one dependency.
 #[async_trait]
@@ -61,12 +61,30 @@ impl std::fmt::Debug for Infra {
 
 impl Infra {
     /// Connects, creates the schema and the JetStream stream when missing.
-    pub async fn connect(database_url: &str, nats_url: &str, client_name: &str) -> Result<Self, InfraError> {
-        let database = PgDatabase::connect(database_url, 16).await.map_err(InfraError::Database)?;
-        gatehouse_eventlog::postgres::migrate(database.pool()).await.map_err(InfraError::Database)?;
-        let nats = connect(nats_url, client_name).await.map_err(|source| InfraError::Nats { url: nats_url.to_owned(), source })?;
+    pub async fn connect(
+        database_url: &str,
+        nats_url: &str,
+        client_name: &str,
+    ) -> Result<Self, InfraError> {
+        let database = PgDatabase::connect(database_url, 16)
+            .await
+            .map_err(InfraError::Database)?;
+        gatehouse_eventlog::postgres::migrate(database.pool())
+            .await
+            .map_err(InfraError::Database)?;
+        let nats = connect(nats_url, client_name)
+            .await
+            .map_err(|source| InfraError::Nats {
+                url: nats_url.to_owned(),
+                source,
+            })?;
         let js = async_nats::jetstream::new(nats.clone());
-        ensure_stream(&js).await.map_err(|source| InfraError::Nats { url: nats_url.to_owned(), source })?;
+        ensure_stream(&js)
+            .await
+            .map_err(|source| InfraError::Nats {
+                url: nats_url.to_owned(),
+                source,
+            })?;
         Ok(Self {
             log: Arc::new(PostgresEventStore::new(database.pool().clone())),
             views: Arc::new(PostgresViewStore::new(&database)),
@@ -89,7 +107,10 @@ impl Infra {
         vec![
             Arc::new(DatabaseProbe(self.database.clone())),
             Arc::new(NatsProbe(self.nats.clone())),
-            Arc::new(ProjectionProbe { js: async_nats::jetstream::new(self.nats.clone()), consumer: projector.to_owned() }),
+            Arc::new(ProjectionProbe {
+                js: async_nats::jetstream::new(self.nats.clone()),
+                consumer: projector.to_owned(),
+            }),
         ]
     }
 }
@@ -110,7 +131,11 @@ impl Probe for ProjectionProbe {
         "projections"
     }
     async fn check(&self) -> Result<(), String> {
-        let stream = self.js.get_stream(crate::jetstream::STREAM_NAME).await.map_err(|e| format!("no event stream: {e}"))?;
+        let stream = self
+            .js
+            .get_stream(crate::jetstream::STREAM_NAME)
+            .await
+            .map_err(|e| format!("no event stream: {e}"))?;
         let info = stream
             .consumer_info(&self.consumer)
             .await
@@ -131,8 +156,17 @@ impl Probe for DatabaseProbe {
         "database"
     }
     async fn check(&self) -> Result<(), String> {
-        let client = self.0.pool().get().await.map_err(|e| format!("unreachable: {e}"))?;
-        client.simple_query("SELECT 1").await.map(|_| ()).map_err(|e| format!("failing: {e}"))
+        let client = self
+            .0
+            .pool()
+            .get()
+            .await
+            .map_err(|e| format!("unreachable: {e}"))?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("failing: {e}"))
     }
 }
 

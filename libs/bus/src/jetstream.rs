@@ -184,25 +184,47 @@ impl Publisher for JetStreamPublisher {
     /// of one per event. Stops counting at the first failed ack; the relay republishes
     /// from there (later events that were stored anyway are de-duplicated by id).
     async fn publish_all(&self, events: &[RecordedEvent]) -> (usize, Option<PublishError>) {
-        let failed = |event: &RecordedEvent, source: Box<dyn std::error::Error + Send + Sync>| PublishError {
-            event_id: event.event_id,
-            source,
+        let failed = |event: &RecordedEvent, source: Box<dyn std::error::Error + Send + Sync>| {
+            PublishError {
+                event_id: event.event_id,
+                source,
+            }
         };
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
             let body = match serde_json::to_vec(event) {
                 Ok(body) => body,
-                Err(e) => return self.collect(events, acks, Some(failed(event, Box::new(e)))).await,
+                Err(e) => {
+                    return self
+                        .collect(events, acks, Some(failed(event, Box::new(e))))
+                        .await;
+                }
             };
             let sent = tokio::time::timeout(
                 self.timeout,
-                self.js.publish_with_headers(event.subject(), event_headers(event), Bytes::from(body)),
+                self.js.publish_with_headers(
+                    event.subject(),
+                    event_headers(event),
+                    Bytes::from(body),
+                ),
             )
             .await;
             match sent {
                 Ok(Ok(ack)) => acks.push(ack),
-                Ok(Err(e)) => return self.collect(events, acks, Some(failed(event, Box::new(e)))).await,
-                Err(_) => return self.collect(events, acks, Some(failed(event, Box::new(PublishTimedOut(self.timeout))))).await,
+                Ok(Err(e)) => {
+                    return self
+                        .collect(events, acks, Some(failed(event, Box::new(e))))
+                        .await;
+                }
+                Err(_) => {
+                    return self
+                        .collect(
+                            events,
+                            acks,
+                            Some(failed(event, Box::new(PublishTimedOut(self.timeout)))),
+                        )
+                        .await;
+                }
             }
         }
         self.collect(events, acks, None).await
@@ -223,11 +245,17 @@ impl JetStreamPublisher {
             match tokio::time::timeout(self.timeout, ack.into_future()).await {
                 Ok(Ok(_)) => accepted += 1,
                 Ok(Err(e)) => {
-                    error = Some(PublishError { event_id: event.event_id, source: Box::new(e) });
+                    error = Some(PublishError {
+                        event_id: event.event_id,
+                        source: Box::new(e),
+                    });
                     break;
                 }
                 Err(_) => {
-                    error = Some(PublishError { event_id: event.event_id, source: Box::new(PublishTimedOut(self.timeout)) });
+                    error = Some(PublishError {
+                        event_id: event.event_id,
+                        source: Box::new(PublishTimedOut(self.timeout)),
+                    });
                     break;
                 }
             }

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gatehouse_contracts::commands::{Accepted, Command, CommandEnvelope, Failure, FailureKind, Reply};
+use gatehouse_contracts::commands::{
+    Accepted, Command, CommandEnvelope, Failure, FailureKind, Reply,
+};
 
 pub use router::CommandRouter;
 
@@ -65,10 +67,20 @@ pub trait Serving: Send + Sync {
 #[async_trait]
 pub trait CommandBus: Send + Sync + 'static {
     /// Sends a request and waits for the reply.
-    async fn request(&self, subject: &str, payload: Bytes, headers: Headers, timeout: Duration) -> Result<Bytes, BusError>;
+    async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        headers: Headers,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError>;
 
     /// Serves `gatehouse.cmd.<service>.*` in queue group `<service>`.
-    async fn serve(&self, service: &str, handler: Arc<dyn CommandHandler>) -> Result<Box<dyn Serving>, BusError>;
+    async fn serve(
+        &self,
+        service: &str,
+        handler: Arc<dyn CommandHandler>,
+    ) -> Result<Box<dyn Serving>, BusError>;
 }
 
 /// How long the gateway waits for a service by default.
@@ -83,16 +95,35 @@ pub async fn send<C: Command>(
     headers: Headers,
 ) -> Result<Accepted<C::Output>, Failure> {
     let subject = C::subject();
-    let payload = serde_json::to_vec(envelope)
-        .map_err(|e| Failure::new(FailureKind::Internal, "encode", format!("cannot encode the command: {e}")))?;
+    let payload = serde_json::to_vec(envelope).map_err(|e| {
+        Failure::new(
+            FailureKind::Internal,
+            "encode",
+            format!("cannot encode the command: {e}"),
+        )
+    })?;
     let reply = bus
-        .request(&subject, Bytes::from(payload), headers, DEFAULT_COMMAND_TIMEOUT)
+        .request(
+            &subject,
+            Bytes::from(payload),
+            headers,
+            DEFAULT_COMMAND_TIMEOUT,
+        )
         .await
         .map_err(|e| {
             tracing::warn!(subject = %subject, error = %e, "command not delivered");
-            Failure::new(FailureKind::Unavailable, "service_unavailable", format!("the {} service is unavailable", C::SERVICE))
+            Failure::new(
+                FailureKind::Unavailable,
+                "service_unavailable",
+                format!("the {} service is unavailable", C::SERVICE),
+            )
         })?;
-    let reply: Reply<C::Output> = serde_json::from_slice(&reply)
-        .map_err(|e| Failure::new(FailureKind::Internal, "decode", format!("undecodable reply from {subject}: {e}")))?;
+    let reply: Reply<C::Output> = serde_json::from_slice(&reply).map_err(|e| {
+        Failure::new(
+            FailureKind::Internal,
+            "decode",
+            format!("undecodable reply from {subject}: {e}"),
+        )
+    })?;
     reply.into()
 }

@@ -44,9 +44,19 @@ impl Serving for LocalServing {
 
 #[async_trait]
 impl CommandBus for LocalCommandBus {
-    async fn request(&self, subject: &str, payload: Bytes, headers: Headers, timeout: Duration) -> Result<Bytes, BusError> {
-        let no_responders = || BusError::NoResponders { subject: subject.to_owned() };
-        let rest = subject.strip_prefix("gatehouse.cmd.").ok_or_else(no_responders)?;
+    async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        headers: Headers,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
+        let no_responders = || BusError::NoResponders {
+            subject: subject.to_owned(),
+        };
+        let rest = subject
+            .strip_prefix("gatehouse.cmd.")
+            .ok_or_else(no_responders)?;
         let (service, command) = rest.split_once('.').ok_or_else(no_responders)?;
         let handler = self
             .services
@@ -61,15 +71,24 @@ impl CommandBus for LocalCommandBus {
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(join)) => Err(BusError::Unavailable(Box::new(join))),
-            Err(_) => Err(BusError::TimedOut { subject: subject.to_owned() }),
+            Err(_) => Err(BusError::TimedOut {
+                subject: subject.to_owned(),
+            }),
         }
     }
 
-    async fn serve(&self, service: &str, handler: Arc<dyn CommandHandler>) -> Result<Box<dyn Serving>, BusError> {
+    async fn serve(
+        &self,
+        service: &str,
+        handler: Arc<dyn CommandHandler>,
+    ) -> Result<Box<dyn Serving>, BusError> {
         self.services
             .write()
             .map_err(|_| BusError::Unavailable("the local bus lock is poisoned".into()))?
             .insert(service.to_owned(), handler);
-        Ok(Box::new(LocalServing { services: self.services.clone(), service: service.to_owned() }))
+        Ok(Box::new(LocalServing {
+            services: self.services.clone(),
+            service: service.to_owned(),
+        }))
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gatehouse_contracts::commands::{Accepted, Command, CommandEnvelope, Failure, FailureKind, Reply};
+use gatehouse_contracts::commands::{
+    Accepted, Command, CommandEnvelope, Failure, FailureKind, Reply,
+};
 
 use crate::{CommandHandler, Headers};
 
@@ -23,7 +25,9 @@ pub struct CommandRouter {
 
 impl std::fmt::Debug for CommandRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommandRouter").field("routes", &self.routes.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("CommandRouter")
+            .field("routes", &self.routes.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -54,14 +58,15 @@ impl CommandRouter {
         let erased: Erased = Arc::new(move |payload: Bytes| {
             let handler = handler.clone();
             Box::pin(async move {
-                let reply: Reply<C::Output> = match serde_json::from_slice::<CommandEnvelope<C>>(&payload) {
-                    Ok(envelope) => handler(envelope).await.into(),
-                    Err(e) => Reply::Err(Failure::new(
-                        FailureKind::Invalid,
-                        "malformed_command",
-                        format!("cannot decode {}: {e}", C::NAME),
-                    )),
-                };
+                let reply: Reply<C::Output> =
+                    match serde_json::from_slice::<CommandEnvelope<C>>(&payload) {
+                        Ok(envelope) => handler(envelope).await.into(),
+                        Err(e) => Reply::Err(Failure::new(
+                            FailureKind::Invalid,
+                            "malformed_command",
+                            format!("cannot decode {}: {e}", C::NAME),
+                        )),
+                    };
                 encode(&reply)
             })
         });

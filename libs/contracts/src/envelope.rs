@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 /// The id of one aggregate's stream: `<aggregate>-<uuid>`, e.g.
 /// `service_account-6f1c2b9e-2a55-4d0e-9d8e-0c1a5e9f7b21`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct StreamId(String);
 

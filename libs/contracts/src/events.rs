@@ -1,8 +1,8 @@
 //! The machinery shared by every aggregate's events: encoding to and from the log,
 //! upcasting, and JSON Schema generation.
 
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::envelope::RecordedEvent;
 
@@ -47,7 +47,11 @@ pub trait DomainEvent: Sized + Clone + Send + Sync + 'static {
     /// The payload as stored.
     fn to_payload(&self) -> serde_json::Value;
     /// Decodes (and upcasts) a stored payload.
-    fn decode(event_type: &str, schema_version: i32, payload: &serde_json::Value) -> Result<Self, EventDecodeError>;
+    fn decode(
+        event_type: &str,
+        schema_version: i32,
+        payload: &serde_json::Value,
+    ) -> Result<Self, EventDecodeError>;
     /// Decodes a recorded event.
     fn from_recorded(event: &RecordedEvent) -> Result<Self, EventDecodeError> {
         Self::decode(&event.event_type, event.schema_version, &event.payload)

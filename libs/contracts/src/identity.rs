@@ -12,7 +12,9 @@ use crate::ids::{ServiceAccountId, UserId};
 use crate::names::{Description, Name};
 
 /// What a principal may do. Admins manage everything; members manage what they created.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Manages every user, service account and key.

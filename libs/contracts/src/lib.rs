@@ -10,8 +10,8 @@ pub mod commands;
 pub mod envelope;
 pub mod events;
 pub mod identity;
-pub mod keyring;
 pub mod ids;
+pub mod keyring;
 pub mod names;
 
 pub use envelope::{Actor, EventMetadata, RecordedEvent, StreamId};

@@ -41,7 +41,13 @@ pub enum NameError {
 /// name or an id in the same place).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
 #[serde(transparent)]
-pub struct Name(#[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"), length(min = 1, max = 64))] String);
+pub struct Name(
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+        length(min = 1, max = 64)
+    )]
+    String,
+);
 
 impl Name {
     /// The longest name accepted.

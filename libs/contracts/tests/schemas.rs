@@ -12,11 +12,18 @@ use gatehouse_contracts::keyring::KeyringEvent;
 
 fn generated() -> BTreeMap<String, String> {
     let mut files = BTreeMap::new();
-    let all = [UserEvent::schemas(), ServiceAccountEvent::schemas(), KeyringEvent::schemas()];
+    let all = [
+        UserEvent::schemas(),
+        ServiceAccountEvent::schemas(),
+        KeyringEvent::schemas(),
+    ];
     for (event_type, version, schema) in all.into_iter().flatten() {
         let mut value = serde_json::to_value(&schema).expect("a schema serializes");
         if let Some(object) = value.as_object_mut() {
-            object.insert("title".into(), serde_json::Value::String(event_type.to_owned()));
+            object.insert(
+                "title".into(),
+                serde_json::Value::String(event_type.to_owned()),
+            );
             object.insert(
                 "$comment".into(),
                 serde_json::Value::String(format!(
@@ -40,7 +47,10 @@ fn checked_in_event_schemas_match_the_code() {
     let generated = generated();
     if std::env::var_os("GATEHOUSE_UPDATE_SCHEMAS").is_some() {
         std::fs::create_dir_all(dir()).expect("create schemas/events");
-        for entry in std::fs::read_dir(dir()).expect("read schemas/events").flatten() {
+        for entry in std::fs::read_dir(dir())
+            .expect("read schemas/events")
+            .flatten()
+        {
             std::fs::remove_file(entry.path()).expect("remove stale schema");
         }
         for (name, text) in &generated {
@@ -49,13 +59,29 @@ fn checked_in_event_schemas_match_the_code() {
         return;
     }
     let mut on_disk = BTreeMap::new();
-    for entry in std::fs::read_dir(dir()).expect("schemas/events exists").flatten() {
+    for entry in std::fs::read_dir(dir())
+        .expect("schemas/events exists")
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
-        on_disk.insert(name, std::fs::read_to_string(entry.path()).expect("read schema"));
+        on_disk.insert(
+            name,
+            std::fs::read_to_string(entry.path()).expect("read schema"),
+        );
     }
-    let missing: Vec<_> = generated.keys().filter(|k| !on_disk.contains_key(*k)).collect();
-    let stale: Vec<_> = on_disk.keys().filter(|k| !generated.contains_key(*k)).collect();
-    let changed: Vec<_> = generated.iter().filter(|(k, v)| on_disk.get(*k).is_some_and(|d| d != *v)).map(|(k, _)| k).collect();
+    let missing: Vec<_> = generated
+        .keys()
+        .filter(|k| !on_disk.contains_key(*k))
+        .collect();
+    let stale: Vec<_> = on_disk
+        .keys()
+        .filter(|k| !generated.contains_key(*k))
+        .collect();
+    let changed: Vec<_> = generated
+        .iter()
+        .filter(|(k, v)| on_disk.get(*k).is_some_and(|d| d != *v))
+        .map(|(k, _)| k)
+        .collect();
     assert!(
         missing.is_empty() && stale.is_empty() && changed.is_empty(),
         "schemas/events drifted from the code (missing {missing:?}, stale {stale:?}, changed {changed:?}); \

@@ -25,7 +25,10 @@ pub enum LoadError {
 }
 
 /// Loads `stream_id` and returns the state and the stream's version (0 when new).
-pub async fn load<A: Aggregate>(store: &dyn EventStore, stream_id: &StreamId) -> Result<(A, i64), LoadError> {
+pub async fn load<A: Aggregate>(
+    store: &dyn EventStore,
+    stream_id: &StreamId,
+) -> Result<(A, i64), LoadError> {
     let events = store.read_stream(stream_id, 0).await?;
     let mut state = A::default();
     let mut version = 0;

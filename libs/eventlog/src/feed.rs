@@ -53,7 +53,11 @@ impl std::fmt::Debug for Delivery {
 impl Delivery {
     /// A delivery that acknowledges through `acker` (or needs no acknowledgement).
     pub fn new(event: RecordedEvent, sequence: u64, acker: Option<Box<dyn Ack>>) -> Self {
-        Self { event, sequence, acker }
+        Self {
+            event,
+            sequence,
+            acker,
+        }
     }
 
     /// Acknowledges the delivery.
@@ -156,10 +160,22 @@ mod tests {
 
     #[test]
     fn wildcards_match_like_nats() {
-        assert!(subject_matches("gatehouse.events.>", "gatehouse.events.user.created"));
-        assert!(subject_matches("gatehouse.events.*.created", "gatehouse.events.user.created"));
-        assert!(!subject_matches("gatehouse.events.*.created", "gatehouse.events.user.deleted"));
-        assert!(!subject_matches("gatehouse.events.user.>", "gatehouse.events.user"));
+        assert!(subject_matches(
+            "gatehouse.events.>",
+            "gatehouse.events.user.created"
+        ));
+        assert!(subject_matches(
+            "gatehouse.events.*.created",
+            "gatehouse.events.user.created"
+        ));
+        assert!(!subject_matches(
+            "gatehouse.events.*.created",
+            "gatehouse.events.user.deleted"
+        ));
+        assert!(!subject_matches(
+            "gatehouse.events.user.>",
+            "gatehouse.events.user"
+        ));
         assert!(subject_matches("a.b", "a.b"));
         assert!(!subject_matches("a.b", "a.b.c"));
     }

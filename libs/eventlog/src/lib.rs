@@ -21,8 +21,10 @@ pub mod relay;
 pub mod store;
 pub mod views;
 
-pub use aggregate::{load, Aggregate, LoadError};
-pub use feed::{Delivery, EventFeed, FeedError, Publisher, PublishError, StartFrom, SubscriptionSpec};
+pub use aggregate::{Aggregate, LoadError, load};
+pub use feed::{
+    Delivery, EventFeed, FeedError, PublishError, Publisher, StartFrom, SubscriptionSpec,
+};
 pub use projector::{ProjectionRunner, ProjectorError};
 pub use store::{
     AppendError, AppendRequest, Appended, EventStore, ExpectedVersion, IdempotencyRecord, NewEvent,

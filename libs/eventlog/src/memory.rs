@@ -10,9 +10,12 @@ use gatehouse_contracts::envelope::{RecordedEvent, StreamId};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::feed::{subject_passes, Ack, Delivery, EventFeed, FeedError, StartFrom, Subscription, SubscriptionSpec};
+use crate::feed::{
+    Ack, Delivery, EventFeed, FeedError, StartFrom, Subscription, SubscriptionSpec, subject_passes,
+};
 use crate::store::{
-    AppendError, AppendRequest, Appended, EventStore, SecretOp, StoreError, StoredOutcome, UniqueClaim,
+    AppendError, AppendRequest, Appended, EventStore, SecretOp, StoreError, StoredOutcome,
+    UniqueClaim,
 };
 use crate::views::{BatchWrite, ListQuery, Page, StreamState, ViewDoc, ViewSnapshot, ViewStore};
 
@@ -41,7 +44,9 @@ pub struct MemoryEventStore {
 
 impl std::fmt::Debug for MemoryEventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryEventStore").field("events", &lock(&self.state).events.len()).finish()
+        f.debug_struct("MemoryEventStore")
+            .field("events", &lock(&self.state).events.len())
+            .finish()
     }
 }
 
@@ -71,7 +76,11 @@ impl EventStore for MemoryEventStore {
         let actual = state.versions.get(&request.stream_id).copied().unwrap_or(0);
         let expected = request.expected_version.as_i64();
         if actual != expected {
-            return Err(AppendError::WrongExpectedVersion { stream_id: request.stream_id, expected, actual });
+            return Err(AppendError::WrongExpectedVersion {
+                stream_id: request.stream_id,
+                expected,
+                actual,
+            });
         }
         if let Some(record) = &request.idempotency {
             if state.idempotency.contains_key(&record.key) {
@@ -82,7 +91,10 @@ impl EventStore for MemoryEventStore {
             if let UniqueClaim::Claim { scope, value } = claim {
                 match state.claims.get(&(scope.clone(), value.clone())) {
                     Some(holder) if holder != &request.stream_id => {
-                        return Err(AppendError::UniqueViolation { scope: scope.clone(), value: value.clone() });
+                        return Err(AppendError::UniqueViolation {
+                            scope: scope.clone(),
+                            value: value.clone(),
+                        });
                     }
                     _ => {}
                 }
@@ -92,7 +104,9 @@ impl EventStore for MemoryEventStore {
         for claim in request.claims {
             match claim {
                 UniqueClaim::Claim { scope, value } => {
-                    state.claims.insert((scope, value), request.stream_id.clone());
+                    state
+                        .claims
+                        .insert((scope, value), request.stream_id.clone());
                 }
                 UniqueClaim::Release { scope, value } => {
                     let key = (scope, value);
@@ -105,7 +119,9 @@ impl EventStore for MemoryEventStore {
         for op in request.secrets {
             match op {
                 SecretOp::Put { name, value } => {
-                    state.secrets.insert((request.stream_id.clone(), name), value);
+                    state
+                        .secrets
+                        .insert((request.stream_id.clone(), name), value);
                 }
                 SecretOp::Delete { name } => {
                     state.secrets.remove(&(request.stream_id.clone(), name));
@@ -144,10 +160,18 @@ impl EventStore for MemoryEventStore {
         }
         drop(state);
         self.committed.send_replace(position as u64);
-        Ok(Appended { stream_id: request.stream_id, version, position })
+        Ok(Appended {
+            stream_id: request.stream_id,
+            version,
+            position,
+        })
     }
 
-    async fn read_stream(&self, stream_id: &StreamId, after_version: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_stream(
+        &self,
+        stream_id: &StreamId,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let state = lock(&self.state);
         Ok(state
             .events
@@ -157,10 +181,20 @@ impl EventStore for MemoryEventStore {
             .collect())
     }
 
-    async fn read_all(&self, after_position: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(
+        &self,
+        after_position: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let state = lock(&self.state);
         let start = usize::try_from(after_position.max(0)).unwrap_or(usize::MAX);
-        Ok(state.events.iter().skip(start).take(limit).cloned().collect())
+        Ok(state
+            .events
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn idempotent_outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {
@@ -168,11 +202,21 @@ impl EventStore for MemoryEventStore {
     }
 
     async fn claim_holder(&self, scope: &str, value: &str) -> Result<Option<StreamId>, StoreError> {
-        Ok(lock(&self.state).claims.get(&(scope.to_owned(), value.to_owned())).cloned())
+        Ok(lock(&self.state)
+            .claims
+            .get(&(scope.to_owned(), value.to_owned()))
+            .cloned())
     }
 
-    async fn read_secret(&self, stream_id: &StreamId, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(lock(&self.state).secrets.get(&(stream_id.clone(), name.to_owned())).cloned())
+    async fn read_secret(
+        &self,
+        stream_id: &StreamId,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(lock(&self.state)
+            .secrets
+            .get(&(stream_id.clone(), name.to_owned()))
+            .cloned())
     }
 }
 
@@ -216,7 +260,9 @@ impl EventFeed for MemoryEventStore {
                     }
                     let event = {
                         let guard = lock(&state);
-                        usize::try_from(next).ok().and_then(|i| guard.events.get(i).cloned())
+                        usize::try_from(next)
+                            .ok()
+                            .and_then(|i| guard.events.get(i).cloned())
                     };
                     next += 1;
                     let Some(event) = event else { continue };
@@ -224,7 +270,11 @@ impl EventFeed for MemoryEventStore {
                         continue;
                     }
                     let acker: Option<Box<dyn Ack>> = spec.durable_name.as_ref().map(|name| {
-                        Box::new(MemoryAck { state: state.clone(), durable: name.clone(), sequence: next }) as Box<dyn Ack>
+                        Box::new(MemoryAck {
+                            state: state.clone(),
+                            durable: name.clone(),
+                            sequence: next,
+                        }) as Box<dyn Ack>
                     });
                     let delivery = Delivery::new(event, next, acker);
                     return Some((Ok(delivery), (next, committed, state, spec)));
@@ -255,7 +305,9 @@ pub struct MemoryViewStore {
 
 impl std::fmt::Debug for MemoryViewStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryViewStore").field("docs", &lock(&self.state).docs.len()).finish()
+        f.debug_struct("MemoryViewStore")
+            .field("docs", &lock(&self.state).docs.len())
+            .finish()
     }
 }
 
@@ -268,21 +320,34 @@ impl Default for MemoryViewStore {
 impl MemoryViewStore {
     /// An empty store.
     pub fn new() -> Self {
-        Self { state: Arc::new(Mutex::new(ViewState::default())), commits: watch::Sender::new(0) }
+        Self {
+            state: Arc::new(Mutex::new(ViewState::default())),
+            commits: watch::Sender::new(0),
+        }
     }
 }
 
 fn matches_filters(doc: &serde_json::Value, filters: &[(String, serde_json::Value)]) -> bool {
-    filters.iter().all(|(field, value)| doc.get(field) == Some(value))
+    filters
+        .iter()
+        .all(|(field, value)| doc.get(field) == Some(value))
 }
 
 #[async_trait]
 impl ViewStore for MemoryViewStore {
     async fn get(&self, kind: &str, id: Uuid) -> Result<Option<ViewDoc>, StoreError> {
-        Ok(lock(&self.state).docs.get(&(kind.to_owned(), id)).map(|(d, _)| d.clone()))
+        Ok(lock(&self.state)
+            .docs
+            .get(&(kind.to_owned(), id))
+            .map(|(d, _)| d.clone()))
     }
 
-    async fn find(&self, kind: &str, field: &str, value: &serde_json::Value) -> Result<Option<ViewDoc>, StoreError> {
+    async fn find(
+        &self,
+        kind: &str,
+        field: &str,
+        value: &serde_json::Value,
+    ) -> Result<Option<ViewDoc>, StoreError> {
         let state = lock(&self.state);
         let mut hits: Vec<&(ViewDoc, i64)> = state
             .docs
@@ -315,9 +380,21 @@ impl ViewStore for MemoryViewStore {
         Ok(lock(&self.state).applied.get(stream_id).copied())
     }
 
-    async fn wait_applied(&self, stream_id: &StreamId, version: i64, timeout: std::time::Duration) -> Result<bool, StoreError> {
+    async fn wait_applied(
+        &self,
+        stream_id: &StreamId,
+        version: i64,
+        timeout: std::time::Duration,
+    ) -> Result<bool, StoreError> {
         let mut commits = self.commits.subscribe();
-        let reached = || lock(&self.state).applied.get(stream_id).copied().unwrap_or(0) >= version;
+        let reached = || {
+            lock(&self.state)
+                .applied
+                .get(stream_id)
+                .copied()
+                .unwrap_or(0)
+                >= version
+        };
         let wait = async {
             loop {
                 if reached() {
@@ -340,7 +417,10 @@ impl ViewStore for MemoryViewStore {
             .iter()
             .map(|(stream_id, kind)| {
                 let doc = match (kind, stream_id.id()) {
-                    (Some(kind), Some(id)) => state.docs.get(&((*kind).to_owned(), id)).map(|(d, _)| d.doc.clone()),
+                    (Some(kind), Some(id)) => state
+                        .docs
+                        .get(&((*kind).to_owned(), id))
+                        .map(|(d, _)| d.doc.clone()),
                     _ => None,
                 };
                 let applied = state.applied.get(stream_id).copied().unwrap_or(0);
@@ -357,7 +437,9 @@ impl ViewStore for MemoryViewStore {
                 continue; // the version guard
             }
             state.applied.insert(write.stream_id.clone(), write.applied);
-            let (Some(kind), Some(id)) = (write.kind, write.stream_id.id()) else { continue };
+            let (Some(kind), Some(id)) = (write.kind, write.stream_id.id()) else {
+                continue;
+            };
             let key = (kind.to_owned(), id);
             match write.doc {
                 Some(doc) => {
@@ -365,7 +447,12 @@ impl ViewStore for MemoryViewStore {
                         .created_position
                         .or_else(|| state.docs.get(&key).map(|(_, c)| *c))
                         .unwrap_or(write.position);
-                    let view = ViewDoc { kind: kind.to_owned(), id, version: write.applied, doc };
+                    let view = ViewDoc {
+                        kind: kind.to_owned(),
+                        id,
+                        version: write.applied,
+                        doc,
+                    };
                     state.docs.insert(key, (view, created));
                 }
                 None => {

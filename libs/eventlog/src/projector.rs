@@ -16,7 +16,9 @@ use tokio::sync::watch;
 
 use crate::feed::{Delivery, EventFeed, FeedError, StartFrom, SubscriptionSpec};
 use crate::store::{EventStore, StoreError};
-use crate::views::{BatchWrite, ProjectionError, StreamState, StreamWrite, ViewChange, ViewProjection, ViewStore};
+use crate::views::{
+    BatchWrite, ProjectionError, StreamState, StreamWrite, ViewChange, ViewProjection, ViewStore,
+};
 
 /// Why a batch could not be projected. Nothing was acknowledged; it will be redelivered.
 #[derive(Debug, thiserror::Error)]
@@ -109,11 +111,18 @@ impl ProjectionRunner {
     }
 
     /// Folds `events` (in delivery order) onto the stored state, filling gaps from the log.
-    async fn fold(&self, events: &[&RecordedEvent], checkpoint: u64) -> Result<BatchWrite, ProjectorError> {
+    async fn fold(
+        &self,
+        events: &[&RecordedEvent],
+        checkpoint: u64,
+    ) -> Result<BatchWrite, ProjectorError> {
         let mut wanted: Vec<(StreamId, Option<&'static str>)> = Vec::new();
         for event in events {
             if !wanted.iter().any(|(s, _)| s == &event.stream_id) {
-                let kind = self.projections.get(event.stream_id.aggregate()).map(|p| p.kind());
+                let kind = self
+                    .projections
+                    .get(event.stream_id.aggregate())
+                    .map(|p| p.kind());
                 wanted.push((event.stream_id.clone(), kind));
             }
         }
@@ -129,20 +138,25 @@ impl ProjectionRunner {
             let mut pending: Vec<RecordedEvent> = Vec::new();
             if event.version > state.applied + 1 {
                 // A gap: fetch the missing versions from the log, the source of truth.
-                let missing = self.log.read_stream(&event.stream_id, state.applied).await?;
+                let missing = self
+                    .log
+                    .read_stream(&event.stream_id, state.applied)
+                    .await?;
                 pending.extend(missing.into_iter().filter(|e| e.version < event.version));
                 tracing::info!(stream_id = %event.stream_id, from = state.applied + 1, to = event.version - 1, "filled a projection gap from the log");
             }
             pending.push((*event).clone());
             for e in &pending {
-                let write = writes.entry(e.stream_id.clone()).or_insert_with(|| StreamWrite {
-                    stream_id: e.stream_id.clone(),
-                    kind: projection.map(|p| p.kind()),
-                    applied: state.applied,
-                    position: e.position,
-                    doc: state.doc.clone(),
-                    created_position: None,
-                });
+                let write = writes
+                    .entry(e.stream_id.clone())
+                    .or_insert_with(|| StreamWrite {
+                        stream_id: e.stream_id.clone(),
+                        kind: projection.map(|p| p.kind()),
+                        applied: state.applied,
+                        position: e.position,
+                        doc: state.doc.clone(),
+                        created_position: None,
+                    });
                 if let Some(projection) = projection {
                     apply_one(projection.as_ref(), state, e)?;
                 }
@@ -168,7 +182,12 @@ impl ProjectionRunner {
     /// A `durable` runner (the shared read models) resumes from the feed's durable
     /// consumer; an ephemeral one (a gateway's in-memory directory) resumes after the
     /// checkpoint stored in its own view store.
-    pub async fn run(&self, feed: Arc<dyn EventFeed>, durable: bool, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        &self,
+        feed: Arc<dyn EventFeed>,
+        durable: bool,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut backoff = Duration::from_millis(100);
         while !*shutdown.borrow() {
             match self.follow(feed.as_ref(), durable, &mut shutdown).await {
@@ -185,12 +204,25 @@ impl ProjectionRunner {
         }
     }
 
-    async fn follow(&self, feed: &dyn EventFeed, durable: bool, shutdown: &mut watch::Receiver<bool>) -> Result<(), ProjectorError> {
+    async fn follow(
+        &self,
+        feed: &dyn EventFeed,
+        durable: bool,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), ProjectorError> {
         let spec = if durable {
-            SubscriptionSpec { durable_name: Some(self.name.clone()), subjects: self.subjects(), start: StartFrom::Beginning }
+            SubscriptionSpec {
+                durable_name: Some(self.name.clone()),
+                subjects: self.subjects(),
+                start: StartFrom::Beginning,
+            }
         } else {
             let after = self.views.checkpoint(&self.name).await?.unwrap_or(0);
-            SubscriptionSpec { durable_name: None, subjects: self.subjects(), start: StartFrom::AfterSequence(after) }
+            SubscriptionSpec {
+                durable_name: None,
+                subjects: self.subjects(),
+                start: StartFrom::AfterSequence(after),
+            }
         };
         let mut subscription = feed.subscribe(spec).await?;
         loop {
@@ -233,7 +265,11 @@ impl ProjectionRunner {
     }
 }
 
-fn apply_one(projection: &dyn ViewProjection, state: &mut StreamState, event: &RecordedEvent) -> Result<(), ProjectionError> {
+fn apply_one(
+    projection: &dyn ViewProjection,
+    state: &mut StreamState,
+    event: &RecordedEvent,
+) -> Result<(), ProjectionError> {
     match projection.apply(state.doc.as_ref(), event)? {
         ViewChange::Upsert(doc) => state.doc = Some(doc),
         ViewChange::Delete => state.doc = None,

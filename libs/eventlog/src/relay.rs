@@ -36,11 +36,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 use tokio_postgres::{Client, Statement};
 
 use crate::feed::Publisher;
-use crate::postgres::{error_chain, event_from_row, unavailable, PgDatabase, EVENT_COLUMNS, OUTBOX_CHANNEL};
+use crate::postgres::{
+    EVENT_COLUMNS, OUTBOX_CHANNEL, PgDatabase, error_chain, event_from_row, unavailable,
+};
 use crate::store::StoreError;
 
 /// The session-level advisory lock that elects the publishing relay (an arbitrary
@@ -76,7 +78,9 @@ pub struct OutboxRelay {
 
 impl std::fmt::Debug for OutboxRelay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutboxRelay").field("database", &self.database).finish()
+        f.debug_struct("OutboxRelay")
+            .field("database", &self.database)
+            .finish()
     }
 }
 
@@ -90,7 +94,10 @@ impl OutboxRelay {
     /// A relay from `database`'s outbox to `publisher`. It opens its own connection (not
     /// from the pool) for the leader lock and `LISTEN`.
     pub fn new(database: PgDatabase, publisher: Arc<dyn Publisher>) -> Self {
-        Self { database, publisher }
+        Self {
+            database,
+            publisher,
+        }
     }
 
     /// Relays until `shutdown` turns true (or its sender is dropped). Database failures
@@ -119,7 +126,9 @@ impl OutboxRelay {
         let mut session = {
             let wakeups = wakeups.clone();
             // `notify_one` keeps a permit when nobody waits: a wake-up is never lost.
-            self.database.connect_dedicated(move |_| wakeups.notify_one()).await?
+            self.database
+                .connect_dedicated(move |_| wakeups.notify_one())
+                .await?
         };
 
         // 1. Become the leader.
@@ -195,8 +204,15 @@ impl OutboxRelay {
 
     /// Publishes up to [`BATCH_SIZE`] unpublished events in position order, stopping at
     /// the first failure, and marks the ones published.
-    async fn relay_batch(&self, client: &Client, statements: &Statements) -> Result<RelayOutcome, StoreError> {
-        let rows = client.query(&statements.take, &[&BATCH_SIZE]).await.map_err(unavailable)?;
+    async fn relay_batch(
+        &self,
+        client: &Client,
+        statements: &Statements,
+    ) -> Result<RelayOutcome, StoreError> {
+        let rows = client
+            .query(&statements.take, &[&BATCH_SIZE])
+            .await
+            .map_err(unavailable)?;
         if rows.is_empty() {
             return Ok(RelayOutcome::Idle);
         }
@@ -226,7 +242,10 @@ impl OutboxRelay {
         }
         let published: Vec<i64> = events[..accepted].iter().map(|e| e.position).collect();
         if !published.is_empty() {
-            client.execute(&statements.mark, &[&published]).await.map_err(unavailable)?;
+            client
+                .execute(&statements.mark, &[&published])
+                .await
+                .map_err(unavailable)?;
         }
         stopped_early.unwrap_or(Ok(RelayOutcome::Published(published.len())))
     }

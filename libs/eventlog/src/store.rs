@@ -44,7 +44,11 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// Wraps a domain event with its metadata.
-    pub fn from_domain<E: DomainEvent>(event: &E, metadata: EventMetadata, now: DateTime<Utc>) -> Self {
+    pub fn from_domain<E: DomainEvent>(
+        event: &E,
+        metadata: EventMetadata,
+        now: DateTime<Utc>,
+    ) -> Self {
         Self {
             event_id: Uuid::new_v4(),
             event_type: event.event_type().to_owned(),
@@ -151,7 +155,11 @@ pub struct AppendRequest {
 
 impl AppendRequest {
     /// A plain append of `events` at `expected_version`.
-    pub fn new(stream_id: StreamId, expected_version: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+    pub fn new(
+        stream_id: StreamId,
+        expected_version: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Self {
         Self {
             stream_id,
             expected_version,
@@ -224,12 +232,20 @@ pub trait EventStore: Send + Sync + 'static {
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError>;
 
     /// The events of one stream with `version > after_version`, in version order.
-    async fn read_stream(&self, stream_id: &StreamId, after_version: i64) -> Result<Vec<RecordedEvent>, StoreError>;
+    async fn read_stream(
+        &self,
+        stream_id: &StreamId,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// Up to `limit` committed events with `position > after_position`, in position order.
     /// Only for rebuilds and audits: while writers are active, a later position may
     /// become visible before an earlier one.
-    async fn read_all(&self, after_position: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+    async fn read_all(
+        &self,
+        after_position: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// The outcome stored under an idempotency key.
     async fn idempotent_outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError>;
@@ -238,5 +254,9 @@ pub trait EventStore: Send + Sync + 'static {
     async fn claim_holder(&self, scope: &str, value: &str) -> Result<Option<StreamId>, StoreError>;
 
     /// A secret slot of a stream.
-    async fn read_secret(&self, stream_id: &StreamId, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn read_secret(
+        &self,
+        stream_id: &StreamId,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
 }

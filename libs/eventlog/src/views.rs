@@ -142,7 +142,12 @@ pub trait ViewStore: Send + Sync + 'static {
     /// One document.
     async fn get(&self, kind: &str, id: Uuid) -> Result<Option<ViewDoc>, StoreError>;
     /// The first document whose top-level `field` equals `value`.
-    async fn find(&self, kind: &str, field: &str, value: &serde_json::Value) -> Result<Option<ViewDoc>, StoreError>;
+    async fn find(
+        &self,
+        kind: &str,
+        field: &str,
+        value: &serde_json::Value,
+    ) -> Result<Option<ViewDoc>, StoreError>;
     /// A page of documents in creation order.
     async fn list(&self, kind: &str, query: &ListQuery) -> Result<Page, StoreError>;
     /// The last version of `stream_id` applied, if any.
@@ -150,7 +155,12 @@ pub trait ViewStore: Send + Sync + 'static {
 
     /// Waits until `stream_id` has been applied up to `version`, for at most `timeout`.
     /// Returns whether it got there (read-your-writes for the caller of a command).
-    async fn wait_applied(&self, stream_id: &StreamId, version: i64, timeout: Duration) -> Result<bool, StoreError> {
+    async fn wait_applied(
+        &self,
+        stream_id: &StreamId,
+        version: i64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_micros(500);
         loop {

@@ -3,9 +3,9 @@
 //! travels from the HTTP edge through NATS headers into event metadata.
 
 use rand::RngCore;
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -23,7 +23,9 @@ impl std::str::FromStr for LogFormat {
         match s {
             "json" => Ok(LogFormat::Json),
             "pretty" | "text" => Ok(LogFormat::Pretty),
-            other => Err(format!("unknown log format {other:?}: expected json or pretty")),
+            other => Err(format!(
+                "unknown log format {other:?}: expected json or pretty"
+            )),
         }
     }
 }
@@ -35,9 +37,16 @@ pub fn init(filter: &str, format: LogFormat) {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_current_span(false).with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
     };
     // Already installed (tests, or dev mode embedding a service): keep the first one.
     let _ = result;
@@ -65,7 +74,10 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
         && parts[1].len() == 32
         && parts[2].len() == 16
         && parts[3].len() == 2
-        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        && parts.iter().all(|p| {
+            p.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        })
         && parts[1].bytes().any(|b| b != b'0')
         && parts[2].bytes().any(|b| b != b'0');
     valid.then_some(parts[1])
@@ -101,7 +113,13 @@ mod tests {
 
     #[test]
     fn invalid_traceparents_are_refused() {
-        for bad in ["", "00-abc-def-01", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"] {
+        for bad in [
+            "",
+            "00-abc-def-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        ] {
             assert!(child_traceparent(bad).is_none(), "{bad}");
         }
     }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{FromRequest, HttpRequest, web};
 use gatehouse_contracts::commands::Caller;
 use gatehouse_contracts::identity::Role;
 use gatehouse_tokens::AccessTokenClaims;
@@ -48,11 +48,19 @@ pub fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthenticated("missing Authorization header").with_code("missing_token"))?;
-    let value = header.to_str().map_err(|_| ApiError::unauthenticated("malformed Authorization header"))?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(|| ApiError::unauthenticated("expected 'Authorization: Bearer <token>'"))?;
+        .ok_or_else(|| {
+            ApiError::unauthenticated("missing Authorization header").with_code("missing_token")
+        })?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::unauthenticated("malformed Authorization header"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| ApiError::unauthenticated("expected 'Authorization: Bearer <token>'"))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::unauthenticated("expected 'Authorization: Bearer <token>'"));
+        return Err(ApiError::unauthenticated(
+            "expected 'Authorization: Bearer <token>'",
+        ));
     }
     Ok(token.trim())
 }
@@ -61,13 +69,19 @@ pub fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
 pub fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Authenticated, ApiError> {
     let token = bearer(req)?;
     let claims = state.issuer.verify(token, state.clock.now().timestamp())?;
-    let id = uuid::Uuid::parse_str(&claims.sub).map_err(|_| ApiError::unauthenticated("invalid token subject"))?;
-    let principal = state
-        .directory
-        .principal(&id)
-        .ok_or_else(|| ApiError::unauthenticated("the token's principal no longer exists").with_code("token_revoked"))?;
-    if !principal.active || principal.epoch != claims.principal_epoch || principal.kind != claims.principal_kind {
-        return Err(ApiError::unauthenticated("the token has been revoked").with_code("token_revoked"));
+    let id = uuid::Uuid::parse_str(&claims.sub)
+        .map_err(|_| ApiError::unauthenticated("invalid token subject"))?;
+    let principal = state.directory.principal(&id).ok_or_else(|| {
+        ApiError::unauthenticated("the token's principal no longer exists")
+            .with_code("token_revoked")
+    })?;
+    if !principal.active
+        || principal.epoch != claims.principal_epoch
+        || principal.kind != claims.principal_kind
+    {
+        return Err(
+            ApiError::unauthenticated("the token has been revoked").with_code("token_revoked")
+        );
     }
     Ok(Authenticated { principal, claims })
 }

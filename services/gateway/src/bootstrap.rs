@@ -17,7 +17,10 @@ use crate::directory::READ_MODEL_PROJECTOR;
 use crate::state::AppState;
 
 /// The projector of the shared read models, with every projection registered.
-pub fn read_model_projector(views: Arc<dyn ViewStore>, log: Arc<dyn EventStore>) -> ProjectionRunner {
+pub fn read_model_projector(
+    views: Arc<dyn ViewStore>,
+    log: Arc<dyn EventStore>,
+) -> ProjectionRunner {
     ProjectionRunner::new(READ_MODEL_PROJECTOR, views, log)
         .with(Arc::new(UserProjection))
         .with(Arc::new(ServiceAccountProjection))
@@ -35,13 +38,20 @@ pub async fn bootstrap_admin(state: &AppState, password: &SecretString) -> anyho
     Ok(created)
 }
 
-async fn send_bootstrap(bus: &dyn CommandBus, sealer: &BusSealer, password: &SecretString) -> anyhow::Result<(bool, Option<Written>)> {
+async fn send_bootstrap(
+    bus: &dyn CommandBus,
+    sealer: &BusSealer,
+    password: &SecretString,
+) -> anyhow::Result<(bool, Option<Written>)> {
     let name = Name::parse("admin").map_err(|e| anyhow::anyhow!(e))?;
     let password = sealer.seal(password, &BootstrapAdmin::subject())?;
     let envelope = CommandEnvelope {
         command: BootstrapAdmin { name, password },
         caller: None,
-        metadata: EventMetadata { actor: Some(Actor::system()), ..EventMetadata::default() },
+        metadata: EventMetadata {
+            actor: Some(Actor::system()),
+            ..EventMetadata::default()
+        },
         idempotency_key: None,
     };
     let mut last = String::new();

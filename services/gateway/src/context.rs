@@ -9,8 +9,8 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest};
-use gatehouse_contracts::envelope::EventMetadata;
 use gatehouse_contracts::commands::Caller;
+use gatehouse_contracts::envelope::EventMetadata;
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -62,7 +62,11 @@ impl FromRequest for RequestContext {
 }
 
 fn sane_request_id(value: &str) -> bool {
-    !value.is_empty() && value.len() <= 64 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// Proxies whose `X-Forwarded-For` is believed.
@@ -75,7 +79,10 @@ fn client_ip(req: &ServiceRequest, trusted: &TrustedProxies) -> Option<IpAddr> {
         return Some(peer);
     }
     // The right-most address that is not itself a trusted proxy is the client.
-    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
     let from_header = forwarded.and_then(|list| {
         list.rsplit(',')
             .filter_map(|part| part.trim().parse::<IpAddr>().ok())
@@ -85,7 +92,10 @@ fn client_ip(req: &ServiceRequest, trusted: &TrustedProxies) -> Option<IpAddr> {
 }
 
 /// Assigns the request id and context, logs the outcome, echoes `x-request-id`.
-pub async fn middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -93,21 +103,30 @@ pub async fn middleware(req: ServiceRequest, next: Next<impl MessageBody>) -> Re
         .and_then(|v| v.to_str().ok())
         .filter(|v| sane_request_id(v))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-    let trusted = req.app_data::<actix_web::web::Data<TrustedProxies>>().map(|d| d.get_ref().clone()).unwrap_or_default();
+    let trusted = req
+        .app_data::<actix_web::web::Data<TrustedProxies>>()
+        .map(|d| d.get_ref().clone())
+        .unwrap_or_default();
     let traceparent = req
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(gatehouse_telemetry::child_traceparent)
         .unwrap_or_else(gatehouse_telemetry::new_traceparent);
-    let ctx = RequestContext { request_id: request_id.clone(), client_ip: client_ip(&req, &trusted), traceparent };
+    let ctx = RequestContext {
+        request_id: request_id.clone(),
+        client_ip: client_ip(&req, &trusted),
+        traceparent,
+    };
     let method = req.method().clone();
     let path = req.path().to_owned();
     req.extensions_mut().insert(ctx);
     let result = REQUEST_ID.scope(request_id.clone(), next.call(req)).await;
     let mut response = result?;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(HeaderName::from_static("x-request-id"), value);
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
     }
     let status = response.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;

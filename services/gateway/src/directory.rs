@@ -16,10 +16,15 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use gatehouse_contracts::commands::Caller;
 use gatehouse_contracts::envelope::StreamId;
-use gatehouse_contracts::identity::{Role, ServiceAccountView, UserView, SERVICE_ACCOUNT_VIEW, USER_VIEW};
+use gatehouse_contracts::identity::{
+    Role, SERVICE_ACCOUNT_VIEW, ServiceAccountView, USER_VIEW, UserView,
+};
 use gatehouse_eventlog::memory::MemoryViewStore;
 use gatehouse_eventlog::views::{BatchWrite, StreamState, StreamWrite};
-use gatehouse_eventlog::{EventFeed, EventStore, ListQuery, Page, ProjectionRunner, StoreError, ViewDoc, ViewSnapshot, ViewStore};
+use gatehouse_eventlog::{
+    EventFeed, EventStore, ListQuery, Page, ProjectionRunner, StoreError, ViewDoc, ViewSnapshot,
+    ViewStore,
+};
 use gatehouse_tokens::PrincipalKind;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -62,22 +67,26 @@ impl Principal {
 
 fn principal_of(kind: &str, doc: &serde_json::Value) -> Option<Principal> {
     match kind {
-        USER_VIEW => serde_json::from_value::<UserView>(doc.clone()).ok().map(|v| Principal {
-            id: v.id.as_uuid(),
-            kind: PrincipalKind::User,
-            name: v.name,
-            role: v.role,
-            active: v.active,
-            epoch: v.epoch,
-        }),
-        SERVICE_ACCOUNT_VIEW => serde_json::from_value::<ServiceAccountView>(doc.clone()).ok().map(|v| Principal {
-            id: v.id.as_uuid(),
-            kind: PrincipalKind::ServiceAccount,
-            name: v.name,
-            role: v.role,
-            active: v.active,
-            epoch: v.epoch,
-        }),
+        USER_VIEW => serde_json::from_value::<UserView>(doc.clone())
+            .ok()
+            .map(|v| Principal {
+                id: v.id.as_uuid(),
+                kind: PrincipalKind::User,
+                name: v.name,
+                role: v.role,
+                active: v.active,
+                epoch: v.epoch,
+            }),
+        SERVICE_ACCOUNT_VIEW => serde_json::from_value::<ServiceAccountView>(doc.clone())
+            .ok()
+            .map(|v| Principal {
+                id: v.id.as_uuid(),
+                kind: PrincipalKind::ServiceAccount,
+                name: v.name,
+                role: v.role,
+                active: v.active,
+                epoch: v.epoch,
+            }),
         _ => None,
     }
 }
@@ -94,7 +103,12 @@ impl ViewStore for DirectoryStore {
     async fn get(&self, kind: &str, id: Uuid) -> Result<Option<ViewDoc>, StoreError> {
         self.docs.get(kind, id).await
     }
-    async fn find(&self, kind: &str, field: &str, value: &serde_json::Value) -> Result<Option<ViewDoc>, StoreError> {
+    async fn find(
+        &self,
+        kind: &str,
+        field: &str,
+        value: &serde_json::Value,
+    ) -> Result<Option<ViewDoc>, StoreError> {
         self.docs.find(kind, field, value).await
     }
     async fn list(&self, kind: &str, query: &ListQuery) -> Result<Page, StoreError> {
@@ -103,21 +117,34 @@ impl ViewStore for DirectoryStore {
     async fn applied_version(&self, stream_id: &StreamId) -> Result<Option<i64>, StoreError> {
         self.docs.applied_version(stream_id).await
     }
-    async fn wait_applied(&self, stream_id: &StreamId, version: i64, timeout: Duration) -> Result<bool, StoreError> {
+    async fn wait_applied(
+        &self,
+        stream_id: &StreamId,
+        version: i64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
         self.docs.wait_applied(stream_id, version, timeout).await
     }
-    async fn load_streams(&self, streams: &[(StreamId, Option<&'static str>)]) -> Result<HashMap<StreamId, StreamState>, StoreError> {
+    async fn load_streams(
+        &self,
+        streams: &[(StreamId, Option<&'static str>)],
+    ) -> Result<HashMap<StreamId, StreamState>, StoreError> {
         self.docs.load_streams(streams).await
     }
     async fn commit(&self, batch: BatchWrite) -> Result<(), StoreError> {
-        let changed: Vec<(Option<&'static str>, StreamId, Option<serde_json::Value>)> =
-            batch.streams.iter().map(|w| (w.kind, w.stream_id.clone(), w.doc.clone())).collect();
+        let changed: Vec<(Option<&'static str>, StreamId, Option<serde_json::Value>)> = batch
+            .streams
+            .iter()
+            .map(|w| (w.kind, w.stream_id.clone(), w.doc.clone()))
+            .collect();
         // Update the typed map first: a revocation must never be visible in the documents
         // (and so to a waiting command) before it is enforced.
         {
             let mut principals = self.principals.write().unwrap_or_else(|p| p.into_inner());
             for (kind, stream_id, doc) in changed {
-                let (Some(kind), Some(id)) = (kind, stream_id.id()) else { continue };
+                let (Some(kind), Some(id)) = (kind, stream_id.id()) else {
+                    continue;
+                };
                 match doc.as_ref().and_then(|d| principal_of(kind, d)) {
                     Some(p) => {
                         principals.insert(id, Arc::new(p));
@@ -137,7 +164,10 @@ impl ViewStore for DirectoryStore {
         self.docs.snapshot(kinds, projector).await
     }
     async fn reset(&self) -> Result<(), StoreError> {
-        self.principals.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.principals
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.docs.reset().await
     }
 }
@@ -152,7 +182,9 @@ pub struct Directory {
 
 impl std::fmt::Debug for Directory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Directory").field("ready", &*self.ready.borrow()).finish_non_exhaustive()
+        f.debug_struct("Directory")
+            .field("ready", &*self.ready.borrow())
+            .finish_non_exhaustive()
     }
 }
 
@@ -160,16 +192,30 @@ impl Directory {
     /// An empty directory that will fold events with the identity projections, filling
     /// gaps from `log`.
     pub fn new(log: Arc<dyn EventStore>) -> Self {
-        let store = DirectoryStore { docs: MemoryViewStore::new(), principals: Arc::default() };
+        let store = DirectoryStore {
+            docs: MemoryViewStore::new(),
+            principals: Arc::default(),
+        };
         let runner = ProjectionRunner::new(DIRECTORY_PROJECTOR, Arc::new(store.clone()), log)
             .with(Arc::new(gatehouse_identity::projections::UserProjection))
-            .with(Arc::new(gatehouse_identity::projections::ServiceAccountProjection));
-        Self { store, runner, ready: watch::Sender::new(false) }
+            .with(Arc::new(
+                gatehouse_identity::projections::ServiceAccountProjection,
+            ));
+        Self {
+            store,
+            runner,
+            ready: watch::Sender::new(false),
+        }
     }
 
     /// A principal by id.
     pub fn principal(&self, id: &Uuid) -> Option<Arc<Principal>> {
-        self.store.principals.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.store
+            .principals
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Whether the snapshot is loaded and the backlog applied.
@@ -179,16 +225,30 @@ impl Directory {
 
     /// Waits until the directory reflects `stream_id` at `version`; streams of aggregates
     /// the directory does not follow are ready at once.
-    pub async fn wait_applied(&self, stream_id: &StreamId, version: i64, timeout: Duration) -> bool {
+    pub async fn wait_applied(
+        &self,
+        stream_id: &StreamId,
+        version: i64,
+        timeout: Duration,
+    ) -> bool {
         if !matches!(stream_id.aggregate(), "user" | "service_account") {
             return true;
         }
-        self.store.docs.wait_applied(stream_id, version, timeout).await.unwrap_or(false)
+        self.store
+            .docs
+            .wait_applied(stream_id, version, timeout)
+            .await
+            .unwrap_or(false)
     }
 
     /// Loads the snapshot from the shared read models, then follows the feed until
     /// `shutdown`. Retries the snapshot until it succeeds.
-    pub async fn run(self, read_models: Arc<dyn ViewStore>, feed: Arc<dyn EventFeed>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        self,
+        read_models: Arc<dyn ViewStore>,
+        feed: Arc<dyn EventFeed>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut pause = Duration::from_millis(100);
         loop {
             match self.load_snapshot(read_models.as_ref()).await {
@@ -224,11 +284,17 @@ impl Directory {
     }
 
     async fn load_snapshot(&self, read_models: &dyn ViewStore) -> Result<usize, StoreError> {
-        let snapshot = read_models.snapshot(&[USER_VIEW, SERVICE_ACCOUNT_VIEW], READ_MODEL_PROJECTOR).await?;
+        let snapshot = read_models
+            .snapshot(&[USER_VIEW, SERVICE_ACCOUNT_VIEW], READ_MODEL_PROJECTOR)
+            .await?;
         let mut streams: Vec<StreamWrite> = Vec::new();
         let mut with_docs = std::collections::HashSet::new();
         for doc in &snapshot.docs {
-            let kind: &'static str = if doc.kind == USER_VIEW { USER_VIEW } else { SERVICE_ACCOUNT_VIEW };
+            let kind: &'static str = if doc.kind == USER_VIEW {
+                USER_VIEW
+            } else {
+                SERVICE_ACCOUNT_VIEW
+            };
             let stream_id = StreamId::new(kind, doc.id);
             with_docs.insert(stream_id.clone());
             streams.push(StreamWrite {
@@ -243,15 +309,34 @@ impl Directory {
         // Deleted principals have no document but their applied version still guards
         // against replaying their history.
         for (stream_id, version) in &snapshot.applied {
-            if with_docs.contains(stream_id) || !matches!(stream_id.aggregate(), "user" | "service_account") {
+            if with_docs.contains(stream_id)
+                || !matches!(stream_id.aggregate(), "user" | "service_account")
+            {
                 continue;
             }
-            let kind: &'static str = if stream_id.aggregate() == "user" { USER_VIEW } else { SERVICE_ACCOUNT_VIEW };
-            streams.push(StreamWrite { stream_id: stream_id.clone(), kind: Some(kind), applied: *version, position: 0, doc: None, created_position: None });
+            let kind: &'static str = if stream_id.aggregate() == "user" {
+                USER_VIEW
+            } else {
+                SERVICE_ACCOUNT_VIEW
+            };
+            streams.push(StreamWrite {
+                stream_id: stream_id.clone(),
+                kind: Some(kind),
+                applied: *version,
+                position: 0,
+                doc: None,
+                created_position: None,
+            });
         }
         let count = snapshot.docs.len();
         self.store.reset().await?;
-        self.store.commit(BatchWrite { projector: DIRECTORY_PROJECTOR.into(), streams, checkpoint: snapshot.checkpoint }).await?;
+        self.store
+            .commit(BatchWrite {
+                projector: DIRECTORY_PROJECTOR.into(),
+                streams,
+                checkpoint: snapshot.checkpoint,
+            })
+            .await?;
         Ok(count)
     }
 }

@@ -1,7 +1,7 @@
 //! One JSON error shape for the whole API, and the RFC 6749 shape for OAuth endpoints.
 
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use gatehouse_contracts::commands::{Failure, FailureKind};
 use serde::Serialize;
@@ -40,7 +40,13 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, class: &'static str, message: impl Into<String>) -> Self {
-        Self { status, class, code: None, message: message.into(), retry_after: None }
+        Self {
+            status,
+            class,
+            code: None,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// 400: the request is malformed.
@@ -69,16 +75,30 @@ impl ApiError {
     }
     /// 429: slow down.
     pub fn rate_limited(retry_after: u64) -> Self {
-        Self { retry_after: Some(retry_after.max(1)), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many failed attempts; retry later") }
+        Self {
+            retry_after: Some(retry_after.max(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed attempts; retry later",
+            )
+        }
     }
     /// 503: a dependency is down.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self { retry_after: Some(1), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message) }
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
     }
     /// 500: a bug. The message is generic; the cause is logged.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an unexpected error occurred")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an unexpected error occurred",
+        )
     }
 
     /// Adds a specific code.
@@ -151,7 +171,12 @@ pub struct OAuthError {
 impl OAuthError {
     /// A 400 OAuth error.
     pub fn new(error: &'static str, description: impl Into<String>) -> Self {
-        Self { error, error_description: description.into(), status: 400, retry_after: None }
+        Self {
+            error,
+            error_description: description.into(),
+            status: 400,
+            retry_after: None,
+        }
     }
     /// With another status (401 for invalid_client, 429, 503).
     pub fn status(mut self, status: u16) -> Self {

@@ -15,12 +15,16 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use gatehouse_contracts::clock::Clock;
-use gatehouse_contracts::envelope::{EventMetadata, StreamId, Actor};
+use gatehouse_contracts::envelope::{Actor, EventMetadata, StreamId};
 use gatehouse_contracts::events::DomainEvent;
-use gatehouse_contracts::keyring::{KeyringEvent, SigningKeyAdded, KEYRING_AGGREGATE};
-use gatehouse_eventlog::{AppendError, AppendRequest, EventStore, ExpectedVersion, NewEvent, SecretOp, StoreError};
+use gatehouse_contracts::keyring::{KEYRING_AGGREGATE, KeyringEvent, SigningKeyAdded};
+use gatehouse_eventlog::{
+    AppendError, AppendRequest, EventStore, ExpectedVersion, NewEvent, SecretOp, StoreError,
+};
 use gatehouse_secrets::{DerivedKey, MasterKey};
-use gatehouse_tokens::{AccessTokenClaims, Jwks, PrincipalKind, SessionSource, SigningKey, TokenError, Verifier};
+use gatehouse_tokens::{
+    AccessTokenClaims, Jwks, PrincipalKind, SessionSource, SigningKey, TokenError, Verifier,
+};
 use uuid::Uuid;
 
 use crate::errors::ApiError;
@@ -54,7 +58,9 @@ pub enum IssuerError {
     #[error("the event log is unavailable")]
     Store(#[from] StoreError),
     /// A sealed key cannot be opened: the master key differs from the one that sealed it.
-    #[error("signing key {kid} cannot be unsealed: is GATEHOUSE_MASTER_KEY the one this deployment was created with?")]
+    #[error(
+        "signing key {kid} cannot be unsealed: is GATEHOUSE_MASTER_KEY the one this deployment was created with?"
+    )]
     Unseal {
         /// The key id.
         kid: String,
@@ -76,7 +82,10 @@ pub struct TokenIssuer {
 
 impl std::fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenIssuer").field("kid", &self.signing.kid()).field("issuer", &self.issuer).finish()
+        f.debug_struct("TokenIssuer")
+            .field("kid", &self.signing.kid())
+            .field("issuer", &self.issuer)
+            .finish()
     }
 }
 
@@ -106,20 +115,41 @@ impl TokenIssuer {
             }
             let mut keys = Vec::new();
             for recorded in &events {
-                let KeyringEvent::SigningKeyAdded(added) =
-                    KeyringEvent::from_recorded(recorded).map_err(|e| IssuerError::Corrupt(e.to_string()))?;
+                let KeyringEvent::SigningKeyAdded(added) = KeyringEvent::from_recorded(recorded)
+                    .map_err(|e| IssuerError::Corrupt(e.to_string()))?;
                 let sealed = store
                     .read_secret(&keyring_stream(), &slot(&added.kid))
                     .await?
-                    .ok_or_else(|| IssuerError::Corrupt(format!("the private half of {} is missing", added.kid)))?;
-                let seed = seal.open(&sealed, added.kid.as_bytes()).map_err(|_| IssuerError::Unseal { kid: added.kid.clone() })?;
-                let seed: [u8; 32] = seed.as_slice().try_into().map_err(|_| IssuerError::Corrupt("a seed is not 32 bytes".into()))?;
+                    .ok_or_else(|| {
+                        IssuerError::Corrupt(format!(
+                            "the private half of {} is missing",
+                            added.kid
+                        ))
+                    })?;
+                let seed =
+                    seal.open(&sealed, added.kid.as_bytes())
+                        .map_err(|_| IssuerError::Unseal {
+                            kid: added.kid.clone(),
+                        })?;
+                let seed: [u8; 32] = seed
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| IssuerError::Corrupt("a seed is not 32 bytes".into()))?;
                 keys.push(SigningKey::from_seed(seed));
             }
-            let Some(signing) = keys.last().cloned() else { continue };
-            let verifier = Verifier::new(issuer, audience, keys.iter().map(SigningKey::verifying_key));
-            let jwks = Jwks { keys: keys.iter().map(SigningKey::jwk).collect() };
-            tracing::info!(kid = signing.kid(), keys = keys.len(), "token signing keys loaded");
+            let Some(signing) = keys.last().cloned() else {
+                continue;
+            };
+            let verifier =
+                Verifier::new(issuer, audience, keys.iter().map(SigningKey::verifying_key));
+            let jwks = Jwks {
+                keys: keys.iter().map(SigningKey::jwk).collect(),
+            };
+            tracing::info!(
+                kid = signing.kid(),
+                keys = keys.len(),
+                "token signing keys loaded"
+            );
             return Ok(Self {
                 signing,
                 verifier,
@@ -129,10 +159,16 @@ impl TokenIssuer {
                 cache: RwLock::new(HashMap::new()),
             });
         }
-        Err(IssuerError::Corrupt("the keyring could not be created".into()))
+        Err(IssuerError::Corrupt(
+            "the keyring could not be created".into(),
+        ))
     }
 
-    async fn create_first_key(store: &dyn EventStore, seal: &DerivedKey, clock: &dyn Clock) -> Result<(), IssuerError> {
+    async fn create_first_key(
+        store: &dyn EventStore,
+        seal: &DerivedKey,
+        clock: &dyn Clock,
+    ) -> Result<(), IssuerError> {
         let key = SigningKey::generate();
         let kid = key.kid().to_owned();
         let event = KeyringEvent::SigningKeyAdded(SigningKeyAdded {
@@ -140,10 +176,22 @@ impl TokenIssuer {
             public_key: key.jwk().x,
             active_from: clock.now(),
         });
-        let metadata = EventMetadata { actor: Some(Actor::system()), ..EventMetadata::default() };
-        let mut request = AppendRequest::new(keyring_stream(), ExpectedVersion::NoStream, vec![NewEvent::from_domain(&event, metadata, clock.now())]);
-        let sealed = seal.seal(key.seed().as_slice(), kid.as_bytes()).map_err(|e| IssuerError::Corrupt(e.to_string()))?;
-        request.secrets.push(SecretOp::Put { name: slot(&kid), value: sealed });
+        let metadata = EventMetadata {
+            actor: Some(Actor::system()),
+            ..EventMetadata::default()
+        };
+        let mut request = AppendRequest::new(
+            keyring_stream(),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::from_domain(&event, metadata, clock.now())],
+        );
+        let sealed = seal
+            .seal(key.seed().as_slice(), kid.as_bytes())
+            .map_err(|e| IssuerError::Corrupt(e.to_string()))?;
+        request.secrets.push(SecretOp::Put {
+            name: slot(&kid),
+            value: sealed,
+        });
         match store.append(request).await {
             // Another gateway created it first: load theirs.
             Ok(_) | Err(AppendError::WrongExpectedVersion { .. }) => Ok(()),
@@ -175,14 +223,22 @@ impl TokenIssuer {
     /// Verifies a token (signature, issuer, audience, lifetime), from the cache when it
     /// was verified before.
     pub fn verify(&self, token: &str, now: i64) -> Result<Arc<AccessTokenClaims>, ApiError> {
-        if let Some(claims) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(token) {
+        if let Some(claims) = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+        {
             if claims.exp > now {
                 return Ok(claims.clone());
             }
-            return Err(ApiError::unauthenticated("the access token has expired").with_code("token_expired"));
+            return Err(ApiError::unauthenticated("the access token has expired")
+                .with_code("token_expired"));
         }
         let claims = self.verifier.verify(token, now).map_err(|e| match e {
-            TokenError::Expired => ApiError::unauthenticated("the access token has expired").with_code("token_expired"),
+            TokenError::Expired => {
+                ApiError::unauthenticated("the access token has expired").with_code("token_expired")
+            }
             _ => ApiError::unauthenticated("invalid access token").with_code("invalid_token"),
         })?;
         let claims = Arc::new(claims);

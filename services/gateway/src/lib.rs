@@ -23,8 +23,8 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::JsonPayloadError;
 use actix_web::http::header;
-use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, HttpServer, ResponseError};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpServer, ResponseError, web};
 use gatehouse_bus::CommandBus;
 use gatehouse_contracts::clock::Clock;
 use gatehouse_eventlog::{EventFeed, EventStore, ViewStore};
@@ -33,8 +33,8 @@ use tokio::sync::watch;
 
 pub use directory::{Directory, READ_MODEL_PROJECTOR};
 pub use errors::ApiError;
-pub use issuer::TokenIssuer;
 pub use gatehouse_bus::infra::Probe;
+pub use issuer::TokenIssuer;
 pub use state::{AppState, GatewaySettings};
 
 /// What the gateway is built from.
@@ -63,10 +63,25 @@ impl std::fmt::Debug for GatewayDeps {
 
 /// Builds the application state: loads (or creates) the signing keys and starts the
 /// directory follower, which stops when `shutdown` turns true.
-pub async fn build(settings: GatewaySettings, deps: GatewayDeps, shutdown: watch::Receiver<bool>) -> anyhow::Result<AppState> {
-    let issuer = TokenIssuer::load_or_create(deps.log.as_ref(), &deps.master, &settings.issuer, &settings.audience, deps.clock.as_ref()).await?;
+pub async fn build(
+    settings: GatewaySettings,
+    deps: GatewayDeps,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<AppState> {
+    let issuer = TokenIssuer::load_or_create(
+        deps.log.as_ref(),
+        &deps.master,
+        &settings.issuer,
+        &settings.audience,
+        deps.clock.as_ref(),
+    )
+    .await?;
     let directory = Directory::new(deps.log.clone());
-    tokio::spawn(directory.clone().run(deps.views.clone(), deps.feed.clone(), shutdown));
+    tokio::spawn(
+        directory
+            .clone()
+            .run(deps.views.clone(), deps.feed.clone(), shutdown),
+    );
     Ok(AppState {
         settings,
         bus: deps.bus,
@@ -82,8 +97,12 @@ pub async fn build(settings: GatewaySettings, deps: GatewayDeps, shutdown: watch
 
 fn json_error(err: JsonPayloadError) -> ApiError {
     match &err {
-        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => ApiError::payload_too_large(err.to_string()),
-        JsonPayloadError::ContentType => ApiError::bad_request("Content-Type must be application/json"),
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::payload_too_large(err.to_string())
+        }
+        JsonPayloadError::ContentType => {
+            ApiError::bad_request("Content-Type must be application/json")
+        }
         JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::invalid(e.to_string()),
         _ => ApiError::bad_request(err.to_string()),
     }
@@ -108,7 +127,10 @@ fn class_of(status: u16) -> (&'static str, &'static str) {
 
 /// Turns every error that is not already JSON (actix's own: unknown route, wrong method,
 /// oversize body, bad query string) into the one JSON error shape.
-async fn json_errors(req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+async fn json_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let res = next.call(req).await?;
     let status = res.status();
     let is_json = res
@@ -120,7 +142,13 @@ async fn json_errors(req: ServiceRequest, next: Next<impl MessageBody + 'static>
         return Ok(res.map_into_left_body());
     }
     let (class, message) = class_of(status.as_u16());
-    let error = ApiError { status, class, code: None, message: message.to_owned(), retry_after: None };
+    let error = ApiError {
+        status,
+        class,
+        code: None,
+        message: message.to_owned(),
+        retry_after: None,
+    };
     let (req, _) = res.into_parts();
     Ok(ServiceResponse::new(req, error.error_response()).map_into_right_body())
 }
@@ -135,7 +163,10 @@ pub struct RunningGateway {
 }
 
 /// Binds and starts the HTTP server; it stops gracefully when `shutdown` turns true.
-pub fn serve(state: AppState, mut shutdown: watch::Receiver<bool>) -> std::io::Result<RunningGateway> {
+pub fn serve(
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<RunningGateway> {
     let settings = state.settings.clone();
     let body_limit = settings.body_limit;
     let trusted = web::Data::new(context::TrustedProxies(settings.trusted_proxies.clone()));
@@ -144,11 +175,17 @@ pub fn serve(state: AppState, mut shutdown: watch::Receiver<bool>) -> std::io::R
         App::new()
             .app_data(data.clone())
             .app_data(trusted.clone())
-            .app_data(web::JsonConfig::default().limit(body_limit).error_handler(|err, _| json_error(err).into()))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(body_limit)
+                    .error_handler(|err, _| json_error(err).into()),
+            )
             .app_data(web::PayloadConfig::default().limit(body_limit))
             .app_data(web::FormConfig::default().limit(body_limit))
             .configure(routes::configure)
-            .default_service(web::to(|| async { ApiError::not_found("no such resource").error_response() }))
+            .default_service(web::to(|| async {
+                ApiError::not_found("no such resource").error_response()
+            }))
             .wrap(from_fn(json_errors))
             .wrap(from_fn(context::middleware))
     })
@@ -170,5 +207,8 @@ pub fn serve(state: AppState, mut shutdown: watch::Receiver<bool>) -> std::io::R
         handle.stop(true).await;
     });
     tracing::info!(%addr, "gateway listening");
-    Ok(RunningGateway { addr, task: tokio::spawn(server) })
+    Ok(RunningGateway {
+        addr,
+        task: tokio::spawn(server),
+    })
 }

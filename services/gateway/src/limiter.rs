@@ -27,7 +27,12 @@ impl FailureLimiter {
     /// `free_failures` failures per `window` are answered normally; then each further
     /// failure blocks the address for 1 s, 2 s, 4 s, ... up to `max_block`.
     pub fn new(free_failures: u32, window: Duration, max_block: Duration) -> Self {
-        Self { records: Mutex::new(HashMap::new()), free_failures, window, max_block }
+        Self {
+            records: Mutex::new(HashMap::new()),
+            free_failures,
+            window,
+            max_block,
+        }
     }
 
     /// `Err(seconds)` when `ip` must wait before trying again.
@@ -48,9 +53,19 @@ impl FailureLimiter {
             // Bound memory under a spray of addresses: forget stale records.
             records.retain(|_, r| now.duration_since(r.window_start) < self.window);
         }
-        let record = records.entry(ip).or_insert(Record { failures: 0, window_start: now, blocked_until: None });
-        if now.duration_since(record.window_start) > self.window && record.blocked_until.is_none_or(|u| u <= now) {
-            *record = Record { failures: 0, window_start: now, blocked_until: None };
+        let record = records.entry(ip).or_insert(Record {
+            failures: 0,
+            window_start: now,
+            blocked_until: None,
+        });
+        if now.duration_since(record.window_start) > self.window
+            && record.blocked_until.is_none_or(|u| u <= now)
+        {
+            *record = Record {
+                failures: 0,
+                window_start: now,
+                blocked_until: None,
+            };
         }
         record.failures += 1;
         if record.failures > self.free_failures {
@@ -63,7 +78,10 @@ impl FailureLimiter {
     /// Forgets `ip`'s failures after a success.
     pub fn succeeded(&self, ip: Option<IpAddr>) {
         if let Some(ip) = ip {
-            self.records.lock().unwrap_or_else(|p| p.into_inner()).remove(&ip);
+            self.records
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&ip);
         }
     }
 }

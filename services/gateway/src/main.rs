@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use gatehouse_bus::infra::{shutdown_signal, Infra};
+use gatehouse_bus::infra::{Infra, shutdown_signal};
 use gatehouse_contracts::clock::SystemClock;
 use gatehouse_eventlog::postgres::leader::run_while_leader;
 use gatehouse_gateway::bootstrap::{bootstrap_admin, read_model_projector};
@@ -31,7 +31,11 @@ struct Args {
     #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// NATS URL.
-    #[arg(long, env = "GATEHOUSE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "GATEHOUSE_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     nats_url: String,
     /// Base64 of 32 random bytes, the same in every Gatehouse process.
     #[arg(long, env = "GATEHOUSE_MASTER_KEY", hide_env_values = true)]
@@ -54,7 +58,8 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     gatehouse_telemetry::init(&args.log, args.log_format);
-    let master = MasterKey::from_base64(args.master_key.expose_secret()).context("GATEHOUSE_MASTER_KEY")?;
+    let master =
+        MasterKey::from_base64(args.master_key.expose_secret()).context("GATEHOUSE_MASTER_KEY")?;
     let infra = Infra::connect(&args.database_url, &args.nats_url, "gatehouse-gateway").await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
 
@@ -64,11 +69,17 @@ async fn main() -> anyhow::Result<()> {
         let database = infra.database.clone();
         let shutdown = shutdown.clone();
         async move {
-            run_while_leader(database, PROJECTOR_LOCK, "read-model projector", shutdown, |stopped| {
-                let projector = projector.clone();
-                let feed = feed.clone();
-                async move { projector.run(feed, true, stopped).await }
-            })
+            run_while_leader(
+                database,
+                PROJECTOR_LOCK,
+                "read-model projector",
+                shutdown,
+                |stopped| {
+                    let projector = projector.clone();
+                    let feed = feed.clone();
+                    async move { projector.run(feed, true, stopped).await }
+                },
+            )
             .await;
         }
     });

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_bus::infra::Probe;
 use gatehouse_bus::CommandBus;
+use gatehouse_bus::infra::Probe;
 use gatehouse_contracts::clock::Clock;
 use gatehouse_contracts::commands::{Accepted, Caller, Command, CommandEnvelope, Written};
 use gatehouse_eventlog::ViewStore;
@@ -79,14 +79,22 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
 impl AppState {
     /// Seals a secret for a command on the bus.
-    pub fn seal(&self, secret: &secrecy::SecretString, context: &str) -> Result<gatehouse_secrets::SealedSecret, ApiError> {
-        self.sealer.seal(secret, context).map_err(|e| ApiError::internal(&e))
+    pub fn seal(
+        &self,
+        secret: &secrecy::SecretString,
+        context: &str,
+    ) -> Result<gatehouse_secrets::SealedSecret, ApiError> {
+        self.sealer
+            .seal(secret, context)
+            .map_err(|e| ApiError::internal(&e))
     }
 
     /// Sends a command on behalf of `caller` and, once accepted, waits (bounded) until
@@ -99,7 +107,12 @@ impl AppState {
         command: C,
         idempotency_key: Option<String>,
     ) -> Result<Accepted<C::Output>, ApiError> {
-        let envelope = CommandEnvelope { command, caller: caller.cloned(), metadata: ctx.metadata(caller), idempotency_key };
+        let envelope = CommandEnvelope {
+            command,
+            caller: caller.cloned(),
+            metadata: ctx.metadata(caller),
+            idempotency_key,
+        };
         let headers = vec![
             ("traceparent".to_owned(), ctx.traceparent.clone()),
             ("x-request-id".to_owned(), ctx.request_id.clone()),
@@ -115,8 +128,10 @@ impl AppState {
     pub async fn await_consistency(&self, written: &Written) {
         let timeout = self.settings.consistency_timeout;
         let (views, directory) = tokio::join!(
-            self.views.wait_applied(&written.stream_id, written.version, timeout),
-            self.directory.wait_applied(&written.stream_id, written.version, timeout),
+            self.views
+                .wait_applied(&written.stream_id, written.version, timeout),
+            self.directory
+                .wait_applied(&written.stream_id, written.version, timeout),
         );
         if !matches!(views, Ok(true)) || !directory {
             tracing::warn!(stream_id = %written.stream_id, version = written.version, "the read models did not catch up in time; answering anyway");

@@ -23,7 +23,16 @@ fn the_checked_in_openapi_document_matches_the_code() {
 fn every_api_route_is_documented() {
     let doc = gatehouse_gateway::openapi::document();
     let paths: Vec<&String> = doc.paths.paths.keys().collect();
-    for expected in ["/oauth/token", "/api/v1/service_accounts", "/api/v1/service_accounts/{name_or_id}", "/api/v1/users", "/api/v1/current-user"] {
-        assert!(paths.iter().any(|p| *p == expected), "{expected} missing from {paths:?}");
+    for expected in [
+        "/oauth/token",
+        "/api/v1/service_accounts",
+        "/api/v1/service_accounts/{name_or_id}",
+        "/api/v1/users",
+        "/api/v1/current-user",
+    ] {
+        assert!(
+            paths.iter().any(|p| *p == expected),
+            "{expected} missing from {paths:?}"
+        );
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use gatehouse_bus::infra::{shutdown_signal, Infra};
 use gatehouse_bus::CommandBus;
+use gatehouse_bus::infra::{Infra, shutdown_signal};
 use gatehouse_contracts::clock::SystemClock;
 use gatehouse_identity::IdentityService;
 use gatehouse_secrets::{BusSealer, MasterKey};
@@ -20,7 +20,11 @@ struct Args {
     #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// NATS URL (JetStream enabled, nats-server 2.10 or newer).
-    #[arg(long, env = "GATEHOUSE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "GATEHOUSE_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     nats_url: String,
     /// Base64 of 32 random bytes, the same in every Gatehouse process.
     #[arg(long, env = "GATEHOUSE_MASTER_KEY", hide_env_values = true)]
@@ -37,12 +41,20 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     gatehouse_telemetry::init(&args.log, args.log_format);
-    let master = MasterKey::from_base64(args.master_key.expose_secret()).context("GATEHOUSE_MASTER_KEY")?;
+    let master =
+        MasterKey::from_base64(args.master_key.expose_secret()).context("GATEHOUSE_MASTER_KEY")?;
     let infra = Infra::connect(&args.database_url, &args.nats_url, "gatehouse-identity").await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
 
-    let service = IdentityService::new(infra.log.clone(), Arc::new(BusSealer::new(&master)), Arc::new(SystemClock));
-    let serving = infra.bus.serve("identity", Arc::new(service.router())).await?;
+    let service = IdentityService::new(
+        infra.log.clone(),
+        Arc::new(BusSealer::new(&master)),
+        Arc::new(SystemClock),
+    );
+    let serving = infra
+        .bus
+        .serve("identity", Arc::new(service.router()))
+        .await?;
     let relay = tokio::spawn(infra.relay().run(shutdown.clone()));
     tracing::info!("identity service ready");
 

@@ -3,8 +3,8 @@
 
 use std::sync::OnceLock;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand_core::OsRng;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::Instrument;
@@ -112,13 +112,25 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_user_never_verifies() {
-        assert!(!verify(SecretString::from("gatehouse-dummy-password-for-timing"), None).await);
+        assert!(
+            !verify(
+                SecretString::from("gatehouse-dummy-password-for-timing"),
+                None
+            )
+            .await
+        );
     }
 
     #[test]
     fn the_policy_bounds_length() {
-        assert_eq!(check_policy(&SecretString::from("short")), Err(PasswordPolicyError::TooShort { min: 8 }));
+        assert_eq!(
+            check_policy(&SecretString::from("short")),
+            Err(PasswordPolicyError::TooShort { min: 8 })
+        );
         assert!(check_policy(&SecretString::from("long enough")).is_ok());
-        assert_eq!(check_policy(&SecretString::from("x".repeat(1025))), Err(PasswordPolicyError::TooLong { max: 1024 }));
+        assert_eq!(
+            check_policy(&SecretString::from("x".repeat(1025))),
+            Err(PasswordPolicyError::TooLong { max: 1024 })
+        );
     }
 }

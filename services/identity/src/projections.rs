@@ -3,12 +3,12 @@
 use gatehouse_contracts::envelope::RecordedEvent;
 use gatehouse_contracts::events::DomainEvent;
 use gatehouse_contracts::identity::{
-    ServiceAccountEvent, ServiceAccountView, UserEvent, UserView, SERVICE_ACCOUNT_VIEW, USER_VIEW,
+    SERVICE_ACCOUNT_VIEW, ServiceAccountEvent, ServiceAccountView, USER_VIEW, UserEvent, UserView,
 };
 use gatehouse_contracts::ids::{ServiceAccountId, UserId};
 use gatehouse_eventlog::{ProjectionError, ViewChange, ViewProjection};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 fn failure(kind: &'static str, event: &RecordedEvent, reason: impl ToString) -> ProjectionError {
     ProjectionError {
@@ -20,12 +20,23 @@ fn failure(kind: &'static str, event: &RecordedEvent, reason: impl ToString) -> 
     }
 }
 
-fn current<V: DeserializeOwned>(kind: &'static str, doc: Option<&serde_json::Value>, event: &RecordedEvent) -> Result<Option<V>, ProjectionError> {
-    doc.map(|d| serde_json::from_value(d.clone()).map_err(|e| failure(kind, event, e))).transpose()
+fn current<V: DeserializeOwned>(
+    kind: &'static str,
+    doc: Option<&serde_json::Value>,
+    event: &RecordedEvent,
+) -> Result<Option<V>, ProjectionError> {
+    doc.map(|d| serde_json::from_value(d.clone()).map_err(|e| failure(kind, event, e)))
+        .transpose()
 }
 
-fn upsert<V: Serialize>(kind: &'static str, view: &V, event: &RecordedEvent) -> Result<ViewChange, ProjectionError> {
-    serde_json::to_value(view).map(ViewChange::Upsert).map_err(|e| failure(kind, event, e))
+fn upsert<V: Serialize>(
+    kind: &'static str,
+    view: &V,
+    event: &RecordedEvent,
+) -> Result<ViewChange, ProjectionError> {
+    serde_json::to_value(view)
+        .map(ViewChange::Upsert)
+        .map_err(|e| failure(kind, event, e))
 }
 
 /// Folds `user-*` streams into `user` views.
@@ -41,19 +52,52 @@ impl ViewProjection for UserProjection {
         UserEvent::AGGREGATE
     }
 
-    fn apply(&self, doc: Option<&serde_json::Value>, event: &RecordedEvent) -> Result<ViewChange, ProjectionError> {
+    fn apply(
+        &self,
+        doc: Option<&serde_json::Value>,
+        event: &RecordedEvent,
+    ) -> Result<ViewChange, ProjectionError> {
         let decoded = UserEvent::from_recorded(event).map_err(|e| failure(USER_VIEW, event, e))?;
         let view: Option<UserView> = current(USER_VIEW, doc, event)?;
         let at = event.recorded_at;
         let next = match (view, decoded) {
             (None, UserEvent::Created(e)) => {
-                let id = event.stream_id.id().map(UserId::from_uuid).ok_or_else(|| failure(USER_VIEW, event, "stream id is not a uuid"))?;
-                UserView { id, name: e.name.to_string(), role: e.role, active: true, epoch: 0, created: at, updated: at }
+                let id = event
+                    .stream_id
+                    .id()
+                    .map(UserId::from_uuid)
+                    .ok_or_else(|| failure(USER_VIEW, event, "stream id is not a uuid"))?;
+                UserView {
+                    id,
+                    name: e.name.to_string(),
+                    role: e.role,
+                    active: true,
+                    epoch: 0,
+                    created: at,
+                    updated: at,
+                }
             }
-            (Some(v), UserEvent::RoleChanged(e)) => UserView { role: e.role, updated: at, ..v },
-            (Some(v), UserEvent::Deactivated(_)) => UserView { active: false, epoch: v.epoch + 1, updated: at, ..v },
-            (Some(v), UserEvent::Reactivated(_)) => UserView { active: true, updated: at, ..v },
-            (Some(v), UserEvent::PasswordChanged(_)) => UserView { epoch: v.epoch + 1, updated: at, ..v },
+            (Some(v), UserEvent::RoleChanged(e)) => UserView {
+                role: e.role,
+                updated: at,
+                ..v
+            },
+            (Some(v), UserEvent::Deactivated(_)) => UserView {
+                active: false,
+                epoch: v.epoch + 1,
+                updated: at,
+                ..v
+            },
+            (Some(v), UserEvent::Reactivated(_)) => UserView {
+                active: true,
+                updated: at,
+                ..v
+            },
+            (Some(v), UserEvent::PasswordChanged(_)) => UserView {
+                epoch: v.epoch + 1,
+                updated: at,
+                ..v
+            },
             (_, _) => return Ok(ViewChange::Unchanged),
         };
         upsert(USER_VIEW, &next, event)
@@ -73,8 +117,13 @@ impl ViewProjection for ServiceAccountProjection {
         ServiceAccountEvent::AGGREGATE
     }
 
-    fn apply(&self, doc: Option<&serde_json::Value>, event: &RecordedEvent) -> Result<ViewChange, ProjectionError> {
-        let decoded = ServiceAccountEvent::from_recorded(event).map_err(|e| failure(SERVICE_ACCOUNT_VIEW, event, e))?;
+    fn apply(
+        &self,
+        doc: Option<&serde_json::Value>,
+        event: &RecordedEvent,
+    ) -> Result<ViewChange, ProjectionError> {
+        let decoded = ServiceAccountEvent::from_recorded(event)
+            .map_err(|e| failure(SERVICE_ACCOUNT_VIEW, event, e))?;
         let view: Option<ServiceAccountView> = current(SERVICE_ACCOUNT_VIEW, doc, event)?;
         let at = event.recorded_at;
         let next = match (view, decoded) {
@@ -83,7 +132,9 @@ impl ViewProjection for ServiceAccountProjection {
                     .stream_id
                     .id()
                     .map(ServiceAccountId::from_uuid)
-                    .ok_or_else(|| failure(SERVICE_ACCOUNT_VIEW, event, "stream id is not a uuid"))?;
+                    .ok_or_else(|| {
+                        failure(SERVICE_ACCOUNT_VIEW, event, "stream id is not a uuid")
+                    })?;
                 ServiceAccountView {
                     id,
                     name: e.name.to_string(),
@@ -96,12 +147,27 @@ impl ViewProjection for ServiceAccountProjection {
                     updated: at,
                 }
             }
-            (Some(v), ServiceAccountEvent::DescriptionChanged(e)) => {
-                ServiceAccountView { description: e.description.as_ref().to_owned(), updated: at, ..v }
-            }
-            (Some(v), ServiceAccountEvent::RoleChanged(e)) => ServiceAccountView { role: e.role, updated: at, ..v },
-            (Some(v), ServiceAccountEvent::Deactivated(_)) => ServiceAccountView { active: false, epoch: v.epoch + 1, updated: at, ..v },
-            (Some(v), ServiceAccountEvent::Reactivated(_)) => ServiceAccountView { active: true, updated: at, ..v },
+            (Some(v), ServiceAccountEvent::DescriptionChanged(e)) => ServiceAccountView {
+                description: e.description.as_ref().to_owned(),
+                updated: at,
+                ..v
+            },
+            (Some(v), ServiceAccountEvent::RoleChanged(e)) => ServiceAccountView {
+                role: e.role,
+                updated: at,
+                ..v
+            },
+            (Some(v), ServiceAccountEvent::Deactivated(_)) => ServiceAccountView {
+                active: false,
+                epoch: v.epoch + 1,
+                updated: at,
+                ..v
+            },
+            (Some(v), ServiceAccountEvent::Reactivated(_)) => ServiceAccountView {
+                active: true,
+                updated: at,
+                ..v
+            },
             (Some(_), ServiceAccountEvent::Deleted(_)) => return Ok(ViewChange::Delete),
             (_, _) => return Ok(ViewChange::Unchanged),
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{unavailable, PgDatabase};
+use super::{PgDatabase, unavailable};
 
 const RETRY: Duration = Duration::from_secs(1);
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -17,8 +17,13 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Runs `work` whenever this process holds advisory lock `lock`, until `shutdown`. `work`
 /// gets its own stop signal, raised when leadership is lost or on shutdown, and must
 /// return promptly after it.
-pub async fn run_while_leader<F, Fut>(database: PgDatabase, lock: i64, name: &str, mut shutdown: watch::Receiver<bool>, work: F)
-where
+pub async fn run_while_leader<F, Fut>(
+    database: PgDatabase,
+    lock: i64,
+    name: &str,
+    mut shutdown: watch::Receiver<bool>,
+    work: F,
+) where
     F: Fn(watch::Receiver<bool>) -> Fut,
     Fut: Future<Output = ()>,
 {
@@ -36,7 +41,12 @@ where
         };
         // Wait for the lock.
         let acquired = loop {
-            match session.client.query_one("SELECT pg_try_advisory_lock($1)", &[&lock]).await.map_err(unavailable) {
+            match session
+                .client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&lock])
+                .await
+                .map_err(unavailable)
+            {
                 Ok(row) if row.try_get::<_, bool>(0).unwrap_or(false) => break true,
                 Ok(_) => {}
                 Err(error) => {

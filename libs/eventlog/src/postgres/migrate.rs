@@ -27,8 +27,16 @@ pub struct Migration {
 
 /// Every migration, in order.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "event_log", sql: include_str!("../../migrations/0001_event_log.sql") },
-    Migration { version: 2, name: "read_models", sql: include_str!("../../migrations/0002_read_models.sql") },
+    Migration {
+        version: 1,
+        name: "event_log",
+        sql: include_str!("../../migrations/0001_event_log.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "read_models",
+        sql: include_str!("../../migrations/0002_read_models.sql"),
+    },
 ];
 
 /// Brings the schema up to date. Idempotent, and safe to call from several processes at
@@ -57,7 +65,11 @@ pub async fn migrate(pool: &Pool) -> Result<(), StoreError> {
         .map(|row| row.get(0))
         .collect();
     for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-        tracing::info!(version = migration.version, name = migration.name, "applying migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applying migration"
+        );
         tx.batch_execute(migration.sql).await.map_err(unavailable)?;
         tx.execute(
             "INSERT INTO gatehouse_schema_migrations (version, name) VALUES ($1, $2)",

@@ -20,9 +20,9 @@ use tokio_postgres::{AsyncMessage, NoTls, Notification};
 
 use crate::store::StoreError;
 
-pub use migrate::{migrate, MIGRATIONS};
+pub use migrate::{MIGRATIONS, migrate};
 pub use store::PostgresEventStore;
-pub(crate) use store::{event_from_row, EVENT_COLUMNS};
+pub(crate) use store::{EVENT_COLUMNS, event_from_row};
 pub use views::PostgresViewStore;
 
 /// The channel an append notifies (from a trigger on `outbox`) when it commits.
@@ -60,11 +60,16 @@ impl PgDatabase {
     }
 
     /// A pool over `config`, without touching the database yet (no migration).
-    pub fn from_config(config: tokio_postgres::Config, max_connections: usize) -> Result<Self, StoreError> {
+    pub fn from_config(
+        config: tokio_postgres::Config,
+        max_connections: usize,
+    ) -> Result<Self, StoreError> {
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
         );
         let pool = Pool::builder(manager)
             .max_size(max_connections.max(1))
@@ -118,7 +123,10 @@ pub(crate) struct Listener {
 impl Listener {
     /// Subscribes the session to `channel` (one of ours: a constant identifier).
     pub(crate) async fn listen(&self, channel: &str) -> Result<(), StoreError> {
-        self.client.batch_execute(&format!("LISTEN {channel}")).await.map_err(unavailable)
+        self.client
+            .batch_execute(&format!("LISTEN {channel}"))
+            .await
+            .map_err(unavailable)
     }
 }
 

@@ -23,20 +23,19 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool, Transaction};
 use gatehouse_contracts::envelope::{EventMetadata, RecordedEvent, StreamId};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
-use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{unavailable, PgDatabase};
+use super::{PgDatabase, unavailable};
 use crate::store::{
-    AppendError, AppendRequest, Appended, EventStore, IdempotencyRecord, SecretOp, StoreError, StoredOutcome,
-    UniqueClaim,
+    AppendError, AppendRequest, Appended, EventStore, IdempotencyRecord, SecretOp, StoreError,
+    StoredOutcome, UniqueClaim,
 };
 
 /// The columns [`event_from_row`] decodes, in its order.
-pub(crate) const EVENT_COLUMNS: &str =
-    "position, stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at";
+pub(crate) const EVENT_COLUMNS: &str = "position, stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at";
 
 /// The event log on Postgres.
 #[derive(Clone)]
@@ -46,7 +45,9 @@ pub struct PostgresEventStore {
 
 impl std::fmt::Debug for PostgresEventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresEventStore").field("pool", &self.pool.status()).finish()
+        f.debug_struct("PostgresEventStore")
+            .field("pool", &self.pool.status())
+            .finish()
     }
 }
 
@@ -70,7 +71,10 @@ impl PostgresEventStore {
     /// Appends inside a transaction the caller holds, so that the append commits (or
     /// not) together with the caller's own writes. The caller commits; on an error it
     /// must roll back (drop the transaction), as part of the append may have been written.
-    pub async fn append_in(tx: &Transaction<'_>, request: AppendRequest) -> Result<Appended, AppendError> {
+    pub async fn append_in(
+        tx: &Transaction<'_>,
+        request: AppendRequest,
+    ) -> Result<Appended, AppendError> {
         if request.events.is_empty() {
             return Err(AppendError::Invalid("an append needs at least one event"));
         }
@@ -80,9 +84,14 @@ impl PostgresEventStore {
         // 1. The fast-path version check (the unique constraint in step 5 is the guard).
         let actual = current_version(tx, stream_id).await?;
         if actual != expected {
-            return Err(AppendError::WrongExpectedVersion { stream_id: request.stream_id, expected, actual });
+            return Err(AppendError::WrongExpectedVersion {
+                stream_id: request.stream_id,
+                expected,
+                actual,
+            });
         }
-        let count = i64::try_from(request.events.len()).map_err(|_| AppendError::Invalid("too many events"))?;
+        let count = i64::try_from(request.events.len())
+            .map_err(|_| AppendError::Invalid("too many events"))?;
         let version = expected + count;
 
         // 2. The idempotency key (its position is filled in at step 6).
@@ -102,20 +111,35 @@ impl PostgresEventStore {
 
         // 5. Events and their outbox rows.
         let positions = insert_events(tx, &request, expected).await?;
-        let Some(&position) = positions.last().filter(|_| positions.len() == request.events.len()) else {
+        let Some(&position) = positions
+            .last()
+            .filter(|_| positions.len() == request.events.len())
+        else {
             // A concurrent writer committed one of our versions first.
             let actual = current_version(tx, stream_id).await?;
-            return Err(AppendError::WrongExpectedVersion { stream_id: request.stream_id, expected, actual });
+            return Err(AppendError::WrongExpectedVersion {
+                stream_id: request.stream_id,
+                expected,
+                actual,
+            });
         };
 
         // 6. The outcome for retries.
         if let Some(record) = &request.idempotency {
-            execute(tx, "UPDATE idempotency SET position = $2 WHERE key = $1", &[&record.key, &position])
-                .await
-                .map_err(unavailable)?;
+            execute(
+                tx,
+                "UPDATE idempotency SET position = $2 WHERE key = $1",
+                &[&record.key, &position],
+            )
+            .await
+            .map_err(unavailable)?;
         }
 
-        Ok(Appended { stream_id: request.stream_id, version, position })
+        Ok(Appended {
+            stream_id: request.stream_id,
+            version,
+            position,
+        })
     }
 }
 
@@ -131,25 +155,46 @@ impl EventStore for PostgresEventStore {
         Ok(appended)
     }
 
-    async fn read_stream(&self, stream_id: &StreamId, after_version: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_stream(
+        &self,
+        stream_id: &StreamId,
+        after_version: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version");
-        let rows = query(&client, &sql, &[&stream_id.as_str(), &after_version]).await.map_err(unavailable)?;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version"
+        );
+        let rows = query(&client, &sql, &[&stream_id.as_str(), &after_version])
+            .await
+            .map_err(unavailable)?;
         rows.iter().map(event_from_row).collect()
     }
 
-    async fn read_all(&self, after_position: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(
+        &self,
+        after_position: i64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2");
-        let rows = query(&client, &sql, &[&after_position, &limit]).await.map_err(unavailable)?;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+        );
+        let rows = query(&client, &sql, &[&after_position, &limit])
+            .await
+            .map_err(unavailable)?;
         rows.iter().map(event_from_row).collect()
     }
 
     async fn idempotent_outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
         let sql = "SELECT fingerprint, response, stream_id, version, position FROM idempotency WHERE key = $1";
-        let Some(row) = query(&client, sql, &[&key]).await.map_err(unavailable)?.into_iter().next() else {
+        let Some(row) = query(&client, sql, &[&key])
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .next()
+        else {
             return Ok(None);
         };
         Ok(Some(StoredOutcome {
@@ -163,15 +208,25 @@ impl EventStore for PostgresEventStore {
 
     async fn claim_holder(&self, scope: &str, value: &str) -> Result<Option<StreamId>, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
-        let holder = claim_holder(&client, scope, value).await.map_err(unavailable)?;
+        let holder = claim_holder(&client, scope, value)
+            .await
+            .map_err(unavailable)?;
         holder.as_deref().map(parse_stream_id).transpose()
     }
 
-    async fn read_secret(&self, stream_id: &StreamId, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    async fn read_secret(
+        &self,
+        stream_id: &StreamId,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
         let sql = "SELECT value FROM secret_slots WHERE stream_id = $1 AND name = $2";
-        let rows = query(&client, sql, &[&stream_id.as_str(), &name]).await.map_err(unavailable)?;
-        rows.first().map(|row| row.try_get(0).map_err(corrupt)).transpose()
+        let rows = query(&client, sql, &[&stream_id.as_str(), &name])
+            .await
+            .map_err(unavailable)?;
+        rows.first()
+            .map(|row| row.try_get(0).map_err(corrupt))
+            .transpose()
     }
 }
 
@@ -194,16 +249,30 @@ async fn take_idempotency_key(
     let sql = "INSERT INTO idempotency (key, fingerprint, response, stream_id, version, position)
                VALUES ($1, $2, $3, $4, $5, 0)
                ON CONFLICT (key) DO NOTHING";
-    let inserted = execute(tx, sql, &[&record.key, &record.fingerprint, &record.response, &stream_id, &version])
-        .await
-        .map_err(unavailable)?;
+    let inserted = execute(
+        tx,
+        sql,
+        &[
+            &record.key,
+            &record.fingerprint,
+            &record.response,
+            &stream_id,
+            &version,
+        ],
+    )
+    .await
+    .map_err(unavailable)?;
     if inserted == 0 {
         return Err(AppendError::IdempotencyKeyTaken);
     }
     Ok(())
 }
 
-async fn apply_claim(tx: &Transaction<'_>, stream_id: &str, claim: &UniqueClaim) -> Result<(), AppendError> {
+async fn apply_claim(
+    tx: &Transaction<'_>,
+    stream_id: &str,
+    claim: &UniqueClaim,
+) -> Result<(), AppendError> {
     match claim {
         UniqueClaim::Claim { scope, value } => {
             // Insert-or-nothing waits for a concurrent claimer to commit or roll back; the
@@ -212,7 +281,11 @@ async fn apply_claim(tx: &Transaction<'_>, stream_id: &str, claim: &UniqueClaim)
             for _ in 0..3 {
                 let sql = "INSERT INTO unique_claims (scope, value, stream_id) VALUES ($1, $2, $3)
                            ON CONFLICT (scope, value) DO NOTHING";
-                if execute(tx, sql, &[scope, value, &stream_id]).await.map_err(unavailable)? == 1 {
+                if execute(tx, sql, &[scope, value, &stream_id])
+                    .await
+                    .map_err(unavailable)?
+                    == 1
+                {
                     return Ok(());
                 }
                 match claim_holder(tx, scope, value).await.map_err(unavailable)? {
@@ -221,26 +294,40 @@ async fn apply_claim(tx: &Transaction<'_>, stream_id: &str, claim: &UniqueClaim)
                     None => continue,
                 }
             }
-            Err(AppendError::UniqueViolation { scope: scope.clone(), value: value.clone() })
+            Err(AppendError::UniqueViolation {
+                scope: scope.clone(),
+                value: value.clone(),
+            })
         }
         UniqueClaim::Release { scope, value } => {
-            let sql = "DELETE FROM unique_claims WHERE scope = $1 AND value = $2 AND stream_id = $3";
-            execute(tx, sql, &[scope, value, &stream_id]).await.map_err(unavailable)?;
+            let sql =
+                "DELETE FROM unique_claims WHERE scope = $1 AND value = $2 AND stream_id = $3";
+            execute(tx, sql, &[scope, value, &stream_id])
+                .await
+                .map_err(unavailable)?;
             Ok(())
         }
     }
 }
 
-async fn apply_secret(tx: &Transaction<'_>, stream_id: &str, op: &SecretOp) -> Result<(), AppendError> {
+async fn apply_secret(
+    tx: &Transaction<'_>,
+    stream_id: &str,
+    op: &SecretOp,
+) -> Result<(), AppendError> {
     match op {
         SecretOp::Put { name, value } => {
             let sql = "INSERT INTO secret_slots (stream_id, name, value) VALUES ($1, $2, $3)
                        ON CONFLICT (stream_id, name) DO UPDATE SET value = excluded.value";
-            execute(tx, sql, &[&stream_id, name, value]).await.map_err(unavailable)?;
+            execute(tx, sql, &[&stream_id, name, value])
+                .await
+                .map_err(unavailable)?;
         }
         SecretOp::Delete { name } => {
             let sql = "DELETE FROM secret_slots WHERE stream_id = $1 AND name = $2";
-            execute(tx, sql, &[&stream_id, name]).await.map_err(unavailable)?;
+            execute(tx, sql, &[&stream_id, name])
+                .await
+                .map_err(unavailable)?;
         }
     }
     Ok(())
@@ -249,7 +336,11 @@ async fn apply_secret(tx: &Transaction<'_>, stream_id: &str, op: &SecretOp) -> R
 /// Inserts the events as versions `expected + 1 ..` and queues them in the outbox, in one
 /// statement. Returns the positions of the rows inserted, in version order: fewer than
 /// the events sent when a version was already taken.
-async fn insert_events(tx: &Transaction<'_>, request: &AppendRequest, expected: i64) -> Result<Vec<i64>, AppendError> {
+async fn insert_events(
+    tx: &Transaction<'_>,
+    request: &AppendRequest,
+    expected: i64,
+) -> Result<Vec<i64>, AppendError> {
     const SQL: &str = "
         WITH appended AS (
             INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
@@ -293,10 +384,16 @@ async fn insert_events(tx: &Transaction<'_>, request: &AppendRequest, expected: 
         }
         _ => AppendError::Store(unavailable(error)),
     })?;
-    rows.iter().map(|row| row.try_get(0).map_err(|e| AppendError::Store(corrupt(e)))).collect()
+    rows.iter()
+        .map(|row| row.try_get(0).map_err(|e| AppendError::Store(corrupt(e))))
+        .collect()
 }
 
-async fn claim_holder<C: GenericClient>(client: &C, scope: &str, value: &str) -> Result<Option<String>, tokio_postgres::Error> {
+async fn claim_holder<C: GenericClient>(
+    client: &C,
+    scope: &str,
+    value: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
     let sql = "SELECT stream_id FROM unique_claims WHERE scope = $1 AND value = $2";
     let rows = query(client, sql, &[&scope, &value]).await?;
     rows.first().map(|row| row.try_get(0)).transpose()
@@ -339,7 +436,9 @@ pub(crate) fn event_from_row(row: &Row) -> Result<RecordedEvent, StoreError> {
 }
 
 pub(crate) fn parse_stream_id(raw: &str) -> Result<StreamId, StoreError> {
-    StreamId::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("stored stream id {raw:?} has no aggregate prefix")))
+    StreamId::parse(raw).ok_or_else(|| {
+        StoreError::Corrupt(format!("stored stream id {raw:?} has no aggregate prefix"))
+    })
 }
 
 /// A column that does not decode as expected.

@@ -15,14 +15,16 @@ use deadpool_postgres::{GenericClient, Pool};
 use gatehouse_contracts::envelope::StreamId;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::IsolationLevel;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::store::{corrupt, execute, parse_stream_id, query};
-use super::{error_chain, to_bigint, unavailable, PgDatabase, PROJECTED_CHANNEL};
+use super::{PROJECTED_CHANNEL, PgDatabase, error_chain, to_bigint, unavailable};
 use crate::store::StoreError;
-use crate::views::{BatchWrite, ListQuery, Page, StreamState, StreamWrite, ViewDoc, ViewSnapshot, ViewStore};
+use crate::views::{
+    BatchWrite, ListQuery, Page, StreamState, StreamWrite, ViewDoc, ViewSnapshot, ViewStore,
+};
 
 /// How often [`ViewStore::wait_applied`] looks again when no notification arrives (a lost
 /// notification, or the listening connection is down): a lost wake-up costs only latency.
@@ -39,14 +41,19 @@ pub struct PostgresViewStore {
 
 impl std::fmt::Debug for PostgresViewStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresViewStore").field("database", &self.database).finish()
+        f.debug_struct("PostgresViewStore")
+            .field("database", &self.database)
+            .finish()
     }
 }
 
 impl PostgresViewStore {
     /// A view store on `database` (whose schema is migrated).
     pub fn new(database: &PgDatabase) -> Self {
-        Self { database: database.clone(), commits: Arc::new(OnceLock::new()) }
+        Self {
+            database: database.clone(),
+            commits: Arc::new(OnceLock::new()),
+        }
     }
 
     /// Connects to `url` with at most `max_connections` and migrates the schema.
@@ -124,7 +131,8 @@ fn doc_from_row(row: &tokio_postgres::Row) -> Result<ViewDoc, StoreError> {
 
 fn sequence_from_row(row: &tokio_postgres::Row) -> Result<u64, StoreError> {
     let sequence: i64 = row.try_get(0).map_err(corrupt)?;
-    u64::try_from(sequence).map_err(|_| StoreError::Corrupt(format!("negative checkpoint {sequence}")))
+    u64::try_from(sequence)
+        .map_err(|_| StoreError::Corrupt(format!("negative checkpoint {sequence}")))
 }
 
 #[async_trait]
@@ -132,18 +140,27 @@ impl ViewStore for PostgresViewStore {
     async fn get(&self, kind: &str, id: Uuid) -> Result<Option<ViewDoc>, StoreError> {
         let client = self.pool().get().await.map_err(unavailable)?;
         let sql = format!("SELECT {DOC_COLUMNS} FROM read.views WHERE kind = $1 AND id = $2");
-        let rows = query(&client, &sql, &[&kind, &id]).await.map_err(unavailable)?;
+        let rows = query(&client, &sql, &[&kind, &id])
+            .await
+            .map_err(unavailable)?;
         rows.first().map(doc_from_row).transpose()
     }
 
-    async fn find(&self, kind: &str, field: &str, value: &serde_json::Value) -> Result<Option<ViewDoc>, StoreError> {
+    async fn find(
+        &self,
+        kind: &str,
+        field: &str,
+        value: &serde_json::Value,
+    ) -> Result<Option<ViewDoc>, StoreError> {
         let client = self.pool().get().await.map_err(unavailable)?;
         let sql = format!(
             "SELECT {DOC_COLUMNS} FROM read.views
              WHERE kind = $1 AND doc @> jsonb_build_object($2::text, $3::jsonb)
              ORDER BY created_position, id LIMIT 1"
         );
-        let rows = query(&client, &sql, &[&kind, &field, value]).await.map_err(unavailable)?;
+        let rows = query(&client, &sql, &[&kind, &field, value])
+            .await
+            .map_err(unavailable)?;
         rows.first().map(doc_from_row).transpose()
     }
 
@@ -151,7 +168,8 @@ impl ViewStore for PostgresViewStore {
     /// GIN index): for scalar values that is equality.
     async fn list(&self, kind: &str, request: &ListQuery) -> Result<Page, StoreError> {
         let client = self.pool().get().await.map_err(unavailable)?;
-        let filter: serde_json::Map<String, serde_json::Value> = request.filters.iter().cloned().collect();
+        let filter: serde_json::Map<String, serde_json::Value> =
+            request.filters.iter().cloned().collect();
         let filter = serde_json::Value::Object(filter);
         let (offset, limit) = (to_bigint(request.offset), to_bigint(request.limit));
         let sql = format!(
@@ -159,14 +177,22 @@ impl ViewStore for PostgresViewStore {
              WHERE kind = $1 AND doc @> $2::jsonb
              ORDER BY created_position, id OFFSET $3 LIMIT $4"
         );
-        let rows = query(&client, &sql, &[&kind, &filter, &offset, &limit]).await.map_err(unavailable)?;
+        let rows = query(&client, &sql, &[&kind, &filter, &offset, &limit])
+            .await
+            .map_err(unavailable)?;
         let total: i64 = match rows.first() {
             Some(row) => row.try_get(4).map_err(corrupt)?,
             // No row on this page: the window count is not there, count separately.
             None => {
                 let sql = "SELECT count(*) FROM read.views WHERE kind = $1 AND doc @> $2::jsonb";
-                let rows = query(&client, sql, &[&kind, &filter]).await.map_err(unavailable)?;
-                rows.first().map(|row| row.try_get(0)).transpose().map_err(corrupt)?.unwrap_or(0)
+                let rows = query(&client, sql, &[&kind, &filter])
+                    .await
+                    .map_err(unavailable)?;
+                rows.first()
+                    .map(|row| row.try_get(0))
+                    .transpose()
+                    .map_err(corrupt)?
+                    .unwrap_or(0)
             }
         };
         Ok(Page {
@@ -178,13 +204,23 @@ impl ViewStore for PostgresViewStore {
     async fn applied_version(&self, stream_id: &StreamId) -> Result<Option<i64>, StoreError> {
         let client = self.pool().get().await.map_err(unavailable)?;
         let sql = "SELECT version FROM read.applied WHERE stream_id = $1";
-        let rows = query(&client, sql, &[&stream_id.as_str()]).await.map_err(unavailable)?;
-        rows.first().map(|row| row.try_get(0)).transpose().map_err(corrupt)
+        let rows = query(&client, sql, &[&stream_id.as_str()])
+            .await
+            .map_err(unavailable)?;
+        rows.first()
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(corrupt)
     }
 
     /// Wakes on `NOTIFY gatehouse_projected` (sent by every [`ViewStore::commit`]), and
     /// looks again every 20 ms regardless.
-    async fn wait_applied(&self, stream_id: &StreamId, version: i64, timeout: Duration) -> Result<bool, StoreError> {
+    async fn wait_applied(
+        &self,
+        stream_id: &StreamId,
+        version: i64,
+        timeout: Duration,
+    ) -> Result<bool, StoreError> {
         let deadline = Instant::now() + timeout;
         let mut commits = Some(self.commit_signal());
         loop {
@@ -202,7 +238,9 @@ impl ViewStore for PostgresViewStore {
             let pause = (deadline - now).min(POLL_FALLBACK);
             match commits.as_mut() {
                 Some(signal) => {
-                    if let Ok(Err(_listener_gone)) = tokio::time::timeout(pause, signal.changed()).await {
+                    if let Ok(Err(_listener_gone)) =
+                        tokio::time::timeout(pause, signal.changed()).await
+                    {
                         commits = None;
                     }
                 }
@@ -225,7 +263,11 @@ impl ViewStore for PostgresViewStore {
         let applied_params: [&(dyn ToSql + Sync); 1] = [&stream_ids];
         let doc_params: [&(dyn ToSql + Sync); 2] = [&kinds, &ids];
         let (applied_rows, doc_rows) = futures::try_join!(
-            query(&client, "SELECT stream_id, version FROM read.applied WHERE stream_id = ANY($1)", &applied_params),
+            query(
+                &client,
+                "SELECT stream_id, version FROM read.applied WHERE stream_id = ANY($1)",
+                &applied_params
+            ),
             query(
                 &client,
                 "SELECT v.kind, v.id, v.doc FROM unnest($1::text[], $2::uuid[]) AS w(kind, id)
@@ -237,11 +279,17 @@ impl ViewStore for PostgresViewStore {
 
         let mut applied: HashMap<String, i64> = HashMap::new();
         for row in &applied_rows {
-            applied.insert(row.try_get(0).map_err(corrupt)?, row.try_get(1).map_err(corrupt)?);
+            applied.insert(
+                row.try_get(0).map_err(corrupt)?,
+                row.try_get(1).map_err(corrupt)?,
+            );
         }
         let mut docs: HashMap<(String, Uuid), serde_json::Value> = HashMap::new();
         for row in &doc_rows {
-            let key = (row.try_get(0).map_err(corrupt)?, row.try_get(1).map_err(corrupt)?);
+            let key = (
+                row.try_get(0).map_err(corrupt)?,
+                row.try_get(1).map_err(corrupt)?,
+            );
             docs.insert(key, row.try_get(2).map_err(corrupt)?);
         }
         Ok(streams
@@ -282,14 +330,22 @@ impl ViewStore for PostgresViewStore {
         )
         .await
         .map_err(unavailable)?;
-        let advanced: HashSet<String> =
-            advanced_rows.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>().map_err(corrupt)?;
+        let advanced: HashSet<String> = advanced_rows
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(corrupt)?;
 
         // 2. The documents: upserted (keeping the original listing position) or deleted.
         let mut upserts = DocUpserts::default();
         let (mut delete_kinds, mut delete_ids): (Vec<&str>, Vec<Uuid>) = (Vec::new(), Vec::new());
-        for write in writes.iter().filter(|w| advanced.contains(w.stream_id.as_str())) {
-            let (Some(kind), Some(id)) = (write.kind, write.stream_id.id()) else { continue };
+        for write in writes
+            .iter()
+            .filter(|w| advanced.contains(w.stream_id.as_str()))
+        {
+            let (Some(kind), Some(id)) = (write.kind, write.stream_id.id()) else {
+                continue;
+            };
             match &write.doc {
                 Some(doc) => upserts.push(kind, id, write, doc),
                 None => {
@@ -333,15 +389,21 @@ impl ViewStore for PostgresViewStore {
         .map_err(unavailable)?;
 
         // 4. Wake `wait_applied` callers (delivered at commit).
-        execute(&tx, "SELECT pg_notify($1, '')", &[&PROJECTED_CHANNEL]).await.map_err(unavailable)?;
+        execute(&tx, "SELECT pg_notify($1, '')", &[&PROJECTED_CHANNEL])
+            .await
+            .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)
     }
 
     async fn checkpoint(&self, projector: &str) -> Result<Option<u64>, StoreError> {
         let client = self.pool().get().await.map_err(unavailable)?;
-        let rows = query(&client, "SELECT sequence FROM read.checkpoints WHERE projector = $1", &[&projector])
-            .await
-            .map_err(unavailable)?;
+        let rows = query(
+            &client,
+            "SELECT sequence FROM read.checkpoints WHERE projector = $1",
+            &[&projector],
+        )
+        .await
+        .map_err(unavailable)?;
         rows.first().map(sequence_from_row).transpose()
     }
 
@@ -356,14 +418,19 @@ impl ViewStore for PostgresViewStore {
             .start()
             .await
             .map_err(unavailable)?;
-        let docs_sql =
-            format!("SELECT {DOC_COLUMNS} FROM read.views WHERE kind = ANY($1) ORDER BY created_position, id");
+        let docs_sql = format!(
+            "SELECT {DOC_COLUMNS} FROM read.views WHERE kind = ANY($1) ORDER BY created_position, id"
+        );
         let docs_params: [&(dyn ToSql + Sync); 1] = [&kinds];
         let checkpoint_params: [&(dyn ToSql + Sync); 1] = [&projector];
         let (doc_rows, applied_rows, checkpoint_rows) = futures::try_join!(
             query(&tx, &docs_sql, &docs_params),
             query(&tx, "SELECT stream_id, version FROM read.applied", &[]),
-            query(&tx, "SELECT sequence FROM read.checkpoints WHERE projector = $1", &checkpoint_params),
+            query(
+                &tx,
+                "SELECT sequence FROM read.checkpoints WHERE projector = $1",
+                &checkpoint_params
+            ),
         )
         .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
@@ -371,12 +438,22 @@ impl ViewStore for PostgresViewStore {
         let mut applied = HashMap::with_capacity(applied_rows.len());
         for row in &applied_rows {
             let stream_id: &str = row.try_get(0).map_err(corrupt)?;
-            applied.insert(parse_stream_id(stream_id)?, row.try_get(1).map_err(corrupt)?);
+            applied.insert(
+                parse_stream_id(stream_id)?,
+                row.try_get(1).map_err(corrupt)?,
+            );
         }
         Ok(ViewSnapshot {
-            docs: doc_rows.iter().map(doc_from_row).collect::<Result<_, _>>()?,
+            docs: doc_rows
+                .iter()
+                .map(doc_from_row)
+                .collect::<Result<_, _>>()?,
             applied,
-            checkpoint: checkpoint_rows.first().map(sequence_from_row).transpose()?.unwrap_or(0),
+            checkpoint: checkpoint_rows
+                .first()
+                .map(sequence_from_row)
+                .transpose()?
+                .unwrap_or(0),
         })
     }
 
@@ -420,6 +497,7 @@ impl<'a> DocUpserts<'a> {
         self.ids.push(id);
         self.versions.push(write.applied);
         self.docs.push(doc);
-        self.created.push(write.created_position.unwrap_or(write.position));
+        self.created
+            .push(write.created_position.unwrap_or(write.position));
     }
 }

@@ -1,6 +1,6 @@
 //! The caller itself.
 
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::{HttpResponse, get, post, web};
 use gatehouse_contracts::commands::Command;
 use gatehouse_contracts::identity::{ChangePassword, Role};
 use secrecy::SecretString;
@@ -79,6 +79,8 @@ pub async fn change_password(
         current_password: state.seal(&body.current_password, &context)?,
         new_password: state.seal(&body.new_password, &context)?,
     };
-    state.command(&ctx, Some(&auth.caller()), command, None).await?;
+    state
+        .command(&ctx, Some(&auth.caller()), command, None)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

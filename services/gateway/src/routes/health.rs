@@ -1,6 +1,6 @@
 //! Liveness, readiness and the OpenAPI document.
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 
 use crate::state::AppState;
@@ -28,7 +28,10 @@ pub struct Check {
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(Health { status: "ok", checks: vec![] })
+    HttpResponse::Ok().json(Health {
+        status: "ok",
+        checks: vec![],
+    })
 }
 
 /// Ready: the database and the bus answer and the directory has loaded.
@@ -37,22 +40,35 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut checks = vec![Check {
         name: "directory",
-        status: if state.directory.is_ready() { "ok".into() } else { "loading".into() },
+        status: if state.directory.is_ready() {
+            "ok".into()
+        } else {
+            "loading".into()
+        },
     }];
     for probe in &state.probes {
-        let status = match tokio::time::timeout(std::time::Duration::from_secs(2), probe.check()).await {
-            Ok(Ok(())) => "ok".to_owned(),
-            Ok(Err(e)) => e,
-            Err(_) => "timed out".to_owned(),
-        };
-        checks.push(Check { name: probe.name(), status });
+        let status =
+            match tokio::time::timeout(std::time::Duration::from_secs(2), probe.check()).await {
+                Ok(Ok(())) => "ok".to_owned(),
+                Ok(Err(e)) => e,
+                Err(_) => "timed out".to_owned(),
+            };
+        checks.push(Check {
+            name: probe.name(),
+            status,
+        });
     }
     let ready = checks.iter().all(|c| c.status == "ok");
-    let body = Health { status: if ready { "ok" } else { "unavailable" }, checks };
+    let body = Health {
+        status: if ready { "ok" } else { "unavailable" },
+        checks,
+    };
     if ready {
         HttpResponse::Ok().json(body)
     } else {
-        HttpResponse::ServiceUnavailable().insert_header(("Retry-After", "1")).json(body)
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(body)
     }
 }
 

@@ -39,17 +39,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Finds a view by id or by name (`{name_or_id}` path segments). A segment that is
 /// neither a UUID nor a valid name cannot name anything: `None`.
-pub async fn find_by_name_or_id(views: &dyn ViewStore, kind: &str, name_or_id: &str) -> Result<Option<ViewDoc>, ApiError> {
+pub async fn find_by_name_or_id(
+    views: &dyn ViewStore,
+    kind: &str,
+    name_or_id: &str,
+) -> Result<Option<ViewDoc>, ApiError> {
     if let Ok(id) = Uuid::parse_str(name_or_id) {
         return Ok(views.get(kind, id).await?);
     }
     match gatehouse_contracts::names::Name::parse(name_or_id) {
-        Ok(name) => Ok(views.find(kind, "name", &serde_json::Value::String(name.to_string())).await?),
+        Ok(name) => Ok(views
+            .find(kind, "name", &serde_json::Value::String(name.to_string()))
+            .await?),
         Err(_) => Ok(None),
     }
 }
 
 /// Decodes a stored view document (a failure here is a bug, logged as such).
 pub fn decode<T: serde::de::DeserializeOwned>(doc: &ViewDoc) -> Result<T, ApiError> {
-    serde_json::from_value(doc.doc.clone()).map_err(|e| ApiError::internal(&format!("undecodable {} view {}: {e}", doc.kind, doc.id)))
+    serde_json::from_value(doc.doc.clone())
+        .map_err(|e| ApiError::internal(&format!("undecodable {} view {}: {e}", doc.kind, doc.id)))
 }

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use actix_web::http::header;
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use gatehouse_contracts::commands::Command;
 use gatehouse_contracts::identity::AuthenticatePassword;
 use gatehouse_tokens::{PrincipalKind, SessionSource};
@@ -47,15 +47,28 @@ pub struct TokenResponse {
 }
 
 fn parse_form(req: &HttpRequest, body: &[u8]) -> Result<TokenForm, OAuthError> {
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
-        return Err(OAuthError::new("invalid_request", "the body must be application/x-www-form-urlencoded"));
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "the body must be application/x-www-form-urlencoded",
+        ));
     }
-    serde_urlencoded::from_bytes(body).map_err(|e| OAuthError::new("invalid_request", format!("malformed form: {e}")))
+    serde_urlencoded::from_bytes(body)
+        .map_err(|e| OAuthError::new("invalid_request", format!("malformed form: {e}")))
 }
 
 fn required(value: Option<String>, name: &str) -> Result<String, OAuthError> {
-    value.filter(|v| !v.is_empty()).ok_or_else(|| OAuthError::new("invalid_request", format!("missing parameter {name}")))
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| OAuthError::new("invalid_request", format!("missing parameter {name}")))
 }
 
 /// Exchanges credentials for an access token.
@@ -69,32 +82,66 @@ fn required(value: Option<String>, name: &str) -> Result<String, OAuthError> {
     )
 )]
 #[post("/oauth/token")]
-pub async fn token(state: web::Data<AppState>, ctx: RequestContext, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, OAuthError> {
+pub async fn token(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, OAuthError> {
     let form = parse_form(&req, &body)?;
     match form.grant_type.as_str() {
         "password" => password_grant(&state, &ctx, form).await,
-        other => Err(OAuthError::new("unsupported_grant_type", format!("grant type {other:?} is not supported"))),
+        other => Err(OAuthError::new(
+            "unsupported_grant_type",
+            format!("grant type {other:?} is not supported"),
+        )),
     }
 }
 
-async fn password_grant(state: &AppState, ctx: &RequestContext, form: TokenForm) -> Result<HttpResponse, OAuthError> {
+async fn password_grant(
+    state: &AppState,
+    ctx: &RequestContext,
+    form: TokenForm,
+) -> Result<HttpResponse, OAuthError> {
     if let Err(wait) = state.limiter.check(ctx.client_ip, Instant::now()) {
-        return Err(OAuthError::new("too_many_attempts", format!("too many failed logins from this address; retry in {wait} s"))
-            .status(429)
-            .retry_after(wait));
+        return Err(OAuthError::new(
+            "too_many_attempts",
+            format!("too many failed logins from this address; retry in {wait} s"),
+        )
+        .status(429)
+        .retry_after(wait));
     }
     let username = required(form.username, "username")?;
-    let password = form.password.ok_or_else(|| OAuthError::new("invalid_request", "missing parameter password"))?;
-    let sealed = state.seal(&password, &AuthenticatePassword::subject()).map_err(|_| OAuthError::new("server_error", "an unexpected error occurred").status(500))?;
-    let result = state.command(ctx, None, AuthenticatePassword { username, password: sealed }, None).await;
+    let password = form
+        .password
+        .ok_or_else(|| OAuthError::new("invalid_request", "missing parameter password"))?;
+    let sealed = state
+        .seal(&password, &AuthenticatePassword::subject())
+        .map_err(|_| OAuthError::new("server_error", "an unexpected error occurred").status(500))?;
+    let result = state
+        .command(
+            ctx,
+            None,
+            AuthenticatePassword {
+                username,
+                password: sealed,
+            },
+            None,
+        )
+        .await;
     let user = match result {
         Ok(accepted) => accepted.output,
         Err(e) if e.status.as_u16() == 401 || e.code.as_deref() == Some("invalid_grant") => {
             state.limiter.failed(ctx.client_ip, Instant::now());
-            return Err(OAuthError::new("invalid_grant", "invalid username or password"));
+            return Err(OAuthError::new(
+                "invalid_grant",
+                "invalid username or password",
+            ));
         }
         Err(e) if e.status.as_u16() == 503 => {
-            return Err(OAuthError::new("temporarily_unavailable", e.message).status(503).retry_after(1));
+            return Err(OAuthError::new("temporarily_unavailable", e.message)
+                .status(503)
+                .retry_after(1));
         }
         Err(e) => return Err(OAuthError::new("invalid_request", e.message)),
     };
@@ -118,7 +165,12 @@ pub fn token_response(state: &AppState, session: Session) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
-        .json(TokenResponse { access_token, token_type: "Bearer", expires_in, scope })
+        .json(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in,
+            scope,
+        })
 }
 
 /// The public keys that verify access tokens (RFC 7517).

@@ -23,7 +23,9 @@ impl PageParams {
             return Err(crate::errors::ApiError::bad_request("page starts at 1"));
         }
         if size == 0 || size > MAX_PAGE_SIZE {
-            return Err(crate::errors::ApiError::bad_request(format!("size must be between 1 and {MAX_PAGE_SIZE}")));
+            return Err(crate::errors::ApiError::bad_request(format!(
+                "size must be between 1 and {MAX_PAGE_SIZE}"
+            )));
         }
         Ok(((page - 1).saturating_mul(size), size))
     }
@@ -47,6 +49,12 @@ pub struct Page<T> {
 impl<T> Page<T> {
     /// Builds a page from a window and the total.
     pub fn new(items: Vec<T>, offset: u64, size: u64, total: u64) -> Self {
-        Self { index: offset / size + 1, max_size: size, total_pages: total.div_ceil(size), total, items }
+        Self {
+            index: offset / size + 1,
+            max_size: size,
+            total_pages: total.div_ceil(size),
+            total,
+            items,
+        }
     }
 }

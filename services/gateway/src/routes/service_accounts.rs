@@ -1,10 +1,11 @@
 //! Service accounts: non-interactive principals. Members manage the accounts they
 //! created and see no others (404, not 403); admins manage all.
 
-use actix_web::{delete, get, patch, post, web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use gatehouse_contracts::identity::{
-    CreateServiceAccount, DeleteServiceAccount, Role, ServiceAccountView, UpdateServiceAccount, SERVICE_ACCOUNT_VIEW,
+    CreateServiceAccount, DeleteServiceAccount, Role, SERVICE_ACCOUNT_VIEW, ServiceAccountView,
+    UpdateServiceAccount,
 };
 use gatehouse_contracts::names::{Description, Name};
 use gatehouse_eventlog::ListQuery;
@@ -91,9 +92,15 @@ pub struct ServiceAccountFilters {
 }
 
 /// Loads an account the caller may see, or 404.
-async fn visible(state: &AppState, auth: &Authenticated, name_or_id: &str) -> Result<ServiceAccountView, ApiError> {
+async fn visible(
+    state: &AppState,
+    auth: &Authenticated,
+    name_or_id: &str,
+) -> Result<ServiceAccountView, ApiError> {
     let not_found = || ApiError::not_found(format!("no service account {name_or_id:?}"));
-    let doc = find_by_name_or_id(state.views.as_ref(), SERVICE_ACCOUNT_VIEW, name_or_id).await?.ok_or_else(not_found)?;
+    let doc = find_by_name_or_id(state.views.as_ref(), SERVICE_ACCOUNT_VIEW, name_or_id)
+        .await?
+        .ok_or_else(not_found)?;
     let view: ServiceAccountView = decode(&doc)?;
     if !auth.is_admin() && view.owner != auth.principal.id {
         return Err(not_found());
@@ -105,9 +112,13 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     match req.headers().get("idempotency-key") {
         None => Ok(None),
         Some(v) => {
-            let key = v.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be ASCII"))?;
+            let key = v
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Idempotency-Key must be ASCII"))?;
             if key.is_empty() || key.len() > 255 {
-                return Err(ApiError::bad_request("Idempotency-Key must have 1 to 255 characters"));
+                return Err(ApiError::bad_request(
+                    "Idempotency-Key must have 1 to 255 characters",
+                ));
             }
             Ok(Some(key.to_owned()))
         }
@@ -131,8 +142,14 @@ pub async fn create_service_account(
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let body = body.into_inner();
-    let command = CreateServiceAccount { name: body.name, description: body.description.unwrap_or_default(), role: body.role };
-    let accepted = state.command(&ctx, Some(&auth.caller()), command, key).await?;
+    let command = CreateServiceAccount {
+        name: body.name,
+        description: body.description.unwrap_or_default(),
+        role: body.role,
+    };
+    let accepted = state
+        .command(&ctx, Some(&auth.caller()), command, key)
+        .await?;
     let view = visible(&state, &auth, &accepted.output.to_string()).await?;
     Ok(HttpResponse::Created().json(ServiceAccountResponse::from(view)))
 }
@@ -149,15 +166,26 @@ pub async fn list_service_accounts(
     filters: web::Query<ServiceAccountFilters>,
 ) -> Result<HttpResponse, ApiError> {
     let (offset, limit) = paging.window()?;
-    let mut query = ListQuery { filters: vec![], offset, limit };
+    let mut query = ListQuery {
+        filters: vec![],
+        offset,
+        limit,
+    };
     if !auth.is_admin() {
-        query.filters.push(("owner".into(), serde_json::Value::String(auth.principal.id.to_string())));
+        query.filters.push((
+            "owner".into(),
+            serde_json::Value::String(auth.principal.id.to_string()),
+        ));
     }
     if let Some(name) = &filters.name {
-        query.filters.push(("name".into(), serde_json::Value::String(name.clone())));
+        query
+            .filters
+            .push(("name".into(), serde_json::Value::String(name.clone())));
     }
     if let Some(active) = filters.active {
-        query.filters.push(("active".into(), serde_json::Value::Bool(active)));
+        query
+            .filters
+            .push(("active".into(), serde_json::Value::Bool(active)));
     }
     let page = state.views.list(SERVICE_ACCOUNT_VIEW, &query).await?;
     let items = page
@@ -173,7 +201,11 @@ pub async fn list_service_accounts(
     params(("name_or_id" = String, Path, description = "service account name or id")),
     responses((status = 200, body = ServiceAccountResponse), (status = 404, body = ErrorBody)))]
 #[get("/service_accounts/{name_or_id}")]
-pub async fn get_service_account(state: web::Data<AppState>, auth: Authenticated, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_service_account(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let view = visible(&state, &auth, &path.into_inner()).await?;
     Ok(HttpResponse::Ok().json(ServiceAccountResponse::from(view)))
 }
@@ -193,8 +225,15 @@ pub async fn update_service_account(
 ) -> Result<HttpResponse, ApiError> {
     let view = visible(&state, &auth, &path.into_inner()).await?;
     let body = body.into_inner();
-    let command = UpdateServiceAccount { id: view.id, description: body.description, active: body.active, role: body.role };
-    state.command(&ctx, Some(&auth.caller()), command, None).await?;
+    let command = UpdateServiceAccount {
+        id: view.id,
+        description: body.description,
+        active: body.active,
+        role: body.role,
+    };
+    state
+        .command(&ctx, Some(&auth.caller()), command, None)
+        .await?;
     let view = visible(&state, &auth, &view.id.to_string()).await?;
     Ok(HttpResponse::Ok().json(ServiceAccountResponse::from(view)))
 }
@@ -211,6 +250,13 @@ pub async fn delete_service_account(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let view = visible(&state, &auth, &path.into_inner()).await?;
-    state.command(&ctx, Some(&auth.caller()), DeleteServiceAccount { id: view.id }, None).await?;
+    state
+        .command(
+            &ctx,
+            Some(&auth.caller()),
+            DeleteServiceAccount { id: view.id },
+            None,
+        )
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,9 +1,9 @@
 //! Users (admins only).
 
-use actix_web::{get, patch, post, web, HttpResponse};
+use actix_web::{HttpResponse, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use gatehouse_contracts::commands::Command;
-use gatehouse_contracts::identity::{CreateUser, Role, UpdateUser, UserView, USER_VIEW};
+use gatehouse_contracts::identity::{CreateUser, Role, USER_VIEW, UpdateUser, UserView};
 use gatehouse_contracts::names::Name;
 use gatehouse_eventlog::ListQuery;
 use secrecy::SecretString;
@@ -36,7 +36,14 @@ pub struct UserResponse {
 
 impl From<UserView> for UserResponse {
     fn from(v: UserView) -> Self {
-        Self { id: v.id.as_uuid(), name: v.name, role: v.role, active: v.active, created: v.created, updated: v.updated }
+        Self {
+            id: v.id.as_uuid(),
+            name: v.name,
+            role: v.role,
+            active: v.active,
+            created: v.created,
+            updated: v.updated,
+        }
     }
 }
 
@@ -84,12 +91,23 @@ async fn load(state: &AppState, name_or_id: &str) -> Result<UserView, ApiError> 
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("bearer" = [])), request_body = NewUser,
     responses((status = 201, body = UserResponse), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 #[post("/users")]
-pub async fn create_user(state: web::Data<AppState>, ctx: RequestContext, auth: Authenticated, body: web::Json<NewUser>) -> Result<HttpResponse, ApiError> {
+pub async fn create_user(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    auth: Authenticated,
+    body: web::Json<NewUser>,
+) -> Result<HttpResponse, ApiError> {
     auth.require_admin()?;
     let body = body.into_inner();
     let password = state.seal(&body.password, &CreateUser::subject())?;
-    let command = CreateUser { name: body.name, role: body.role.unwrap_or(Role::Member), password };
-    let accepted = state.command(&ctx, Some(&auth.caller()), command, None).await?;
+    let command = CreateUser {
+        name: body.name,
+        role: body.role.unwrap_or(Role::Member),
+        password,
+    };
+    let accepted = state
+        .command(&ctx, Some(&auth.caller()), command, None)
+        .await?;
     let view = load(&state, &accepted.output.to_string()).await?;
     Ok(HttpResponse::Created().json(UserResponse::from(view)))
 }
@@ -106,15 +124,27 @@ pub async fn list_users(
 ) -> Result<HttpResponse, ApiError> {
     auth.require_admin()?;
     let (offset, limit) = paging.window()?;
-    let mut query = ListQuery { filters: vec![], offset, limit };
+    let mut query = ListQuery {
+        filters: vec![],
+        offset,
+        limit,
+    };
     if let Some(name) = &filters.name {
-        query.filters.push(("name".into(), serde_json::Value::String(name.clone())));
+        query
+            .filters
+            .push(("name".into(), serde_json::Value::String(name.clone())));
     }
     if let Some(active) = filters.active {
-        query.filters.push(("active".into(), serde_json::Value::Bool(active)));
+        query
+            .filters
+            .push(("active".into(), serde_json::Value::Bool(active)));
     }
     let page = state.views.list(USER_VIEW, &query).await?;
-    let items = page.items.iter().map(|d| decode::<UserView>(d).map(UserResponse::from)).collect::<Result<Vec<_>, _>>()?;
+    let items = page
+        .items
+        .iter()
+        .map(|d| decode::<UserView>(d).map(UserResponse::from))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(Page::new(items, offset, limit, page.total)))
 }
 
@@ -123,7 +153,11 @@ pub async fn list_users(
     params(("name_or_id" = String, Path, description = "user name or id")),
     responses((status = 200, body = UserResponse), (status = 404, body = ErrorBody)))]
 #[get("/users/{name_or_id}")]
-pub async fn get_user(state: web::Data<AppState>, auth: Authenticated, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_user(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let name_or_id = path.into_inner();
     let view = load(&state, &name_or_id).await?;
     // Members may look themselves up, nobody else.
@@ -148,8 +182,14 @@ pub async fn update_user(
     auth.require_admin()?;
     let view = load(&state, &path.into_inner()).await?;
     let body = body.into_inner();
-    let command = UpdateUser { user_id: view.id, role: body.role, active: body.active };
-    state.command(&ctx, Some(&auth.caller()), command, None).await?;
+    let command = UpdateUser {
+        user_id: view.id,
+        role: body.role,
+        active: body.active,
+    };
+    state
+        .command(&ctx, Some(&auth.caller()), command, None)
+        .await?;
     let view = load(&state, &view.id.to_string()).await?;
     Ok(HttpResponse::Ok().json(UserResponse::from(view)))
 }

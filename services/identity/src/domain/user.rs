@@ -1,7 +1,9 @@
 //! The user aggregate.
 
 use gatehouse_contracts::commands::Caller;
-use gatehouse_contracts::identity::{Deactivated, Reactivated, Role, RoleChanged, UserCreated, UserEvent, UserPasswordChanged};
+use gatehouse_contracts::identity::{
+    Deactivated, Reactivated, Role, RoleChanged, UserCreated, UserEvent, UserPasswordChanged,
+};
 use gatehouse_contracts::names::Name;
 use gatehouse_eventlog::Aggregate;
 
@@ -31,18 +33,74 @@ impl Aggregate for User {
 
     fn evolve(self, event: &UserEvent) -> Self {
         match (self, event) {
-            (User::Absent, UserEvent::Created(e)) => User::Present { name: e.name.clone(), role: e.role, active: true, epoch: 0 },
-            (User::Present { name, active, epoch, .. }, UserEvent::RoleChanged(e)) => User::Present { name, role: e.role, active, epoch },
-            (User::Present { name, role, epoch, .. }, UserEvent::Deactivated(_)) => User::Present { name, role, active: false, epoch: epoch + 1 },
-            (User::Present { name, role, epoch, .. }, UserEvent::Reactivated(_)) => User::Present { name, role, active: true, epoch },
-            (User::Present { name, role, active, epoch }, UserEvent::PasswordChanged(_)) => User::Present { name, role, active, epoch: epoch + 1 },
+            (User::Absent, UserEvent::Created(e)) => User::Present {
+                name: e.name.clone(),
+                role: e.role,
+                active: true,
+                epoch: 0,
+            },
+            (
+                User::Present {
+                    name,
+                    active,
+                    epoch,
+                    ..
+                },
+                UserEvent::RoleChanged(e),
+            ) => User::Present {
+                name,
+                role: e.role,
+                active,
+                epoch,
+            },
+            (
+                User::Present {
+                    name, role, epoch, ..
+                },
+                UserEvent::Deactivated(_),
+            ) => User::Present {
+                name,
+                role,
+                active: false,
+                epoch: epoch + 1,
+            },
+            (
+                User::Present {
+                    name, role, epoch, ..
+                },
+                UserEvent::Reactivated(_),
+            ) => User::Present {
+                name,
+                role,
+                active: true,
+                epoch,
+            },
+            (
+                User::Present {
+                    name,
+                    role,
+                    active,
+                    epoch,
+                },
+                UserEvent::PasswordChanged(_),
+            ) => User::Present {
+                name,
+                role,
+                active,
+                epoch: epoch + 1,
+            },
             (state, _) => state,
         }
     }
 }
 
 /// Creates a user. Only admins create users, except the bootstrap (no caller).
-pub fn create(state: &User, caller: Option<&Caller>, name: Name, role: Role) -> Result<Vec<UserEvent>, Rejection> {
+pub fn create(
+    state: &User,
+    caller: Option<&Caller>,
+    name: Name,
+    role: Role,
+) -> Result<Vec<UserEvent>, Rejection> {
     if let Some(caller) = caller {
         if !caller.is_admin() {
             return Err(Rejection::Forbidden("only admins can create users"));
@@ -73,11 +131,18 @@ pub fn update(
     if !caller.is_admin() {
         return Err(Rejection::Forbidden("only admins can change users"));
     }
-    let User::Present { role: current_role, active: current_active, .. } = state else {
+    let User::Present {
+        role: current_role,
+        active: current_active,
+        ..
+    } = state
+    else {
         return Err(Rejection::NotFound("user"));
     };
     if caller.id == target && (active == Some(false) || role == Some(Role::Member)) {
-        return Err(Rejection::Invalid("you cannot deactivate or demote the account you are using"));
+        return Err(Rejection::Invalid(
+            "you cannot deactivate or demote the account you are using",
+        ));
     }
     let mut events = Vec::new();
     if let Some(role) = role.filter(|r| r != current_role) {
@@ -96,11 +161,21 @@ mod tests {
     use super::*;
 
     fn admin() -> Caller {
-        Caller { id: uuid::Uuid::new_v4(), kind: "user".into(), name: "admin".into(), role: Role::Admin }
+        Caller {
+            id: uuid::Uuid::new_v4(),
+            kind: "user".into(),
+            name: "admin".into(),
+            role: Role::Admin,
+        }
     }
 
     fn member() -> Caller {
-        Caller { id: uuid::Uuid::new_v4(), kind: "user".into(), name: "bob".into(), role: Role::Member }
+        Caller {
+            id: uuid::Uuid::new_v4(),
+            kind: "user".into(),
+            name: "bob".into(),
+            role: Role::Member,
+        }
     }
 
     fn given(events: &[UserEvent]) -> User {
@@ -108,29 +183,56 @@ mod tests {
     }
 
     fn created() -> UserEvent {
-        UserEvent::Created(UserCreated { name: Name::parse("alice").unwrap(), role: Role::Member })
+        UserEvent::Created(UserCreated {
+            name: Name::parse("alice").unwrap(),
+            role: Role::Member,
+        })
     }
 
     #[test]
     fn an_admin_creates_a_user() {
-        let events = create(&User::Absent, Some(&admin()), Name::parse("alice").unwrap(), Role::Member).unwrap();
+        let events = create(
+            &User::Absent,
+            Some(&admin()),
+            Name::parse("alice").unwrap(),
+            Role::Member,
+        )
+        .unwrap();
         assert_eq!(events, vec![created()]);
     }
 
     #[test]
     fn bootstrap_creates_without_a_caller() {
-        assert!(create(&User::Absent, None, Name::parse("admin").unwrap(), Role::Admin).is_ok());
+        assert!(
+            create(
+                &User::Absent,
+                None,
+                Name::parse("admin").unwrap(),
+                Role::Admin
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn a_member_cannot_create_users() {
-        let r = create(&User::Absent, Some(&member()), Name::parse("alice").unwrap(), Role::Member);
+        let r = create(
+            &User::Absent,
+            Some(&member()),
+            Name::parse("alice").unwrap(),
+            Role::Member,
+        );
         assert_eq!(r, Err(Rejection::Forbidden("only admins can create users")));
     }
 
     #[test]
     fn creating_twice_is_refused() {
-        let r = create(&given(&[created()]), Some(&admin()), Name::parse("alice").unwrap(), Role::Member);
+        let r = create(
+            &given(&[created()]),
+            Some(&admin()),
+            Name::parse("alice").unwrap(),
+            Role::Member,
+        );
         assert_eq!(r, Err(Rejection::AlreadyExists("user")));
     }
 
@@ -141,30 +243,68 @@ mod tests {
         let events = update(&state, &admin(), target, None, Some(false)).unwrap();
         assert_eq!(events, vec![UserEvent::Deactivated(Deactivated {})]);
         let state = events.iter().fold(state, |s, e| s.evolve(e));
-        assert!(matches!(state, User::Present { active: false, epoch: 1, .. }));
+        assert!(matches!(
+            state,
+            User::Present {
+                active: false,
+                epoch: 1,
+                ..
+            }
+        ));
         let events = update(&state, &admin(), target, None, Some(true)).unwrap();
         let state = events.iter().fold(state, |s, e| s.evolve(e));
-        assert!(matches!(state, User::Present { active: true, epoch: 1, .. }));
+        assert!(matches!(
+            state,
+            User::Present {
+                active: true,
+                epoch: 1,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn an_update_to_the_current_values_records_nothing() {
         let state = given(&[created()]);
-        assert_eq!(update(&state, &admin(), uuid::Uuid::new_v4(), Some(Role::Member), Some(true)), Ok(vec![]));
+        assert_eq!(
+            update(
+                &state,
+                &admin(),
+                uuid::Uuid::new_v4(),
+                Some(Role::Member),
+                Some(true)
+            ),
+            Ok(vec![])
+        );
     }
 
     #[test]
     fn an_admin_cannot_deactivate_or_demote_themselves() {
         let me = admin();
         let state = given(&[created()]);
-        assert!(matches!(update(&state, &me, me.id, None, Some(false)), Err(Rejection::Invalid(_))));
-        assert!(matches!(update(&state, &me, me.id, Some(Role::Member), None), Err(Rejection::Invalid(_))));
+        assert!(matches!(
+            update(&state, &me, me.id, None, Some(false)),
+            Err(Rejection::Invalid(_))
+        ));
+        assert!(matches!(
+            update(&state, &me, me.id, Some(Role::Member), None),
+            Err(Rejection::Invalid(_))
+        ));
     }
 
     #[test]
     fn a_member_cannot_update_users() {
         let state = given(&[created()]);
-        assert!(matches!(update(&state, &member(), uuid::Uuid::new_v4(), Some(Role::Admin), None), Err(Rejection::Forbidden(_))));
+        assert!(matches!(
+            update(
+                &state,
+                &member(),
+                uuid::Uuid::new_v4(),
+                Some(Role::Admin),
+                None
+            ),
+            Err(Rejection::Forbidden(_))
+        ));
     }
 
     #[test]
@@ -173,6 +313,9 @@ mod tests {
         let events = change_password(&state).unwrap();
         let state = events.iter().fold(state, |s, e| s.evolve(e));
         assert!(matches!(state, User::Present { epoch: 1, .. }));
-        assert_eq!(change_password(&User::Absent), Err(Rejection::NotFound("user")));
+        assert_eq!(
+            change_password(&User::Absent),
+            Err(Rejection::NotFound("user"))
+        );
     }
 }
