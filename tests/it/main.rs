@@ -4,6 +4,7 @@
 mod authorization;
 mod bad_input;
 mod cli;
+mod dev_mode;
 mod flows;
 mod outbox;
 mod restart;
