@@ -12,8 +12,8 @@ use gatehouse_eventlog::memory::{MemoryEventStore, MemoryViewStore};
 use gatehouse_eventlog::postgres::{PgDatabase, PostgresEventStore, PostgresViewStore};
 use gatehouse_eventlog::relay::OutboxRelay;
 use gatehouse_eventlog::{
-    AppendRequest, EventStore, ExpectedVersion, NewEvent, ProjectionError, Publisher, PublishError, ViewChange,
-    ViewProjection, ViewStore,
+    AppendRequest, EventStore, ExpectedVersion, NewEvent, ProjectionError, PublishError, Publisher,
+    ViewChange, ViewProjection, ViewStore,
 };
 use gatehouse_testsupport::TestDatabase;
 use serde_json::json;
@@ -25,17 +25,25 @@ pub struct Stores {
     pub log: Arc<dyn EventStore>,
     pub views: Arc<dyn ViewStore>,
     /// Keeps the Postgres database alive for the test (`None` in memory).
-    pub pg: Option<PgTest>,
+    pub _pg: Option<PgTest>,
 }
 
 impl Stores {
     pub fn memory() -> Self {
-        Self { log: Arc::new(MemoryEventStore::new()), views: Arc::new(MemoryViewStore::new()), pg: None }
+        Self {
+            log: Arc::new(MemoryEventStore::new()),
+            views: Arc::new(MemoryViewStore::new()),
+            _pg: None,
+        }
     }
 
     pub async fn postgres() -> anyhow::Result<Self> {
         let pg = PgTest::new().await?;
-        Ok(Self { log: Arc::new(pg.store()), views: Arc::new(PostgresViewStore::new(&pg.database)), pg: Some(pg) })
+        Ok(Self {
+            log: Arc::new(pg.store()),
+            views: Arc::new(PostgresViewStore::new(&pg.database)),
+            _pg: Some(pg),
+        })
     }
 }
 
@@ -43,14 +51,17 @@ impl Stores {
 pub struct PgTest {
     // Declared first so that the pool closes before the database is dropped.
     pub database: PgDatabase,
-    pub test_database: TestDatabase,
+    pub _test_database: TestDatabase,
 }
 
 impl PgTest {
     pub async fn new() -> anyhow::Result<Self> {
         let test_database = TestDatabase::create().await?;
         let database = PgDatabase::connect(test_database.url(), 20).await?;
-        Ok(Self { database, test_database })
+        Ok(Self {
+            database,
+            _test_database: test_database,
+        })
     }
 
     pub fn store(&self) -> PostgresEventStore {
@@ -58,7 +69,10 @@ impl PgTest {
     }
 
     /// Runs the outbox relay until the returned sender says stop.
-    pub fn spawn_relay(&self, publisher: Arc<RecordingPublisher>) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    pub fn spawn_relay(
+        &self,
+        publisher: Arc<RecordingPublisher>,
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let (stop, shutdown) = watch::channel(false);
         let relay = OutboxRelay::new(self.database.clone(), publisher);
         (stop, tokio::spawn(relay.run(shutdown)))
@@ -67,7 +81,12 @@ impl PgTest {
     /// How many outbox rows are not marked published.
     pub async fn unpublished(&self) -> anyhow::Result<i64> {
         let client = self.database.pool().get().await?;
-        let row = client.query_one("SELECT count(*) FROM outbox WHERE published_at IS NULL", &[]).await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+                &[],
+            )
+            .await?;
         Ok(row.try_get(0)?)
     }
 }
@@ -107,7 +126,11 @@ pub fn bumps(count: usize) -> Vec<NewEvent> {
     (0..count).map(|_| event("bumped", "x")).collect()
 }
 
-pub fn append(stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> AppendRequest {
+pub fn append(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> AppendRequest {
     AppendRequest::new(stream.clone(), expected, events)
 }
 
@@ -122,7 +145,10 @@ where
         if check().await? {
             return Ok(());
         }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "condition not reached within {timeout:?}");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -145,7 +171,11 @@ impl RecordingPublisher {
 
     /// Fails the first `failures` calls, and takes `delay` for each publish.
     pub fn flaky(failures: usize, delay: Duration) -> Arc<Self> {
-        Arc::new(Self { failures_left: AtomicUsize::new(failures), delay, ..Self::default() })
+        Arc::new(Self {
+            failures_left: AtomicUsize::new(failures),
+            delay,
+            ..Self::default()
+        })
     }
 
     pub fn published(&self) -> Vec<RecordedEvent> {
@@ -164,12 +194,19 @@ impl RecordingPublisher {
 #[async_trait]
 impl Publisher for RecordingPublisher {
     async fn publish(&self, event: &RecordedEvent) -> Result<(), PublishError> {
-        let failing = self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        let failing = self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
         if failing {
-            return Err(PublishError { event_id: event.event_id, source: "the bus is down (test)".into() });
+            return Err(PublishError {
+                event_id: event.event_id,
+                source: "the bus is down (test)".into(),
+            });
         }
         let now_in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
+        self.max_in_flight
+            .fetch_max(now_in_flight, Ordering::SeqCst);
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
@@ -186,7 +223,12 @@ pub fn assert_per_stream_order(events: &[RecordedEvent]) {
     let mut last: std::collections::HashMap<&StreamId, i64> = std::collections::HashMap::new();
     for event in events {
         let previous = last.insert(&event.stream_id, event.version).unwrap_or(0);
-        assert_eq!(event.version, previous + 1, "stream {} published out of order", event.stream_id);
+        assert_eq!(
+            event.version,
+            previous + 1,
+            "stream {} published out of order",
+            event.stream_id
+        );
     }
 }
 
@@ -206,8 +248,15 @@ impl ViewProjection for CountingProjection {
         AGGREGATE
     }
 
-    fn apply(&self, current: Option<&serde_json::Value>, event: &RecordedEvent) -> Result<ViewChange, ProjectionError> {
-        let count = current.and_then(|doc| doc.get("count")).and_then(|c| c.as_i64()).unwrap_or(0);
+    fn apply(
+        &self,
+        current: Option<&serde_json::Value>,
+        event: &RecordedEvent,
+    ) -> Result<ViewChange, ProjectionError> {
+        let count = current
+            .and_then(|doc| doc.get("count"))
+            .and_then(|c| c.as_i64())
+            .unwrap_or(0);
         Ok(match event.event_type.as_str() {
             "counter.deleted" => ViewChange::Delete,
             "counter.noted" => ViewChange::Unchanged,

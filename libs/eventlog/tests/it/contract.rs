@@ -1,0 +1,423 @@
+//! Each contract is an async function over [`Stores`]; `both!` runs it in memory and on
+//! Postgres.
+
+use std::sync::Arc;
+
+use gatehouse_eventlog::{
+    AppendError, ExpectedVersion, ListQuery, ProjectionRunner, SecretOp, UniqueClaim,
+};
+use gatehouse_eventlog::{Delivery, IdempotencyRecord};
+use serde_json::json;
+
+use crate::support::{CountingProjection, Stores, VIEW_KIND, append, bumps, event, new_stream};
+
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn in_memory() -> anyhow::Result<()> {
+                super::$name(crate::support::Stores::memory()).await
+            }
+            #[tokio::test]
+            async fn on_postgres() -> anyhow::Result<()> {
+                super::$name(crate::support::Stores::postgres().await?).await
+            }
+        }
+    };
+}
+
+both!(appends_follow_the_expected_version_and_a_refused_append_writes_nothing);
+async fn appends_follow_the_expected_version_and_a_refused_append_writes_nothing(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let stream = new_stream();
+    let first = s
+        .log
+        .append(append(&stream, ExpectedVersion::NoStream, bumps(2)))
+        .await?;
+    assert_eq!(first.version, 2);
+    let second = s
+        .log
+        .append(append(&stream, ExpectedVersion::Exactly(2), bumps(1)))
+        .await?;
+    assert_eq!(second.version, 3);
+    assert!(second.position > first.position);
+
+    let mut stale = append(&stream, ExpectedVersion::Exactly(2), bumps(1));
+    stale.claims.push(UniqueClaim::Claim {
+        scope: "name".into(),
+        value: "stale".into(),
+    });
+    stale.secrets.push(SecretOp::Put {
+        name: "slot".into(),
+        value: b"x".to_vec(),
+    });
+    match s.log.append(stale).await {
+        Err(AppendError::WrongExpectedVersion {
+            expected: 2,
+            actual: 3,
+            ..
+        }) => {}
+        other => panic!("expected WrongExpectedVersion, got {other:?}"),
+    }
+    let events = s.log.read_stream(&stream, 0).await?;
+    assert_eq!(
+        events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(s.log.claim_holder("name", "stale").await?, None);
+    assert_eq!(s.log.read_secret(&stream, "slot").await?, None);
+    assert_eq!(s.log.read_stream(&stream, 2).await?.len(), 1);
+    // A new stream must not exist yet.
+    assert!(matches!(
+        s.log
+            .append(append(&stream, ExpectedVersion::NoStream, bumps(1)))
+            .await,
+        Err(AppendError::WrongExpectedVersion { .. })
+    ));
+    Ok(())
+}
+
+both!(of_sixteen_concurrent_appends_at_one_version_exactly_one_wins);
+async fn of_sixteen_concurrent_appends_at_one_version_exactly_one_wins(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let stream = new_stream();
+    s.log
+        .append(append(&stream, ExpectedVersion::NoStream, bumps(1)))
+        .await?;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let log = s.log.clone();
+        let stream = stream.clone();
+        tasks.push(tokio::spawn(async move {
+            log.append(append(&stream, ExpectedVersion::Exactly(1), bumps(1)))
+                .await
+        }));
+    }
+    let mut wins = 0;
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await? {
+            Ok(_) => wins += 1,
+            Err(AppendError::WrongExpectedVersion { .. }) => conflicts += 1,
+            Err(other) => panic!("a lost race must be a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!((wins, conflicts), (1, 15));
+    let versions: Vec<i64> = s
+        .log
+        .read_stream(&stream, 0)
+        .await?
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, vec![1, 2]);
+    Ok(())
+}
+
+both!(an_idempotency_key_stores_the_first_outcome_and_refuses_a_second_append);
+async fn an_idempotency_key_stores_the_first_outcome_and_refuses_a_second_append(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let stream = new_stream();
+    let mut first = append(&stream, ExpectedVersion::NoStream, bumps(1));
+    first.idempotency = Some(IdempotencyRecord {
+        key: "caller:k1".into(),
+        fingerprint: "f".into(),
+        response: json!({"id": 7}),
+    });
+    let appended = s.log.append(first).await?;
+
+    let other = new_stream();
+    let mut retry = append(&other, ExpectedVersion::NoStream, bumps(1));
+    retry.idempotency = Some(IdempotencyRecord {
+        key: "caller:k1".into(),
+        fingerprint: "f".into(),
+        response: json!({"id": 8}),
+    });
+    assert!(matches!(
+        s.log.append(retry).await,
+        Err(AppendError::IdempotencyKeyTaken)
+    ));
+    assert!(
+        s.log.read_stream(&other, 0).await?.is_empty(),
+        "nothing written by the retry"
+    );
+
+    let stored = s
+        .log
+        .idempotent_outcome("caller:k1")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no outcome"))?;
+    assert_eq!(stored.response, json!({"id": 7}));
+    assert_eq!(
+        (stored.stream_id, stored.version, stored.position),
+        (stream, appended.version, appended.position)
+    );
+    assert_eq!(s.log.idempotent_outcome("caller:other").await?, None);
+    Ok(())
+}
+
+both!(a_unique_claim_belongs_to_one_stream_until_it_releases_it);
+async fn a_unique_claim_belongs_to_one_stream_until_it_releases_it(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let (a, b) = (new_stream(), new_stream());
+    let claim = || UniqueClaim::Claim {
+        scope: "principal_name".into(),
+        value: "ci-bot".into(),
+    };
+    let release = || UniqueClaim::Release {
+        scope: "principal_name".into(),
+        value: "ci-bot".into(),
+    };
+    let mut req = append(&a, ExpectedVersion::NoStream, bumps(1));
+    req.claims.push(claim());
+    s.log.append(req).await?;
+
+    let mut req = append(&b, ExpectedVersion::NoStream, bumps(1));
+    req.claims.push(claim());
+    assert!(matches!(
+        s.log.append(req).await,
+        Err(AppendError::UniqueViolation { .. })
+    ));
+    assert!(s.log.read_stream(&b, 0).await?.is_empty());
+
+    // A non-holder's release does nothing.
+    let mut req = append(&b, ExpectedVersion::NoStream, bumps(1));
+    req.claims.push(release());
+    s.log.append(req).await?;
+    assert_eq!(
+        s.log.claim_holder("principal_name", "ci-bot").await?,
+        Some(a.clone())
+    );
+
+    let mut req = append(&a, ExpectedVersion::Exactly(1), bumps(1));
+    req.claims.push(release());
+    s.log.append(req).await?;
+    let mut req = append(&b, ExpectedVersion::Exactly(1), bumps(1));
+    req.claims.push(claim());
+    s.log.append(req).await?;
+    assert_eq!(
+        s.log.claim_holder("principal_name", "ci-bot").await?,
+        Some(b)
+    );
+    Ok(())
+}
+
+both!(secret_slots_change_with_their_append_only);
+async fn secret_slots_change_with_their_append_only(s: Stores) -> anyhow::Result<()> {
+    let stream = new_stream();
+    let mut req = append(&stream, ExpectedVersion::NoStream, bumps(1));
+    req.secrets.push(SecretOp::Put {
+        name: "password_hash".into(),
+        value: b"one".to_vec(),
+    });
+    s.log.append(req).await?;
+    assert_eq!(
+        s.log.read_secret(&stream, "password_hash").await?,
+        Some(b"one".to_vec())
+    );
+
+    let mut req = append(&stream, ExpectedVersion::Exactly(1), bumps(1));
+    req.secrets.push(SecretOp::Put {
+        name: "password_hash".into(),
+        value: b"two".to_vec(),
+    });
+    s.log.append(req).await?;
+    let mut stale = append(&stream, ExpectedVersion::Exactly(1), bumps(1));
+    stale.secrets.push(SecretOp::Put {
+        name: "password_hash".into(),
+        value: b"three".to_vec(),
+    });
+    assert!(s.log.append(stale).await.is_err());
+    assert_eq!(
+        s.log.read_secret(&stream, "password_hash").await?,
+        Some(b"two".to_vec())
+    );
+
+    let mut req = append(&stream, ExpectedVersion::Exactly(2), bumps(1));
+    req.secrets.push(SecretOp::Delete {
+        name: "password_hash".into(),
+    });
+    s.log.append(req).await?;
+    assert_eq!(s.log.read_secret(&stream, "password_hash").await?, None);
+    Ok(())
+}
+
+both!(read_all_returns_every_committed_event_in_position_order);
+async fn read_all_returns_every_committed_event_in_position_order(s: Stores) -> anyhow::Result<()> {
+    for _ in 0..5 {
+        s.log
+            .append(append(&new_stream(), ExpectedVersion::NoStream, bumps(3)))
+            .await?;
+    }
+    let all = s.log.read_all(0, 100).await?;
+    assert_eq!(all.len(), 15);
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    let tail = s.log.read_all(all[9].position, 100).await?;
+    assert_eq!(tail.len(), 5);
+    assert_eq!(s.log.read_all(0, 4).await?.len(), 4);
+    Ok(())
+}
+
+fn deliveries(events: &[gatehouse_contracts::envelope::RecordedEvent]) -> Vec<Delivery> {
+    events
+        .iter()
+        .map(|e| Delivery::new(e.clone(), e.position as u64, None))
+        .collect()
+}
+
+both!(projections_skip_redeliveries_fill_gaps_from_the_log_and_rebuild_identically);
+async fn projections_skip_redeliveries_fill_gaps_from_the_log_and_rebuild_identically(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let runner = ProjectionRunner::new("test-projector", s.views.clone(), s.log.clone())
+        .with(Arc::new(CountingProjection));
+    let (a, b, c) = (new_stream(), new_stream(), new_stream());
+    s.log
+        .append(append(&a, ExpectedVersion::NoStream, bumps(2)))
+        .await?;
+    s.log
+        .append(append(
+            &b,
+            ExpectedVersion::NoStream,
+            vec![event("bumped", "b1")],
+        ))
+        .await?;
+    s.log
+        .append(append(
+            &b,
+            ExpectedVersion::Exactly(1),
+            vec![event("noted", "-"), event("bumped", "b3")],
+        ))
+        .await?;
+    s.log
+        .append(append(&c, ExpectedVersion::NoStream, bumps(1)))
+        .await?;
+    s.log
+        .append(append(
+            &c,
+            ExpectedVersion::Exactly(1),
+            vec![event("deleted", "-")],
+        ))
+        .await?;
+    let all = s.log.read_all(0, 100).await?;
+
+    // Deliver everything, then deliver it all again (a redelivery): nothing changes.
+    runner.apply_deliveries(deliveries(&all)).await?;
+    let query = ListQuery {
+        filters: vec![],
+        offset: 0,
+        limit: 100,
+    };
+    let once = s.views.list(VIEW_KIND, &query).await?;
+    runner.apply_deliveries(deliveries(&all)).await?;
+    let twice = s.views.list(VIEW_KIND, &query).await?;
+    assert_eq!(once, twice);
+    assert_eq!(once.total, 2, "c was deleted: {once:?}");
+    let b_doc = s
+        .views
+        .get(VIEW_KIND, b.id().unwrap_or_default())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no b"))?;
+    assert_eq!(b_doc.doc["count"], 2);
+    assert_eq!(b_doc.version, 3);
+    assert_eq!(s.views.applied_version(&c).await?, Some(2));
+
+    // A gap: a new stream whose version 1 is never delivered, only version 3.
+    let d = new_stream();
+    s.log
+        .append(append(
+            &d,
+            ExpectedVersion::NoStream,
+            vec![
+                event("bumped", "d1"),
+                event("bumped", "d2"),
+                event("bumped", "d3"),
+            ],
+        ))
+        .await?;
+    let d_events = s.log.read_stream(&d, 0).await?;
+    runner.apply_deliveries(deliveries(&d_events[2..])).await?;
+    let d_doc = s
+        .views
+        .get(VIEW_KIND, d.id().unwrap_or_default())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no d"))?;
+    assert_eq!(
+        d_doc.doc["count"], 3,
+        "versions 1 and 2 were filled from the log"
+    );
+    assert_eq!(d_doc.doc["label"], "d3");
+
+    // Drop everything and rebuild from the log: identical rows.
+    let before = s.views.list(VIEW_KIND, &query).await?;
+    let replayed = runner.rebuild().await?;
+    assert_eq!(replayed, 10);
+    let after = s.views.list(VIEW_KIND, &query).await?;
+    assert_eq!(before, after);
+    Ok(())
+}
+
+both!(listing_filters_on_document_fields_in_creation_order);
+async fn listing_filters_on_document_fields_in_creation_order(s: Stores) -> anyhow::Result<()> {
+    let runner = ProjectionRunner::new("test-projector", s.views.clone(), s.log.clone())
+        .with(Arc::new(CountingProjection));
+    let mut streams = Vec::new();
+    for i in 0..6 {
+        let stream = new_stream();
+        let label = if i % 2 == 0 { "even" } else { "odd" };
+        s.log
+            .append(append(
+                &stream,
+                ExpectedVersion::NoStream,
+                vec![event("bumped", label)],
+            ))
+            .await?;
+        streams.push(stream);
+    }
+    runner
+        .apply_deliveries(deliveries(&s.log.read_all(0, 100).await?))
+        .await?;
+    let even = s
+        .views
+        .list(
+            VIEW_KIND,
+            &ListQuery {
+                filters: vec![("label".into(), json!("even"))],
+                offset: 0,
+                limit: 2,
+            },
+        )
+        .await?;
+    assert_eq!(even.total, 3);
+    let ids: Vec<_> = even.items.iter().map(|d| d.id).collect();
+    assert_eq!(
+        ids,
+        vec![
+            streams[0].id().unwrap_or_default(),
+            streams[2].id().unwrap_or_default()
+        ]
+    );
+    let past_the_end = s
+        .views
+        .list(
+            VIEW_KIND,
+            &ListQuery {
+                filters: vec![],
+                offset: 10,
+                limit: 5,
+            },
+        )
+        .await?;
+    assert_eq!((past_the_end.items.len(), past_the_end.total), (0, 6));
+    let found = s
+        .views
+        .find(VIEW_KIND, "label", &json!("odd"))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("none"))?;
+    assert_eq!(found.id, streams[1].id().unwrap_or_default());
+    Ok(())
+}
