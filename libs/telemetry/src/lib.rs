@@ -80,7 +80,8 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
         })
         && parts[1].bytes().any(|b| b != b'0')
         && parts[2].bytes().any(|b| b != b'0');
-    valid.then_some(parts[1])
+    // `then` (not `then_some`): `parts[1]` must not be evaluated when the header is short.
+    valid.then(|| parts[1])
 }
 
 /// A child context of a valid incoming `traceparent` (same trace, new span), or `None`
