@@ -14,9 +14,8 @@ use gatehouse_bus::local::LocalCommandBus;
 use gatehouse_contracts::clock::{Clock, SystemClock};
 use gatehouse_eventlog::memory::{MemoryEventStore, MemoryViewStore};
 use gatehouse_eventlog::postgres::PgDatabase;
-use gatehouse_eventlog::postgres::leader::run_while_leader;
 use gatehouse_eventlog::{EventFeed, EventStore, ViewStore};
-use gatehouse_gateway::bootstrap::{bootstrap_admin, read_model_projector};
+use gatehouse_gateway::bootstrap::{bootstrap_admin, spawn_read_model_projector};
 use gatehouse_gateway::{GatewayDeps, GatewaySettings, Probe};
 use gatehouse_identity::IdentityService;
 use gatehouse_secrets::{BusSealer, MasterKey};
@@ -89,9 +88,6 @@ struct Backends {
     relay: Option<gatehouse_eventlog::relay::OutboxRelay>,
 }
 
-/// The advisory lock electing the read-model projector (same as `gatehouse-gateway`).
-const PROJECTOR_LOCK: i64 = 0x6761_7465_7072_6f6a; // "gateproj"
-
 /// Runs identity, projector and gateway until a signal; returns after a graceful stop.
 async fn run_all(
     args: &ServerArgs,
@@ -110,31 +106,13 @@ async fn run_all(
         .await
         .context("serving identity commands")?;
 
-    let projector = read_model_projector(backends.views.clone(), backends.log.clone());
-    let projector_task = tokio::spawn({
-        let feed = backends.feed.clone();
-        let shutdown = shutdown.clone();
-        let database = backends.database.clone();
-        async move {
-            match database {
-                Some(database) => {
-                    run_while_leader(
-                        database,
-                        PROJECTOR_LOCK,
-                        "read-model projector",
-                        shutdown,
-                        |stopped| {
-                            let projector = projector.clone();
-                            let feed = feed.clone();
-                            async move { projector.run(feed, true, stopped).await }
-                        },
-                    )
-                    .await
-                }
-                None => projector.run(feed, true, shutdown).await,
-            }
-        }
-    });
+    let projector_task = spawn_read_model_projector(
+        backends.views.clone(),
+        backends.log.clone(),
+        backends.feed.clone(),
+        backends.database.clone(),
+        shutdown.clone(),
+    );
     let relay_task = backends
         .relay
         .map(|relay| tokio::spawn(relay.run(shutdown.clone())));

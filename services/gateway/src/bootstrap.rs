@@ -8,13 +8,51 @@ use gatehouse_contracts::commands::{Command, CommandEnvelope, FailureKind, Writt
 use gatehouse_contracts::envelope::{Actor, EventMetadata};
 use gatehouse_contracts::identity::BootstrapAdmin;
 use gatehouse_contracts::names::Name;
-use gatehouse_eventlog::{EventStore, ProjectionRunner, ViewStore};
+use gatehouse_eventlog::postgres::PgDatabase;
+use gatehouse_eventlog::postgres::leader::run_while_leader;
+use gatehouse_eventlog::{EventFeed, EventStore, ProjectionRunner, ViewStore};
 use gatehouse_identity::projections::{ServiceAccountProjection, UserProjection};
 use gatehouse_secrets::BusSealer;
 use secrecy::SecretString;
+use tokio::sync::watch;
 
 use crate::directory::READ_MODEL_PROJECTOR;
 use crate::state::AppState;
+
+/// The advisory lock electing the one read-model projector among all processes.
+pub const PROJECTOR_LOCK: i64 = 0x6761_7465_7072_6f6a; // "gateproj"
+
+/// Runs the read-model projector until `shutdown`: under leader election when the read
+/// models are in Postgres (`database`), so that one process at a time consumes the
+/// durable feed; directly in memory.
+pub fn spawn_read_model_projector(
+    views: Arc<dyn ViewStore>,
+    log: Arc<dyn EventStore>,
+    feed: Arc<dyn EventFeed>,
+    database: Option<PgDatabase>,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let projector = read_model_projector(views, log);
+    tokio::spawn(async move {
+        match database {
+            Some(database) => {
+                run_while_leader(
+                    database,
+                    PROJECTOR_LOCK,
+                    "read-model projector",
+                    shutdown,
+                    |stopped| {
+                        let projector = projector.clone();
+                        let feed = feed.clone();
+                        async move { projector.run(feed, true, stopped).await }
+                    },
+                )
+                .await
+            }
+            None => projector.run(feed, true, shutdown).await,
+        }
+    })
+}
 
 /// The projector of the shared read models, with every projection registered.
 pub fn read_model_projector(

@@ -8,14 +8,10 @@ use anyhow::Context;
 use clap::Parser;
 use gatehouse_bus::infra::{Infra, shutdown_signal};
 use gatehouse_contracts::clock::SystemClock;
-use gatehouse_eventlog::postgres::leader::run_while_leader;
-use gatehouse_gateway::bootstrap::{bootstrap_admin, read_model_projector};
+use gatehouse_gateway::bootstrap::{bootstrap_admin, spawn_read_model_projector};
 use gatehouse_gateway::{GatewayDeps, GatewaySettings};
 use gatehouse_secrets::MasterKey;
 use secrecy::{ExposeSecret, SecretString};
-
-/// The advisory lock electing the projector.
-const PROJECTOR_LOCK: i64 = 0x6761_7465_7072_6f6a; // "gateproj"
 
 /// The Gatehouse HTTP gateway.
 #[derive(Debug, Parser)]
@@ -63,26 +59,13 @@ async fn main() -> anyhow::Result<()> {
     let infra = Infra::connect(&args.database_url, &args.nats_url, "gatehouse-gateway").await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
 
-    let projector = read_model_projector(infra.views.clone(), infra.log.clone());
-    let projector_task = tokio::spawn({
-        let feed = infra.feed.clone();
-        let database = infra.database.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            run_while_leader(
-                database,
-                PROJECTOR_LOCK,
-                "read-model projector",
-                shutdown,
-                |stopped| {
-                    let projector = projector.clone();
-                    let feed = feed.clone();
-                    async move { projector.run(feed, true, stopped).await }
-                },
-            )
-            .await;
-        }
-    });
+    let projector_task = spawn_read_model_projector(
+        infra.views.clone(),
+        infra.log.clone(),
+        infra.feed.clone(),
+        Some(infra.database.clone()),
+        shutdown.clone(),
+    );
 
     let mut settings = GatewaySettings::new(args.bind);
     if let Some(issuer) = args.issuer {

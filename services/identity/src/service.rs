@@ -349,19 +349,19 @@ impl IdentityService {
     ) -> Result<Accepted<()>, Failure>
     where
         A: Aggregate,
-        F: Fn(&A) -> Result<Vec<A::Event>, Rejection>,
+        F: Fn(&A) -> Result<(Vec<A::Event>, Extras), Rejection>,
     {
         for _ in 0..MAX_ATTEMPTS {
             let (state, version) = load::<A>(self.store.as_ref(), &stream_id)
                 .await
                 .map_err(load_failure)?;
-            let events = decide(&state)?;
+            let (events, extras) = decide(&state)?;
             match self
                 .append(
                     stream_id.clone(),
                     version,
                     events,
-                    Extras::default(),
+                    extras,
                     metadata,
                     None,
                     &(),
@@ -540,6 +540,7 @@ impl IdentityService {
         let target = env.command.user_id.as_uuid();
         self.update_with_retry::<User, _>(user_stream(target), &env.metadata, |state| {
             user::update(state, &caller, target, env.command.role, env.command.active)
+                .map(|events| (events, Extras::default()))
         })
         .await
     }
@@ -575,52 +576,21 @@ impl IdentityService {
             ));
         }
         let hash = self.new_password_hash(new).await?;
-        for _ in 0..MAX_ATTEMPTS {
-            let (state, version) = load::<User>(self.store.as_ref(), &stream_id)
-                .await
-                .map_err(load_failure)?;
-            let events = user::change_password(&state)?;
-            let extras = Extras {
-                claims: vec![],
-                secrets: vec![SecretOp::Put {
-                    name: PASSWORD_SLOT.into(),
-                    value: hash.clone().into_bytes(),
-                }],
-            };
-            match self
-                .append(
-                    stream_id.clone(),
-                    version,
-                    events,
-                    extras,
-                    &env.metadata,
-                    None,
-                    &(),
-                )
-                .await
-            {
-                Ok(written) => {
-                    return Ok(Accepted {
-                        written,
-                        output: (),
-                    });
-                }
-                Err(AppendError::WrongExpectedVersion { .. }) => continue,
-                Err(AppendError::Store(e)) => return Err(store_failure(&e)),
-                Err(other) => {
-                    return Err(Failure::new(
-                        FailureKind::Internal,
-                        "append_failed",
-                        other.to_string(),
-                    ));
-                }
-            }
-        }
-        Err(Failure::new(
-            FailureKind::Conflict,
-            "conflict",
-            "the user is being changed concurrently; try again",
-        ))
+        self.update_with_retry::<User, _>(stream_id, &env.metadata, |state| {
+            let events = user::change_password(state)?;
+            let secrets = vec![SecretOp::Put {
+                name: PASSWORD_SLOT.into(),
+                value: hash.clone().into_bytes(),
+            }];
+            Ok((
+                events,
+                Extras {
+                    claims: vec![],
+                    secrets,
+                },
+            ))
+        })
+        .await
     }
 
     /// Checks a username and password. The answer for an unknown name, a wrong password
@@ -744,6 +714,7 @@ impl IdentityService {
             &env.metadata,
             |state| {
                 service_account::update(state, &caller, c.description.clone(), c.active, c.role)
+                    .map(|events| (events, Extras::default()))
             },
         )
         .await
@@ -757,55 +728,24 @@ impl IdentityService {
     ) -> Result<Accepted<()>, Failure> {
         let caller = require_caller(env.caller.clone())?;
         let stream_id = service_account_stream(env.command.id.as_uuid());
-        for _ in 0..MAX_ATTEMPTS {
-            let (state, version) = load::<ServiceAccount>(self.store.as_ref(), &stream_id)
-                .await
-                .map_err(load_failure)?;
-            let events = service_account::delete(&state, &caller)?;
-            let name = match &state {
-                ServiceAccount::Present { name, .. } => name.to_string(),
-                _ => String::new(),
-            };
-            let extras = Extras {
-                claims: vec![UniqueClaim::Release {
+        self.update_with_retry::<ServiceAccount, _>(stream_id, &env.metadata, |state| {
+            let events = service_account::delete(state, &caller)?;
+            // Deleting frees the name for reuse, in the same transaction.
+            let claims = match state {
+                ServiceAccount::Present { name, .. } => vec![UniqueClaim::Release {
                     scope: PRINCIPAL_NAME_SCOPE.into(),
-                    value: name,
+                    value: name.to_string(),
                 }],
-                secrets: vec![],
+                _ => vec![],
             };
-            match self
-                .append(
-                    stream_id.clone(),
-                    version,
-                    events,
-                    extras,
-                    &env.metadata,
-                    None,
-                    &(),
-                )
-                .await
-            {
-                Ok(written) => {
-                    return Ok(Accepted {
-                        written,
-                        output: (),
-                    });
-                }
-                Err(AppendError::WrongExpectedVersion { .. }) => continue,
-                Err(AppendError::Store(e)) => return Err(store_failure(&e)),
-                Err(other) => {
-                    return Err(Failure::new(
-                        FailureKind::Internal,
-                        "append_failed",
-                        other.to_string(),
-                    ));
-                }
-            }
-        }
-        Err(Failure::new(
-            FailureKind::Conflict,
-            "conflict",
-            "the service account is being changed concurrently; try again",
-        ))
+            Ok((
+                events,
+                Extras {
+                    claims,
+                    secrets: vec![],
+                },
+            ))
+        })
+        .await
     }
 }
