@@ -7,15 +7,37 @@
 //!
 //! `GATEHOUSE_BENCH_DATABASE_URL` benchmarks an existing (migrated or empty) database;
 //! otherwise a fresh one is created and dropped. `GATEHOUSE_BENCH_SECONDS` (default 10).
+//!
+//! The outbox relay runs meanwhile, as in production, publishing to a publisher that only
+//! counts (an infinitely fast bus): appends notify the relay only while it sleeps, so
+//! whether it keeps up changes the append figures. `GATEHOUSE_BENCH_RELAY=0` runs without.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use gatehouse_contracts::envelope::RecordedEvent;
+use gatehouse_eventlog::relay::OutboxRelay;
+use gatehouse_eventlog::{PublishError, Publisher};
 
 use chrono::Utc;
 use gatehouse_contracts::envelope::{EventMetadata, StreamId};
 use gatehouse_eventlog::postgres::{PgDatabase, PostgresEventStore, migrate};
 use gatehouse_eventlog::{AppendRequest, EventStore, ExpectedVersion, NewEvent};
 use uuid::Uuid;
+
+/// A bus that accepts everything at once.
+#[derive(Default)]
+struct CountingPublisher(AtomicU64);
+
+#[async_trait]
+impl Publisher for CountingPublisher {
+    async fn publish(&self, _event: &RecordedEvent) -> Result<(), PublishError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted
@@ -82,9 +104,33 @@ async fn main() -> anyhow::Result<()> {
     let database = PgDatabase::connect(&url, 20).await?;
     migrate(database.pool()).await?;
     let store = Arc::new(PostgresEventStore::new(database.pool().clone()));
-    println!("append one event to a new stream, {seconds} s per run");
+    let with_relay = std::env::var("GATEHOUSE_BENCH_RELAY").map_or(true, |v| v != "0");
+    let published = Arc::new(CountingPublisher::default());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let relay = with_relay
+        .then(|| tokio::spawn(OutboxRelay::new(database.clone(), published.clone()).run(shutdown)));
+    println!(
+        "append one event to a new stream, {seconds} s per run, outbox relay {}",
+        if with_relay { "running" } else { "stopped" }
+    );
     for writers in [1, 16] {
         run(store.clone(), writers, seconds).await?;
+    }
+    if let Some(relay) = relay {
+        let client = database.pool().get().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+                &[],
+            )
+            .await?;
+        let backlog: i64 = row.try_get(0)?;
+        println!(
+            "relay: {} events published, {backlog} still in the outbox at the end",
+            published.0.load(Ordering::Relaxed)
+        );
+        stop.send_replace(true);
+        relay.await?;
     }
     Ok(())
 }

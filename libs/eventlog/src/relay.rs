@@ -32,6 +32,14 @@
 //! that same connection for its queries, so a leader that lost its lock also cannot mark
 //! rows anymore; a last in-flight publish may still overlap with the new leader's first,
 //! which the bus de-duplicates.
+//!
+//! # Wake-ups
+//!
+//! An append `NOTIFY`s the relay only while the relay has said it is asleep (the
+//! handshake is in `migrations/0003_outbox_wakeups.sql`): a `NOTIFY` makes the commit
+//! wait for a database-wide lock, which would otherwise cost every append. A busy relay
+//! looks for new rows by itself; an idle one first flags itself asleep, looks once more,
+//! and then waits for a notification, or one second in case one is lost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +96,8 @@ impl std::fmt::Debug for OutboxRelay {
 struct Statements {
     take: Statement,
     mark: Statement,
+    /// `gatehouse_outbox_relay_sleeping($1)`: tells appenders whether to notify.
+    sleeping: Statement,
 }
 
 impl OutboxRelay {
@@ -166,15 +176,38 @@ impl OutboxRelay {
                 .prepare("UPDATE outbox SET published_at = now() WHERE position = ANY($1)")
                 .await
                 .map_err(unavailable)?,
+            sleeping: session
+                .client
+                .prepare("SELECT gatehouse_outbox_relay_sleeping($1)")
+                .await
+                .map_err(unavailable)?,
         };
 
         // 3. Publish until shutdown.
         let mut backoff = BACKOFF_FIRST;
+        // Whether appenders may believe we sleep (and notify). Unknown at the start (a
+        // previous leader may have left it set): assume so, the first batch clears it.
+        let mut asleep = true;
         while !stopping(shutdown) {
             let outcome = self.relay_batch(&session.client, &statements).await?;
             tracing::debug!(?outcome, "outbox relay iteration");
             match outcome {
-                RelayOutcome::Published(_) => backoff = BACKOFF_FIRST,
+                RelayOutcome::Published(_) => {
+                    backoff = BACKOFF_FIRST;
+                    if asleep {
+                        // Busy again: appenders can stop notifying.
+                        self.set_sleeping(&session.client, &statements, false)
+                            .await?;
+                        asleep = false;
+                    }
+                }
+                RelayOutcome::Idle if !asleep => {
+                    // Ask for wake-ups, then loop for one more look: this returns only
+                    // once every append that did not see the flag has committed.
+                    self.set_sleeping(&session.client, &statements, true)
+                        .await?;
+                    asleep = true;
+                }
                 RelayOutcome::Idle => {
                     tokio::select! {
                         () = wakeups.notified() => {}
@@ -199,6 +232,19 @@ impl OutboxRelay {
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn set_sleeping(
+        &self,
+        client: &Client,
+        statements: &Statements,
+        asleep: bool,
+    ) -> Result<(), StoreError> {
+        client
+            .execute(&statements.sleeping, &[&asleep])
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 

@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "read_models",
         sql: include_str!("../../migrations/0002_read_models.sql"),
     },
+    Migration {
+        version: 3,
+        name: "outbox_wakeups",
+        sql: include_str!("../../migrations/0003_outbox_wakeups.sql"),
+    },
 ];
 
 /// Brings the schema up to date. Idempotent, and safe to call from several processes at

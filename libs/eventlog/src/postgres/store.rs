@@ -8,7 +8,8 @@
 //! 3. take or release unique claims;
 //! 4. write or delete secret slots;
 //! 5. insert every event and its outbox row in one statement; a trigger on `outbox`
-//!    `NOTIFY`s the relay, which Postgres delivers only at commit;
+//!    `NOTIFY`s the relay (delivered at commit) when the relay is asleep (see
+//!    `migrations/0003_outbox_wakeups.sql` for why not always);
 //! 6. record the outcome under the idempotency key;
 //!
 //! then commit. Any refusal returns before the commit, so nothing is written.
@@ -82,7 +83,7 @@ impl PostgresEventStore {
         let expected = request.expected_version.as_i64();
 
         // 1. The fast-path version check (the unique constraint in step 5 is the guard).
-        let actual = current_version(tx, stream_id).await?;
+        let actual = current_version(tx, stream_id, &[]).await?;
         if actual != expected {
             return Err(AppendError::WrongExpectedVersion {
                 stream_id: request.stream_id,
@@ -116,7 +117,10 @@ impl PostgresEventStore {
             .filter(|_| positions.len() == request.events.len())
         else {
             // A concurrent writer committed one of our versions first.
-            let actual = current_version(tx, stream_id).await?;
+            // Ours may be among the rows now visible (a later version that did not
+            // collide): leave them out.
+            let ours: Vec<Uuid> = request.events.iter().map(|e| e.event_id).collect();
+            let actual = current_version(tx, stream_id, &ours).await?;
             return Err(AppendError::WrongExpectedVersion {
                 stream_id: request.stream_id,
                 expected,
@@ -230,10 +234,17 @@ impl EventStore for PostgresEventStore {
     }
 }
 
-/// The stream's version (0 when it does not exist).
-async fn current_version(tx: &Transaction<'_>, stream_id: &str) -> Result<i64, StoreError> {
-    let sql = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1";
-    let rows = query(tx, sql, &[&stream_id]).await.map_err(unavailable)?;
+/// The stream's version (0 when it does not exist), leaving out the events `excluding`.
+async fn current_version(
+    tx: &Transaction<'_>,
+    stream_id: &str,
+    excluding: &[Uuid],
+) -> Result<i64, StoreError> {
+    let sql = "SELECT coalesce(max(version), 0) FROM events
+               WHERE stream_id = $1 AND event_id <> ALL($2)";
+    let rows = query(tx, sql, &[&stream_id, &excluding])
+        .await
+        .map_err(unavailable)?;
     rows.first()
         .ok_or_else(|| StoreError::Corrupt("an aggregate returned no row".into()))?
         .try_get(0)

@@ -2,6 +2,7 @@
 //! Postgres.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use gatehouse_eventlog::{
     AppendError, ExpectedVersion, ListQuery, ProjectionRunner, SecretOp, UniqueClaim,
@@ -419,5 +420,125 @@ async fn listing_filters_on_document_fields_in_creation_order(s: Stores) -> anyh
         .await?
         .ok_or_else(|| anyhow::anyhow!("none"))?;
     assert_eq!(found.id, streams[1].id().unwrap_or_default());
+    Ok(())
+}
+
+both!(concurrent_first_uses_of_an_idempotency_key_store_exactly_one);
+async fn concurrent_first_uses_of_an_idempotency_key_store_exactly_one(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let log = s.log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut request = append(&new_stream(), ExpectedVersion::NoStream, bumps(1));
+            request.idempotency = Some(IdempotencyRecord {
+                key: "race".into(),
+                fingerprint: "fp".into(),
+                response: json!(i),
+            });
+            log.append(request).await
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        match task.await? {
+            Ok(appended) => winners.push(appended),
+            Err(AppendError::IdempotencyKeyTaken) => {}
+            Err(other) => panic!("a lost race must be IdempotencyKeyTaken, got {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    let stored = s
+        .log
+        .idempotent_outcome("race")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no outcome stored"))?;
+    assert_eq!(
+        (stored.stream_id, stored.version, stored.position),
+        (winners[0].stream_id.clone(), 1, winners[0].position)
+    );
+    Ok(())
+}
+
+both!(streams_racing_for_one_unique_value_leave_one_holder);
+async fn streams_racing_for_one_unique_value_leave_one_holder(s: Stores) -> anyhow::Result<()> {
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let log = s.log.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = new_stream();
+            let mut request = append(&stream, ExpectedVersion::NoStream, bumps(1));
+            request.claims.push(UniqueClaim::Claim {
+                scope: "name".into(),
+                value: "contested".into(),
+            });
+            log.append(request).await.map(|_| stream)
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut losers = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(Ok(stream)) => winners.push(stream),
+            Ok(Err(AppendError::UniqueViolation { .. })) => losers.push(()),
+            Ok(Err(other)) => panic!("a lost race must be a unique violation, got {other:?}"),
+            Err(join) => return Err(join.into()),
+        }
+    }
+    assert_eq!((winners.len(), losers.len()), (1, 7));
+    assert_eq!(
+        s.log.claim_holder("name", "contested").await?.as_ref(),
+        winners.first()
+    );
+    assert_eq!(
+        s.log.read_all(0, 100).await?.len(),
+        1,
+        "losers wrote nothing"
+    );
+    Ok(())
+}
+
+both!(waiting_for_a_projection_returns_once_it_is_applied_or_at_the_timeout);
+async fn waiting_for_a_projection_returns_once_it_is_applied_or_at_the_timeout(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let runner = ProjectionRunner::new("test-projector", s.views.clone(), s.log.clone())
+        .with(Arc::new(CountingProjection));
+    let stream = new_stream();
+    s.log
+        .append(append(&stream, ExpectedVersion::NoStream, bumps(1)))
+        .await?;
+    assert!(
+        !s.views
+            .wait_applied(&stream, 1, Duration::from_millis(50))
+            .await?
+    );
+
+    let waiter = {
+        let views = s.views.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let reached = views
+                .wait_applied(&stream, 1, Duration::from_secs(10))
+                .await?;
+            anyhow::Ok((reached, started.elapsed()))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let events = s.log.read_stream(&stream, 0).await?;
+    let deliveries = events
+        .into_iter()
+        .map(|e| {
+            let sequence = u64::try_from(e.position).unwrap_or_default();
+            Delivery::new(e, sequence, None)
+        })
+        .collect();
+    runner.apply_deliveries(deliveries).await?;
+    let (reached, waited) = waiter.await??;
+    assert!(reached);
+    assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+    assert!(s.views.wait_applied(&stream, 1, Duration::ZERO).await?);
     Ok(())
 }

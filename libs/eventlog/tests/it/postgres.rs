@@ -1,10 +1,10 @@
-//! Postgres-only: the outbox relay.
+//! Postgres-only: the outbox relay, the version guard under a real race, migrations.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gatehouse_eventlog::postgres::{PostgresEventStore, migrate};
-use gatehouse_eventlog::{EventStore, ExpectedVersion};
+use gatehouse_eventlog::{AppendError, EventStore, ExpectedVersion};
 
 use crate::support::{
     PgTest, RecordingPublisher, append, assert_per_stream_order, bumps, new_stream, wait_until,
@@ -113,5 +113,141 @@ async fn migrating_from_several_processes_at_once_is_safe() -> anyhow::Result<()
     pg.store()
         .append(append(&new_stream(), ExpectedVersion::NoStream, bumps(1)))
         .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_writer_that_loses_the_race_after_its_version_check_gets_a_conflict() -> anyhow::Result<()>
+{
+    let pg = PgTest::new().await?;
+    let store = pg.store();
+    let stream = new_stream();
+    store
+        .append(append(&stream, ExpectedVersion::NoStream, bumps(1)))
+        .await?;
+
+    // The first writer has inserted version 2 but not committed...
+    let mut first_client = pg.database.pool().get().await?;
+    let first_tx = first_client.transaction().await?;
+    PostgresEventStore::append_in(
+        &first_tx,
+        append(&stream, ExpectedVersion::Exactly(1), bumps(1)),
+    )
+    .await?;
+    // ...so the second one's version check still reads 1, and its insert waits on the
+    // unique index until the first commits.
+    let second = {
+        let store = store.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            store
+                .append(append(&stream, ExpectedVersion::Exactly(1), bumps(2)))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !second.is_finished(),
+        "the second writer waits for the first"
+    );
+    first_tx.commit().await?;
+
+    match second.await? {
+        Err(AppendError::WrongExpectedVersion {
+            expected, actual, ..
+        }) => assert_eq!((expected, actual), (1, 2)),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let versions: Vec<i64> = store
+        .read_stream(&stream, 0)
+        .await?
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(pg.unpublished().await?, 2, "the loser queued nothing");
+    Ok(())
+}
+
+/// Appends notify the relay only while it sleeps; a lost wake-up would cost the 1 s idle
+/// tick. Writers that trickle in while the relay keeps falling asleep and waking up must
+/// each be published well within that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_wakes_for_every_append_while_it_sleeps_and_works() -> anyhow::Result<()> {
+    let pg = PgTest::new().await?;
+    let store = pg.store();
+    let publisher = RecordingPublisher::new();
+    let (stop, relay) = pg.spawn_relay(publisher.clone());
+
+    // Long idle first: the relay is asleep when the first append comes.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut writers = Vec::new();
+    for writer in 0..4u64 {
+        let store = store.clone();
+        let publisher = publisher.clone();
+        writers.push(tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            for i in 0..30u64 {
+                tokio::time::sleep(Duration::from_millis((writer * 7 + i * 3) % 13)).await;
+                let events = bumps(1);
+                let id = events[0].event_id;
+                store
+                    .append(append(&new_stream(), ExpectedVersion::NoStream, events))
+                    .await?;
+                let committed = Instant::now();
+                wait_until(Duration::from_secs(5), || async {
+                    Ok(publisher.published_ids().contains(&id))
+                })
+                .await?;
+                slowest = slowest.max(committed.elapsed());
+            }
+            anyhow::Ok(slowest)
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for writer in writers {
+        slowest = slowest.max(writer.await??);
+    }
+    assert!(
+        slowest < Duration::from_millis(700),
+        "an append waited {slowest:?} to be published: a wake-up was lost"
+    );
+    assert_eq!(publisher.published().len(), 120);
+    stop.send_replace(true);
+    relay.await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_leading_relay_stops_another_takes_over() -> anyhow::Result<()> {
+    let pg = PgTest::new().await?;
+    let store = pg.store();
+    let publisher = RecordingPublisher::new();
+    let (stop_first, first) = pg.spawn_relay(publisher.clone());
+    store
+        .append(append(&new_stream(), ExpectedVersion::NoStream, bumps(1)))
+        .await?;
+    wait_until(Duration::from_secs(5), || async {
+        Ok(publisher.published().len() == 1)
+    })
+    .await?;
+
+    // The first relay leads; the second waits for the lock.
+    let (stop_second, second) = pg.spawn_relay(publisher.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_first.send_replace(true);
+    first.await?;
+    store
+        .append(append(&new_stream(), ExpectedVersion::NoStream, bumps(3)))
+        .await?;
+    wait_until(Duration::from_secs(5), || async {
+        Ok(publisher.published().len() == 4)
+    })
+    .await?;
+    let unique: HashSet<_> = publisher.published_ids().into_iter().collect();
+    assert_eq!(unique.len(), 4);
+    assert_per_stream_order(&publisher.published());
+    stop_second.send_replace(true);
+    second.await?;
     Ok(())
 }
