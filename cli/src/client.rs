@@ -7,7 +7,11 @@
 //! Requests that are safe to repeat (GET, and a create that carries an `Idempotency-Key`)
 //! are retried once, after a short backoff, when the connection fails or the gateway
 //! answers 503.
+//!
+//! A client that holds an API key ([`GatehouseClient::with_api_key_renewal`]) exchanges the
+//! key again when the gateway refuses its token (401) and repeats the call once.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -67,6 +71,22 @@ pub enum ClientError {
         /// Message for people.
         description: String,
     },
+    /// The token endpoint refused an API key, saying why (`gatehouse_reason`).
+    #[error("{reason}: {}", reason.remedy())]
+    ApiKeyRefused {
+        /// Why.
+        reason: ApiKeyRefusal,
+        /// The server's explanation.
+        description: String,
+    },
+    /// Too many failed attempts with this API key or from this address (429).
+    #[error("too many failed attempts ({description}): try again{}", retry_after.map(|s| format!(" in {s} s")).unwrap_or_else(|| " later".into()))]
+    TooManyAttempts {
+        /// Seconds to wait, from `Retry-After`.
+        retry_after: Option<u64>,
+        /// The server's explanation.
+        description: String,
+    },
     /// No connection could be made.
     #[error("cannot reach Gatehouse at {url}: is it running?")]
     Connect {
@@ -119,6 +139,79 @@ pub struct TokenResponse {
     pub token_type: String,
     /// Seconds until it expires.
     pub expires_in: u64,
+}
+
+/// The OAuth grant type that exchanges an API key for an access token.
+pub const API_KEY_GRANT_TYPE: &str = "urn:gatehouse:params:oauth:grant-type:api-key";
+
+/// Why the token endpoint refused an API key (`gatehouse_reason`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApiKeyRefusal {
+    /// Unknown, deleted, malformed or wrong secret.
+    Invalid,
+    /// The key or its service account is deactivated.
+    Deactivated,
+    /// The key's expiry has passed.
+    Expired,
+    /// The key was rotated and this secret's retention window has passed.
+    Rotated,
+    /// A reason this CLI does not know yet.
+    Other(String),
+}
+
+impl ApiKeyRefusal {
+    /// The refusal named by `gatehouse_reason`.
+    pub fn from_reason(reason: &str) -> Self {
+        match reason {
+            "invalid" => Self::Invalid,
+            "deactivated" => Self::Deactivated,
+            "expired" => Self::Expired,
+            "rotated" => Self::Rotated,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// What the person can do about it.
+    pub fn remedy(&self) -> &'static str {
+        match self {
+            Self::Invalid => {
+                "check that the whole key was copied; the service account's owner or an admin can \
+                 create a new one with `gatehouse service-account api-key ACCOUNT create NAME`"
+            }
+            Self::Deactivated => {
+                "reactivate it with `gatehouse service-account api-key ACCOUNT update KEY --active \
+                 true` (or the account with `gatehouse service-account update ACCOUNT --active \
+                 true`), or use another key"
+            }
+            Self::Expired => {
+                "extend it with `gatehouse service-account api-key ACCOUNT update KEY --expires-in \
+                 30d` (or `--no-expiry`), or create a new key"
+            }
+            Self::Rotated => {
+                "use the new key that `gatehouse service-account api-key ACCOUNT rotate KEY` \
+                 printed; rotate with `--retain MINUTES` to keep the old one working while you \
+                 roll out the new one"
+            }
+            Self::Other(_) => "ask an administrator",
+        }
+    }
+}
+
+impl std::fmt::Display for ApiKeyRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid => f.write_str("the API key is invalid (unknown, deleted or mistyped)"),
+            Self::Deactivated => {
+                f.write_str("the API key is deactivated (or its service account is)")
+            }
+            Self::Expired => f.write_str("the API key has expired"),
+            Self::Rotated => {
+                f.write_str("the API key was rotated and this secret's retention window has passed")
+            }
+            Self::Other(reason) => write!(f, "the API key was refused ({reason})"),
+        }
+    }
 }
 
 /// `GET /api/v1/current-user`.
@@ -201,6 +294,156 @@ pub struct Page<T> {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A previous secret of a rotated API key that still works until `valid_until`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetainedSecret {
+    /// The generation the secret belongs to.
+    pub generation: u32,
+    /// Until when it is accepted (RFC 3339, kept as sent).
+    pub valid_until: String,
+    /// Fields this CLI does not know yet.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// An API key of a service account (never the key itself; see [`NewApiKey`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Id (also the key id inside the key string).
+    pub id: Uuid,
+    /// Name, unique within the service account.
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The service account it authenticates as.
+    pub service_account_id: Uuid,
+    /// Whether it may authenticate.
+    pub active: bool,
+    /// Whether its expiry has passed.
+    #[serde(default)]
+    pub expired: bool,
+    /// Created at (RFC 3339, kept as sent).
+    pub created: String,
+    /// Last changed at (RFC 3339, kept as sent).
+    pub updated: String,
+    /// Last rotated at, if ever.
+    #[serde(default)]
+    pub last_rotated: Option<String>,
+    /// Last used at (updated at most once a minute), if ever.
+    #[serde(default)]
+    pub last_used: Option<String>,
+    /// When it expires, if it does.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// How many times the secret was issued (1 after create, +1 per rotation).
+    #[serde(default)]
+    pub generation: u32,
+    /// Previous secrets still accepted after a rotation.
+    #[serde(default)]
+    pub retained_secrets: Vec<RetainedSecret>,
+    /// Fields this CLI does not know yet.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What create and rotate return: the key's fields and the key itself, shown this once.
+/// `Debug` hides the key.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NewApiKey {
+    /// The complete key, `gatehouse_...`.
+    pub key: SecretString,
+    /// Everything else.
+    #[serde(flatten)]
+    pub api_key: ApiKey,
+}
+
+impl NewApiKey {
+    /// The server's JSON including the key: for printing it the one time it is shown.
+    pub fn json_with_key(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let mut value = serde_json::to_value(&self.api_key)?;
+        if let serde_json::Value::Object(map) = &mut value {
+            map.insert(
+                "key".to_owned(),
+                serde_json::Value::String(self.key.expose_secret().to_owned()),
+            );
+        }
+        Ok(value)
+    }
+}
+
+/// How `PATCH .../api_keys/{key}` changes the expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryChange {
+    /// Expire this many seconds from now.
+    InSeconds(u64),
+    /// Never expire.
+    Never,
+}
+
+/// The changes of `PATCH .../api_keys/{key}`.
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeyUpdate {
+    /// Activate or deactivate.
+    pub active: Option<bool>,
+    /// New description.
+    pub description: Option<String>,
+    /// New expiry.
+    pub expiry: Option<ExpiryChange>,
+}
+
+impl ApiKeyUpdate {
+    /// The request body: only the fields that change; `"expires_at": null` removes the
+    /// expiry.
+    pub fn body(&self) -> serde_json::Value {
+        let mut body = serde_json::Map::new();
+        if let Some(active) = self.active {
+            body.insert("active".into(), active.into());
+        }
+        if let Some(description) = &self.description {
+            body.insert("description".into(), description.clone().into());
+        }
+        match self.expiry {
+            Some(ExpiryChange::InSeconds(s)) => {
+                body.insert("expires_in_seconds".into(), s.into());
+            }
+            Some(ExpiryChange::Never) => {
+                body.insert("expires_at".into(), serde_json::Value::Null);
+            }
+            None => {}
+        }
+        serde_json::Value::Object(body)
+    }
+}
+
+/// What a client does when the gateway refuses its token: exchange the API key again,
+/// hand the new token to `on_renew` (which saves it), and repeat the call once.
+pub struct KeyRenewal {
+    key: SecretString,
+    on_renew: Box<dyn Fn(&TokenResponse) + Send + Sync>,
+}
+
+impl KeyRenewal {
+    /// Renews with `key`, telling `on_renew` about each new token.
+    pub fn new(
+        key: SecretString,
+        on_renew: impl Fn(&TokenResponse) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            key,
+            on_renew: Box::new(on_renew),
+        }
+    }
+}
+
+impl std::fmt::Debug for KeyRenewal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRenewal")
+            .field("key", &"[HIDDEN]")
+            .finish_non_exhaustive()
+    }
+}
+
 /// A role, as sent to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -229,7 +472,8 @@ pub struct ListFilters {
 pub struct GatehouseClient {
     http: reqwest::Client,
     base: Url,
-    token: Option<SecretString>,
+    token: Arc<Mutex<Option<SecretString>>>,
+    renewal: Option<Arc<KeyRenewal>>,
 }
 
 /// Checks and normalises a base URL: http or https, a host, no credentials, query or
@@ -295,7 +539,12 @@ impl GatehouseClient {
                 url: display_base(&base),
                 source,
             })?;
-        Ok(Self { http, base, token })
+        Ok(Self {
+            http,
+            base,
+            token: Arc::new(Mutex::new(token)),
+            renewal: None,
+        })
     }
 
     /// The normalised base URL (no trailing slash).
@@ -305,8 +554,46 @@ impl GatehouseClient {
 
     /// The same client with another token.
     pub fn with_token(mut self, token: SecretString) -> Self {
-        self.token = Some(token);
+        self.token = Arc::new(Mutex::new(Some(token)));
         self
+    }
+
+    /// The same client, renewing its token with an API key when the gateway refuses it.
+    pub fn with_api_key_renewal(mut self, renewal: KeyRenewal) -> Self {
+        self.renewal = Some(Arc::new(renewal));
+        self
+    }
+
+    fn set_token(&self, token: SecretString) {
+        if let Ok(mut slot) = self.token.lock() {
+            *slot = Some(token);
+        }
+    }
+
+    fn current_token(&self) -> Option<SecretString> {
+        self.token.lock().ok().and_then(|slot| slot.clone())
+    }
+
+    /// The API-key grant: exchanges `key` for an access token. Safe to repeat, so retried
+    /// once on connection failures and 503.
+    pub async fn login_api_key(&self, key: &SecretString) -> Result<TokenResponse, ClientError> {
+        let url = self.endpoint(&["oauth", "token"]);
+        let response = self
+            .send(Retry::Safe, || {
+                self.http.post(url.clone()).form(&[
+                    ("grant_type", API_KEY_GRANT_TYPE),
+                    ("api_key", key.expose_secret()),
+                    ("client_id", CLIENT_ID),
+                ])
+            })
+            .await?;
+        let status = response.status();
+        let wait = retry_after_secs(response.headers());
+        let body = self.body(response).await?;
+        if !status.is_success() {
+            return Err(decode_api_key_grant_error(status.as_u16(), wait, &body));
+        }
+        decode_token(status, &body)
     }
 
     /// The password grant.
@@ -331,14 +618,7 @@ impl GatehouseClient {
         if !status.is_success() {
             return Err(decode_oauth_error(status.as_u16(), &body));
         }
-        let token: TokenResponse = decode_json(status, &body)?;
-        if !token.token_type.eq_ignore_ascii_case("bearer") {
-            return Err(ClientError::Decode {
-                status: status.as_u16(),
-                detail: format!("unsupported token type {:?}", token.token_type),
-            });
-        }
-        Ok(token)
+        decode_token(status, &body)
     }
 
     /// `GET /api/v1/current-user`.
@@ -363,7 +643,7 @@ impl GatehouseClient {
         };
         let url = self.api(&["current-user", "password"]);
         let response = self
-            .send(Retry::Never, || {
+            .send_api(Retry::Never, || {
                 self.authorized(Method::POST, url.clone()).json(&body)
             })
             .await?;
@@ -391,7 +671,7 @@ impl GatehouseClient {
         };
         let url = self.api(&["users"]);
         let response = self
-            .send(Retry::Never, || {
+            .send_api(Retry::Never, || {
                 self.authorized(Method::POST, url.clone()).json(&body)
             })
             .await?;
@@ -425,7 +705,7 @@ impl GatehouseClient {
         let url = self.api(&["users", name_or_id]);
         let body = Body { role, active };
         let response = self
-            .send(Retry::Never, || {
+            .send_api(Retry::Never, || {
                 self.authorized(Method::PATCH, url.clone()).json(&body)
             })
             .await?;
@@ -461,7 +741,7 @@ impl GatehouseClient {
             Retry::Never
         };
         let response = self
-            .send(retry, || {
+            .send_api(retry, || {
                 let request = self.authorized(Method::POST, url.clone()).json(&body);
                 match &idempotency_key {
                     Some(key) => request.header("Idempotency-Key", key),
@@ -513,7 +793,7 @@ impl GatehouseClient {
             role,
         };
         let response = self
-            .send(Retry::Never, || {
+            .send_api(Retry::Never, || {
                 self.authorized(Method::PATCH, url.clone()).json(&body)
             })
             .await?;
@@ -524,7 +804,109 @@ impl GatehouseClient {
     pub async fn delete_service_account(&self, name_or_id: &str) -> Result<(), ClientError> {
         let url = self.api(&["service_accounts", name_or_id]);
         let response = self
-            .send(Retry::Never, || {
+            .send_api(Retry::Never, || {
+                self.authorized(Method::DELETE, url.clone())
+            })
+            .await?;
+        self.expect_empty(response).await
+    }
+
+    /// `POST /api/v1/service_accounts/{account}/api_keys`: the answer carries the key, the
+    /// only time it is shown. Sent once (a repeat would create a second key or conflict).
+    pub async fn create_api_key(
+        &self,
+        account: &str,
+        name: &str,
+        description: Option<&str>,
+        expires_in_seconds: Option<u64>,
+    ) -> Result<NewApiKey, ClientError> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            name: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            description: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            expires_in_seconds: Option<u64>,
+        }
+        let url = self.api(&["service_accounts", account, "api_keys"]);
+        let body = Body {
+            name,
+            description,
+            expires_in_seconds,
+        };
+        let response = self
+            .send_api(Retry::Never, || {
+                self.authorized(Method::POST, url.clone()).json(&body)
+            })
+            .await?;
+        self.expect_json(response).await
+    }
+
+    /// `GET /api/v1/service_accounts/{account}/api_keys`.
+    pub async fn list_api_keys(
+        &self,
+        account: &str,
+        filters: &ListFilters,
+    ) -> Result<Page<ApiKey>, ClientError> {
+        self.get(with_filters(
+            self.api(&["service_accounts", account, "api_keys"]),
+            filters,
+        ))
+        .await
+    }
+
+    /// `GET /api/v1/service_accounts/{account}/api_keys/{key_name_or_id}`.
+    pub async fn get_api_key(&self, account: &str, key: &str) -> Result<ApiKey, ClientError> {
+        self.get(self.api(&["service_accounts", account, "api_keys", key]))
+            .await
+    }
+
+    /// `PATCH /api/v1/service_accounts/{account}/api_keys/{key_name_or_id}`.
+    pub async fn update_api_key(
+        &self,
+        account: &str,
+        key: &str,
+        update: &ApiKeyUpdate,
+    ) -> Result<ApiKey, ClientError> {
+        let url = self.api(&["service_accounts", account, "api_keys", key]);
+        let body = update.body();
+        let response = self
+            .send_api(Retry::Never, || {
+                self.authorized(Method::PATCH, url.clone()).json(&body)
+            })
+            .await?;
+        self.expect_json(response).await
+    }
+
+    /// `POST /api/v1/service_accounts/{account}/api_keys/{key}/rotate`: a new secret, shown
+    /// this once; the previous one keeps working for `retain_period_minutes`.
+    pub async fn rotate_api_key(
+        &self,
+        account: &str,
+        key: &str,
+        retain_period_minutes: u64,
+    ) -> Result<NewApiKey, ClientError> {
+        #[derive(Serialize)]
+        struct Body {
+            retain_period_minutes: u64,
+        }
+        let url = self.api(&["service_accounts", account, "api_keys", key, "rotate"]);
+        let body = Body {
+            retain_period_minutes,
+        };
+        let response = self
+            .send_api(Retry::Never, || {
+                self.authorized(Method::POST, url.clone()).json(&body)
+            })
+            .await?;
+        self.expect_json(response).await
+    }
+
+    /// `DELETE /api/v1/service_accounts/{account}/api_keys/{key}`.
+    pub async fn delete_api_key(&self, account: &str, key: &str) -> Result<(), ClientError> {
+        let url = self.api(&["service_accounts", account, "api_keys", key]);
+        let response = self
+            .send_api(Retry::Never, || {
                 self.authorized(Method::DELETE, url.clone())
             })
             .await?;
@@ -550,7 +932,7 @@ impl GatehouseClient {
 
     fn authorized(&self, method: Method, url: Url) -> RequestBuilder {
         let request = self.http.request(method, url);
-        match &self.token {
+        match self.current_token() {
             Some(token) => request.bearer_auth(token.expose_secret()),
             None => request,
         }
@@ -558,9 +940,31 @@ impl GatehouseClient {
 
     async fn get<T: DeserializeOwned>(&self, url: Url) -> Result<T, ClientError> {
         let response = self
-            .send(Retry::Safe, || self.authorized(Method::GET, url.clone()))
+            .send_api(Retry::Safe, || self.authorized(Method::GET, url.clone()))
             .await?;
         self.expect_json(response).await
+    }
+
+    /// [`send`](Self::send) for API calls: when the gateway refuses the token (401) and the
+    /// client holds an API key, exchanges the key again and repeats the call once (the
+    /// refused call did nothing, so repeating it is safe).
+    async fn send_api(
+        &self,
+        retry: Retry,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, ClientError> {
+        let response = self.send(retry, &build).await?;
+        let Some(renewal) = &self.renewal else {
+            return Ok(response);
+        };
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        tracing::debug!("the gateway refused the token; exchanging the API key again");
+        let token = self.login_api_key(&renewal.key).await?;
+        (renewal.on_renew)(&token);
+        self.set_token(token.access_token);
+        self.send(retry, &build).await
     }
 
     /// Sends the request `build` makes, once more after a backoff when `retry` allows it and
@@ -659,6 +1063,10 @@ fn with_filters(mut url: Url, filters: &ListFilters) -> Url {
     url
 }
 
+fn retry_after_secs(headers: &HeaderMap) -> Option<u64> {
+    headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()
+}
+
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let secs: u64 = headers
         .get(RETRY_AFTER)?
@@ -682,6 +1090,18 @@ fn decode_json<T: DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T
         status: status.as_u16(),
         detail: e.to_string(),
     })
+}
+
+/// A successful token endpoint answer; only bearer tokens are usable.
+fn decode_token(status: StatusCode, body: &[u8]) -> Result<TokenResponse, ClientError> {
+    let token: TokenResponse = decode_json(status, body)?;
+    if !token.token_type.eq_ignore_ascii_case("bearer") {
+        return Err(ClientError::Decode {
+            status: status.as_u16(),
+            detail: format!("unsupported token type {:?}", token.token_type),
+        });
+    }
+    Ok(token)
 }
 
 /// The first bytes of a body that is not the documented JSON, for the error message.
@@ -770,6 +1190,44 @@ pub fn decode_oauth_error(status: u16, body: &[u8]) -> ClientError {
             status,
             detail: snippet(body),
         },
+    }
+}
+
+/// Turns a refused API-key exchange into an error that says why: `invalid_grant` with a
+/// `gatehouse_reason`, 429 `too_many_attempts` (with `Retry-After` seconds), else the plain
+/// OAuth error.
+pub fn decode_api_key_grant_error(
+    status: u16,
+    retry_after: Option<u64>,
+    body: &[u8],
+) -> ClientError {
+    #[derive(Deserialize)]
+    struct GrantError {
+        error: String,
+        #[serde(default)]
+        error_description: Option<String>,
+        #[serde(default)]
+        gatehouse_reason: Option<String>,
+    }
+    let Ok(parsed) = serde_json::from_slice::<GrantError>(body) else {
+        return decode_oauth_error(status, body);
+    };
+    let description = parsed
+        .error_description
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| parsed.error.clone());
+    if status == 429 || parsed.error == "too_many_attempts" {
+        return ClientError::TooManyAttempts {
+            retry_after,
+            description,
+        };
+    }
+    match parsed.gatehouse_reason.filter(|r| !r.is_empty()) {
+        Some(reason) if parsed.error == "invalid_grant" => ClientError::ApiKeyRefused {
+            reason: ApiKeyRefusal::from_reason(&reason),
+            description,
+        },
+        _ => decode_oauth_error(status, body),
     }
 }
 

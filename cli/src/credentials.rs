@@ -4,6 +4,9 @@
 //! `$HOME/.config/gatehouse`. The file holds a bearer token, so it is private from its
 //! first byte: written to a 0600 temporary file in the same directory (0700), then
 //! renamed over the old one. The token stays in a [`SecretString`] in memory.
+//!
+//! After `gatehouse login --api-key` the file also holds the API key itself, so that the
+//! CLI can exchange it again when the token expires. `gatehouse logout` removes it.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -38,6 +41,12 @@ pub struct Credentials {
     pub expires_at: DateTime<Utc>,
     /// Who it belongs to.
     pub principal: Principal,
+    /// When the token was obtained (absent in files written by older versions).
+    #[serde(default)]
+    pub obtained_at: Option<DateTime<Utc>>,
+    /// The API key the session was made with (`login --api-key`), to renew the token.
+    #[serde(default)]
+    pub api_key: Option<SecretString>,
 }
 
 impl Credentials {
@@ -54,6 +63,10 @@ struct OnDisk<'a> {
     access_token: &'a str,
     expires_at: DateTime<Utc>,
     principal: &'a Principal,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    obtained_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<&'a str>,
 }
 
 /// Where credentials live.
@@ -98,28 +111,20 @@ impl CredentialsStore {
 
     /// Saves `credentials`, replacing any saved session atomically.
     pub fn save(&self, credentials: &Credentials) -> anyhow::Result<()> {
-        create_private_dir(&self.dir)
-            .with_context(|| format!("creating {}", self.dir.display()))?;
         let body = serde_json::to_vec_pretty(&OnDisk {
             url: &credentials.url,
             access_token: credentials.access_token.expose_secret(),
             expires_at: credentials.expires_at,
             principal: &credentials.principal,
+            obtained_at: credentials.obtained_at,
+            api_key: credentials.api_key.as_ref().map(|k| k.expose_secret()),
         })?;
-        let temp = self.dir.join(format!(
-            ".{FILE_NAME}.{}.tmp",
-            uuid::Uuid::new_v4().simple()
-        ));
-        let written = write_private(&temp, &body).and_then(|()| fs::rename(&temp, self.path()));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temp);
-            return Err(e).with_context(|| format!("writing {}", self.path().display()));
-        }
-        // Make the rename durable; not every file system allows syncing a directory.
-        if let Ok(dir) = File::open(&self.dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        replace_private_file(&self.dir, FILE_NAME, &body)
+    }
+
+    /// The configuration directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Removes the saved session; returns whether there was one.
@@ -147,6 +152,24 @@ pub fn config_dir(env: impl Fn(&str) -> Option<OsString>) -> anyhow::Result<Path
         return Ok(home.join(".config").join("gatehouse"));
     }
     anyhow::bail!("cannot find a configuration directory: set GATEHOUSE_CONFIG_DIR or HOME")
+}
+
+/// Writes `body` to `dir/name`, readable by its owner only from its first byte: a 0600
+/// temporary file in the same directory (created 0700 if missing), renamed over the old one.
+pub(crate) fn replace_private_file(dir: &Path, name: &str, body: &[u8]) -> anyhow::Result<()> {
+    create_private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(name);
+    let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let written = write_private(&temp, body).and_then(|()| fs::rename(&temp, &path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(e).with_context(|| format!("writing {}", path.display()));
+    }
+    // Make the rename durable; not every file system allows syncing a directory.
+    if let Ok(dir) = File::open(dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -178,7 +201,7 @@ fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
+pub(crate) fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
     let loose = fs::metadata(path)
         .map(|meta| meta.permissions().mode() & 0o077 != 0)
@@ -189,7 +212,7 @@ fn warn_if_readable_by_others(path: &Path) {
 }
 
 #[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
+pub(crate) fn warn_if_readable_by_others(_path: &Path) {}
 
 #[cfg(test)]
 mod tests {
@@ -206,6 +229,8 @@ mod tests {
                 name: "alice".into(),
                 kind: "user".into(),
             },
+            obtained_at: None,
+            api_key: None,
         }
     }
 
@@ -278,6 +303,37 @@ mod tests {
                 "principal": {"name": "alice", "kind": "user"},
             })
         );
+        Ok(())
+    }
+
+    #[test]
+    fn an_api_key_session_keeps_the_key_and_when_the_token_was_obtained() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = CredentialsStore::in_dir(dir.path());
+        let obtained_at = sample().expires_at - chrono::Duration::hours(1);
+        let credentials = Credentials {
+            obtained_at: Some(obtained_at),
+            api_key: Some(SecretString::from("gatehouse_key-for-the-test")),
+            principal: Principal {
+                name: "ci-bot".into(),
+                kind: "service_account".into(),
+            },
+            ..sample()
+        };
+        store.save(&credentials)?;
+        let json: serde_json::Value = serde_json::from_slice(&fs::read(store.path())?)?;
+        assert_eq!(json["api_key"], "gatehouse_key-for-the-test");
+        assert_eq!(json["obtained_at"], "2030-01-02T02:04:05Z");
+        let loaded = store.load()?.expect("saved");
+        assert_eq!(loaded.obtained_at, Some(obtained_at));
+        assert_eq!(
+            loaded
+                .api_key
+                .as_ref()
+                .map(|k| k.expose_secret().to_owned()),
+            Some("gatehouse_key-for-the-test".to_owned())
+        );
+        assert!(!format!("{loaded:?}").contains("key-for-the-test"));
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! `gatehouse`: run Gatehouse (`dev`, `serve`) and talk to it (everything else).
 
+mod api_key;
 mod client;
 mod commands;
 mod credentials;
@@ -8,11 +9,20 @@ mod runtime;
 
 use clap::{Parser, Subcommand};
 
-use commands::{Globals, LoginArgs, ServiceAccountCommand, UserCommand};
+use commands::{AuditCommand, Globals, LoginArgs, ServiceAccountCommand, UserCommand};
 
 /// Gatehouse: the authentication plane for ML platforms.
 #[derive(Debug, Parser)]
-#[command(name = "gatehouse", version, about, long_about = None, propagate_version = true)]
+#[command(name = "gatehouse", version, about, long_about = None, propagate_version = true,
+    after_long_help = "\
+Environment:
+  GATEHOUSE_URL          the gateway URL (same as --url)
+  GATEHOUSE_API_KEY      a service account's API key: every command uses it, no login needed
+                         (it takes precedence over a saved login; needs GATEHOUSE_URL or --url)
+  GATEHOUSE_TOKEN_CACHE  off: keep the token of GATEHOUSE_API_KEY in memory only
+  GATEHOUSE_CONFIG_DIR   where the saved session and token cache live
+                         (default $XDG_CONFIG_HOME/gatehouse or ~/.config/gatehouse)
+  GATEHOUSE_NATS_URL     the NATS server of `gatehouse audit tail`")]
 struct Cli {
     #[command(flatten)]
     globals: Globals,
@@ -44,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: ServiceAccountCommand,
     },
+    /// Follow the audit trail (events on NATS JetStream).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
 fn init_logging(server: bool) {
@@ -65,6 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CurrentUser => commands::current_user(&cli.globals).await,
         Command::User { command } => command.run(&cli.globals).await,
         Command::ServiceAccount { command } => command.run(&cli.globals).await,
+        Command::Audit { command } => command.run(&cli.globals).await,
     }
 }
 

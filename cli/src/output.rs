@@ -134,7 +134,7 @@ pub fn extra_fields(extra: &serde_json::Map<String, serde_json::Value>) -> Vec<(
 
 /// Escapes control characters (newlines, escape sequences) so that a cell stays on one
 /// line and cannot drive the terminal.
-fn sanitize(cell: &str) -> String {
+pub fn sanitize(cell: &str) -> String {
     if !cell.chars().any(char::is_control) {
         return cell.to_owned();
     }

@@ -2,7 +2,7 @@
 //!
 //! `dev` wires the in-memory event log, feed and view store and the in-process bus;
 //! `serve` wires Postgres and NATS. Past the wiring, both run the same code: the identity
-//! service behind the command bus, the read-model projector, the gateway.
+//! and keys services behind the command bus, the read-model projector, the gateway.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use gatehouse_eventlog::{EventFeed, EventStore, ViewStore};
 use gatehouse_gateway::bootstrap::{bootstrap_admin, spawn_read_model_projector};
 use gatehouse_gateway::{GatewayDeps, GatewaySettings, Probe};
 use gatehouse_identity::IdentityService;
+use gatehouse_keys::KeysService;
 use gatehouse_secrets::{BusSealer, MasterKey};
 use rand::distributions::{Alphanumeric, DistString};
 use secrecy::{ExposeSecret, SecretString};
@@ -38,6 +39,11 @@ pub struct ServerArgs {
     /// Proxies whose X-Forwarded-For header is trusted (comma-separated IPs).
     #[arg(long, env = "GATEHOUSE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    #[command(flatten)]
+    pub lifetimes: gatehouse_gateway::TokenLifetimes,
+    /// Seconds between sweeps that record reached API key expiries as events.
+    #[arg(long, env = "GATEHOUSE_KEY_EXPIRY_SWEEP_SECONDS", default_value_t = 5)]
+    pub expiry_sweep_seconds: u64,
 }
 
 /// Options of `serve`.
@@ -67,6 +73,7 @@ fn settings(args: &ServerArgs) -> GatewaySettings {
         settings.issuer = issuer.clone();
     }
     settings.trusted_proxies = args.trusted_proxies.clone();
+    args.lifetimes.apply(&mut settings);
     settings
 }
 
@@ -86,6 +93,8 @@ struct Backends {
     database: Option<PgDatabase>,
     /// The outbox relay (durable backends only).
     relay: Option<gatehouse_eventlog::relay::OutboxRelay>,
+    /// NATS (durable backends only): the gateway joins the replica set over it.
+    nats: Option<async_nats::Client>,
 }
 
 /// Runs identity, projector and gateway until a signal; returns after a graceful stop.
@@ -105,6 +114,17 @@ async fn run_all(
         .serve("identity", Arc::new(identity.router()))
         .await
         .context("serving identity commands")?;
+    let keys = KeysService::new(backends.log.clone(), &master, clock.clone());
+    let serving_keys = backends
+        .bus
+        .serve("keys", Arc::new(keys.router()))
+        .await
+        .context("serving keys commands")?;
+    let sweeper_task = tokio::spawn(keys.run_expiry_sweeper(
+        backends.views.clone(),
+        std::time::Duration::from_secs(args.expiry_sweep_seconds.max(1)),
+        shutdown.clone(),
+    ));
 
     let projector_task = spawn_read_model_projector(
         backends.views.clone(),
@@ -125,6 +145,7 @@ async fn run_all(
         master,
         clock,
         probes: backends.probes,
+        nats: backends.nats,
     };
     let state = gatehouse_gateway::build(settings(args), deps, shutdown.clone()).await?;
     let (password, generated) = match &args.admin_password {
@@ -141,6 +162,8 @@ async fn run_all(
     stop.send_replace(true);
     let _ = running.task.await;
     serving.stop().await;
+    serving_keys.stop().await;
+    let _ = sweeper_task.await;
     let _ = projector_task.await;
     if let Some(relay) = relay_task {
         let _ = relay.await;
@@ -159,6 +182,7 @@ pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
         probes: vec![],
         database: None,
         relay: None,
+        nats: None,
     };
     let master = MasterKey::generate();
     run_all(&args, master, backends, |addr, password| {
@@ -190,6 +214,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         probes: infra.probes(gatehouse_gateway::READ_MODEL_PROJECTOR),
         database: Some(infra.database.clone()),
         relay: Some(infra.relay()),
+        nats: Some(infra.nats.clone()),
     };
     run_all(&args.server, master, backends, |addr, password| {
         tracing::info!(url = %format!("http://{addr}"), "gatehouse serve is ready");

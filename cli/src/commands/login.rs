@@ -1,10 +1,12 @@
 //! `login`, `logout`, `current-user`.
 
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
 
 use super::prompt::{self, blocking};
 use super::{Context, DEFAULT_URL, Globals};
-use crate::client::{CurrentUser, GatehouseClient};
+use crate::api_key::{self, API_KEY_ENV, CheckedApiKey};
+use crate::client::{CurrentUser, GatehouseClient, TokenResponse};
 use crate::credentials::{Credentials, Principal};
 use crate::output::{self, OutputFormat};
 
@@ -15,9 +17,15 @@ The gateway URL comes from --url (or GATEHOUSE_URL), else the URL of the saved s
 http://127.0.0.1:8080. The session is saved in $GATEHOUSE_CONFIG_DIR/credentials.json (default
 ~/.config/gatehouse), readable by you only.
 
+With --api-key you log in as a service account: the key is read without echo on a terminal,
+else from the first line of stdin. The credentials file then also holds the API key, so that
+the CLI can exchange it for a new token when the old one expires; `gatehouse logout` removes
+it. For CI, prefer GATEHOUSE_API_KEY with GATEHOUSE_URL: no login step and no saved key.
+
 Examples:
   gatehouse login --url https://gatehouse.example.com --username alice
-  printf '%s\\n' \"$PASSWORD\" | gatehouse login --url http://127.0.0.1:8080 --username admin --password-stdin")]
+  printf '%s\\n' \"$PASSWORD\" | gatehouse login --url http://127.0.0.1:8080 --username admin --password-stdin
+  gatehouse login --url https://gatehouse.example.com --api-key")]
 pub struct LoginArgs {
     /// User name (prompted for when missing).
     #[arg(long, short = 'u', value_name = "NAME")]
@@ -25,6 +33,10 @@ pub struct LoginArgs {
     /// Read the password from the first line of stdin instead of prompting.
     #[arg(long)]
     pub password_stdin: bool,
+    /// Log in with a service account's API key (prompted for; read from stdin when stdin is
+    /// not a terminal). The key is saved with the session to renew its token.
+    #[arg(long, conflicts_with_all = ["username", "password_stdin"])]
+    pub api_key: bool,
 }
 
 /// What `login -o json` prints (never the token).
@@ -46,6 +58,9 @@ pub async fn login(args: LoginArgs, globals: &Globals) -> anyhow::Result<()> {
         .unwrap_or_else(|| DEFAULT_URL.to_owned());
     // Check the URL before asking for anything.
     let client = GatehouseClient::new(&url, None)?;
+    if args.api_key {
+        return login_with_api_key(&ctx, client).await;
+    }
 
     let username = match args.username.filter(|u| !u.trim().is_empty()) {
         Some(u) => u,
@@ -86,22 +101,77 @@ pub async fn login(args: LoginArgs, globals: &Globals) -> anyhow::Result<()> {
             name: me.name,
             kind: me.kind,
         },
+        obtained_at: Some(chrono::Utc::now()),
+        api_key: None,
     };
     ctx.store.save(&credentials)?;
+    print_logged_in(&ctx, &credentials)
+}
 
+fn print_logged_in(ctx: &Context, credentials: &Credentials) -> anyhow::Result<()> {
     match ctx.output() {
         OutputFormat::Json => output::emit_json(&LoggedIn {
             url: &credentials.url,
             principal: &credentials.principal,
             expires_at: credentials.expires_at,
         }),
-        OutputFormat::Table => output::emit(&format!(
-            "Logged in to {} as {} (token valid until {} UTC)\n",
-            credentials.url,
-            credentials.principal.name,
-            output::timestamp(&credentials.expires_at)
-        )),
+        OutputFormat::Table => {
+            output::emit(&format!(
+                "Logged in to {} as {} (token valid until {} UTC)\n",
+                credentials.url,
+                credentials.principal.name,
+                output::timestamp(&credentials.expires_at)
+            ))?;
+            if credentials.api_key.is_some() {
+                output::emit(&format!(
+                    "The API key is saved in {} (readable by you only) to renew the token; \
+                     `gatehouse logout` removes it.\n",
+                    ctx.store.path().display()
+                ))?;
+            }
+            Ok(())
+        }
     }
+}
+
+/// Reads an API key: without echo on a terminal, else the first line of stdin.
+fn read_api_key() -> anyhow::Result<SecretString> {
+    if prompt::stdin_is_terminal() {
+        prompt::password("API key: ")
+    } else {
+        Ok(prompt::secrets_from_stdin(1, &["API key"])?.remove(0))
+    }
+}
+
+/// `gatehouse login --api-key`: checks the key's shape, exchanges it, and saves the
+/// session with the key.
+async fn login_with_api_key(ctx: &Context, client: GatehouseClient) -> anyhow::Result<()> {
+    let raw = blocking(read_api_key).await?;
+    let key = CheckedApiKey::parse(raw.expose_secret(), "the key you entered")?;
+    drop(raw);
+    if ctx.env_api_key.is_some() {
+        tracing::warn!(
+            "{API_KEY_ENV} is set: other commands use it, not the session saved by this login"
+        );
+    }
+    let now = chrono::Utc::now();
+    let token: TokenResponse = client.login_api_key(key.secret()).await?;
+    let expires_at = api_key::expiry(&token, now)?;
+    let client = client.with_token(token.access_token.clone());
+    let me: CurrentUser = client.current_user().await?;
+    let credentials = Credentials {
+        url: client.url(),
+        access_token: token.access_token,
+        expires_at,
+        principal: Principal {
+            name: me.name,
+            kind: me.kind,
+        },
+        obtained_at: Some(now),
+        api_key: Some(key.secret().clone()),
+    };
+    ctx.store.save(&credentials)?;
+    print_logged_in(ctx, &credentials)
 }
 
 /// `gatehouse logout`: forgets the saved session.
@@ -125,7 +195,7 @@ pub async fn logout(globals: &Globals) -> anyhow::Result<()> {
 /// `gatehouse current-user`: who the saved session belongs to, according to the server.
 pub async fn current_user(globals: &Globals) -> anyhow::Result<()> {
     let ctx = Context::new(globals)?;
-    let me = ctx.client()?.current_user().await?;
+    let me = ctx.client().await?.current_user().await?;
     match ctx.output() {
         OutputFormat::Json => output::emit_json(&me),
         OutputFormat::Table => {

@@ -3,18 +3,34 @@
 //!
 //! Every command works without a terminal: passwords come from `--password-stdin`,
 //! confirmations from `--yes`, and `GATEHOUSE_CONFIG_DIR` isolates the saved session.
+//!
+//! Where a command's credentials come from, first match wins:
+//! 1. `GATEHOUSE_API_KEY` (with `GATEHOUSE_URL` or `--url`): the key is exchanged for a
+//!    token, which is cached (see [`crate::api_key`]); no login needed.
+//! 2. The saved session of `gatehouse login`; a session made with `--api-key` renews its
+//!    token with the saved key.
 
+mod api_keys;
+mod audit;
 mod login;
 mod prompt;
 mod service_accounts;
 mod users;
 
+pub use audit::AuditCommand;
 pub use login::{LoginArgs, current_user, login, logout};
 pub use service_accounts::ServiceAccountCommand;
 pub use users::UserCommand;
 
-use crate::client::{ClientError, GatehouseClient};
-use crate::credentials::CredentialsStore;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use secrecy::SecretString;
+
+use crate::api_key::{self, API_KEY_ENV, CachedToken, CheckedApiKey, TokenCache};
+use crate::client::{ClientError, GatehouseClient, KeyRenewal, TokenResponse};
+use crate::credentials::{Credentials, CredentialsStore};
 pub use crate::output::OutputFormat;
 
 /// The URL used when neither `--url` nor a saved session names one.
@@ -37,21 +53,38 @@ pub struct Globals {
     pub output: OutputFormat,
 }
 
-/// What a command needs: the options and the saved session.
+/// What a command needs: the options, the saved session, and an API key from the
+/// environment.
 #[derive(Debug, Clone)]
 pub struct Context {
     /// Global options.
     pub globals: Globals,
     /// Where the session is saved.
     pub store: CredentialsStore,
+    /// `GATEHOUSE_API_KEY`, when set and not empty.
+    pub env_api_key: Option<SecretString>,
+    /// Where tokens of `GATEHOUSE_API_KEY` are cached; `None` with
+    /// `GATEHOUSE_TOKEN_CACHE=off`.
+    pub token_cache: Option<TokenCache>,
 }
 
 impl Context {
-    /// The context of `globals`, with the session store the environment names.
+    /// The context of `globals`, with the session store, API key and token cache the
+    /// environment names.
     pub fn new(globals: &Globals) -> anyhow::Result<Self> {
+        let store = CredentialsStore::from_env()?;
+        let env_api_key = std::env::var(API_KEY_ENV)
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .map(SecretString::from);
+        let cache_off =
+            api_key::cache_disabled(std::env::var(api_key::TOKEN_CACHE_ENV).ok().as_deref());
+        let token_cache = (!cache_off).then(|| TokenCache::in_config_dir(store.dir()));
         Ok(Self {
             globals: globals.clone(),
-            store: CredentialsStore::from_env()?,
+            store,
+            env_api_key,
+            token_cache,
         })
     }
 
@@ -60,21 +93,18 @@ impl Context {
         self.globals.output
     }
 
-    /// A client authenticated with the saved session, against `--url` when given.
-    pub fn client(&self) -> anyhow::Result<GatehouseClient> {
+    /// An authenticated client: with `GATEHOUSE_API_KEY` when set, else with the saved
+    /// session (against `--url` when given).
+    pub async fn client(&self) -> anyhow::Result<GatehouseClient> {
+        if let Some(key) = &self.env_api_key {
+            return self.client_from_env_key(key).await;
+        }
         let Some(credentials) = self.store.load()? else {
             return Err(ClientError::NotLoggedIn {
                 url: self.globals.url.clone(),
             }
             .into());
         };
-        if credentials.is_expired(chrono::Utc::now()) {
-            let message = format!(
-                "the token expired at {} UTC",
-                crate::output::timestamp(&credentials.expires_at)
-            );
-            return Err(ClientError::Unauthenticated { message }.into());
-        }
         // Never send the saved token to another server than the one that issued it.
         if let Some(url) = self.globals.url.as_deref() {
             if url.trim_end_matches('/') != credentials.url.trim_end_matches('/') {
@@ -84,11 +114,125 @@ impl Context {
                 .into());
             }
         }
+        if credentials.api_key.is_some() {
+            return self.client_from_saved_key(credentials).await;
+        }
+        if credentials.is_expired(chrono::Utc::now()) {
+            let message = format!(
+                "the token expired at {} UTC",
+                crate::output::timestamp(&credentials.expires_at)
+            );
+            return Err(ClientError::Unauthenticated { message }.into());
+        }
         Ok(GatehouseClient::new(
             &credentials.url,
             Some(credentials.access_token),
         )?)
     }
+
+    /// `GATEHOUSE_API_KEY`: a cached token while it is fresh, else a new exchange; renews
+    /// (and re-caches) when the gateway refuses the token.
+    async fn client_from_env_key(&self, key: &SecretString) -> anyhow::Result<GatehouseClient> {
+        use secrecy::ExposeSecret as _;
+        let key = CheckedApiKey::parse(key.expose_secret(), API_KEY_ENV)?;
+        let Some(url) = self.globals.url.as_deref() else {
+            anyhow::bail!(
+                "{API_KEY_ENV} is set but no Gatehouse URL is: set GATEHOUSE_URL or pass --url"
+            );
+        };
+        let client = GatehouseClient::new(url, None)?;
+        let url = client.url();
+        let key_id = key.key_id();
+        let cached = self
+            .token_cache
+            .as_ref()
+            .and_then(|cache| cache.load(&url, key_id))
+            .filter(|token| token.is_fresh(Utc::now()));
+        let token = match cached {
+            Some(token) => {
+                tracing::debug!("using the cached token of {API_KEY_ENV}");
+                token.access_token
+            }
+            None => {
+                let now = Utc::now();
+                let answer = client
+                    .login_api_key(key.secret())
+                    .await
+                    .with_context(|| format!("exchanging {API_KEY_ENV} for a token at {url}"))?;
+                cache_token(self.token_cache.as_ref(), &url, key_id, &answer, now);
+                answer.access_token
+            }
+        };
+        let cache = self.token_cache.clone();
+        let renewal = KeyRenewal::new(key.secret().clone(), move |answer: &TokenResponse| {
+            cache_token(cache.as_ref(), &url, key_id, answer, Utc::now());
+        });
+        Ok(client.with_token(token).with_api_key_renewal(renewal))
+    }
+
+    /// A session saved by `login --api-key`: renews the token with the saved key when it
+    /// is no longer fresh, or when the gateway refuses it, and saves the new one.
+    async fn client_from_saved_key(
+        &self,
+        mut credentials: Credentials,
+    ) -> anyhow::Result<GatehouseClient> {
+        let Some(key) = credentials.api_key.clone() else {
+            anyhow::bail!("the saved session has no API key");
+        };
+        let client = GatehouseClient::new(&credentials.url, None)?;
+        let now = Utc::now();
+        let obtained_at = credentials.obtained_at.unwrap_or(credentials.expires_at);
+        if !api_key::is_fresh(obtained_at, credentials.expires_at, now) {
+            let answer = client.login_api_key(&key).await.with_context(|| {
+                format!(
+                    "renewing the session with the API key saved in {}",
+                    self.store.path().display()
+                )
+            })?;
+            renew_saved(&self.store, &mut credentials, &answer, now)?;
+        }
+        let store = self.store.clone();
+        let saved = Arc::new(std::sync::Mutex::new(credentials.clone()));
+        let renewal = KeyRenewal::new(key, move |answer: &TokenResponse| {
+            if let Ok(mut credentials) = saved.lock() {
+                if let Err(e) = renew_saved(&store, &mut credentials, answer, Utc::now()) {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot save the renewed session");
+                }
+            }
+        });
+        Ok(client
+            .with_token(credentials.access_token)
+            .with_api_key_renewal(renewal))
+    }
+}
+
+/// Puts a token answered at `now` in the cache, when there is one. A cache that cannot be
+/// written only costs an exchange next time: warned about, not fatal.
+fn cache_token(
+    cache: Option<&TokenCache>,
+    url: &str,
+    key_id: uuid::Uuid,
+    answer: &TokenResponse,
+    now: chrono::DateTime<Utc>,
+) {
+    let Some(cache) = cache else { return };
+    let saved = CachedToken::new(url, answer, now).and_then(|token| cache.save(key_id, &token));
+    if let Err(e) = saved {
+        tracing::warn!(error = %format!("{e:#}"), "cannot cache the API key's token; set GATEHOUSE_TOKEN_CACHE=off to keep it in memory only");
+    }
+}
+
+/// Updates a saved `login --api-key` session with a token answered at `now`.
+fn renew_saved(
+    store: &CredentialsStore,
+    credentials: &mut Credentials,
+    answer: &TokenResponse,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<()> {
+    credentials.expires_at = api_key::expiry(answer, now)?;
+    credentials.obtained_at = Some(now);
+    credentials.access_token = answer.access_token.clone();
+    store.save(credentials)
 }
 
 /// Ensures an update changes something, naming the flags that would.
@@ -134,6 +278,11 @@ mod tests {
             #[command(subcommand)]
             command: ServiceAccountCommand,
         },
+        /// Audit trail.
+        Audit {
+            #[command(subcommand)]
+            command: AuditCommand,
+        },
     }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -170,6 +319,51 @@ mod tests {
         assert!(parse(&["service-account", "list", "--active"]).is_err());
         assert!(parse(&["service-account", "list", "--active", "maybe"]).is_err());
         assert!(parse(&["service-account", "update", "ci", "--active", "true"]).is_ok());
+    }
+
+    #[test]
+    fn api_key_flags_are_checked_by_the_parser() {
+        assert!(parse(&["login", "--api-key"]).is_ok());
+        assert!(parse(&["login", "--api-key", "--username", "bob"]).is_err());
+        assert!(parse(&["login", "--api-key", "--password-stdin"]).is_err());
+        let sa = |rest: &[&str]| {
+            let mut args = vec!["service-account", "api-key", "ci-bot"];
+            args.extend_from_slice(rest);
+            parse(&args)
+        };
+        assert!(
+            sa(&[
+                "create",
+                "deploy",
+                "-d",
+                "deploy job",
+                "--expires-in",
+                "30d"
+            ])
+            .is_ok()
+        );
+        assert!(sa(&["create", "deploy", "--expires-in", "0"]).is_err());
+        assert!(sa(&["create", "deploy", "--expires-in", "soon"]).is_err());
+        assert!(sa(&["list", "--active", "true", "--page", "2"]).is_ok());
+        assert!(sa(&["describe", "deploy"]).is_ok());
+        assert!(sa(&["rotate", "deploy", "--retain", "60"]).is_ok());
+        assert!(sa(&["rotate", "deploy", "--retain", "-1"]).is_err());
+        assert!(sa(&["update", "deploy", "--active", "false"]).is_ok());
+        assert!(sa(&["update", "deploy", "--expires-in", "1h", "--no-expiry"]).is_err());
+        assert!(sa(&["delete", "deploy", "--yes"]).is_ok());
+        assert!(parse(&["service-account", "create", "ci-bot", "--no-api-key"]).is_ok());
+        assert!(
+            parse(&[
+                "audit",
+                "tail",
+                "--subject",
+                "gatehouse.events.api_key.>",
+                "--count",
+                "3",
+                "--from-start"
+            ])
+            .is_ok()
+        );
     }
 
     #[test]
@@ -231,5 +425,320 @@ mod tests {
             .render_long_help()
             .to_string();
         assert!(create.contains("Examples:"), "{create}");
+    }
+
+    /// The API-key paths against a small stand-in gateway: the token endpoint and
+    /// `current-user`, counting exchanges.
+    mod api_key_sessions {
+        use std::sync::{Arc, Mutex};
+
+        use secrecy::{ExposeSecret as _, SecretString};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        use super::super::*;
+        use crate::credentials::Principal;
+
+        #[derive(Debug, Default)]
+        struct Gateway {
+            /// Token exchanges seen.
+            exchanges: u32,
+            /// The token `current-user` accepts.
+            valid_token: String,
+            /// Refuse exchanges with this `gatehouse_reason`.
+            refuse: Option<&'static str>,
+            /// `api_key` form values received (to check what is sent).
+            keys_seen: Vec<String>,
+        }
+
+        /// Serves one request per connection until the test ends.
+        async fn spawn_gateway(state: Arc<Mutex<Gateway>>) -> anyhow::Result<String> {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let url = format!("http://{}", listener.local_addr()?);
+            tokio::spawn(async move {
+                while let Ok((mut socket, _)) = listener.accept().await {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 4096];
+                        let (head, body) = loop {
+                            let Ok(n) = socket.read(&mut chunk).await else {
+                                return;
+                            };
+                            if n == 0 {
+                                return;
+                            }
+                            buf.extend_from_slice(&chunk[..n]);
+                            let text = String::from_utf8_lossy(&buf).to_string();
+                            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                                let length = head
+                                    .lines()
+                                    .find_map(|l| {
+                                        l.to_ascii_lowercase()
+                                            .strip_prefix("content-length:")
+                                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                                    })
+                                    .unwrap_or(0);
+                                if body.len() >= length {
+                                    break (head.to_owned(), body.to_owned());
+                                }
+                            }
+                        };
+                        let (status, json) = answer(&state, &head, &body);
+                        let response = format!(
+                            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{json}",
+                            json.len()
+                        );
+                        let _ = socket.write_all(response.as_bytes()).await;
+                    });
+                }
+            });
+            Ok(url)
+        }
+
+        fn answer(state: &Mutex<Gateway>, head: &str, body: &str) -> (&'static str, String) {
+            let Ok(mut gw) = state.lock() else {
+                return ("500 Internal Server Error", String::new());
+            };
+            let request_line = head.lines().next().unwrap_or_default();
+            if request_line.starts_with("POST /oauth/token ") {
+                let form: Vec<(String, String)> = serde_urlencoded_pairs(body);
+                let grant = form
+                    .iter()
+                    .find(|(k, _)| k == "grant_type")
+                    .map(|(_, v)| v.as_str());
+                assert_eq!(grant, Some(crate::client::API_KEY_GRANT_TYPE));
+                if let Some((_, key)) = form.iter().find(|(k, _)| k == "api_key") {
+                    gw.keys_seen.push(key.clone());
+                }
+                if let Some(reason) = gw.refuse {
+                    return (
+                        "400 Bad Request",
+                        serde_json::json!({"error": "invalid_grant", "error_description": "refused", "gatehouse_reason": reason}).to_string(),
+                    );
+                }
+                gw.exchanges += 1;
+                gw.valid_token = format!("token-{}", gw.exchanges);
+                return (
+                    "200 OK",
+                    serde_json::json!({"access_token": gw.valid_token, "token_type": "Bearer", "expires_in": 3600}).to_string(),
+                );
+            }
+            if request_line.starts_with("GET /api/v1/current-user ") {
+                let bearer =
+                    format!("authorization: bearer {}", gw.valid_token).to_ascii_lowercase();
+                if head.lines().any(|l| l.to_ascii_lowercase() == bearer) {
+                    return (
+                        "200 OK",
+                        serde_json::json!({"id": "0190f0a8-3b1c-7000-8000-000000000001", "name": "ci-bot",
+                            "kind": "service_account", "role": "member", "authenticated_by": "api_key"}).to_string(),
+                    );
+                }
+                return (
+                    "401 Unauthorized",
+                    serde_json::json!({"error": "unauthenticated", "message": "token refused", "request_id": "r"}).to_string(),
+                );
+            }
+            (
+                "404 Not Found",
+                serde_json::json!({"error": "not_found", "message": "no route", "request_id": "r"})
+                    .to_string(),
+            )
+        }
+
+        /// `a=b&c=d` with percent-decoding, enough for the token form.
+        fn serde_urlencoded_pairs(body: &str) -> Vec<(String, String)> {
+            reqwest::Url::parse(&format!("http://x/?{body}"))
+                .map(|u| {
+                    u.query_pairs()
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+
+        fn key() -> (String, uuid::Uuid) {
+            let id = uuid::Uuid::new_v4();
+            (
+                gatehouse_tokens::generate_api_key(id)
+                    .full
+                    .expose_secret()
+                    .to_owned(),
+                id,
+            )
+        }
+
+        fn context(url: &str, dir: &std::path::Path, key: Option<&str>, cache: bool) -> Context {
+            let store = CredentialsStore::in_dir(dir);
+            Context {
+                globals: Globals {
+                    url: Some(url.to_owned()),
+                    output: OutputFormat::Table,
+                },
+                token_cache: cache.then(|| TokenCache::in_config_dir(dir)),
+                store,
+                env_api_key: key.map(|k| SecretString::from(k.to_owned())),
+            }
+        }
+
+        #[tokio::test]
+        async fn an_env_key_is_exchanged_once_cached_and_renewed_after_a_401() -> anyhow::Result<()>
+        {
+            let state = Arc::new(Mutex::new(Gateway::default()));
+            let url = spawn_gateway(state.clone()).await?;
+            let dir = tempfile::tempdir()?;
+            let (key, key_id) = key();
+
+            let ctx = context(&url, dir.path(), Some(&key), true);
+            assert_eq!(ctx.client().await?.current_user().await?.name, "ci-bot");
+            assert_eq!(state.lock().map(|g| g.exchanges).unwrap_or(0), 1);
+            // The next command reuses the cached token: no exchange.
+            assert_eq!(ctx.client().await?.current_user().await?.name, "ci-bot");
+            assert_eq!(state.lock().map(|g| g.exchanges).unwrap_or(0), 1);
+            let cache_file = TokenCache::in_config_dir(dir.path()).path(&url, key_id);
+            let cached = std::fs::read_to_string(&cache_file)?;
+            assert!(
+                cached.contains("token-1") && !cached.contains(&key),
+                "{cached}"
+            );
+
+            // The gateway stops accepting the cached (still fresh) token, as after a
+            // revocation: the client exchanges the key once more and repeats the call.
+            if let Ok(mut gw) = state.lock() {
+                gw.valid_token = "not-token-1".into();
+            }
+            let me = ctx.client().await?.current_user().await?;
+            assert_eq!(me.name, "ci-bot");
+            assert_eq!(state.lock().map(|g| g.exchanges).unwrap_or(0), 2);
+            assert!(std::fs::read_to_string(&cache_file)?.contains("token-2"));
+            // Every exchange sent the key as given.
+            assert!(
+                state
+                    .lock()
+                    .map(|g| g.keys_seen.iter().all(|k| *k == key))
+                    .unwrap_or(false)
+            );
+            Ok(())
+        }
+
+        #[tokio::test]
+        async fn without_the_cache_nothing_is_written_and_every_command_exchanges()
+        -> anyhow::Result<()> {
+            let state = Arc::new(Mutex::new(Gateway::default()));
+            let url = spawn_gateway(state.clone()).await?;
+            let dir = tempfile::tempdir()?;
+            let (key, _) = key();
+            let ctx = context(&url, dir.path(), Some(&key), false);
+            ctx.client().await?.current_user().await?;
+            ctx.client().await?.current_user().await?;
+            assert_eq!(state.lock().map(|g| g.exchanges).unwrap_or(0), 2);
+            assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
+            Ok(())
+        }
+
+        #[tokio::test]
+        async fn a_refused_key_says_why_and_what_to_do() -> anyhow::Result<()> {
+            let state = Arc::new(Mutex::new(Gateway::default()));
+            let url = spawn_gateway(state.clone()).await?;
+            let dir = tempfile::tempdir()?;
+            let (key, _) = key();
+            for (reason, expected) in [
+                ("invalid", "the API key is invalid"),
+                ("deactivated", "--active true"),
+                ("expired", "has expired"),
+                ("rotated", "--retain MINUTES"),
+            ] {
+                if let Ok(mut gw) = state.lock() {
+                    gw.refuse = Some(reason);
+                }
+                let ctx = context(&url, dir.path(), Some(&key), true);
+                let error = format!("{:#}", ctx.client().await.expect_err(reason));
+                assert!(error.contains("GATEHOUSE_API_KEY"), "{error}");
+                assert!(error.contains(expected), "{reason}: {error}");
+                assert!(!error.contains(&key), "{error}");
+            }
+            Ok(())
+        }
+
+        #[tokio::test]
+        async fn a_malformed_env_key_is_refused_before_any_request() -> anyhow::Result<()> {
+            let state = Arc::new(Mutex::new(Gateway::default()));
+            let url = spawn_gateway(state.clone()).await?;
+            let dir = tempfile::tempdir()?;
+            let (key, _) = key();
+            let ctx = context(&url, dir.path(), Some(&key[..91]), true);
+            let error = format!("{:#}", ctx.client().await.expect_err("short key"));
+            assert!(error.contains("not a well-formed API key"), "{error}");
+            assert!(
+                state
+                    .lock()
+                    .map(|g| g.keys_seen.is_empty())
+                    .unwrap_or(false)
+            );
+            Ok(())
+        }
+
+        #[tokio::test]
+        async fn the_env_key_wins_over_a_saved_login_and_needs_a_url() -> anyhow::Result<()> {
+            let state = Arc::new(Mutex::new(Gateway::default()));
+            let url = spawn_gateway(state.clone()).await?;
+            let dir = tempfile::tempdir()?;
+            let (key, _) = key();
+            let saved = Credentials {
+                url: url.clone(),
+                access_token: SecretString::from("saved-password-session"),
+                expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+                principal: Principal {
+                    name: "alice".into(),
+                    kind: "user".into(),
+                },
+                obtained_at: None,
+                api_key: None,
+            };
+            CredentialsStore::in_dir(dir.path()).save(&saved)?;
+            let ctx = context(&url, dir.path(), Some(&key), true);
+            assert_eq!(ctx.client().await?.current_user().await?.name, "ci-bot");
+            let mut no_url = context(&url, dir.path(), Some(&key), true);
+            no_url.globals.url = None;
+            let error = no_url.client().await.expect_err("no url").to_string();
+            assert!(error.contains("set GATEHOUSE_URL or pass --url"), "{error}");
+            Ok(())
+        }
+
+        #[tokio::test]
+        async fn a_saved_key_session_renews_its_stale_token_and_saves_it() -> anyhow::Result<()> {
+            let state = Arc::new(Mutex::new(Gateway::default()));
+            let url = spawn_gateway(state.clone()).await?;
+            let dir = tempfile::tempdir()?;
+            let (key, _) = key();
+            let now = chrono::Utc::now();
+            let saved = Credentials {
+                url: url.clone(),
+                access_token: SecretString::from("stale"),
+                // 50 s left: less than a minute, so not fresh.
+                expires_at: now + chrono::Duration::seconds(50),
+                principal: Principal {
+                    name: "ci-bot".into(),
+                    kind: "service_account".into(),
+                },
+                obtained_at: Some(now - chrono::Duration::minutes(59)),
+                api_key: Some(SecretString::from(key.clone())),
+            };
+            let store = CredentialsStore::in_dir(dir.path());
+            store.save(&saved)?;
+            let ctx = context(&url, dir.path(), None, true);
+            assert_eq!(ctx.client().await?.current_user().await?.name, "ci-bot");
+            assert_eq!(state.lock().map(|g| g.exchanges).unwrap_or(0), 1);
+            let renewed = store.load()?.expect("saved");
+            assert_eq!(renewed.access_token.expose_secret(), "token-1");
+            assert!(renewed.expires_at > now + chrono::Duration::minutes(59));
+            assert_eq!(
+                renewed
+                    .api_key
+                    .as_ref()
+                    .map(|k| k.expose_secret().to_owned()),
+                Some(key)
+            );
+            Ok(())
+        }
     }
 }

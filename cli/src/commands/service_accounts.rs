@@ -1,5 +1,6 @@
 //! `gatehouse service-account ...`.
 
+use super::api_keys::{ApiKeyArgs, describe_key, shown_once};
 use super::prompt::{self, blocking};
 use super::users::page_footer;
 use super::{Context, Globals, require_change};
@@ -9,7 +10,8 @@ use crate::output::{self, OutputFormat, Table};
 /// Manage service accounts. Members manage the accounts they created; admins manage all.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ServiceAccountCommand {
-    /// Create a service account owned by you.
+    /// Create a service account owned by you, with an API key named `default` (printed
+    /// once).
     Create(CreateArgs),
     /// List the service accounts you may see.
     List(ListArgs),
@@ -20,6 +22,9 @@ pub enum ServiceAccountCommand {
     Update(UpdateArgs),
     /// Delete a service account: its tokens stop working at once and its name is free again.
     Delete(DeleteArgs),
+    /// Manage a service account's API keys: create, list, describe, rotate, update, delete.
+    #[command(name = "api-key")]
+    ApiKey(ApiKeyArgs),
 }
 
 impl ServiceAccountCommand {
@@ -32,6 +37,7 @@ impl ServiceAccountCommand {
             ServiceAccountCommand::Describe(args) => args.run(&ctx).await,
             ServiceAccountCommand::Update(args) => args.run(&ctx).await,
             ServiceAccountCommand::Delete(args) => args.run(&ctx).await,
+            ServiceAccountCommand::ApiKey(args) => args.run(&ctx).await,
         }
     }
 }
@@ -42,9 +48,14 @@ impl ServiceAccountCommand {
 The request carries a fresh Idempotency-Key, so the CLI may safely retry it after a network
 failure: the server answers the retry with the first result.
 
+Unless --no-api-key is given, an API key named `default` is created too and printed once
+(with -o json: as the `api_key` object, its `key` field). Store it right away: it cannot be
+shown again (rotate it to get a new one).
+
 Examples:
   gatehouse service-account create ci-pipeline --description \"Builds and publishes models\"
-  gatehouse service-account create trainer --role member -o json")]
+  gatehouse service-account create trainer --role member -o json
+  gatehouse service-account create etl --no-api-key")]
 pub struct CreateArgs {
     /// Name: 1 to 64 of A-Z a-z 0-9 . _ -, unique among users and service accounts.
     pub name: String,
@@ -54,22 +65,59 @@ pub struct CreateArgs {
     /// Role of its sessions [server default: member; only admins may ask for admin].
     #[arg(long, value_enum)]
     pub role: Option<Role>,
+    /// Do not create the `default` API key.
+    #[arg(long)]
+    pub no_api_key: bool,
 }
+
+/// The name of the key `service-account create` makes.
+pub const DEFAULT_KEY_NAME: &str = "default";
 
 impl CreateArgs {
     /// Runs `service-account create`.
     pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
-        let key = uuid::Uuid::new_v4().to_string();
-        let account = ctx
-            .client()?
+        let idempotency_key = uuid::Uuid::new_v4().to_string();
+        let client = ctx.client().await?;
+        let account = client
             .create_service_account(
                 &self.name,
                 self.description.as_deref(),
                 self.role,
-                Some(key),
+                Some(idempotency_key),
             )
             .await?;
-        print_account(ctx, &account)
+        if self.no_api_key {
+            return print_account(ctx, &account);
+        }
+        let key = client
+            .create_api_key(&account.id.to_string(), DEFAULT_KEY_NAME, None, None)
+            .await;
+        let key = match key {
+            Ok(key) => key,
+            Err(e) => {
+                print_account(ctx, &account)?;
+                return Err(anyhow::Error::new(e).context(format!(
+                    "service account {} was created, but its API key was not: run `gatehouse \
+                     service-account api-key {} create {DEFAULT_KEY_NAME}`",
+                    account.name, account.name
+                )));
+            }
+        };
+        match ctx.output() {
+            OutputFormat::Json => {
+                let mut json = serde_json::to_value(&account)?;
+                if let serde_json::Value::Object(map) = &mut json {
+                    map.insert("api_key".to_owned(), key.json_with_key()?);
+                }
+                output::emit_json(&json)
+            }
+            OutputFormat::Table => {
+                output::emit(&describe_account(&account))?;
+                output::emit("\n")?;
+                output::emit(&describe_key(&key.api_key))?;
+                output::emit(&shown_once(&key, &account.name))
+            }
+        }
     }
 }
 
@@ -99,7 +147,7 @@ impl ListArgs {
             page: self.page,
             size: self.size,
         };
-        let page = ctx.client()?.list_service_accounts(&filters).await?;
+        let page = ctx.client().await?.list_service_accounts(&filters).await?;
         match ctx.output() {
             OutputFormat::Json => output::emit_json(&page),
             OutputFormat::Table => {
@@ -121,7 +169,11 @@ pub struct DescribeArgs {
 impl DescribeArgs {
     /// Runs `service-account describe`.
     pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
-        let account = ctx.client()?.get_service_account(&self.name_or_id).await?;
+        let account = ctx
+            .client()
+            .await?
+            .get_service_account(&self.name_or_id)
+            .await?;
         print_account(ctx, &account)
     }
 }
@@ -150,7 +202,8 @@ impl UpdateArgs {
             "--description, --active or --role",
         )?;
         let account = ctx
-            .client()?
+            .client()
+            .await?
             .update_service_account(
                 &self.name_or_id,
                 self.description.as_deref(),
@@ -175,7 +228,7 @@ pub struct DeleteArgs {
 impl DeleteArgs {
     /// Runs `service-account delete`.
     pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
-        let client = ctx.client()?;
+        let client = ctx.client().await?;
         if !self.yes {
             if !prompt::stdin_is_terminal() {
                 anyhow::bail!(

@@ -56,7 +56,7 @@ pub struct CreateArgs {
 impl CreateArgs {
     /// Runs `user create`.
     pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
-        let client = ctx.client()?;
+        let client = ctx.client().await?;
         let password = if self.password_stdin {
             blocking(|| prompt::secrets_from_stdin(1, &["password"]))
                 .await?
@@ -96,7 +96,7 @@ impl ListArgs {
             page: self.page,
             size: self.size,
         };
-        let page = ctx.client()?.list_users(&filters).await?;
+        let page = ctx.client().await?.list_users(&filters).await?;
         match ctx.output() {
             OutputFormat::Json => output::emit_json(&page),
             OutputFormat::Table => {
@@ -118,7 +118,7 @@ pub struct DescribeArgs {
 impl DescribeArgs {
     /// Runs `user describe`.
     pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
-        let user = ctx.client()?.get_user(&self.name_or_id).await?;
+        let user = ctx.client().await?.get_user(&self.name_or_id).await?;
         print_user(ctx, &user)
     }
 }
@@ -144,7 +144,8 @@ impl UpdateArgs {
             "--role or --active",
         )?;
         let user = ctx
-            .client()?
+            .client()
+            .await?
             .update_user(&self.name_or_id, self.role, self.active)
             .await?;
         print_user(ctx, &user)
@@ -163,7 +164,7 @@ pub struct ChangePasswordArgs {
 impl ChangePasswordArgs {
     /// Runs `user change-password`.
     pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
-        let client = ctx.client()?;
+        let client = ctx.client().await?;
         let (current, new) = if self.password_stdin {
             let mut lines =
                 blocking(|| prompt::secrets_from_stdin(2, &["current password", "new password"]))

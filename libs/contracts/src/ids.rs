@@ -66,3 +66,7 @@ id_type!(
     /// Identifies one event in the log (also the JetStream `Nats-Msg-Id`).
     EventId
 );
+id_type!(
+    /// Identifies an API key (the public part of the key string).
+    ApiKeyId
+);

@@ -12,8 +12,9 @@ pub mod events;
 pub mod identity;
 pub mod ids;
 pub mod keyring;
+pub mod keys;
 pub mod names;
 
 pub use envelope::{Actor, EventMetadata, RecordedEvent, StreamId};
-pub use ids::{EventId, ServiceAccountId, UserId};
+pub use ids::{ApiKeyId, EventId, ServiceAccountId, UserId};
 pub use names::{Description, Name, NameError};

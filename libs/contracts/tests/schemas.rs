@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use gatehouse_contracts::events::DomainEvent;
 use gatehouse_contracts::identity::{ServiceAccountEvent, UserEvent};
 use gatehouse_contracts::keyring::KeyringEvent;
+use gatehouse_contracts::keys::ApiKeyEvent;
 
 fn generated() -> BTreeMap<String, String> {
     let mut files = BTreeMap::new();
@@ -16,6 +17,7 @@ fn generated() -> BTreeMap<String, String> {
         UserEvent::schemas(),
         ServiceAccountEvent::schemas(),
         KeyringEvent::schemas(),
+        ApiKeyEvent::schemas(),
     ];
     for (event_type, version, schema) in all.into_iter().flatten() {
         let mut value = serde_json::to_value(&schema).expect("a schema serializes");

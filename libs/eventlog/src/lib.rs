@@ -20,6 +20,7 @@ pub mod projector;
 pub mod relay;
 pub mod store;
 pub mod views;
+pub mod writer;
 
 pub use aggregate::{Aggregate, LoadError, load};
 pub use feed::{
@@ -33,3 +34,4 @@ pub use store::{
 pub use views::{
     ListQuery, Page, ProjectionError, ViewChange, ViewDoc, ViewProjection, ViewSnapshot, ViewStore,
 };
+pub use writer::{CommandWriter, Extras, Idempotency};

@@ -289,11 +289,16 @@ impl EventFeed for MemoryEventStore {
     }
 }
 
+/// When each (view, id) was last used; kept apart so that `reset` leaves it alone.
+type LastUsed = Arc<Mutex<HashMap<(String, Uuid), chrono::DateTime<chrono::Utc>>>>;
+
 #[derive(Default)]
 struct ViewState {
     docs: HashMap<(String, Uuid), (ViewDoc, i64)>,
     applied: HashMap<StreamId, i64>,
     checkpoints: HashMap<String, u64>,
+    /// Survives `reset`, like the Postgres table it stands for.
+    last_used: LastUsed,
 }
 
 /// In-memory read models.
@@ -487,7 +492,37 @@ impl ViewStore for MemoryViewStore {
 
     async fn reset(&self) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
-        *state = ViewState::default();
+        let last_used = state.last_used.clone();
+        *state = ViewState {
+            last_used,
+            ..ViewState::default()
+        };
         Ok(())
+    }
+
+    async fn record_use(
+        &self,
+        kind: &str,
+        id: Uuid,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        let uses = lock(&self.state).last_used.clone();
+        let mut uses = lock(&uses);
+        let entry = uses.entry((kind.to_owned(), id)).or_insert(at);
+        *entry = (*entry).max(at);
+        Ok(())
+    }
+
+    async fn last_used(
+        &self,
+        kind: &str,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, chrono::DateTime<chrono::Utc>>, StoreError> {
+        let uses = lock(&self.state).last_used.clone();
+        let uses = lock(&uses);
+        Ok(ids
+            .iter()
+            .filter_map(|id| uses.get(&(kind.to_owned(), *id)).map(|at| (*id, *at)))
+            .collect())
     }
 }

@@ -52,6 +52,40 @@ pub struct ProjectionError {
     pub reason: String,
 }
 
+impl ProjectionError {
+    /// The failure of projecting `event` into a `kind` view.
+    pub fn new(kind: &'static str, event: &RecordedEvent, reason: impl ToString) -> Self {
+        Self {
+            kind,
+            event_type: event.event_type.clone(),
+            stream_id: event.stream_id.clone(),
+            version: event.version,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Decodes the current document of a typed view (projection helper).
+pub fn current_view<V: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    doc: Option<&serde_json::Value>,
+    event: &RecordedEvent,
+) -> Result<Option<V>, ProjectionError> {
+    doc.map(|d| serde_json::from_value(d.clone()).map_err(|e| ProjectionError::new(kind, event, e)))
+        .transpose()
+}
+
+/// Encodes a typed view as the document to store (projection helper).
+pub fn upsert_view<V: serde::Serialize>(
+    kind: &'static str,
+    view: &V,
+    event: &RecordedEvent,
+) -> Result<ViewChange, ProjectionError> {
+    serde_json::to_value(view)
+        .map(ViewChange::Upsert)
+        .map_err(|e| ProjectionError::new(kind, event, e))
+}
+
 /// A pure fold from one aggregate's events to one view document per aggregate instance.
 /// No I/O and no clock: everything it needs is in the event.
 pub trait ViewProjection: Send + Sync + 'static {
@@ -150,6 +184,20 @@ pub trait ViewStore: Send + Sync + 'static {
     ) -> Result<Option<ViewDoc>, StoreError>;
     /// A page of documents in creation order.
     async fn list(&self, kind: &str, query: &ListQuery) -> Result<Page, StoreError>;
+    /// Records that `(kind, id)` was used at `at`; an earlier time never overwrites a
+    /// later one. Uses are not events: this is kept beside the read models, not in them.
+    async fn record_use(
+        &self,
+        kind: &str,
+        id: Uuid,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError>;
+    /// The last recorded use of each of `ids` that has one.
+    async fn last_used(
+        &self,
+        kind: &str,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, chrono::DateTime<chrono::Utc>>, StoreError>;
     /// The last version of `stream_id` applied, if any.
     async fn applied_version(&self, stream_id: &StreamId) -> Result<Option<i64>, StoreError>;
 

@@ -37,6 +37,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         source: SessionSource::ApiKey {
             id: Uuid::new_v4(),
             generation: 1,
+            epoch: 0,
         },
         principal_epoch: 3,
     };

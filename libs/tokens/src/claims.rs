@@ -39,7 +39,7 @@ pub struct AccessTokenClaims {
 }
 
 /// How the session behind a token was established. Serialized as an object
-/// tagged by `method`, e.g. `{"method":"api_key","id":"…","generation":2}`.
+/// tagged by `method`, e.g. `{"method":"api_key","id":"…","generation":2,"epoch":0}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum SessionSource {
@@ -51,6 +51,9 @@ pub enum SessionSource {
         id: Uuid,
         /// The key's generation (bumped on rotation).
         generation: u32,
+        /// The key's epoch (bumped on deactivation) when the token was issued.
+        #[serde(default)]
+        epoch: u64,
     },
     /// Device authorization grant.
     Device {
@@ -118,11 +121,17 @@ impl AccessTokenClaims {
         out.push_str(",\"gh_src\":");
         match source {
             SessionSource::Password => out.push_str("{\"method\":\"password\"}"),
-            SessionSource::ApiKey { id, generation } => {
+            SessionSource::ApiKey {
+                id,
+                generation,
+                epoch,
+            } => {
                 out.push_str("{\"method\":\"api_key\",\"id\":\"");
                 out.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
                 out.push_str("\",\"generation\":");
                 out.push_str(&generation.to_string());
+                out.push_str(",\"epoch\":");
+                out.push_str(&epoch.to_string());
                 out.push('}');
             }
             SessionSource::Device { id } => {

@@ -1,14 +1,20 @@
 //! The authenticated principal, as an extractor: bearer token verified locally with the
 //! public key (cached), then checked against the in-memory directory for revocation.
-//! No database or NATS round trip per request.
+//! No database or NATS round trip per request. A raw API key is accepted as the bearer
+//! credential too (see [`crate::apikeys`]): its first use costs a round trip to the keys
+//! service, later uses a digest and the same directory checks.
 
 use std::sync::Arc;
 
 use actix_web::{FromRequest, HttpRequest, web};
+use futures::future::LocalBoxFuture;
 use gatehouse_contracts::commands::Caller;
 use gatehouse_contracts::identity::Role;
-use gatehouse_tokens::AccessTokenClaims;
+use gatehouse_tokens::{PrincipalKind, SessionSource};
+use secrecy::SecretString;
 
+use crate::apikeys::{KeyError, authenticate_key, looks_like_api_key};
+use crate::context::RequestContext;
 use crate::directory::Principal;
 use crate::errors::ApiError;
 use crate::state::AppState;
@@ -18,8 +24,8 @@ use crate::state::AppState;
 pub struct Authenticated {
     /// The principal as the directory knows it now (current role and name).
     pub principal: Arc<Principal>,
-    /// The verified token's claims.
-    pub claims: Arc<AccessTokenClaims>,
+    /// How the session was established (for an API key used directly: the key).
+    pub source: SessionSource,
 }
 
 impl Authenticated {
@@ -65,9 +71,28 @@ pub fn bearer(req: &HttpRequest) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
-/// Authenticates a request against `state`.
-pub fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Authenticated, ApiError> {
-    let token = bearer(req)?;
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::RateLimited(wait) => ApiError::rate_limited(wait),
+            KeyError::Unavailable(m) => ApiError::unavailable(m),
+            KeyError::Invalid => {
+                ApiError::unauthenticated(e.message()).with_code("invalid_api_key")
+            }
+            KeyError::Refused(_) => {
+                let code = match e.reason() {
+                    "deactivated" => "api_key_deactivated",
+                    "expired" => "api_key_expired",
+                    _ => "api_key_rotated",
+                };
+                ApiError::unauthenticated(e.message()).with_code(code)
+            }
+        }
+    }
+}
+
+/// Authenticates a request that carries a token (not an API key) against `state`.
+pub fn authenticate_token(state: &AppState, token: &str) -> Result<Authenticated, ApiError> {
     let claims = state.issuer.verify(token, state.clock.now().timestamp())?;
     let id = uuid::Uuid::parse_str(&claims.sub)
         .map_err(|_| ApiError::unauthenticated("invalid token subject"))?;
@@ -83,18 +108,74 @@ pub fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Authenticated
             ApiError::unauthenticated("the token has been revoked").with_code("token_revoked")
         );
     }
-    Ok(Authenticated { principal, claims })
+    if let SessionSource::ApiKey {
+        id,
+        generation,
+        epoch,
+    } = &claims.source
+    {
+        let now = state.clock.now();
+        let key = state
+            .directory
+            .api_key(id)
+            .filter(|k| k.service_account_id == principal.id)
+            .ok_or_else(|| {
+                ApiError::unauthenticated("the token's API key no longer exists")
+                    .with_code("token_revoked")
+            })?;
+        key.validity
+            .check_token(*generation, *epoch, now)
+            .map_err(|r| {
+                ApiError::unauthenticated(format!("the token has been revoked: {r}"))
+                    .with_code("token_revoked")
+            })?;
+    }
+    Ok(Authenticated {
+        principal,
+        source: claims.source.clone(),
+    })
+}
+
+/// Authenticates a request whose bearer credential is an API key.
+pub async fn authenticate_api_key(
+    state: &AppState,
+    ctx: &RequestContext,
+    key: &SecretString,
+) -> Result<Authenticated, ApiError> {
+    let verified = authenticate_key(state, ctx, key).await?;
+    debug_assert_eq!(verified.principal.kind, PrincipalKind::ServiceAccount);
+    Ok(Authenticated {
+        principal: verified.principal,
+        source: SessionSource::ApiKey {
+            id: verified.id,
+            generation: verified.generation,
+            epoch: verified.epoch,
+        },
+    })
 }
 
 impl FromRequest for Authenticated {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, Self::Error>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let result = match req.app_data::<web::Data<AppState>>() {
-            Some(state) => authenticate(state, req),
-            None => Err(ApiError::internal(&"the application state is missing")),
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+            let error = ApiError::internal(&"the application state is missing");
+            return Box::pin(std::future::ready(Err(error)));
         };
-        std::future::ready(result)
+        let credential = match bearer(req) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        if !looks_like_api_key(credential) {
+            // The hot path: no allocation beyond the claims, no await.
+            return Box::pin(std::future::ready(authenticate_token(&state, credential)));
+        }
+        let key = SecretString::from(credential.to_owned());
+        let ctx = RequestContext::from_request(req, payload).into_inner();
+        Box::pin(async move {
+            let ctx = ctx.map_err(|e| ApiError::bad_request(e.to_string()))?;
+            authenticate_api_key(&state, &ctx, &key).await
+        })
     }
 }

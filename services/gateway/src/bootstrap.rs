@@ -62,6 +62,7 @@ pub fn read_model_projector(
     ProjectionRunner::new(READ_MODEL_PROJECTOR, views, log)
         .with(Arc::new(UserProjection))
         .with(Arc::new(ServiceAccountProjection))
+        .with(Arc::new(gatehouse_keys::projections::ApiKeyProjection))
 }
 
 /// Creates the `admin` user unless a principal of that name exists, and waits until this

@@ -1,5 +1,6 @@
 //! The gateway's in-memory directory: every principal's name, role, active flag and
-//! epoch, kept current from the event feed. It answers the per-request auth questions
+//! epoch, and every API key's validity (active flag, epoch, live generations, expiry),
+//! kept current from the event feed. It answers the per-request auth questions
 //! ("who is this?", "is this token revoked?") without a database or NATS round trip.
 //!
 //! It starts from a consistent snapshot of the shared read models (documents plus the
@@ -19,6 +20,7 @@ use gatehouse_contracts::envelope::StreamId;
 use gatehouse_contracts::identity::{
     Role, SERVICE_ACCOUNT_VIEW, ServiceAccountView, USER_VIEW, UserView,
 };
+use gatehouse_contracts::keys::{API_KEY_VIEW, ApiKeyView, KeyValidity};
 use gatehouse_eventlog::memory::MemoryViewStore;
 use gatehouse_eventlog::views::{BatchWrite, StreamState, StreamWrite};
 use gatehouse_eventlog::{
@@ -65,6 +67,29 @@ impl Principal {
     }
 }
 
+/// What the gateway knows about an API key: whose it is and what decides its validity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyEntry {
+    /// The key's service account.
+    pub service_account_id: Uuid,
+    /// Active flag, epoch, generations and their windows, expiry.
+    pub validity: KeyValidity,
+}
+
+/// The aggregates the directory follows, with the view kind of each.
+const FOLLOWED: [(&str, &str); 3] = [
+    ("user", USER_VIEW),
+    ("service_account", SERVICE_ACCOUNT_VIEW),
+    ("api_key", API_KEY_VIEW),
+];
+
+fn view_kind_of(aggregate: &str) -> Option<&'static str> {
+    FOLLOWED
+        .iter()
+        .find(|(a, _)| *a == aggregate)
+        .map(|(_, kind)| *kind)
+}
+
 fn principal_of(kind: &str, doc: &serde_json::Value) -> Option<Principal> {
     match kind {
         USER_VIEW => serde_json::from_value::<UserView>(doc.clone())
@@ -96,6 +121,7 @@ fn principal_of(kind: &str, doc: &serde_json::Value) -> Option<Principal> {
 struct DirectoryStore {
     docs: MemoryViewStore,
     principals: Arc<RwLock<HashMap<Uuid, Arc<Principal>>>>,
+    keys: Arc<RwLock<HashMap<Uuid, Arc<KeyEntry>>>>,
 }
 
 #[async_trait]
@@ -113,6 +139,21 @@ impl ViewStore for DirectoryStore {
     }
     async fn list(&self, kind: &str, query: &ListQuery) -> Result<Page, StoreError> {
         self.docs.list(kind, query).await
+    }
+    async fn record_use(
+        &self,
+        kind: &str,
+        id: Uuid,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        self.docs.record_use(kind, id, at).await
+    }
+    async fn last_used(
+        &self,
+        kind: &str,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, chrono::DateTime<chrono::Utc>>, StoreError> {
+        self.docs.last_used(kind, ids).await
     }
     async fn applied_version(&self, stream_id: &StreamId) -> Result<Option<i64>, StoreError> {
         self.docs.applied_version(stream_id).await
@@ -141,10 +182,24 @@ impl ViewStore for DirectoryStore {
         // (and so to a waiting command) before it is enforced.
         {
             let mut principals = self.principals.write().unwrap_or_else(|p| p.into_inner());
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
             for (kind, stream_id, doc) in changed {
                 let (Some(kind), Some(id)) = (kind, stream_id.id()) else {
                     continue;
                 };
+                if kind == API_KEY_VIEW {
+                    let entry = doc
+                        .and_then(|d| serde_json::from_value::<ApiKeyView>(d).ok())
+                        .map(|v| KeyEntry {
+                            service_account_id: v.service_account_id.as_uuid(),
+                            validity: v.validity,
+                        });
+                    match entry {
+                        Some(entry) => keys.insert(id, Arc::new(entry)),
+                        None => keys.remove(&id),
+                    };
+                    continue;
+                }
                 match doc.as_ref().and_then(|d| principal_of(kind, d)) {
                     Some(p) => {
                         principals.insert(id, Arc::new(p));
@@ -168,6 +223,7 @@ impl ViewStore for DirectoryStore {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.keys.write().unwrap_or_else(|p| p.into_inner()).clear();
         self.docs.reset().await
     }
 }
@@ -195,12 +251,14 @@ impl Directory {
         let store = DirectoryStore {
             docs: MemoryViewStore::new(),
             principals: Arc::default(),
+            keys: Arc::default(),
         };
         let runner = ProjectionRunner::new(DIRECTORY_PROJECTOR, Arc::new(store.clone()), log)
             .with(Arc::new(gatehouse_identity::projections::UserProjection))
             .with(Arc::new(
                 gatehouse_identity::projections::ServiceAccountProjection,
-            ));
+            ))
+            .with(Arc::new(gatehouse_keys::projections::ApiKeyProjection));
         Self {
             store,
             runner,
@@ -218,9 +276,30 @@ impl Directory {
             .cloned()
     }
 
+    /// An API key by id.
+    pub fn api_key(&self, id: &Uuid) -> Option<Arc<KeyEntry>> {
+        self.store
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
     /// Whether the snapshot is loaded and the backlog applied.
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()
+    }
+
+    /// Waits until the directory is ready.
+    pub async fn wait_ready(&self) {
+        let mut ready = self.ready.subscribe();
+        let _ = ready.wait_for(|ready| *ready).await;
+    }
+
+    /// Whether the directory follows `stream_id`'s aggregate (principals and API keys).
+    pub fn follows(&self, stream_id: &StreamId) -> bool {
+        view_kind_of(stream_id.aggregate()).is_some()
     }
 
     /// Waits until the directory reflects `stream_id` at `version`; streams of aggregates
@@ -231,7 +310,7 @@ impl Directory {
         version: i64,
         timeout: Duration,
     ) -> bool {
-        if !matches!(stream_id.aggregate(), "user" | "service_account") {
+        if view_kind_of(stream_id.aggregate()).is_none() {
             return true;
         }
         self.store
@@ -285,17 +364,15 @@ impl Directory {
 
     async fn load_snapshot(&self, read_models: &dyn ViewStore) -> Result<usize, StoreError> {
         let snapshot = read_models
-            .snapshot(&[USER_VIEW, SERVICE_ACCOUNT_VIEW], READ_MODEL_PROJECTOR)
+            .snapshot(&FOLLOWED.map(|(_, kind)| kind), READ_MODEL_PROJECTOR)
             .await?;
         let mut streams: Vec<StreamWrite> = Vec::new();
         let mut with_docs = std::collections::HashSet::new();
         for doc in &snapshot.docs {
-            let kind: &'static str = if doc.kind == USER_VIEW {
-                USER_VIEW
-            } else {
-                SERVICE_ACCOUNT_VIEW
+            let Some(&(aggregate, kind)) = FOLLOWED.iter().find(|(_, k)| *k == doc.kind) else {
+                continue;
             };
-            let stream_id = StreamId::new(kind, doc.id);
+            let stream_id = StreamId::new(aggregate, doc.id);
             with_docs.insert(stream_id.clone());
             streams.push(StreamWrite {
                 stream_id,
@@ -309,16 +386,12 @@ impl Directory {
         // Deleted principals have no document but their applied version still guards
         // against replaying their history.
         for (stream_id, version) in &snapshot.applied {
-            if with_docs.contains(stream_id)
-                || !matches!(stream_id.aggregate(), "user" | "service_account")
-            {
+            let Some(kind) = view_kind_of(stream_id.aggregate()) else {
+                continue;
+            };
+            if with_docs.contains(stream_id) {
                 continue;
             }
-            let kind: &'static str = if stream_id.aggregate() == "user" {
-                USER_VIEW
-            } else {
-                SERVICE_ACCOUNT_VIEW
-            };
             streams.push(StreamWrite {
                 stream_id: stream_id.clone(),
                 kind: Some(kind),

@@ -162,6 +162,10 @@ pub struct OAuthError {
     pub error: &'static str,
     /// What went wrong, for people.
     pub error_description: String,
+    /// Gatehouse's reason for an `invalid_grant` with an API key: `invalid`,
+    /// `deactivated`, `expired`, `rotated`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gatehouse_reason: Option<&'static str>,
     #[serde(skip)]
     status: u16,
     #[serde(skip)]
@@ -174,6 +178,7 @@ impl OAuthError {
         Self {
             error,
             error_description: description.into(),
+            gatehouse_reason: None,
             status: 400,
             retry_after: None,
         }
@@ -181,6 +186,11 @@ impl OAuthError {
     /// With another status (401 for invalid_client, 429, 503).
     pub fn status(mut self, status: u16) -> Self {
         self.status = status;
+        self
+    }
+    /// With Gatehouse's reason.
+    pub fn reason(mut self, reason: &'static str) -> Self {
+        self.gatehouse_reason = Some(reason);
         self
     }
     /// With a Retry-After.

@@ -5,6 +5,7 @@
 //! owning services over the bus, answers queries from the read models, and issues tokens.
 //! It owns no domain state; it can be replicated freely behind a load balancer.
 
+pub mod apikeys;
 pub mod auth;
 pub mod bootstrap;
 pub mod context;
@@ -13,6 +14,7 @@ pub mod errors;
 pub mod issuer;
 pub mod limiter;
 pub mod openapi;
+pub mod peers;
 pub mod routes;
 pub mod state;
 
@@ -25,17 +27,20 @@ use actix_web::error::JsonPayloadError;
 use actix_web::http::header;
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpServer, ResponseError, web};
+use anyhow::Context;
 use gatehouse_bus::CommandBus;
 use gatehouse_contracts::clock::Clock;
 use gatehouse_eventlog::{EventFeed, EventStore, ViewStore};
 use gatehouse_secrets::{BusSealer, MasterKey};
 use tokio::sync::watch;
 
+use crate::peers::Peers;
+
 pub use directory::{Directory, READ_MODEL_PROJECTOR};
 pub use errors::ApiError;
 pub use gatehouse_bus::infra::Probe;
 pub use issuer::TokenIssuer;
-pub use state::{AppState, GatewaySettings};
+pub use state::{AppState, GatewaySettings, TokenLifetimes};
 
 /// What the gateway is built from.
 pub struct GatewayDeps {
@@ -51,6 +56,9 @@ pub struct GatewayDeps {
     pub master: MasterKey,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// NATS, when other gateway replicas may run: writes then wait for all of them
+    /// (see [`peers`]). `None` in the one-process dev mode.
+    pub nats: Option<async_nats::Client>,
     /// Readiness checks.
     pub probes: Vec<Arc<dyn Probe>>,
 }
@@ -77,6 +85,12 @@ pub async fn build(
     )
     .await?;
     let directory = Directory::new(deps.log.clone());
+    let peers = match deps.nats {
+        Some(client) => Peers::join(client, directory.clone(), shutdown.clone())
+            .await
+            .context("joining the gateway replica set over NATS")?,
+        None => Peers::alone(),
+    };
     tokio::spawn(
         directory
             .clone()
@@ -87,9 +101,11 @@ pub async fn build(
         bus: deps.bus,
         views: deps.views,
         directory,
+        peers,
         issuer: Arc::new(issuer),
         sealer: Arc::new(BusSealer::new(&deps.master)),
         limiter: Arc::new(limiter::FailureLimiter::default()),
+        key_cache: Arc::new(apikeys::KeyCache::default()),
         clock: deps.clock,
         probes: deps.probes,
     })

@@ -42,6 +42,8 @@ struct Args {
     /// Proxies whose X-Forwarded-For is trusted.
     #[arg(long, env = "GATEHOUSE_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<std::net::IpAddr>,
+    #[command(flatten)]
+    lifetimes: gatehouse_gateway::TokenLifetimes,
     /// Log filter.
     #[arg(long, env = "GATEHOUSE_LOG", default_value = "info")]
     log: String,
@@ -72,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         settings.issuer = issuer;
     }
     settings.trusted_proxies = args.trusted_proxies;
+    args.lifetimes.apply(&mut settings);
     let deps = GatewayDeps {
         bus: infra.bus.clone(),
         views: infra.views.clone(),
@@ -80,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         master,
         clock: Arc::new(SystemClock),
         probes: infra.probes(gatehouse_gateway::READ_MODEL_PROJECTOR),
+        nats: Some(infra.nats.clone()),
     };
     let state = gatehouse_gateway::build(settings, deps, shutdown.clone()).await?;
     if let Some(password) = &args.admin_password {

@@ -44,12 +44,19 @@ impl Modify for BearerAuth {
         routes::service_accounts::get_service_account,
         routes::service_accounts::update_service_account,
         routes::service_accounts::delete_service_account,
+        routes::api_keys::create_api_key,
+        routes::api_keys::list_api_keys,
+        routes::api_keys::get_api_key,
+        routes::api_keys::update_api_key,
+        routes::api_keys::rotate_api_key,
+        routes::api_keys::delete_api_key,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "oauth", description = "OAuth 2.0 token endpoint and discovery"),
         (name = "users", description = "Users and the current principal"),
         (name = "service_accounts", description = "Service accounts for non-interactive work"),
+        (name = "api_keys", description = "API keys of service accounts: shown once, rotated with retention, revoked at once"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

@@ -16,6 +16,7 @@ use crate::directory::Directory;
 use crate::errors::ApiError;
 use crate::issuer::TokenIssuer;
 use crate::limiter::FailureLimiter;
+use crate::peers::{BarrierOutcome, Peers};
 
 /// Gateway settings (from flags and `GATEHOUSE_*` environment variables).
 #[derive(Clone, Debug)]
@@ -28,6 +29,8 @@ pub struct GatewaySettings {
     pub audience: String,
     /// Lifetime of password-grant tokens.
     pub password_token_ttl: Duration,
+    /// Lifetime of tokens obtained with an API key (never past the key's expiry).
+    pub api_key_token_ttl: Duration,
     /// Largest request body accepted.
     pub body_limit: usize,
     /// How long a write waits for the read models before answering.
@@ -46,11 +49,32 @@ impl GatewaySettings {
             issuer: format!("http://{bind}"),
             audience: "gatehouse".into(),
             password_token_ttl: Duration::from_secs(24 * 3600),
+            api_key_token_ttl: Duration::from_secs(3600),
             body_limit: 64 * 1024,
             consistency_timeout: Duration::from_secs(5),
             trusted_proxies: Vec::new(),
             workers: 0,
         }
+    }
+}
+
+/// Token lifetimes, as flags and environment variables shared by every binary that runs
+/// a gateway.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TokenLifetimes {
+    /// Lifetime in seconds of tokens obtained with an API key (never past the key's expiry).
+    #[arg(long, env = "GATEHOUSE_API_KEY_TOKEN_TTL", default_value_t = 3600)]
+    pub api_key_token_ttl: u64,
+    /// Lifetime in seconds of tokens obtained with a password.
+    #[arg(long, env = "GATEHOUSE_PASSWORD_TOKEN_TTL", default_value_t = 24 * 3600)]
+    pub password_token_ttl: u64,
+}
+
+impl TokenLifetimes {
+    /// Applies the lifetimes to `settings`.
+    pub fn apply(&self, settings: &mut GatewaySettings) {
+        settings.api_key_token_ttl = Duration::from_secs(self.api_key_token_ttl.max(60));
+        settings.password_token_ttl = Duration::from_secs(self.password_token_ttl.max(60));
     }
 }
 
@@ -65,12 +89,16 @@ pub struct AppState {
     pub views: Arc<dyn ViewStore>,
     /// The in-memory principal directory.
     pub directory: Directory,
+    /// The other gateway replicas, which confirm writes before they are answered.
+    pub peers: Peers,
     /// Token signing and verification.
     pub issuer: Arc<TokenIssuer>,
     /// Seals secrets for the bus.
     pub sealer: Arc<BusSealer>,
     /// Failed-login limiter.
     pub limiter: Arc<FailureLimiter>,
+    /// API keys verified before, and their use records.
+    pub key_cache: Arc<crate::apikeys::KeyCache>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Readiness checks of the dependencies (database, bus).
@@ -98,8 +126,9 @@ impl AppState {
     }
 
     /// Sends a command on behalf of `caller` and, once accepted, waits (bounded) until
-    /// this gateway's read models and directory reflect it, so that the caller's next
-    /// request sees its own write and a revocation is already enforced here.
+    /// the read models and the directory of every live gateway replica reflect it, so
+    /// that the caller's next request sees its own write wherever it lands and a
+    /// revocation is already enforced everywhere.
     pub async fn command<C: Command>(
         &self,
         ctx: &RequestContext,
@@ -124,7 +153,8 @@ impl AppState {
         Ok(accepted)
     }
 
-    /// Waits (bounded) until this gateway's read models and directory reflect `written`.
+    /// Waits (bounded) until the read models, this gateway's directory and those of the
+    /// other live replicas reflect `written`.
     pub async fn await_consistency(&self, written: &Written) {
         let timeout = self.settings.consistency_timeout;
         let (views, directory) = tokio::join!(
@@ -135,6 +165,15 @@ impl AppState {
         );
         if !matches!(views, Ok(true)) || !directory {
             tracing::warn!(stream_id = %written.stream_id, version = written.version, "the read models did not catch up in time; answering anyway");
+        }
+        if self.directory.follows(&written.stream_id) {
+            let outcome = self
+                .peers
+                .await_applied(&written.stream_id, written.version, timeout)
+                .await;
+            if let BarrierOutcome::Confirmed { replicas } = outcome {
+                tracing::debug!(stream_id = %written.stream_id, replicas, "the other gateway replicas confirmed the write");
+            }
         }
     }
 }

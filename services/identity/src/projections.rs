@@ -6,38 +6,8 @@ use gatehouse_contracts::identity::{
     SERVICE_ACCOUNT_VIEW, ServiceAccountEvent, ServiceAccountView, USER_VIEW, UserEvent, UserView,
 };
 use gatehouse_contracts::ids::{ServiceAccountId, UserId};
+use gatehouse_eventlog::views::{current_view as current, upsert_view as upsert};
 use gatehouse_eventlog::{ProjectionError, ViewChange, ViewProjection};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-fn failure(kind: &'static str, event: &RecordedEvent, reason: impl ToString) -> ProjectionError {
-    ProjectionError {
-        kind,
-        event_type: event.event_type.clone(),
-        stream_id: event.stream_id.clone(),
-        version: event.version,
-        reason: reason.to_string(),
-    }
-}
-
-fn current<V: DeserializeOwned>(
-    kind: &'static str,
-    doc: Option<&serde_json::Value>,
-    event: &RecordedEvent,
-) -> Result<Option<V>, ProjectionError> {
-    doc.map(|d| serde_json::from_value(d.clone()).map_err(|e| failure(kind, event, e)))
-        .transpose()
-}
-
-fn upsert<V: Serialize>(
-    kind: &'static str,
-    view: &V,
-    event: &RecordedEvent,
-) -> Result<ViewChange, ProjectionError> {
-    serde_json::to_value(view)
-        .map(ViewChange::Upsert)
-        .map_err(|e| failure(kind, event, e))
-}
 
 /// Folds `user-*` streams into `user` views.
 #[derive(Debug, Default, Clone, Copy)]
@@ -57,16 +27,15 @@ impl ViewProjection for UserProjection {
         doc: Option<&serde_json::Value>,
         event: &RecordedEvent,
     ) -> Result<ViewChange, ProjectionError> {
-        let decoded = UserEvent::from_recorded(event).map_err(|e| failure(USER_VIEW, event, e))?;
+        let decoded = UserEvent::from_recorded(event)
+            .map_err(|e| ProjectionError::new(USER_VIEW, event, e))?;
         let view: Option<UserView> = current(USER_VIEW, doc, event)?;
         let at = event.recorded_at;
         let next = match (view, decoded) {
             (None, UserEvent::Created(e)) => {
-                let id = event
-                    .stream_id
-                    .id()
-                    .map(UserId::from_uuid)
-                    .ok_or_else(|| failure(USER_VIEW, event, "stream id is not a uuid"))?;
+                let id = event.stream_id.id().map(UserId::from_uuid).ok_or_else(|| {
+                    ProjectionError::new(USER_VIEW, event, "stream id is not a uuid")
+                })?;
                 UserView {
                     id,
                     name: e.name.to_string(),
@@ -123,7 +92,7 @@ impl ViewProjection for ServiceAccountProjection {
         event: &RecordedEvent,
     ) -> Result<ViewChange, ProjectionError> {
         let decoded = ServiceAccountEvent::from_recorded(event)
-            .map_err(|e| failure(SERVICE_ACCOUNT_VIEW, event, e))?;
+            .map_err(|e| ProjectionError::new(SERVICE_ACCOUNT_VIEW, event, e))?;
         let view: Option<ServiceAccountView> = current(SERVICE_ACCOUNT_VIEW, doc, event)?;
         let at = event.recorded_at;
         let next = match (view, decoded) {
@@ -133,7 +102,7 @@ impl ViewProjection for ServiceAccountProjection {
                     .id()
                     .map(ServiceAccountId::from_uuid)
                     .ok_or_else(|| {
-                        failure(SERVICE_ACCOUNT_VIEW, event, "stream id is not a uuid")
+                        ProjectionError::new(SERVICE_ACCOUNT_VIEW, event, "stream id is not a uuid")
                     })?;
                 ServiceAccountView {
                     id,

@@ -4,11 +4,8 @@ use std::sync::Arc;
 
 use gatehouse_bus::CommandRouter;
 use gatehouse_contracts::clock::Clock;
-use gatehouse_contracts::commands::{
-    Accepted, Caller, Command, CommandEnvelope, Failure, FailureKind, Written,
-};
-use gatehouse_contracts::envelope::{EventMetadata, StreamId};
-use gatehouse_contracts::events::DomainEvent;
+use gatehouse_contracts::commands::{Accepted, Command, CommandEnvelope, Failure, FailureKind};
+use gatehouse_contracts::envelope::StreamId;
 use gatehouse_contracts::identity::{
     AuthenticatePassword, AuthenticatedUser, BootstrapAdmin, BootstrapOutcome, ChangePassword,
     CreateServiceAccount, CreateUser, DeleteServiceAccount, PRINCIPAL_NAME_SCOPE, Role,
@@ -16,14 +13,12 @@ use gatehouse_contracts::identity::{
 };
 use gatehouse_contracts::ids::{ServiceAccountId, UserId};
 use gatehouse_contracts::names::Name;
+use gatehouse_eventlog::writer::{create_failure, require_caller, store_failure};
 use gatehouse_eventlog::{
-    Aggregate, AppendError, AppendRequest, EventStore, ExpectedVersion, IdempotencyRecord,
-    LoadError, NewEvent, SecretOp, UniqueClaim, load,
+    AppendError, CommandWriter, EventStore, Extras, Idempotency, SecretOp, UniqueClaim,
 };
 use gatehouse_secrets::BusSealer;
 use secrecy::SecretString;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::domain::Rejection;
@@ -34,15 +29,11 @@ use crate::passwords;
 /// The secret slot holding a user's Argon2id hash.
 const PASSWORD_SLOT: &str = "password_hash";
 
-/// How often an update is retried after losing an optimistic-concurrency race.
-const MAX_ATTEMPTS: usize = 5;
-
 /// The identity service.
 #[derive(Clone)]
 pub struct IdentityService {
-    store: Arc<dyn EventStore>,
+    writer: CommandWriter,
     sealer: Arc<BusSealer>,
-    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -73,53 +64,12 @@ impl From<Rejection> for Failure {
     }
 }
 
-fn store_failure(error: &dyn std::error::Error) -> Failure {
-    tracing::error!(error = %error, cause = ?error.source(), "event store failure");
-    Failure::new(
-        FailureKind::Unavailable,
-        "store_unavailable",
-        "the event store is unavailable",
-    )
-}
-
-fn load_failure(error: LoadError) -> Failure {
-    match error {
-        LoadError::Store(e) => store_failure(&e),
-        LoadError::Decode(e) => {
-            tracing::error!(error = %e, "undecodable event in a stream");
-            Failure::new(
-                FailureKind::Internal,
-                "corrupt_stream",
-                "a stored event cannot be read",
-            )
-        }
-    }
-}
-
-fn require_caller(caller: Option<Caller>) -> Result<Caller, Failure> {
-    caller.ok_or_else(|| {
-        Failure::new(
-            FailureKind::Unauthenticated,
-            "unauthenticated",
-            "this command needs a signed-in caller",
-        )
-    })
-}
-
-/// What one append should do besides the events.
-#[derive(Default)]
-struct Extras {
-    claims: Vec<UniqueClaim>,
-    secrets: Vec<SecretOp>,
-}
-
 impl IdentityService {
     /// A service over `store`, opening sealed secrets with `sealer`.
     pub fn new(store: Arc<dyn EventStore>, sealer: Arc<BusSealer>, clock: Arc<dyn Clock>) -> Self {
         Self {
-            store,
+            writer: CommandWriter::new(store, clock),
             sealer,
-            clock,
         }
     }
 
@@ -211,191 +161,16 @@ impl IdentityService {
         })
     }
 
-    /// Appends `events` to `stream_id` at `expected`, with claims, secrets and an
-    /// optional idempotency record, mapping store errors to failures.
-    #[allow(clippy::too_many_arguments)]
-    async fn append<E: DomainEvent, O: Serialize>(
-        &self,
-        stream_id: StreamId,
-        expected: i64,
-        events: Vec<E>,
-        extras: Extras,
-        metadata: &EventMetadata,
-        idempotency: Option<(String, String)>,
-        output: &O,
-    ) -> Result<Option<Written>, AppendError> {
-        if events.is_empty() {
-            return Ok(None);
-        }
-        let now = self.clock.now();
-        let correlation = metadata.correlation_id.or_else(|| Some(Uuid::new_v4()));
-        let new_events = events
-            .iter()
-            .map(|e| {
-                let mut m = metadata.clone();
-                m.correlation_id = correlation;
-                NewEvent::from_domain(e, m, now)
-            })
-            .collect();
-        let mut request = AppendRequest::new(
-            stream_id,
-            if expected == 0 {
-                ExpectedVersion::NoStream
-            } else {
-                ExpectedVersion::Exactly(expected)
-            },
-            new_events,
-        );
-        request.claims = extras.claims;
-        request.secrets = extras.secrets;
-        request.idempotency = idempotency.map(|(key, fingerprint)| IdempotencyRecord {
-            key,
-            fingerprint,
-            response: serde_json::to_value(output).unwrap_or(serde_json::Value::Null),
-        });
-        let appended = self.store.append(request).await?;
-        Ok(Some(Written {
-            stream_id: appended.stream_id,
-            version: appended.version,
-            position: appended.position,
-        }))
-    }
-
-    /// Returns the stored outcome of an idempotent retry, or `None` to go ahead.
-    async fn replay<O: DeserializeOwned>(
-        &self,
-        key: &Option<(String, String)>,
-    ) -> Result<Option<Accepted<O>>, Failure> {
-        let Some((key, fingerprint)) = key else {
-            return Ok(None);
-        };
-        let Some(stored) = self
-            .store
-            .idempotent_outcome(key)
-            .await
-            .map_err(|e| store_failure(&e))?
-        else {
-            return Ok(None);
-        };
-        if &stored.fingerprint != fingerprint {
-            return Err(Failure::new(
-                FailureKind::Invalid,
-                "idempotency_key_reused",
-                "this idempotency key was used for a different request",
-            ));
-        }
-        let output = serde_json::from_value(stored.response).map_err(|_| {
-            Failure::new(
-                FailureKind::Internal,
-                "corrupt_idempotency",
-                "the stored outcome cannot be read",
-            )
-        })?;
-        Ok(Some(Accepted {
-            written: Some(Written {
-                stream_id: stored.stream_id,
-                version: stored.version,
-                position: stored.position,
-            }),
-            output,
-        }))
-    }
-
-    fn idempotency<C: Serialize>(
-        caller: &Option<Caller>,
-        key: &Option<String>,
-        command: &str,
-        fingerprint: &C,
-    ) -> Option<(String, String)> {
-        let key = key.as_ref()?;
-        let scope = caller
-            .as_ref()
-            .map_or_else(|| "anonymous".to_owned(), |c| c.id.to_string());
-        let fingerprint = format!(
-            "{command}:{}",
-            serde_json::to_string(fingerprint).unwrap_or_default()
-        );
-        Some((format!("{scope}:{key}"), fingerprint))
-    }
-
-    fn map_create_error(error: AppendError, name: &Name) -> Failure {
-        match error {
-            AppendError::UniqueViolation { .. } => Failure::new(
-                FailureKind::Conflict,
-                "name_taken",
-                format!("a user or service account named \"{name}\" already exists"),
-            ),
-            AppendError::WrongExpectedVersion { .. } => Failure::new(
-                FailureKind::Conflict,
-                "conflict",
-                "the resource was created concurrently",
-            ),
-            AppendError::IdempotencyKeyTaken => Failure::new(
-                FailureKind::Conflict,
-                "idempotency_in_progress",
-                "a request with this idempotency key is in progress",
-            ),
-            AppendError::Invalid(m) => Failure::new(FailureKind::Internal, "invalid_append", m),
-            AppendError::Store(e) => store_failure(&e),
-        }
-    }
-
-    /// Loads, decides and appends, retrying when another writer got there first.
-    async fn update_with_retry<A, F>(
-        &self,
-        stream_id: StreamId,
-        metadata: &EventMetadata,
-        decide: F,
-    ) -> Result<Accepted<()>, Failure>
-    where
-        A: Aggregate,
-        F: Fn(&A) -> Result<(Vec<A::Event>, Extras), Rejection>,
-    {
-        for _ in 0..MAX_ATTEMPTS {
-            let (state, version) = load::<A>(self.store.as_ref(), &stream_id)
-                .await
-                .map_err(load_failure)?;
-            let (events, extras) = decide(&state)?;
-            match self
-                .append(
-                    stream_id.clone(),
-                    version,
-                    events,
-                    extras,
-                    metadata,
-                    None,
-                    &(),
-                )
-                .await
-            {
-                Ok(written) => {
-                    return Ok(Accepted {
-                        written,
-                        output: (),
-                    });
-                }
-                Err(AppendError::WrongExpectedVersion { .. }) => continue,
-                Err(AppendError::Store(e)) => return Err(store_failure(&e)),
-                Err(other) => {
-                    return Err(Failure::new(
-                        FailureKind::Internal,
-                        "append_failed",
-                        other.to_string(),
-                    ));
-                }
-            }
-        }
-        Err(Failure::new(
-            FailureKind::Conflict,
-            "conflict",
-            "the resource is being changed concurrently; try again",
-        ))
+    fn name_taken(name: &Name) -> impl FnOnce() -> Failure {
+        let message = format!("a user or service account named \"{name}\" already exists");
+        move || Failure::new(FailureKind::Conflict, "name_taken", message)
     }
 
     /// Looks up the user a name belongs to (write side, strongly consistent).
     async fn user_by_name(&self, name: &str) -> Result<Option<UserId>, Failure> {
         let holder = self
-            .store
+            .writer
+            .store()
             .claim_holder(PRINCIPAL_NAME_SCOPE, name)
             .await
             .map_err(|e| store_failure(&e))?;
@@ -439,6 +214,7 @@ impl IdentityService {
             created: true,
         };
         match self
+            .writer
             .append(
                 user_stream(user_id.as_uuid()),
                 0,
@@ -468,7 +244,7 @@ impl IdentityService {
                     )),
                 }
             }
-            Err(e) => Err(Self::map_create_error(e, &env.command.name)),
+            Err(e) => Err(create_failure(e, Self::name_taken(&env.command.name))),
         }
     }
 
@@ -479,13 +255,13 @@ impl IdentityService {
         env: CommandEnvelope<CreateUser>,
     ) -> Result<Accepted<UserId>, Failure> {
         let caller = require_caller(env.caller.clone())?;
-        let key = Self::idempotency(
-            &env.caller,
-            &env.idempotency_key,
+        let key = Idempotency::of(
+            env.caller.as_ref(),
+            env.idempotency_key.as_ref(),
             CreateUser::NAME,
             &(&env.command.name, env.command.role),
         );
-        if let Some(done) = self.replay(&key).await? {
+        if let Some(done) = self.writer.replay(key.as_ref()).await? {
             return Ok(done);
         }
         let events = user::create(
@@ -507,27 +283,17 @@ impl IdentityService {
                 value: hash.into_bytes(),
             }],
         };
-        match self
-            .append(
+        self.writer
+            .create(
                 user_stream(user_id.as_uuid()),
-                0,
                 events,
                 extras,
                 &env.metadata,
-                key.clone(),
-                &user_id,
+                key.as_ref(),
+                user_id,
+                Self::name_taken(&env.command.name),
             )
             .await
-        {
-            Ok(written) => Ok(Accepted {
-                written,
-                output: user_id,
-            }),
-            Err(AppendError::IdempotencyKeyTaken) => self.replay(&key).await?.ok_or_else(|| {
-                Self::map_create_error(AppendError::IdempotencyKeyTaken, &env.command.name)
-            }),
-            Err(e) => Err(Self::map_create_error(e, &env.command.name)),
-        }
     }
 
     /// Changes a user's role or active flag.
@@ -538,11 +304,12 @@ impl IdentityService {
     ) -> Result<Accepted<()>, Failure> {
         let caller = require_caller(env.caller.clone())?;
         let target = env.command.user_id.as_uuid();
-        self.update_with_retry::<User, _>(user_stream(target), &env.metadata, |state| {
-            user::update(state, &caller, target, env.command.role, env.command.active)
-                .map(|events| (events, Extras::default()))
-        })
-        .await
+        self.writer
+            .update_with_retry::<User, _, _, _>(user_stream(target), &env.metadata, |state| {
+                user::update(state, &caller, target, env.command.role, env.command.active)
+                    .map(|events| (events, Extras::default(), ()))
+            })
+            .await
     }
 
     /// Changes the caller's own password after checking the current one.
@@ -563,7 +330,8 @@ impl IdentityService {
         let current = self.open(&env.command.current_password, &ChangePassword::subject())?;
         let new = self.open(&env.command.new_password, &ChangePassword::subject())?;
         let stored = self
-            .store
+            .writer
+            .store()
             .read_secret(&stream_id, PASSWORD_SLOT)
             .await
             .map_err(|e| store_failure(&e))?;
@@ -576,21 +344,23 @@ impl IdentityService {
             ));
         }
         let hash = self.new_password_hash(new).await?;
-        self.update_with_retry::<User, _>(stream_id, &env.metadata, |state| {
-            let events = user::change_password(state)?;
-            let secrets = vec![SecretOp::Put {
-                name: PASSWORD_SLOT.into(),
-                value: hash.clone().into_bytes(),
-            }];
-            Ok((
-                events,
-                Extras {
-                    claims: vec![],
-                    secrets,
-                },
-            ))
-        })
-        .await
+        self.writer
+            .update_with_retry::<User, _, _, _>(stream_id, &env.metadata, |state| {
+                let events = user::change_password(state)?;
+                let secrets = vec![SecretOp::Put {
+                    name: PASSWORD_SLOT.into(),
+                    value: hash.clone().into_bytes(),
+                }];
+                Ok::<_, Rejection>((
+                    events,
+                    Extras {
+                        claims: vec![],
+                        secrets,
+                    },
+                    (),
+                ))
+            })
+            .await
     }
 
     /// Checks a username and password. The answer for an unknown name, a wrong password
@@ -605,11 +375,10 @@ impl IdentityService {
         let (state, stored) = match user_id {
             Some(id) => {
                 let stream_id = user_stream(id.as_uuid());
-                let (state, _) = load::<User>(self.store.as_ref(), &stream_id)
-                    .await
-                    .map_err(load_failure)?;
+                let (state, _) = self.writer.load::<User>(&stream_id).await?;
                 let stored = self
-                    .store
+                    .writer
+                    .store()
                     .read_secret(&stream_id, PASSWORD_SLOT)
                     .await
                     .map_err(|e| store_failure(&e))?;
@@ -653,13 +422,13 @@ impl IdentityService {
     ) -> Result<Accepted<ServiceAccountId>, Failure> {
         let caller = require_caller(env.caller.clone())?;
         let c = &env.command;
-        let key = Self::idempotency(
-            &env.caller,
-            &env.idempotency_key,
+        let key = Idempotency::of(
+            env.caller.as_ref(),
+            env.idempotency_key.as_ref(),
             CreateServiceAccount::NAME,
             &(&c.name, &c.description, c.role),
         );
-        if let Some(done) = self.replay(&key).await? {
+        if let Some(done) = self.writer.replay(key.as_ref()).await? {
             return Ok(done);
         }
         let events = service_account::create(
@@ -677,28 +446,17 @@ impl IdentityService {
             }],
             secrets: vec![],
         };
-        match self
-            .append(
+        self.writer
+            .create(
                 service_account_stream(id.as_uuid()),
-                0,
                 events,
                 extras,
                 &env.metadata,
-                key.clone(),
-                &id,
+                key.as_ref(),
+                id,
+                Self::name_taken(&c.name),
             )
             .await
-        {
-            Ok(written) => Ok(Accepted {
-                written,
-                output: id,
-            }),
-            Err(AppendError::IdempotencyKeyTaken) => self
-                .replay(&key)
-                .await?
-                .ok_or_else(|| Self::map_create_error(AppendError::IdempotencyKeyTaken, &c.name)),
-            Err(e) => Err(Self::map_create_error(e, &c.name)),
-        }
     }
 
     /// Changes a service account.
@@ -709,15 +467,16 @@ impl IdentityService {
     ) -> Result<Accepted<()>, Failure> {
         let caller = require_caller(env.caller.clone())?;
         let c = &env.command;
-        self.update_with_retry::<ServiceAccount, _>(
-            service_account_stream(c.id.as_uuid()),
-            &env.metadata,
-            |state| {
-                service_account::update(state, &caller, c.description.clone(), c.active, c.role)
-                    .map(|events| (events, Extras::default()))
-            },
-        )
-        .await
+        self.writer
+            .update_with_retry::<ServiceAccount, _, _, _>(
+                service_account_stream(c.id.as_uuid()),
+                &env.metadata,
+                |state| {
+                    service_account::update(state, &caller, c.description.clone(), c.active, c.role)
+                        .map(|events| (events, Extras::default(), ()))
+                },
+            )
+            .await
     }
 
     /// Deletes a service account and frees its name.
@@ -728,24 +487,26 @@ impl IdentityService {
     ) -> Result<Accepted<()>, Failure> {
         let caller = require_caller(env.caller.clone())?;
         let stream_id = service_account_stream(env.command.id.as_uuid());
-        self.update_with_retry::<ServiceAccount, _>(stream_id, &env.metadata, |state| {
-            let events = service_account::delete(state, &caller)?;
-            // Deleting frees the name for reuse, in the same transaction.
-            let claims = match state {
-                ServiceAccount::Present { name, .. } => vec![UniqueClaim::Release {
-                    scope: PRINCIPAL_NAME_SCOPE.into(),
-                    value: name.to_string(),
-                }],
-                _ => vec![],
-            };
-            Ok((
-                events,
-                Extras {
-                    claims,
-                    secrets: vec![],
-                },
-            ))
-        })
-        .await
+        self.writer
+            .update_with_retry::<ServiceAccount, _, _, _>(stream_id, &env.metadata, |state| {
+                let events = service_account::delete(state, &caller)?;
+                // Deleting frees the name for reuse, in the same transaction.
+                let claims = match state {
+                    ServiceAccount::Present { name, .. } => vec![UniqueClaim::Release {
+                        scope: PRINCIPAL_NAME_SCOPE.into(),
+                        value: name.to_string(),
+                    }],
+                    _ => vec![],
+                };
+                Ok::<_, Rejection>((
+                    events,
+                    Extras {
+                        claims,
+                        secrets: vec![],
+                    },
+                    (),
+                ))
+            })
+            .await
     }
 }

@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "outbox_wakeups",
         sql: include_str!("../../migrations/0003_outbox_wakeups.sql"),
     },
+    Migration {
+        version: 4,
+        name: "last_used",
+        sql: include_str!("../../migrations/0004_last_used.sql"),
+    },
 ];
 
 /// Brings the schema up to date. Idempotent, and safe to call from several processes at

@@ -457,6 +457,44 @@ impl ViewStore for PostgresViewStore {
         })
     }
 
+    async fn record_use(
+        &self,
+        kind: &str,
+        id: Uuid,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        let client = self.pool().get().await.map_err(unavailable)?;
+        execute(
+            &client,
+            "INSERT INTO last_used (kind, id, at) VALUES ($1, $2, $3)
+             ON CONFLICT (kind, id) DO UPDATE SET at = GREATEST(last_used.at, EXCLUDED.at)",
+            &[&kind, &id, &at],
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn last_used(
+        &self,
+        kind: &str,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, chrono::DateTime<chrono::Utc>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let client = self.pool().get().await.map_err(unavailable)?;
+        let ids = ids.to_vec();
+        let rows = query(
+            &client,
+            "SELECT id, at FROM last_used WHERE kind = $1 AND id = ANY($2)",
+            &[&kind, &ids],
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     async fn reset(&self) -> Result<(), StoreError> {
         let client = self.pool().get().await.map_err(unavailable)?;
         client

@@ -28,6 +28,7 @@ fn claims() -> AccessTokenClaims {
         source: SessionSource::ApiKey {
             id: Uuid::new_v4(),
             generation: 3,
+            epoch: 1,
         },
         principal_epoch: 7,
     }
@@ -131,12 +132,16 @@ fn claims_serialize_to_the_documented_shape() {
     let mut claims = claims();
     claims.scope = None;
     claims.principal_kind = PrincipalKind::ServiceAccount;
-    claims.source = SessionSource::ApiKey { id, generation: 2 };
+    claims.source = SessionSource::ApiKey {
+        id,
+        generation: 2,
+        epoch: 4,
+    };
     let json = serde_json::to_value(&claims).expect("json");
     assert_eq!(json["gh_kind"], "service_account");
     assert_eq!(
         json["gh_src"],
-        serde_json::json!({"method": "api_key", "id": id.to_string(), "generation": 2})
+        serde_json::json!({"method": "api_key", "id": id.to_string(), "generation": 2, "epoch": 4})
     );
     assert_eq!(json["gh_ep"], 7);
     assert!(json.get("scope").is_none());
@@ -676,6 +681,7 @@ fn infallible_claims_writer_matches_serde_json() {
         SessionSource::ApiKey {
             id,
             generation: u32::MAX,
+            epoch: u64::MAX,
         },
         SessionSource::Device { id },
     ];

@@ -41,7 +41,7 @@ pub async fn get_current_user(auth: Authenticated) -> HttpResponse {
             gatehouse_tokens::PrincipalKind::ServiceAccount => "service_account",
         },
         role: p.role,
-        authenticated_by: match auth.claims.source {
+        authenticated_by: match auth.source {
             gatehouse_tokens::SessionSource::Password => "password",
             gatehouse_tokens::SessionSource::ApiKey { .. } => "api_key",
             gatehouse_tokens::SessionSource::Device { .. } => "device",

@@ -34,7 +34,8 @@ pub async fn healthz() -> HttpResponse {
     })
 }
 
-/// Ready: the database and the bus answer and the directory has loaded.
+/// Ready: the database and the bus answer, the directory has loaded and the other
+/// gateway replicas know about this one.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Health), (status = 503, body = Health)))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -46,6 +47,14 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "loading".into()
         },
     }];
+    checks.push(Check {
+        name: "replicas",
+        status: if state.peers.is_announced() {
+            "ok".into()
+        } else {
+            "joining".into()
+        },
+    });
     for probe in &state.probes {
         let status =
             match tokio::time::timeout(std::time::Duration::from_secs(2), probe.check()).await {

@@ -1,5 +1,6 @@
 //! HTTP routes, registered in one place.
 
+pub mod api_keys;
 pub mod current_user;
 pub mod health;
 pub mod oauth;
@@ -33,7 +34,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(service_accounts::list_service_accounts)
                 .service(service_accounts::get_service_account)
                 .service(service_accounts::update_service_account)
-                .service(service_accounts::delete_service_account),
+                .service(service_accounts::delete_service_account)
+                .service(api_keys::create_api_key)
+                .service(api_keys::list_api_keys)
+                .service(api_keys::get_api_key)
+                .service(api_keys::update_api_key)
+                .service(api_keys::rotate_api_key)
+                .service(api_keys::delete_api_key),
         );
 }
 

@@ -11,6 +11,7 @@ use gatehouse_tokens::{PrincipalKind, SessionSource};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::apikeys::{KeyError, authenticate_key};
 use crate::context::RequestContext;
 use crate::errors::OAuthError;
 use crate::issuer::Session;
@@ -19,13 +20,16 @@ use crate::state::AppState;
 /// The form of `POST /oauth/token`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TokenForm {
-    /// `password` (more grants arrive with API keys and device login).
+    /// `password`, or `urn:gatehouse:params:oauth:grant-type:api-key` (alias `api_key`).
     pub grant_type: String,
     /// Password grant: the user name.
     pub username: Option<String>,
     /// Password grant: the password.
     #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<SecretString>,
+    /// API-key grant: the key.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub api_key: Option<SecretString>,
     /// The client (informational for public clients such as the CLI).
     pub client_id: Option<String>,
     /// Requested scope (currently informational).
@@ -91,6 +95,7 @@ pub async fn token(
     let form = parse_form(&req, &body)?;
     match form.grant_type.as_str() {
         "password" => password_grant(&state, &ctx, form).await,
+        API_KEY_GRANT | "api_key" => api_key_grant(&state, &ctx, form).await,
         other => Err(OAuthError::new(
             "unsupported_grant_type",
             format!("grant type {other:?} is not supported"),
@@ -158,6 +163,53 @@ async fn password_grant(
     Ok(token_response(state, session))
 }
 
+/// The grant type of the API-key exchange.
+pub const API_KEY_GRANT: &str = "urn:gatehouse:params:oauth:grant-type:api-key";
+
+async fn api_key_grant(
+    state: &AppState,
+    ctx: &RequestContext,
+    form: TokenForm,
+) -> Result<HttpResponse, OAuthError> {
+    let key = form
+        .api_key
+        .ok_or_else(|| OAuthError::new("invalid_request", "missing parameter api_key"))?;
+    let verified = authenticate_key(state, ctx, &key)
+        .await
+        .map_err(|e| match e {
+            KeyError::RateLimited(wait) => OAuthError::new("too_many_attempts", e.message())
+                .status(429)
+                .retry_after(wait),
+            KeyError::Unavailable(m) => OAuthError::new("temporarily_unavailable", m)
+                .status(503)
+                .retry_after(1),
+            e => OAuthError::new("invalid_grant", e.message()).reason(e.reason()),
+        })?;
+    let now = state.clock.now();
+    // A token never outlives the key it came from.
+    let ttl = match verified.expires_at {
+        Some(at) => {
+            let left = (at - now).to_std().unwrap_or_default();
+            state.settings.api_key_token_ttl.min(left)
+        }
+        None => state.settings.api_key_token_ttl,
+    };
+    let session = Session {
+        subject: verified.principal.id,
+        kind: PrincipalKind::ServiceAccount,
+        epoch: verified.principal.epoch,
+        source: SessionSource::ApiKey {
+            id: verified.id,
+            generation: verified.generation,
+            epoch: verified.epoch,
+        },
+        client_id: form.client_id.unwrap_or_else(|| "gatehouse-cli".into()),
+        scope: form.scope,
+        ttl,
+    };
+    Ok(token_response(state, session))
+}
+
 /// Mints the token of `session` and answers RFC 6749 §5.1.
 pub fn token_response(state: &AppState, session: Session) -> HttpResponse {
     let scope = session.scope.clone();
@@ -191,7 +243,7 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         "issuer": state.settings.issuer,
         "token_endpoint": format!("{base}/oauth/token"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "grant_types_supported": ["password"],
+        "grant_types_supported": ["password", API_KEY_GRANT],
         "token_endpoint_auth_methods_supported": ["none"],
         "response_types_supported": [],
         "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],

@@ -92,7 +92,7 @@ pub struct ServiceAccountFilters {
 }
 
 /// Loads an account the caller may see, or 404.
-async fn visible(
+pub(crate) async fn visible(
     state: &AppState,
     auth: &Authenticated,
     name_or_id: &str,

@@ -1,0 +1,586 @@
+//! `gatehouse service-account api-key <ACCOUNT> ...`.
+//!
+//! A key is printed only by `create` and `rotate` (and `service-account create`), to
+//! stdout, the one time the server returns it. Nothing else ever prints a key.
+
+use secrecy::ExposeSecret as _;
+
+use super::prompt::{self, blocking};
+use super::users::page_footer;
+use super::{Context, require_change};
+use crate::client::{ApiKey, ApiKeyUpdate, ExpiryChange, ListFilters, NewApiKey, Page};
+use crate::output::{self, OutputFormat, Table};
+
+/// The longest duration accepted (100 years): anything longer is a typo.
+const MAX_DURATION_SECS: u64 = 100 * 365 * 24 * 3600;
+
+/// Parses a duration: a number with `s`, `m`, `h` or `d`, or a plain number of seconds.
+/// Zero, negative and malformed values are refused. Returns seconds.
+pub fn parse_duration(input: &str) -> Result<u64, String> {
+    let text = input.trim();
+    let invalid = || {
+        format!(
+            "invalid duration {input:?}: use a whole number of seconds, or a number followed by s, \
+             m, h or d (e.g. 90s, 15m, 12h, 30d)"
+        )
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() {
+        return Err(invalid());
+    }
+    let multiplier: u64 = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(invalid()),
+    };
+    let value: u64 = digits.parse().map_err(|_| invalid())?;
+    if value == 0 {
+        return Err(format!(
+            "invalid duration {input:?}: it must be greater than zero"
+        ));
+    }
+    value
+        .checked_mul(multiplier)
+        .filter(|secs| *secs <= MAX_DURATION_SECS)
+        .ok_or_else(|| format!("invalid duration {input:?}: at most 100 years (36500d)"))
+}
+
+/// Manage the API keys of a service account.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_long_help = "\
+Keys are shown once, by `create` and `rotate`: store them in your secret store right away.
+
+Examples:
+  gatehouse service-account api-key ci-bot create deploy --description \"deploy job\" --expires-in 30d
+  gatehouse service-account api-key ci-bot list
+  gatehouse service-account api-key ci-bot rotate deploy --retain 60
+  gatehouse service-account api-key ci-bot update deploy --active false
+  gatehouse service-account api-key ci-bot delete deploy --yes")]
+pub struct ApiKeyArgs {
+    /// The service account's name or id.
+    #[arg(value_name = "ACCOUNT")]
+    pub account: String,
+    #[command(subcommand)]
+    pub command: ApiKeyCommand,
+}
+
+/// What to do with the service account's keys.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key and print it, the only time it is shown.
+    Create(CreateArgs),
+    /// List the account's keys (never the keys themselves).
+    List(ListArgs),
+    /// Show one key's details, including previous secrets that still work after a
+    /// rotation.
+    Describe(DescribeArgs),
+    /// Replace a key's secret and print the new key, the only time it is shown. The old
+    /// secret keeps working for --retain minutes.
+    Rotate(RotateArgs),
+    /// Activate or deactivate a key, or change its description or expiry. Deactivation
+    /// refuses its tokens at once.
+    Update(UpdateArgs),
+    /// Delete a key: it and its tokens stop working at once.
+    Delete(DeleteArgs),
+}
+
+impl ApiKeyArgs {
+    /// Runs the command.
+    pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
+        let account = self.account;
+        match self.command {
+            ApiKeyCommand::Create(args) => args.run(ctx, &account).await,
+            ApiKeyCommand::List(args) => args.run(ctx, &account).await,
+            ApiKeyCommand::Describe(args) => args.run(ctx, &account).await,
+            ApiKeyCommand::Rotate(args) => args.run(ctx, &account).await,
+            ApiKeyCommand::Update(args) => args.run(ctx, &account).await,
+            ApiKeyCommand::Delete(args) => args.run(ctx, &account).await,
+        }
+    }
+}
+
+/// `api-key create`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateArgs {
+    /// Name, unique within the account (1 to 64 of A-Z a-z 0-9 . _ -).
+    pub name: String,
+    /// What the key is for.
+    #[arg(long, short = 'd')]
+    pub description: Option<String>,
+    /// Expire after this long: 90s, 15m, 12h, 30d, or seconds [default: never].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expires_in: Option<u64>,
+}
+
+impl CreateArgs {
+    /// Runs `api-key create`.
+    pub async fn run(self, ctx: &Context, account: &str) -> anyhow::Result<()> {
+        let key = ctx
+            .client()
+            .await?
+            .create_api_key(
+                account,
+                &self.name,
+                self.description.as_deref(),
+                self.expires_in,
+            )
+            .await?;
+        match ctx.output() {
+            OutputFormat::Json => output::emit_json(&key.json_with_key()?),
+            OutputFormat::Table => {
+                output::emit(&describe_key(&key.api_key))?;
+                output::emit(&shown_once(&key, account))
+            }
+        }
+    }
+}
+
+/// `api-key list`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    /// Only the key with this exact name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Only active (true) or inactive (false) keys.
+    #[arg(long, value_name = "true|false")]
+    pub active: Option<bool>,
+    /// Page number, from 1.
+    #[arg(long, value_name = "N")]
+    pub page: Option<u64>,
+    /// Keys per page (1 to 1000) [server default: 20].
+    #[arg(long, value_name = "N")]
+    pub size: Option<u64>,
+}
+
+impl ListArgs {
+    /// Runs `api-key list`.
+    pub async fn run(self, ctx: &Context, account: &str) -> anyhow::Result<()> {
+        let filters = ListFilters {
+            name: self.name,
+            active: self.active,
+            page: self.page,
+            size: self.size,
+        };
+        let page = ctx.client().await?.list_api_keys(account, &filters).await?;
+        match ctx.output() {
+            OutputFormat::Json => output::emit_json(&page),
+            OutputFormat::Table => {
+                output::emit(&key_table(&page).render())?;
+                page_footer(&page, "API keys");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `api-key describe`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DescribeArgs {
+    /// The key's name or id.
+    pub key: String,
+}
+
+impl DescribeArgs {
+    /// Runs `api-key describe`.
+    pub async fn run(self, ctx: &Context, account: &str) -> anyhow::Result<()> {
+        let key = ctx.client().await?.get_api_key(account, &self.key).await?;
+        print_key(ctx, &key)
+    }
+}
+
+/// `api-key rotate`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_long_help = "\
+With --retain 0 (the default) the old key stops working at once, and tokens it was
+exchanged for are refused. With --retain N both keys work for N minutes, time to roll the
+new key out.
+
+Example:
+  gatehouse service-account api-key ci-bot rotate deploy --retain 60")]
+pub struct RotateArgs {
+    /// The key's name or id.
+    pub key: String,
+    /// Minutes the old secret keeps working.
+    #[arg(long, value_name = "MINUTES", default_value_t = 0)]
+    pub retain: u64,
+}
+
+impl RotateArgs {
+    /// Runs `api-key rotate`.
+    pub async fn run(self, ctx: &Context, account: &str) -> anyhow::Result<()> {
+        let key = ctx
+            .client()
+            .await?
+            .rotate_api_key(account, &self.key, self.retain)
+            .await?;
+        match ctx.output() {
+            OutputFormat::Json => output::emit_json(&key.json_with_key()?),
+            OutputFormat::Table => {
+                output::emit(&describe_key(&key.api_key))?;
+                output::emit(&shown_once(&key, account))?;
+                output::emit(&old_secret_note(&key.api_key, self.retain))
+            }
+        }
+    }
+}
+
+/// `api-key update`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpdateArgs {
+    /// The key's name or id.
+    pub key: String,
+    /// false deactivates the key (its tokens are refused at once); true reactivates it.
+    #[arg(long, value_name = "true|false")]
+    pub active: Option<bool>,
+    /// New description.
+    #[arg(long, short = 'd')]
+    pub description: Option<String>,
+    /// Expire this long from now: 90s, 15m, 12h, 30d, or seconds.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "no_expiry")]
+    pub expires_in: Option<u64>,
+    /// Remove the expiry: the key works until deactivated or deleted.
+    #[arg(long)]
+    pub no_expiry: bool,
+}
+
+impl UpdateArgs {
+    /// The changes asked for.
+    fn update(&self) -> ApiKeyUpdate {
+        let expiry = match (self.expires_in, self.no_expiry) {
+            (Some(secs), _) => Some(ExpiryChange::InSeconds(secs)),
+            (None, true) => Some(ExpiryChange::Never),
+            (None, false) => None,
+        };
+        ApiKeyUpdate {
+            active: self.active,
+            description: self.description.clone(),
+            expiry,
+        }
+    }
+
+    /// Runs `api-key update`.
+    pub async fn run(self, ctx: &Context, account: &str) -> anyhow::Result<()> {
+        let update = self.update();
+        require_change(
+            update.active.is_some() || update.description.is_some() || update.expiry.is_some(),
+            "--active, --description, --expires-in or --no-expiry",
+        )?;
+        let key = ctx
+            .client()
+            .await?
+            .update_api_key(account, &self.key, &update)
+            .await?;
+        print_key(ctx, &key)
+    }
+}
+
+/// `api-key delete`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeleteArgs {
+    /// The key's name or id.
+    pub key: String,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+impl DeleteArgs {
+    /// Runs `api-key delete`.
+    pub async fn run(self, ctx: &Context, account: &str) -> anyhow::Result<()> {
+        let client = ctx.client().await?;
+        if !self.yes {
+            if !prompt::stdin_is_terminal() {
+                anyhow::bail!(
+                    "refusing to delete without confirmation: stdin is not a terminal, pass --yes"
+                );
+            }
+            let question = format!(
+                "Delete API key {:?} of service account {account:?}? It and its tokens stop \
+                 working at once.",
+                self.key
+            );
+            if !blocking(move || prompt::confirm(&question)).await? {
+                anyhow::bail!("aborted: nothing was deleted");
+            }
+        }
+        client.delete_api_key(account, &self.key).await?;
+        if ctx.output() == OutputFormat::Table {
+            output::emit(&format!(
+                "Deleted API key {} of service account {account}\n",
+                self.key
+            ))?;
+        }
+        Ok(())
+    }
+}
+
+fn print_key(ctx: &Context, key: &ApiKey) -> anyhow::Result<()> {
+    match ctx.output() {
+        OutputFormat::Json => output::emit_json(key),
+        OutputFormat::Table => output::emit(&describe_key(key)),
+    }
+}
+
+fn optional_timestamp(value: Option<&str>, none: &str) -> String {
+    value.map_or_else(|| none.to_owned(), output::server_timestamp)
+}
+
+fn expiry_cell(key: &ApiKey) -> String {
+    let text = optional_timestamp(key.expires_at.as_deref(), "never");
+    if key.expired {
+        format!("{text} (expired)")
+    } else {
+        text
+    }
+}
+
+/// The describe table of a key; never the key itself.
+pub(super) fn describe_key(key: &ApiKey) -> String {
+    let mut rows = vec![
+        ("name".to_owned(), key.name.clone()),
+        ("id".to_owned(), key.id.to_string()),
+        (
+            "description".to_owned(),
+            key.description.clone().unwrap_or_default(),
+        ),
+        (
+            "service account".to_owned(),
+            key.service_account_id.to_string(),
+        ),
+        ("active".to_owned(), output::boolean(key.active)),
+        ("expires".to_owned(), expiry_cell(key)),
+        ("generation".to_owned(), key.generation.to_string()),
+        ("created".to_owned(), output::server_timestamp(&key.created)),
+        ("updated".to_owned(), output::server_timestamp(&key.updated)),
+        (
+            "last rotated".to_owned(),
+            optional_timestamp(key.last_rotated.as_deref(), "never"),
+        ),
+        (
+            "last used".to_owned(),
+            optional_timestamp(key.last_used.as_deref(), "never"),
+        ),
+    ];
+    if key.retained_secrets.is_empty() {
+        rows.push(("retained secrets".to_owned(), "none".to_owned()));
+    }
+    for retained in &key.retained_secrets {
+        rows.push((
+            "retained secret".to_owned(),
+            format!(
+                "generation {} valid until {} UTC",
+                retained.generation,
+                output::server_timestamp(&retained.valid_until)
+            ),
+        ));
+    }
+    rows.extend(output::extra_fields(&key.extra));
+    output::describe(rows)
+}
+
+/// The block that shows a new key, the one time it is shown.
+pub(super) fn shown_once(key: &NewApiKey, account: &str) -> String {
+    format!(
+        "\nAPI key {:?} of service account {account} (shown only this once: store it now, it \
+         cannot be shown again):\n\n{}\n\n",
+        key.api_key.name,
+        key.key.expose_secret()
+    )
+}
+
+/// After a rotation: until when the previous secret works.
+fn old_secret_note(key: &ApiKey, retain_minutes: u64) -> String {
+    let previous = key
+        .retained_secrets
+        .iter()
+        .filter(|r| r.generation < key.generation)
+        .max_by_key(|r| r.generation);
+    match previous {
+        Some(r) => format!(
+            "The previous key (generation {}) keeps working until {} UTC.\n",
+            r.generation,
+            output::server_timestamp(&r.valid_until)
+        ),
+        None if retain_minutes == 0 => {
+            "The previous key stopped working now; so did the tokens it was exchanged for.\n"
+                .to_owned()
+        }
+        None => format!(
+            "The previous key keeps working for {retain_minutes} more minute(s) (the server did \
+             not say until when).\n"
+        ),
+    }
+}
+
+fn key_table(page: &Page<ApiKey>) -> Table {
+    let mut table = Table::new([
+        "name",
+        "id",
+        "active",
+        "generation",
+        "created",
+        "last rotated",
+        "last used",
+        "expires",
+    ]);
+    for k in &page.items {
+        table.push([
+            k.name.clone(),
+            k.id.to_string(),
+            output::boolean(k.active),
+            k.generation.to_string(),
+            output::server_timestamp(&k.created),
+            optional_timestamp(k.last_rotated.as_deref(), "-"),
+            optional_timestamp(k.last_used.as_deref(), "-"),
+            expiry_cell(k),
+        ]);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit_or_mean_seconds() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("12h"), Ok(43_200));
+        assert_eq!(parse_duration("30d"), Ok(2_592_000));
+        assert_eq!(parse_duration("3600"), Ok(3600));
+        assert_eq!(parse_duration(" 2h "), Ok(7200));
+        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION_SECS));
+    }
+
+    #[test]
+    fn zero_and_garbage_durations_are_refused_clearly() {
+        for zero in ["0", "0s", "0d", "000m"] {
+            let error = parse_duration(zero).expect_err(zero);
+            assert!(error.contains("greater than zero"), "{zero}: {error}");
+        }
+        for garbage in [
+            "",
+            "d",
+            "-5m",
+            "1.5h",
+            "10 minutes",
+            "1w",
+            "1h30m",
+            "abc",
+            "5x",
+            "+5",
+        ] {
+            let error = parse_duration(garbage).expect_err(garbage);
+            assert!(
+                error.contains("invalid duration") && error.contains("30d"),
+                "{garbage}: {error}"
+            );
+        }
+        let error = parse_duration("99999999999999999999d").expect_err("overflow");
+        assert!(error.contains("invalid duration"), "{error}");
+        let error = parse_duration("36501d").expect_err("too long");
+        assert!(error.contains("at most 100 years"), "{error}");
+    }
+
+    fn key_json() -> serde_json::Value {
+        serde_json::json!({
+            "id": "0190f0a8-3b1c-7000-8000-00000000abcd", "name": "deploy",
+            "description": "deploy job",
+            "service_account_id": "0190f0a8-3b1c-7000-8000-000000000001",
+            "active": true, "expired": false,
+            "created": "2025-01-01T10:00:00Z", "updated": "2025-01-02T10:00:00Z",
+            "last_rotated": "2025-01-02T10:00:00Z", "last_used": null, "expires_at": null,
+            "generation": 2,
+            "retained_secrets": [{"generation": 1, "valid_until": "2025-01-02T11:00:00Z"}],
+        })
+    }
+
+    #[test]
+    fn describe_shows_retained_secrets_and_their_windows() -> Result<(), serde_json::Error> {
+        let key: ApiKey = serde_json::from_value(key_json())?;
+        let text = describe_key(&key);
+        assert!(
+            text.contains("RETAINED SECRET  generation 1 valid until 2025-01-02 11:00:00 UTC\n"),
+            "{text}"
+        );
+        assert!(text.contains("LAST USED        never\n"), "{text}");
+        assert!(text.contains("EXPIRES          never\n"), "{text}");
+        assert_eq!(
+            old_secret_note(&key, 60),
+            "The previous key (generation 1) keeps working until 2025-01-02 11:00:00 UTC.\n"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_key_table_has_the_documented_columns() -> Result<(), serde_json::Error> {
+        let mut expired = key_json();
+        expired["name"] = "old".into();
+        expired["expired"] = true.into();
+        expired["expires_at"] = "2025-01-03T00:00:00Z".into();
+        let page = Page {
+            index: 1,
+            max_size: 20,
+            total_pages: 1,
+            total: 2,
+            items: vec![
+                serde_json::from_value(key_json())?,
+                serde_json::from_value(expired)?,
+            ],
+            extra: Default::default(),
+        };
+        assert_eq!(
+            key_table(&page).render(),
+            "NAME    ID                                    ACTIVE  GENERATION  CREATED              LAST ROTATED         LAST USED  EXPIRES\n\
+             deploy  0190f0a8-3b1c-7000-8000-00000000abcd  true    2           2025-01-01 10:00:00  2025-01-02 10:00:00  -          never\n\
+             old     0190f0a8-3b1c-7000-8000-00000000abcd  true    2           2025-01-01 10:00:00  2025-01-02 10:00:00  -          2025-01-03 00:00:00 (expired)\n"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_new_key_is_printed_by_the_shown_once_block_and_nowhere_else()
+    -> Result<(), serde_json::Error> {
+        let mut json = key_json();
+        json["key"] = "gatehouse_the-secret-key".into();
+        let key: NewApiKey = serde_json::from_value(json)?;
+        assert!(!key.api_key.extra.contains_key("key"));
+        assert!(!describe_key(&key.api_key).contains("the-secret-key"));
+        assert!(!format!("{key:?}").contains("the-secret-key"));
+        let block = shown_once(&key, "ci-bot");
+        assert!(block.contains("\ngatehouse_the-secret-key\n"), "{block}");
+        assert!(block.contains("shown only this once"), "{block}");
+        assert_eq!(key.json_with_key()?["key"], "gatehouse_the-secret-key");
+        assert_eq!(key.json_with_key()?["name"], "deploy");
+        Ok(())
+    }
+
+    #[test]
+    fn update_sends_only_what_changes_and_null_removes_the_expiry() {
+        let args = |expires_in, no_expiry| UpdateArgs {
+            key: "deploy".into(),
+            active: Some(false),
+            description: None,
+            expires_in,
+            no_expiry,
+        };
+        assert_eq!(
+            args(None, false).update().body(),
+            serde_json::json!({"active": false})
+        );
+        assert_eq!(
+            args(Some(60), false).update().body(),
+            serde_json::json!({"active": false, "expires_in_seconds": 60})
+        );
+        assert_eq!(
+            args(None, true).update().body(),
+            serde_json::json!({"active": false, "expires_at": null})
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! The write side shared by every service: load an aggregate, decide, append with
+//! optimistic concurrency (retrying lost races), make creating commands idempotent, and
+//! turn store errors into the typed failures commands reply with.
+
+use std::sync::Arc;
+
+use gatehouse_contracts::clock::Clock;
+use gatehouse_contracts::commands::{Accepted, Caller, Failure, FailureKind, Written};
+use gatehouse_contracts::envelope::{EventMetadata, StreamId};
+use gatehouse_contracts::events::DomainEvent;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::aggregate::{Aggregate, LoadError, load};
+use crate::store::{
+    AppendError, AppendRequest, EventStore, ExpectedVersion, IdempotencyRecord, NewEvent, SecretOp,
+    UniqueClaim,
+};
+
+/// How often an update is retried after losing an optimistic-concurrency race.
+const MAX_ATTEMPTS: usize = 5;
+
+/// What one append should do besides the events.
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// Unique claims taken or released in the same transaction.
+    pub claims: Vec<UniqueClaim>,
+    /// Secret slots written or deleted in the same transaction.
+    pub secrets: Vec<SecretOp>,
+}
+
+/// An idempotency key scoped to its caller, with the fingerprint of the request it was
+/// first used for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Idempotency {
+    key: String,
+    fingerprint: String,
+}
+
+impl Idempotency {
+    /// The scoped key of `key` for `command` by `caller`, or `None` without a key.
+    pub fn of<C: Serialize>(
+        caller: Option<&Caller>,
+        key: Option<&String>,
+        command: &str,
+        fingerprint: &C,
+    ) -> Option<Self> {
+        let key = key?;
+        let scope = caller.map_or_else(|| "anonymous".to_owned(), |c| c.id.to_string());
+        Some(Self {
+            key: format!("{scope}:{key}"),
+            fingerprint: format!(
+                "{command}:{}",
+                serde_json::to_string(fingerprint).unwrap_or_default()
+            ),
+        })
+    }
+}
+
+/// Logs a store failure and turns it into the reply a caller sees (503).
+pub fn store_failure(error: &dyn std::error::Error) -> Failure {
+    tracing::error!(error = %error, cause = ?error.source(), "event store failure");
+    Failure::new(
+        FailureKind::Unavailable,
+        "store_unavailable",
+        "the event store is unavailable",
+    )
+}
+
+/// Turns a failed load into the reply a caller sees.
+pub fn load_failure(error: LoadError) -> Failure {
+    match error {
+        LoadError::Store(e) => store_failure(&e),
+        LoadError::Decode(e) => {
+            tracing::error!(error = %e, "undecodable event in a stream");
+            Failure::new(
+                FailureKind::Internal,
+                "corrupt_stream",
+                "a stored event cannot be read",
+            )
+        }
+    }
+}
+
+/// The caller of a command that needs one.
+pub fn require_caller(caller: Option<Caller>) -> Result<Caller, Failure> {
+    caller.ok_or_else(|| {
+        Failure::new(
+            FailureKind::Unauthenticated,
+            "unauthenticated",
+            "this command needs a signed-in caller",
+        )
+    })
+}
+
+/// The failure of a creating append: `describe_conflict` says what a unique-claim
+/// violation means for this command (`name_taken`, ...).
+pub fn create_failure(error: AppendError, describe_conflict: impl FnOnce() -> Failure) -> Failure {
+    match error {
+        AppendError::UniqueViolation { .. } => describe_conflict(),
+        AppendError::WrongExpectedVersion { .. } => Failure::new(
+            FailureKind::Conflict,
+            "conflict",
+            "the resource was created concurrently",
+        ),
+        AppendError::IdempotencyKeyTaken => Failure::new(
+            FailureKind::Conflict,
+            "idempotency_in_progress",
+            "a request with this idempotency key is in progress",
+        ),
+        AppendError::Invalid(m) => Failure::new(FailureKind::Internal, "invalid_append", m),
+        AppendError::Store(e) => store_failure(&e),
+    }
+}
+
+/// Appends decided events to the log on behalf of a service.
+#[derive(Clone)]
+pub struct CommandWriter {
+    store: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for CommandWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandWriter").finish_non_exhaustive()
+    }
+}
+
+impl CommandWriter {
+    /// A writer over `store`, stamping events with `clock`.
+    pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &dyn EventStore {
+        self.store.as_ref()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// Loads an aggregate and its version, as a failure callers understand.
+    pub async fn load<A: Aggregate>(&self, stream_id: &StreamId) -> Result<(A, i64), Failure> {
+        load::<A>(self.store.as_ref(), stream_id)
+            .await
+            .map_err(load_failure)
+    }
+
+    /// Appends `events` to `stream_id` at `expected` (0: a new stream) with claims,
+    /// secrets and an optional idempotency record of `output`. Nothing to append is
+    /// `Ok(None)`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn append<E: DomainEvent, O: Serialize>(
+        &self,
+        stream_id: StreamId,
+        expected: i64,
+        events: Vec<E>,
+        extras: Extras,
+        metadata: &EventMetadata,
+        idempotency: Option<&Idempotency>,
+        output: &O,
+    ) -> Result<Option<Written>, AppendError> {
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        let correlation = metadata.correlation_id.or_else(|| Some(Uuid::new_v4()));
+        let new_events = events
+            .iter()
+            .map(|e| {
+                let mut m = metadata.clone();
+                m.correlation_id = correlation;
+                NewEvent::from_domain(e, m, now)
+            })
+            .collect();
+        let mut request = AppendRequest::new(
+            stream_id,
+            if expected == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exactly(expected)
+            },
+            new_events,
+        );
+        request.claims = extras.claims;
+        request.secrets = extras.secrets;
+        request.idempotency = idempotency.map(|i| IdempotencyRecord {
+            key: i.key.clone(),
+            fingerprint: i.fingerprint.clone(),
+            response: serde_json::to_value(output).unwrap_or(serde_json::Value::Null),
+        });
+        let appended = self.store.append(request).await?;
+        Ok(Some(Written {
+            stream_id: appended.stream_id,
+            version: appended.version,
+            position: appended.position,
+        }))
+    }
+
+    /// The stored outcome of an idempotent retry, or `None` to go ahead.
+    pub async fn replay<O: DeserializeOwned>(
+        &self,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Option<Accepted<O>>, Failure> {
+        let Some(idempotency) = idempotency else {
+            return Ok(None);
+        };
+        let Some(stored) = self
+            .store
+            .idempotent_outcome(&idempotency.key)
+            .await
+            .map_err(|e| store_failure(&e))?
+        else {
+            return Ok(None);
+        };
+        if stored.fingerprint != idempotency.fingerprint {
+            return Err(Failure::new(
+                FailureKind::Invalid,
+                "idempotency_key_reused",
+                "this idempotency key was used for a different request",
+            ));
+        }
+        let output = serde_json::from_value(stored.response).map_err(|_| {
+            Failure::new(
+                FailureKind::Internal,
+                "corrupt_idempotency",
+                "the stored outcome cannot be read",
+            )
+        })?;
+        Ok(Some(Accepted {
+            written: Some(Written {
+                stream_id: stored.stream_id,
+                version: stored.version,
+                position: stored.position,
+            }),
+            output,
+        }))
+    }
+
+    /// Creates a new stream: appends with an idempotency record, and answers a retry
+    /// racing the first attempt with the first attempt's outcome.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create<E: DomainEvent, O: Serialize + DeserializeOwned>(
+        &self,
+        stream_id: StreamId,
+        events: Vec<E>,
+        extras: Extras,
+        metadata: &EventMetadata,
+        idempotency: Option<&Idempotency>,
+        output: O,
+        describe_conflict: impl FnOnce() -> Failure,
+    ) -> Result<Accepted<O>, Failure> {
+        match self
+            .append(stream_id, 0, events, extras, metadata, idempotency, &output)
+            .await
+        {
+            Ok(written) => Ok(Accepted { written, output }),
+            Err(AppendError::IdempotencyKeyTaken) => self
+                .replay(idempotency)
+                .await?
+                .ok_or_else(|| create_failure(AppendError::IdempotencyKeyTaken, describe_conflict)),
+            Err(e) => Err(create_failure(e, describe_conflict)),
+        }
+    }
+
+    /// Loads, decides and appends, retrying when another writer got there first. `decide`
+    /// returns the events, what else to write, and the command's output.
+    pub async fn update_with_retry<A, R, O, F>(
+        &self,
+        stream_id: StreamId,
+        metadata: &EventMetadata,
+        decide: F,
+    ) -> Result<Accepted<O>, Failure>
+    where
+        A: Aggregate,
+        R: Into<Failure>,
+        O: Serialize,
+        F: Fn(&A) -> Result<(Vec<A::Event>, Extras, O), R>,
+    {
+        for _ in 0..MAX_ATTEMPTS {
+            let (state, version) = self.load::<A>(&stream_id).await?;
+            let (events, extras, output) = decide(&state).map_err(Into::into)?;
+            match self
+                .append(
+                    stream_id.clone(),
+                    version,
+                    events,
+                    extras,
+                    metadata,
+                    None,
+                    &(),
+                )
+                .await
+            {
+                Ok(written) => return Ok(Accepted { written, output }),
+                Err(AppendError::WrongExpectedVersion { .. }) => continue,
+                Err(AppendError::Store(e)) => return Err(store_failure(&e)),
+                Err(other) => {
+                    return Err(Failure::new(
+                        FailureKind::Internal,
+                        "append_failed",
+                        other.to_string(),
+                    ));
+                }
+            }
+        }
+        Err(Failure::new(
+            FailureKind::Conflict,
+            "conflict",
+            "the resource is being changed concurrently; try again",
+        ))
+    }
+}

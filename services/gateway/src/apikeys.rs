@@ -1,0 +1,272 @@
+//! API-key authentication at the gateway: the api-key grant and `Authorization: Bearer
+//! <api key>` both come through [`authenticate_key`].
+//!
+//! A key whose shape or checksum is wrong is refused before any lookup. Otherwise the
+//! keys service checks the secret against the stored hashes (over the bus, sealed). A
+//! verified key is remembered here by a keyed digest of the whole key string, so the
+//! next use of the same key costs a hash and a map lookup instead of a round trip; the
+//! remembered fact is only "this string is generation G of key K", and whether G may be
+//! used *now* (active, not expired, not rotated away, account active) is decided on every
+//! use from the directory, which follows the event feed. So a deactivation, deletion,
+//! rotation or expiry takes effect here as fast as it does for tokens.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use gatehouse_contracts::commands::Command;
+use gatehouse_contracts::keys::{API_KEY_VIEW, AuthenticateApiKey, KeyRefusal};
+use gatehouse_tokens::{ApiKeyHash, ApiKeyHasher, PrincipalKind, parse_api_key};
+use rand_core::{OsRng, RngCore};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use crate::context::RequestContext;
+use crate::directory::Principal;
+use crate::state::AppState;
+
+/// How often a key's use is written to the shared `last_used` record (per replica).
+const USE_RESOLUTION: Duration = Duration::from_secs(60);
+/// Verified keys remembered at most (a bound against memory abuse).
+const MAX_REMEMBERED: usize = 100_000;
+
+/// A key that may be used right now.
+#[derive(Clone, Debug)]
+pub struct VerifiedKey {
+    /// The key.
+    pub id: Uuid,
+    /// The generation the presented secret is.
+    pub generation: u32,
+    /// The key's epoch now.
+    pub epoch: u64,
+    /// The key's expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Its service account, as the directory knows it now.
+    pub principal: Arc<Principal>,
+}
+
+/// Why a key was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyError {
+    /// Unknown key, wrong secret, malformed key: the same answer for all.
+    Invalid,
+    /// The key is deactivated, expired or rotated away, or its account is inactive.
+    Refused(KeyRefusal),
+    /// Too many failures from this address; retry after this many seconds.
+    RateLimited(u64),
+    /// The keys service did not answer.
+    Unavailable(String),
+}
+
+impl KeyError {
+    /// The short reason given to clients (`gatehouse_reason`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            KeyError::Invalid => "invalid",
+            KeyError::Refused(KeyRefusal::Deactivated) => "deactivated",
+            KeyError::Refused(KeyRefusal::Expired) => "expired",
+            KeyError::Refused(KeyRefusal::Rotated) => "rotated",
+            KeyError::Refused(KeyRefusal::Revoked) => "revoked",
+            KeyError::RateLimited(_) => "rate_limited",
+            KeyError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// A message for people.
+    pub fn message(&self) -> String {
+        match self {
+            KeyError::Invalid => "invalid API key".into(),
+            KeyError::Refused(r) => r.to_string(),
+            KeyError::RateLimited(s) => {
+                format!("too many failed attempts from this address; retry in {s} s")
+            }
+            KeyError::Unavailable(m) => m.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Remembered {
+    digest: ApiKeyHash,
+    generation: u32,
+}
+
+/// Verified keys and when each was last recorded as used.
+pub struct KeyCache {
+    /// Keyed with a random per-process pepper: the digests are useless outside.
+    digester: ApiKeyHasher,
+    verified: RwLock<HashMap<Uuid, Remembered>>,
+    recorded_use: Mutex<HashMap<Uuid, Instant>>,
+}
+
+impl std::fmt::Debug for KeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCache").finish_non_exhaustive()
+    }
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        let mut pepper = [0u8; 32];
+        OsRng.fill_bytes(&mut pepper);
+        Self {
+            digester: ApiKeyHasher::new(pepper),
+            verified: RwLock::default(),
+            recorded_use: Mutex::default(),
+        }
+    }
+}
+
+impl KeyCache {
+    fn remembered(&self, id: &Uuid, digest: &ApiKeyHash) -> Option<u32> {
+        let verified = self.verified.read().unwrap_or_else(|p| p.into_inner());
+        verified
+            .get(id)
+            .filter(|r| r.digest == *digest)
+            .map(|r| r.generation)
+    }
+
+    fn remember(&self, id: Uuid, digest: ApiKeyHash, generation: u32) {
+        let mut verified = self.verified.write().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= MAX_REMEMBERED {
+            verified.clear();
+        }
+        verified.insert(id, Remembered { digest, generation });
+    }
+
+    fn forget(&self, id: &Uuid) {
+        self.verified
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Whether a use of `id` at `now` should be written (at most once per resolution).
+    fn due_for_recording(&self, id: Uuid, now: Instant) -> bool {
+        let mut recorded = self.recorded_use.lock().unwrap_or_else(|p| p.into_inner());
+        match recorded.get(&id) {
+            Some(at) if now.duration_since(*at) < USE_RESOLUTION => false,
+            _ => {
+                if recorded.len() >= MAX_REMEMBERED {
+                    recorded.clear();
+                }
+                recorded.insert(id, now);
+                true
+            }
+        }
+    }
+}
+
+/// Decides, from the directory alone, whether generation `generation` of key `id` may be
+/// used now, and returns the key's service account.
+fn usable_now(
+    state: &AppState,
+    id: Uuid,
+    generation: u32,
+    now: DateTime<Utc>,
+) -> Result<VerifiedKey, KeyError> {
+    let entry = state.directory.api_key(&id).ok_or(KeyError::Invalid)?;
+    entry
+        .validity
+        .check(generation, now)
+        .map_err(KeyError::Refused)?;
+    let principal = state
+        .directory
+        .principal(&entry.service_account_id)
+        .filter(|p| p.kind == PrincipalKind::ServiceAccount)
+        .ok_or(KeyError::Invalid)?;
+    if !principal.active {
+        return Err(KeyError::Refused(KeyRefusal::Deactivated));
+    }
+    Ok(VerifiedKey {
+        id,
+        generation,
+        epoch: entry.validity.epoch,
+        expires_at: entry.validity.expires_at,
+        principal,
+    })
+}
+
+/// Authenticates a presented API key. Failures count against the source address.
+pub async fn authenticate_key(
+    state: &AppState,
+    ctx: &RequestContext,
+    key: &SecretString,
+) -> Result<VerifiedKey, KeyError> {
+    if let Err(wait) = state.limiter.check(ctx.client_ip, Instant::now()) {
+        return Err(KeyError::RateLimited(wait));
+    }
+    let result = verify(state, ctx, key).await;
+    match &result {
+        Ok(verified) => {
+            state.limiter.succeeded(ctx.client_ip);
+            record_use(state, verified.id);
+        }
+        Err(KeyError::Unavailable(_)) => {}
+        Err(_) => state.limiter.failed(ctx.client_ip, Instant::now()),
+    }
+    result
+}
+
+async fn verify(
+    state: &AppState,
+    ctx: &RequestContext,
+    key: &SecretString,
+) -> Result<VerifiedKey, KeyError> {
+    let parsed = parse_api_key(key.expose_secret()).map_err(|_| KeyError::Invalid)?;
+    let id = parsed.key_id;
+    let digest = state.key_cache.digester.hash(id, &parsed.secret);
+    let now = state.clock.now();
+    if let Some(generation) = state.key_cache.remembered(&id, &digest) {
+        let result = usable_now(state, id, generation, now);
+        if matches!(result, Err(KeyError::Invalid)) {
+            state.key_cache.forget(&id);
+        }
+        return result;
+    }
+    let sealed = state
+        .sealer
+        .seal(key, &AuthenticateApiKey::subject())
+        .map_err(|e| KeyError::Unavailable(e.to_string()))?;
+    let accepted = state
+        .command(ctx, None, AuthenticateApiKey { key: sealed }, None)
+        .await
+        .map_err(|e| match e.code.as_deref() {
+            Some("key_deactivated") => KeyError::Refused(KeyRefusal::Deactivated),
+            Some("key_expired") => KeyError::Refused(KeyRefusal::Expired),
+            Some("key_rotated") => KeyError::Refused(KeyRefusal::Rotated),
+            _ if e.status.as_u16() == 503 => KeyError::Unavailable(e.message),
+            _ => KeyError::Invalid,
+        })?;
+    let generation = accepted.output.generation;
+    // A key created a moment ago on another replica may not have reached this one's
+    // directory yet: give the feed a moment.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while state.directory.api_key(&id).is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let verified = usable_now(state, id, generation, now)?;
+    state.key_cache.remember(id, digest, generation);
+    Ok(verified)
+}
+
+/// Writes the key's use to the shared record, at most once a minute per key and replica,
+/// in the background (never on the request's path).
+fn record_use(state: &AppState, id: Uuid) {
+    if !state.key_cache.due_for_recording(id, Instant::now()) {
+        return;
+    }
+    let views = state.views.clone();
+    let at = state.clock.now();
+    tokio::spawn(async move {
+        if let Err(e) = views.record_use(API_KEY_VIEW, id, at).await {
+            tracing::warn!(key = %id, error = %e, "recording an API key's use failed");
+        }
+    });
+}
+
+/// Whether a bearer credential looks like an API key rather than a token.
+pub fn looks_like_api_key(credential: &str) -> bool {
+    credential.starts_with(gatehouse_tokens::API_KEY_PREFIX)
+}

@@ -1,0 +1,466 @@
+//! The keys service's command handlers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_bus::CommandRouter;
+use gatehouse_contracts::clock::Clock;
+use gatehouse_contracts::commands::{Accepted, Command, CommandEnvelope, Failure, FailureKind};
+use gatehouse_contracts::envelope::StreamId;
+use gatehouse_contracts::ids::ApiKeyId;
+use gatehouse_contracts::keys::{
+    API_KEY_NAME_SCOPE, API_KEY_VIEW, ApiKeyView, AuthenticateApiKey, AuthenticatedKey,
+    CreateApiKey, DeleteApiKey, ExpireApiKey, IssuedKey, KeyRefusal, RotateApiKey, UpdateApiKey,
+    api_key_name_claim, api_key_stream,
+};
+use gatehouse_eventlog::writer::{create_failure, require_caller, store_failure};
+use gatehouse_eventlog::{
+    AppendError, CommandWriter, EventStore, Extras, ListQuery, SecretOp, UniqueClaim, ViewStore,
+};
+use gatehouse_secrets::{BusSealer, MasterKey, SealedSecret};
+use gatehouse_tokens::{ApiKeyHash, ApiKeyHasher, generate_api_key, parse_api_key};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::domain::{self, ApiKey, KeyChanges, Rejection};
+
+/// The secret slot holding the hashes of a key's live generations.
+const HASHES_SLOT: &str = "secret_hashes";
+/// The master-key purpose the hashing pepper is derived for.
+const PEPPER_PURPOSE: &str = "gatehouse/api-key-pepper/v1";
+/// Rotations of one key race each other; each retry reloads the stream and the slot.
+const MAX_ROTATE_ATTEMPTS: usize = 50;
+
+/// The hash of one generation's secret, as stored in [`HASHES_SLOT`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredHash {
+    generation: u32,
+    hash: ApiKeyHash,
+}
+
+impl From<Rejection> for Failure {
+    fn from(r: Rejection) -> Self {
+        let message = r.to_string();
+        match r {
+            Rejection::NotFound => Failure::new(FailureKind::NotFound, "not_found", message),
+            Rejection::Invalid(_) => Failure::new(FailureKind::Invalid, "invalid", message),
+        }
+    }
+}
+
+/// Why a presented key is refused; the code tells the client what to do.
+fn refused(refusal: Option<KeyRefusal>) -> Failure {
+    let (code, message) = match refusal {
+        None | Some(KeyRefusal::Revoked) => ("invalid_key", "invalid API key".to_owned()),
+        Some(KeyRefusal::Deactivated) => ("key_deactivated", KeyRefusal::Deactivated.to_string()),
+        Some(KeyRefusal::Expired) => ("key_expired", KeyRefusal::Expired.to_string()),
+        Some(KeyRefusal::Rotated) => ("key_rotated", KeyRefusal::Rotated.to_string()),
+    };
+    Failure::new(FailureKind::Unauthenticated, code, message)
+}
+
+/// The keys service.
+#[derive(Clone)]
+pub struct KeysService {
+    writer: CommandWriter,
+    sealer: Arc<BusSealer>,
+    hasher: Arc<ApiKeyHasher>,
+}
+
+impl std::fmt::Debug for KeysService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeysService").finish_non_exhaustive()
+    }
+}
+
+/// The context a key is sealed under in a command's reply.
+pub fn reply_context<C: Command>() -> String {
+    format!("{}#reply", C::subject())
+}
+
+impl KeysService {
+    /// A service over `store`; the hashing pepper is derived from `master`.
+    pub fn new(store: Arc<dyn EventStore>, master: &MasterKey, clock: Arc<dyn Clock>) -> Self {
+        let pepper = *master.derive_key(PEPPER_PURPOSE).expose();
+        Self {
+            writer: CommandWriter::new(store, clock),
+            sealer: Arc::new(BusSealer::new(master)),
+            hasher: Arc::new(ApiKeyHasher::new(pepper)),
+        }
+    }
+
+    /// The bus router for every keys command.
+    pub fn router(&self) -> CommandRouter {
+        let router = CommandRouter::new();
+        let s = self.clone();
+        let router = router.on::<CreateApiKey, _, _>(move |env| {
+            let s = s.clone();
+            async move { s.create_api_key(env).await }
+        });
+        let s = self.clone();
+        let router = router.on::<RotateApiKey, _, _>(move |env| {
+            let s = s.clone();
+            async move { s.rotate_api_key(env).await }
+        });
+        let s = self.clone();
+        let router = router.on::<UpdateApiKey, _, _>(move |env| {
+            let s = s.clone();
+            async move { s.update_api_key(env).await }
+        });
+        let s = self.clone();
+        let router = router.on::<DeleteApiKey, _, _>(move |env| {
+            let s = s.clone();
+            async move { s.delete_api_key(env).await }
+        });
+        let s = self.clone();
+        let router = router.on::<ExpireApiKey, _, _>(move |env| {
+            let s = s.clone();
+            async move { s.expire_api_key(env).await }
+        });
+        let s = self.clone();
+        router.on::<AuthenticateApiKey, _, _>(move |env| {
+            let s = s.clone();
+            async move { s.authenticate_api_key(env).await }
+        })
+    }
+
+    fn seal_reply<C: Command>(&self, key: &SecretString) -> Result<SealedSecret, Failure> {
+        self.sealer.seal(key, &reply_context::<C>()).map_err(|e| {
+            tracing::error!(error = %e, "sealing a new key failed");
+            Failure::new(
+                FailureKind::Internal,
+                "sealing_failed",
+                "the key cannot be sent",
+            )
+        })
+    }
+
+    async fn stored_hashes(&self, stream_id: &StreamId) -> Result<Vec<StoredHash>, Failure> {
+        let bytes = self
+            .writer
+            .store()
+            .read_secret(stream_id, HASHES_SLOT)
+            .await
+            .map_err(|e| store_failure(&e))?;
+        Ok(bytes
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default())
+    }
+
+    fn hashes_slot(hashes: &[StoredHash]) -> SecretOp {
+        SecretOp::Put {
+            name: HASHES_SLOT.into(),
+            value: serde_json::to_vec(hashes).unwrap_or_default(),
+        }
+    }
+
+    /// Creates a key (generation 1) and returns it sealed, once.
+    #[tracing::instrument(skip_all, fields(name = %env.command.name), err(Debug))]
+    pub async fn create_api_key(
+        &self,
+        env: CommandEnvelope<CreateApiKey>,
+    ) -> Result<Accepted<IssuedKey>, Failure> {
+        require_caller(env.caller.clone())?;
+        let c = &env.command;
+        let now = self.writer.clock().now();
+        let events = domain::create(
+            &ApiKey::Absent,
+            c.service_account_id,
+            c.name.clone(),
+            c.description.clone(),
+            c.expires_in_seconds,
+            now,
+        )?;
+        let id = ApiKeyId::new();
+        let generated = generate_api_key(id.as_uuid());
+        let hash = self.hasher.hash(id.as_uuid(), &generated.secret);
+        let extras = Extras {
+            claims: vec![UniqueClaim::Claim {
+                scope: API_KEY_NAME_SCOPE.into(),
+                value: api_key_name_claim(c.service_account_id, c.name.as_ref()),
+            }],
+            secrets: vec![Self::hashes_slot(&[StoredHash {
+                generation: 1,
+                hash,
+            }])],
+        };
+        let output = IssuedKey {
+            id,
+            key: self.seal_reply::<CreateApiKey>(&generated.full)?,
+        };
+        let name = c.name.to_string();
+        self.writer
+            .create(
+                api_key_stream(id),
+                events,
+                extras,
+                &env.metadata,
+                None,
+                output,
+                move || {
+                    Failure::new(
+                        FailureKind::Conflict,
+                        "name_taken",
+                        format!("the service account already has an API key named \"{name}\""),
+                    )
+                },
+            )
+            .await
+    }
+
+    /// Rotates a key: a new secret, the previous one retained for the asked window. Each
+    /// attempt reloads the stream and the hashes, so concurrent rotations never lose one.
+    #[tracing::instrument(skip_all, fields(id = %env.command.id), err(Debug))]
+    pub async fn rotate_api_key(
+        &self,
+        env: CommandEnvelope<RotateApiKey>,
+    ) -> Result<Accepted<IssuedKey>, Failure> {
+        require_caller(env.caller.clone())?;
+        let c = &env.command;
+        let stream_id = api_key_stream(c.id);
+        let generated = generate_api_key(c.id.as_uuid());
+        let hash = self.hasher.hash(c.id.as_uuid(), &generated.secret);
+        let output = IssuedKey {
+            id: c.id,
+            key: self.seal_reply::<RotateApiKey>(&generated.full)?,
+        };
+        for attempt in 0..MAX_ROTATE_ATTEMPTS {
+            let (state, version) = self.writer.load::<ApiKey>(&stream_id).await?;
+            let now = self.writer.clock().now();
+            let events = domain::rotate(&state, c.service_account_id, c.retain_seconds, now)?;
+            let next = {
+                let mut next = state.clone();
+                for e in &events {
+                    next = gatehouse_eventlog::Aggregate::evolve(next, e);
+                }
+                next
+            };
+            let ApiKey::Present(key) = &next else {
+                return Err(Rejection::NotFound.into());
+            };
+            let live = key.validity.live_generations(now);
+            let mut hashes: Vec<StoredHash> = self
+                .stored_hashes(&stream_id)
+                .await?
+                .into_iter()
+                .filter(|h| live.contains(&h.generation))
+                .collect();
+            hashes.push(StoredHash {
+                generation: key.validity.generation,
+                hash,
+            });
+            let extras = Extras {
+                claims: vec![],
+                secrets: vec![Self::hashes_slot(&hashes)],
+            };
+            match self
+                .writer
+                .append(
+                    stream_id.clone(),
+                    version,
+                    events,
+                    extras,
+                    &env.metadata,
+                    None,
+                    &(),
+                )
+                .await
+            {
+                Ok(written) => {
+                    return Ok(Accepted { written, output });
+                }
+                Err(AppendError::WrongExpectedVersion { .. }) => {
+                    // Spread the racing writers out a little.
+                    let pause = 1 + (attempt as u64 * 7 + u64::from(hash.as_bytes()[0])) % 10;
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(e) => return Err(create_failure(e, || Rejection::NotFound.into())),
+            }
+        }
+        Err(Failure::new(
+            FailureKind::Conflict,
+            "conflict",
+            "the API key is being rotated concurrently; try again",
+        ))
+    }
+
+    /// Changes a key's active flag, description or expiry.
+    #[tracing::instrument(skip_all, fields(id = %env.command.id), err(Debug))]
+    pub async fn update_api_key(
+        &self,
+        env: CommandEnvelope<UpdateApiKey>,
+    ) -> Result<Accepted<()>, Failure> {
+        require_caller(env.caller.clone())?;
+        let c = &env.command;
+        let now = self.writer.clock().now();
+        let changes = KeyChanges {
+            active: c.active,
+            description: c.description.clone(),
+            expires_at: c.expires_at,
+        };
+        self.writer
+            .update_with_retry::<ApiKey, _, _, _>(api_key_stream(c.id), &env.metadata, |state| {
+                domain::update(state, c.service_account_id, changes.clone(), now)
+                    .map(|events| (events, Extras::default(), ()))
+            })
+            .await
+    }
+
+    /// Deletes a key: its hashes are erased and its name freed in the same transaction.
+    #[tracing::instrument(skip_all, fields(id = %env.command.id), err(Debug))]
+    pub async fn delete_api_key(
+        &self,
+        env: CommandEnvelope<DeleteApiKey>,
+    ) -> Result<Accepted<()>, Failure> {
+        require_caller(env.caller.clone())?;
+        let c = &env.command;
+        self.writer
+            .update_with_retry::<ApiKey, _, _, _>(api_key_stream(c.id), &env.metadata, |state| {
+                let events = domain::delete(state, c.service_account_id)?;
+                let claims = match state {
+                    ApiKey::Present(key) => vec![UniqueClaim::Release {
+                        scope: API_KEY_NAME_SCOPE.into(),
+                        value: api_key_name_claim(c.service_account_id, key.name.as_ref()),
+                    }],
+                    _ => vec![],
+                };
+                let secrets = vec![SecretOp::Delete {
+                    name: HASHES_SLOT.into(),
+                }];
+                Ok::<_, Rejection>((events, Extras { claims, secrets }, ()))
+            })
+            .await
+    }
+
+    /// Records a key's expiry once it has passed (the sweeper sends this).
+    #[tracing::instrument(skip_all, fields(id = %env.command.id), err(Debug))]
+    pub async fn expire_api_key(
+        &self,
+        env: CommandEnvelope<ExpireApiKey>,
+    ) -> Result<Accepted<()>, Failure> {
+        let now = self.writer.clock().now();
+        self.writer
+            .update_with_retry::<ApiKey, _, _, _>(
+                api_key_stream(env.command.id),
+                &env.metadata,
+                |state| Ok::<_, Rejection>((domain::expire(state, now), Extras::default(), ())),
+            )
+            .await
+    }
+
+    /// Checks a presented key. The secret is verified (constant-time, against every live
+    /// generation) before anything about the key's state is revealed.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn authenticate_api_key(
+        &self,
+        env: CommandEnvelope<AuthenticateApiKey>,
+    ) -> Result<Accepted<AuthenticatedKey>, Failure> {
+        let key = self
+            .sealer
+            .open(&env.command.key, &AuthenticateApiKey::subject())
+            .map_err(|_| {
+                Failure::new(
+                    FailureKind::Invalid,
+                    "unsealable_secret",
+                    "the sealed key cannot be opened",
+                )
+            })?;
+        let parsed =
+            parse_api_key(secrecy::ExposeSecret::expose_secret(&key)).map_err(|_| refused(None))?;
+        let id = ApiKeyId::from_uuid(parsed.key_id);
+        let stream_id = api_key_stream(id);
+        let (state, _) = self.writer.load::<ApiKey>(&stream_id).await?;
+        let hashes = self.stored_hashes(&stream_id).await?;
+        let presented = self.hasher.hash(parsed.key_id, &parsed.secret);
+        // Compare with every stored hash (no early exit) so timing says nothing.
+        let matched = hashes.iter().fold(None, |found, h| {
+            if h.hash == presented {
+                Some(h.generation)
+            } else {
+                found
+            }
+        });
+        let (Some(generation), ApiKey::Present(k)) = (matched, &state) else {
+            return Err(refused(None));
+        };
+        let now = self.writer.clock().now();
+        k.validity
+            .check(generation, now)
+            .map_err(|r| refused(Some(r)))?;
+        Ok(Accepted {
+            written: None,
+            output: AuthenticatedKey {
+                id,
+                service_account_id: k.service_account_id,
+                generation,
+                epoch: k.validity.epoch,
+                expires_at: k.validity.expires_at,
+            },
+        })
+    }
+
+    /// Records the expiry of every key whose expiry has passed, every `interval`, until
+    /// `shutdown`. Keys stop working at their expiry regardless (every check compares
+    /// with the clock); this only writes the `api_key.expired` audit event. Safe to run in
+    /// several replicas: recording an expiry twice appends nothing.
+    pub async fn run_expiry_sweeper(
+        self,
+        views: Arc<dyn ViewStore>,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            if let Err(e) = self.sweep(views.as_ref()).await {
+                tracing::warn!(error = %e, "the API key expiry sweep failed; retrying later");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// One sweep; returns how many expiries were recorded.
+    pub async fn sweep(&self, views: &dyn ViewStore) -> anyhow::Result<usize> {
+        let now = self.writer.clock().now();
+        let mut due = Vec::new();
+        let mut offset = 0;
+        loop {
+            let query = ListQuery {
+                filters: vec![("expiry_pending".into(), serde_json::Value::Bool(true))],
+                offset,
+                limit: 500,
+            };
+            let page = views.list(API_KEY_VIEW, &query).await?;
+            for doc in &page.items {
+                let view: ApiKeyView = serde_json::from_value(doc.doc.clone())?;
+                if view.validity.expires_at.is_some_and(|at| at <= now) {
+                    due.push(view.id);
+                }
+            }
+            offset += page.items.len() as u64;
+            if page.items.is_empty() || offset >= page.total {
+                break;
+            }
+        }
+        let mut recorded = 0;
+        for id in due {
+            let env = CommandEnvelope {
+                command: ExpireApiKey { id },
+                caller: None,
+                metadata: gatehouse_contracts::EventMetadata {
+                    actor: Some(gatehouse_contracts::Actor::system()),
+                    ..Default::default()
+                },
+                idempotency_key: None,
+            };
+            match self.expire_api_key(env).await {
+                Ok(a) if a.written.is_some() => recorded += 1,
+                Ok(_) => {}
+                Err(f) => tracing::warn!(key = %id, failure = %f, "recording an expiry failed"),
+            }
+        }
+        Ok(recorded)
+    }
+}
