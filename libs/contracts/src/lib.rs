@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod commands;
+pub mod devices;
 pub mod envelope;
 pub mod events;
 pub mod identity;

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use gatehouse_contracts::devices::DeviceEvent;
 use gatehouse_contracts::events::DomainEvent;
 use gatehouse_contracts::identity::{ServiceAccountEvent, UserEvent};
 use gatehouse_contracts::keyring::KeyringEvent;
@@ -18,6 +19,7 @@ fn generated() -> BTreeMap<String, String> {
         ServiceAccountEvent::schemas(),
         KeyringEvent::schemas(),
         ApiKeyEvent::schemas(),
+        DeviceEvent::schemas(),
     ];
     for (event_type, version, schema) in all.into_iter().flatten() {
         let mut value = serde_json::to_value(&schema).expect("a schema serializes");
