@@ -310,28 +310,40 @@ pub async fn run_cli(
     args: &[&str],
     stdin: Option<&str>,
 ) -> anyhow::Result<(i32, String, String)> {
-    use tokio::io::AsyncWriteExt;
     let mut cmd = Command::new(workspace_bin("gatehouse")?);
     cmd.args(args)
         .env("GATEHOUSE_CONFIG_DIR", config_dir)
         .env("GATEHOUSE_URL", url)
-        .env_remove("GATEHOUSE_API_KEY")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .env_remove("GATEHOUSE_API_KEY");
+    run_to_end(cmd, stdin, Duration::from_secs(60))
+        .await
+        .context("the CLI hung")
+}
+
+/// Runs `cmd` with `stdin` as its input; returns (exit code, stdout, stderr), or fails
+/// when it runs longer than `timeout`.
+async fn run_to_end(
+    mut cmd: Command,
+    stdin: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<(i32, String, String)> {
+    use tokio::io::AsyncWriteExt;
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     let mut child = cmd.spawn()?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(input.as_bytes()).await?;
         drop(pipe);
     }
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    let output = tokio::time::timeout(timeout, child.wait_with_output())
         .await
-        .context("the CLI hung")??;
+        .with_context(|| format!("still running after {timeout:?}"))??;
     Ok((
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -373,4 +385,21 @@ pub fn claims(token: &str) -> anyhow::Result<Value> {
     let payload = token.split('.').nth(1).context("not a JWT")?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload)?;
     Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// Runs the CLI binary with exactly `env` as its environment (nothing inherited), as a CI
+/// job would run it: e.g. only `HOME`, `GATEHOUSE_URL` and `GATEHOUSE_API_KEY`. Unlike
+/// [`run_cli`] it sets no config dir or URL of its own and keeps `GATEHOUSE_API_KEY` when
+/// given. Fails when the CLI runs longer than `timeout`; returns (exit code, stdout, stderr).
+pub async fn run_cli_env(
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> anyhow::Result<(i32, String, String)> {
+    let mut cmd = Command::new(workspace_bin("gatehouse")?);
+    cmd.args(args).env_clear().envs(env.iter().copied());
+    run_to_end(cmd, stdin, timeout)
+        .await
+        .with_context(|| format!("gatehouse {args:?}"))
 }

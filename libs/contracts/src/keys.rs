@@ -291,6 +291,9 @@ pub struct IssuedKey {
     pub id: ApiKeyId,
     /// The full key string, sealed for the gateway; shown to the caller once.
     pub key: SealedSecret,
+    /// The generation this secret is (1 for a new key). Concurrent rotations may move
+    /// the key on before the caller reads it back, so the reply says which one it got.
+    pub generation: u32,
 }
 
 /// Creates a key for a service account the gateway has checked the caller may manage.
@@ -340,7 +343,13 @@ pub struct UpdateApiKey {
     pub active: Option<bool>,
     /// New description.
     pub description: Option<Description>,
-    /// New expiry: `Some(None)` removes it.
+    /// New expiry: `Some(None)` removes it (sent as `null`, which is not the same as an
+    /// absent field).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::nullable::deserialize"
+    )]
     pub expires_at: Option<Option<DateTime<Utc>>>,
 }
 
@@ -409,4 +418,34 @@ impl Command for AuthenticateApiKey {
 /// The stream of a key.
 pub fn api_key_stream(id: ApiKeyId) -> crate::StreamId {
     crate::StreamId::new(API_KEY_AGGREGATE, Uuid::from(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(expires_at: Option<Option<DateTime<Utc>>>) -> UpdateApiKey {
+        UpdateApiKey {
+            service_account_id: ServiceAccountId::from_uuid(Uuid::from_u128(1)),
+            id: ApiKeyId::from_uuid(Uuid::from_u128(2)),
+            active: None,
+            description: None,
+            expires_at,
+        }
+    }
+
+    fn round_trip(command: &UpdateApiKey) -> UpdateApiKey {
+        serde_json::from_value(serde_json::to_value(command).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn removing_an_expiry_survives_the_bus() {
+        assert_eq!(round_trip(&update(Some(None))).expires_at, Some(None));
+        assert_eq!(round_trip(&update(None)).expires_at, None);
+        let at = Utc::now();
+        assert_eq!(
+            round_trip(&update(Some(Some(at)))).expires_at,
+            Some(Some(at))
+        );
+    }
 }

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod keyring;
 pub mod keys;
 pub mod names;
+pub mod nullable;
 
 pub use envelope::{Actor, EventMetadata, RecordedEvent, StreamId};
 pub use ids::{ApiKeyId, EventId, ServiceAccountId, UserId};

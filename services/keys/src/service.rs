@@ -188,6 +188,7 @@ impl KeysService {
         let output = IssuedKey {
             id,
             key: self.seal_reply::<CreateApiKey>(&generated.full)?,
+            generation: 1,
         };
         let name = c.name.to_string();
         self.writer
@@ -221,10 +222,7 @@ impl KeysService {
         let stream_id = api_key_stream(c.id);
         let generated = generate_api_key(c.id.as_uuid());
         let hash = self.hasher.hash(c.id.as_uuid(), &generated.secret);
-        let output = IssuedKey {
-            id: c.id,
-            key: self.seal_reply::<RotateApiKey>(&generated.full)?,
-        };
+        let sealed = self.seal_reply::<RotateApiKey>(&generated.full)?;
         for attempt in 0..MAX_ROTATE_ATTEMPTS {
             let (state, version) = self.writer.load::<ApiKey>(&stream_id).await?;
             let now = self.writer.clock().now();
@@ -239,6 +237,7 @@ impl KeysService {
             let ApiKey::Present(key) = &next else {
                 return Err(Rejection::NotFound.into());
             };
+            let generation = key.validity.generation;
             let live = key.validity.live_generations(now);
             let mut hashes: Vec<StoredHash> = self
                 .stored_hashes(&stream_id)
@@ -246,10 +245,7 @@ impl KeysService {
                 .into_iter()
                 .filter(|h| live.contains(&h.generation))
                 .collect();
-            hashes.push(StoredHash {
-                generation: key.validity.generation,
-                hash,
-            });
+            hashes.push(StoredHash { generation, hash });
             let extras = Extras {
                 claims: vec![],
                 secrets: vec![Self::hashes_slot(&hashes)],
@@ -268,6 +264,11 @@ impl KeysService {
                 .await
             {
                 Ok(written) => {
+                    let output = IssuedKey {
+                        id: c.id,
+                        key: sealed,
+                        generation,
+                    };
                     return Ok(Accepted { written, output });
                 }
                 Err(AppendError::WrongExpectedVersion { .. }) => {

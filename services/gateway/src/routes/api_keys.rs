@@ -12,7 +12,7 @@ use gatehouse_contracts::keys::{
 };
 use gatehouse_contracts::names::{Description, Name};
 use gatehouse_eventlog::ListQuery;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::paging::{Page, PageParams};
@@ -48,7 +48,8 @@ pub struct ApiKeyResponse {
     pub last_used: Option<DateTime<Utc>>,
     /// When it stops working, if ever.
     pub expires_at: Option<DateTime<Utc>>,
-    /// The current secret's generation (1, then +1 per rotation).
+    /// The current secret's generation (1, then +1 per rotation); in a create or rotate
+    /// response, the generation of the key in that response.
     pub generation: u32,
     /// Previous secrets still inside their retention window.
     pub retained_secrets: Vec<RetainedSecret>,
@@ -117,14 +118,12 @@ pub struct ApiKeyUpdate {
     /// New lifetime from now, in seconds.
     pub expires_in_seconds: Option<u64>,
     /// New expiry; `null` removes it.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(
+        default,
+        deserialize_with = "gatehouse_contracts::nullable::deserialize"
+    )]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
-}
-
-/// Distinguishes `"expires_at": null` (remove) from an absent field (leave alone).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<DateTime<Utc>>>, D::Error> {
-    Option::<DateTime<Utc>>::deserialize(d).map(Some)
 }
 
 /// A rotation.
@@ -210,8 +209,14 @@ async fn with_secret<C: Command>(
         .open(&issued.key, &gatehouse_keys::service::reply_context::<C>())
         .map_err(|e| ApiError::internal(&e))?;
     let view = visible_key(state, account, &issued.id.to_string()).await?;
+    let mut response = respond(state, view).await?;
+    // The key may have been rotated again since: describe the generation handed out here.
+    response.generation = issued.generation;
+    response
+        .retained_secrets
+        .retain(|r| r.generation < issued.generation);
     Ok(ApiKeyWithSecret {
-        key: respond(state, view).await?,
+        key: response,
         secret: secrecy::ExposeSecret::expose_secret(&key).to_owned(),
     })
 }
