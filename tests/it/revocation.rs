@@ -154,3 +154,68 @@ async fn a_replica_that_dies_holds_writes_up_for_two_seconds_at_most() -> anyhow
     );
     Ok(())
 }
+
+fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deactivation_returns_only_once_a_lagging_replica_enforces_it() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let replica = app.replica().await?;
+    let admin = app.admin_token().await?;
+    let dave = app.user_with_token(&admin, "dave", "member").await?;
+    let (status, _) = call(
+        &app.http,
+        &replica.url,
+        Method::GET,
+        "/api/v1/current-user",
+        Some(&dave),
+        None,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK);
+
+    // Freeze the replica for half a second: the deactivation must wait for it, because
+    // a command that returned while a replica still accepted the token would be a lie.
+    let pid = replica.pid().expect("the replica runs");
+    signal(pid, "STOP")?;
+    let thaw = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        signal(pid, "CONT")
+    });
+    let started = Instant::now();
+    let patched = app
+        .call(
+            Method::PATCH,
+            "/api/v1/users/dave",
+            Some(&admin),
+            Some(json!({"active": false})),
+        )
+        .await;
+    let took = started.elapsed();
+    thaw.await??;
+    let (status, _) = patched?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        took >= Duration::from_millis(450),
+        "the deactivation returned after {took:?}, before the frozen replica applied it"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    let (status, _) = call(
+        &app.http,
+        &replica.url,
+        Method::GET,
+        "/api/v1/current-user",
+        Some(&dave),
+        None,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    Ok(())
+}

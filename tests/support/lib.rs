@@ -269,6 +269,13 @@ pub struct Replica {
     child: Child,
 }
 
+impl Replica {
+    /// The process id (to pause or kill it in fault tests).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
 impl Drop for Replica {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
