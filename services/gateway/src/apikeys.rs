@@ -188,23 +188,29 @@ fn usable_now(
     })
 }
 
-/// Authenticates a presented API key. Failures count against the source address.
+/// Authenticates a presented API key. Failures count against the source address and the
+/// key id (malformed keys against the address alone).
 pub async fn authenticate_key(
     state: &AppState,
     ctx: &RequestContext,
     key: &SecretString,
 ) -> Result<VerifiedKey, KeyError> {
-    if let Err(wait) = state.limiter.check(ctx.client_ip, Instant::now()) {
+    let subject = parse_api_key(key.expose_secret())
+        .map(|parsed| parsed.key_id.to_string())
+        .unwrap_or_default();
+    if let Err(wait) = state.limiter.check(ctx.client_ip, &subject, Instant::now()) {
         return Err(KeyError::RateLimited(wait));
     }
     let result = verify(state, ctx, key).await;
     match &result {
         Ok(verified) => {
-            state.limiter.succeeded(ctx.client_ip);
+            state.limiter.succeeded(ctx.client_ip, &subject);
             record_use(state, verified.id);
         }
         Err(KeyError::Unavailable(_)) => {}
-        Err(_) => state.limiter.failed(ctx.client_ip, Instant::now()),
+        Err(_) => state
+            .limiter
+            .failed(ctx.client_ip, &subject, Instant::now()),
     }
     result
 }

@@ -83,7 +83,8 @@ impl From<KeyError> for ApiError {
                 let code = match e.reason() {
                     "deactivated" => "api_key_deactivated",
                     "expired" => "api_key_expired",
-                    _ => "api_key_rotated",
+                    "rotated" => "api_key_rotated",
+                    _ => "api_key_revoked",
                 };
                 ApiError::unauthenticated(e.message()).with_code(code)
             }

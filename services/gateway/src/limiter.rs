@@ -1,8 +1,15 @@
-//! Slows down repeated failed logins from one address: after a few failures within a
-//! window, further attempts are refused with 429 and a Retry-After that doubles with each
-//! further failure (capped). Kept per gateway replica, in memory.
+//! Slows down repeated failed logins. Failures are counted twice: per source address and
+//! *subject* (the username, or the API key id), and per source address alone with a
+//! higher allowance. Past the allowance, further attempts are refused with 429 and a
+//! Retry-After that doubles with each further failure (capped).
+//!
+//! A success clears only its own (address, subject) count: holding one valid account or
+//! key must not let an address reset the count it built guessing someone else's, and one
+//! misconfigured job behind a shared NAT address blocks its own key, not the fleet's
+//! (until it alone exhausts the address allowance). Kept per gateway replica, in memory.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -14,19 +21,17 @@ struct Record {
     blocked_until: Option<Instant>,
 }
 
-/// Counts failures per source address.
+/// Failure counts by `K`, with their blocks.
 #[derive(Debug)]
-pub struct FailureLimiter {
-    records: Mutex<HashMap<IpAddr, Record>>,
+struct Counter<K> {
+    records: Mutex<HashMap<K, Record>>,
     free_failures: u32,
     window: Duration,
     max_block: Duration,
 }
 
-impl FailureLimiter {
-    /// `free_failures` failures per `window` are answered normally; then each further
-    /// failure blocks the address for 1 s, 2 s, 4 s, ... up to `max_block`.
-    pub fn new(free_failures: u32, window: Duration, max_block: Duration) -> Self {
+impl<K: Eq + Hash> Counter<K> {
+    fn new(free_failures: u32, window: Duration, max_block: Duration) -> Self {
         Self {
             records: Mutex::new(HashMap::new()),
             free_failures,
@@ -35,25 +40,24 @@ impl FailureLimiter {
         }
     }
 
-    /// `Err(seconds)` when `ip` must wait before trying again.
-    pub fn check(&self, ip: Option<IpAddr>, now: Instant) -> Result<(), u64> {
-        let Some(ip) = ip else { return Ok(()) };
+    fn check(&self, key: &K, now: Instant) -> Result<(), u64> {
         let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        match records.get(&ip).and_then(|r| r.blocked_until) {
+        match records.get(key).and_then(|r| r.blocked_until) {
             Some(until) if until > now => Err((until - now).as_secs().max(1)),
             _ => Ok(()),
         }
     }
 
-    /// Records a failure from `ip`.
-    pub fn failed(&self, ip: Option<IpAddr>, now: Instant) {
-        let Some(ip) = ip else { return };
+    fn failed(&self, key: K, now: Instant) {
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         if records.len() > 100_000 {
             // Bound memory under a spray of addresses: forget stale records.
-            records.retain(|_, r| now.duration_since(r.window_start) < self.window);
+            records.retain(|_, r| {
+                now.duration_since(r.window_start) < self.window
+                    || r.blocked_until.is_some_and(|u| u > now)
+            });
         }
-        let record = records.entry(ip).or_insert(Record {
+        let record = records.entry(key).or_insert(Record {
             failures: 0,
             window_start: now,
             blocked_until: None,
@@ -75,20 +79,61 @@ impl FailureLimiter {
         }
     }
 
-    /// Forgets `ip`'s failures after a success.
-    pub fn succeeded(&self, ip: Option<IpAddr>) {
+    fn forget(&self, key: &K) {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+/// Counts failed logins per (address, subject) and per address.
+#[derive(Debug)]
+pub struct FailureLimiter {
+    per_subject: Counter<(IpAddr, String)>,
+    per_address: Counter<IpAddr>,
+}
+
+impl FailureLimiter {
+    /// `per_subject` failures per `window` for one subject from one address, and
+    /// `per_address` for all subjects from one address, are answered normally; then each
+    /// further failure blocks for 1 s, 2 s, 4 s, ... up to `max_block`.
+    pub fn new(per_subject: u32, per_address: u32, window: Duration, max_block: Duration) -> Self {
+        Self {
+            per_subject: Counter::new(per_subject, window, max_block),
+            per_address: Counter::new(per_address, window, max_block),
+        }
+    }
+
+    /// `Err(seconds)` when `ip` must wait before trying `subject` again.
+    pub fn check(&self, ip: Option<IpAddr>, subject: &str, now: Instant) -> Result<(), u64> {
+        let Some(ip) = ip else { return Ok(()) };
+        let by_subject = self.per_subject.check(&(ip, subject.to_owned()), now);
+        let by_address = self.per_address.check(&ip, now);
+        match (by_subject, by_address) {
+            (Ok(()), Ok(())) => Ok(()),
+            (a, b) => Err(a.err().unwrap_or(0).max(b.err().unwrap_or(0))),
+        }
+    }
+
+    /// Records a failure from `ip` for `subject`.
+    pub fn failed(&self, ip: Option<IpAddr>, subject: &str, now: Instant) {
+        let Some(ip) = ip else { return };
+        self.per_subject.failed((ip, subject.to_owned()), now);
+        self.per_address.failed(ip, now);
+    }
+
+    /// Forgets `ip`'s failures for `subject` after a success (not the address's count).
+    pub fn succeeded(&self, ip: Option<IpAddr>, subject: &str) {
         if let Some(ip) = ip {
-            self.records
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&ip);
+            self.per_subject.forget(&(ip, subject.to_owned()));
         }
     }
 }
 
 impl Default for FailureLimiter {
     fn default() -> Self {
-        Self::new(5, Duration::from_secs(60), Duration::from_secs(300))
+        Self::new(5, 50, Duration::from_secs(60), Duration::from_secs(300))
     }
 }
 
@@ -96,34 +141,74 @@ impl Default for FailureLimiter {
 mod tests {
     use super::*;
 
-    #[test]
-    fn blocks_after_the_free_failures_and_doubles() {
-        let limiter = FailureLimiter::new(3, Duration::from_secs(60), Duration::from_secs(300));
-        let ip = Some("10.0.0.1".parse().unwrap());
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert_eq!(limiter.check(ip, t0), Ok(()));
-            limiter.failed(ip, t0);
-        }
-        assert_eq!(limiter.check(ip, t0), Ok(()));
-        limiter.failed(ip, t0); // 4th failure: blocked 1 s
-        assert_eq!(limiter.check(ip, t0), Err(1));
-        assert_eq!(limiter.check(ip, t0 + Duration::from_millis(1100)), Ok(()));
-        limiter.failed(ip, t0 + Duration::from_millis(1100)); // 5th: 2 s
-        assert_eq!(limiter.check(ip, t0 + Duration::from_millis(1200)), Err(1));
-        assert!(limiter.check(ip, t0 + Duration::from_millis(3200)).is_ok());
-        // Other addresses are unaffected.
-        assert_eq!(limiter.check(Some("10.0.0.2".parse().unwrap()), t0), Ok(()));
+    fn limiter() -> FailureLimiter {
+        FailureLimiter::new(3, 10, Duration::from_secs(60), Duration::from_secs(300))
+    }
+
+    fn ip(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([10, 0, 0, last]))
     }
 
     #[test]
-    fn success_forgets_failures() {
-        let limiter = FailureLimiter::new(1, Duration::from_secs(60), Duration::from_secs(300));
-        let ip = Some("10.0.0.1".parse().unwrap());
+    fn blocks_a_subject_after_the_free_failures_and_doubles() {
+        let limiter = limiter();
         let t0 = Instant::now();
-        limiter.failed(ip, t0);
-        limiter.succeeded(ip);
-        limiter.failed(ip, t0);
-        assert_eq!(limiter.check(ip, t0), Ok(()));
+        for _ in 0..3 {
+            assert_eq!(limiter.check(ip(1), "alice", t0), Ok(()));
+            limiter.failed(ip(1), "alice", t0);
+        }
+        assert_eq!(limiter.check(ip(1), "alice", t0), Ok(()));
+        limiter.failed(ip(1), "alice", t0); // 4th failure: blocked 1 s
+        assert_eq!(limiter.check(ip(1), "alice", t0), Err(1));
+        let t1 = t0 + Duration::from_millis(1100);
+        assert_eq!(limiter.check(ip(1), "alice", t1), Ok(()));
+        limiter.failed(ip(1), "alice", t1); // 5th: 2 s
+        assert_eq!(limiter.check(ip(1), "alice", t1), Err(2));
+        assert!(
+            limiter
+                .check(ip(1), "alice", t1 + Duration::from_secs(2))
+                .is_ok()
+        );
+        // Other subjects and other addresses are unaffected.
+        assert_eq!(limiter.check(ip(1), "bob", t1), Ok(()));
+        assert_eq!(limiter.check(ip(2), "alice", t1), Ok(()));
+    }
+
+    #[test]
+    fn spraying_many_subjects_from_one_address_blocks_the_address() {
+        let limiter = limiter();
+        let t0 = Instant::now();
+        for n in 0..11 {
+            limiter.failed(ip(1), &format!("user-{n}"), t0);
+        }
+        assert_eq!(limiter.check(ip(1), "someone-else", t0), Err(1));
+        assert_eq!(limiter.check(ip(2), "someone-else", t0), Ok(()));
+    }
+
+    #[test]
+    fn a_success_clears_only_its_own_subject() {
+        let limiter = limiter();
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            limiter.failed(ip(1), "alice", t0);
+        }
+        assert!(limiter.check(ip(1), "alice", t0).is_err());
+        // Mallory logs in successfully from the same address: alice stays blocked.
+        limiter.succeeded(ip(1), "mallory");
+        assert!(limiter.check(ip(1), "alice", t0).is_err());
+        // Alice's own success clears her count.
+        limiter.succeeded(ip(1), "alice");
+        limiter.failed(ip(1), "alice", t0);
+        assert_eq!(limiter.check(ip(1), "alice", t0), Ok(()));
+    }
+
+    #[test]
+    fn an_unknown_address_is_never_limited() {
+        let limiter = limiter();
+        let t0 = Instant::now();
+        for _ in 0..20 {
+            limiter.failed(None, "alice", t0);
+        }
+        assert_eq!(limiter.check(None, "alice", t0), Ok(()));
     }
 }

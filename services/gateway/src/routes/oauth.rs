@@ -108,7 +108,9 @@ async fn password_grant(
     ctx: &RequestContext,
     form: TokenForm,
 ) -> Result<HttpResponse, OAuthError> {
-    if let Err(wait) = state.limiter.check(ctx.client_ip, Instant::now()) {
+    let username = required(form.username, "username")?;
+    let subject = username.to_lowercase();
+    if let Err(wait) = state.limiter.check(ctx.client_ip, &subject, Instant::now()) {
         return Err(OAuthError::new(
             "too_many_attempts",
             format!("too many failed logins from this address; retry in {wait} s"),
@@ -116,7 +118,6 @@ async fn password_grant(
         .status(429)
         .retry_after(wait));
     }
-    let username = required(form.username, "username")?;
     let password = form
         .password
         .ok_or_else(|| OAuthError::new("invalid_request", "missing parameter password"))?;
@@ -137,7 +138,9 @@ async fn password_grant(
     let user = match result {
         Ok(accepted) => accepted.output,
         Err(e) if e.status.as_u16() == 401 || e.code.as_deref() == Some("invalid_grant") => {
-            state.limiter.failed(ctx.client_ip, Instant::now());
+            state
+                .limiter
+                .failed(ctx.client_ip, &subject, Instant::now());
             return Err(OAuthError::new(
                 "invalid_grant",
                 "invalid username or password",
@@ -150,7 +153,7 @@ async fn password_grant(
         }
         Err(e) => return Err(OAuthError::new("invalid_request", e.message)),
     };
-    state.limiter.succeeded(ctx.client_ip);
+    state.limiter.succeeded(ctx.client_ip, &subject);
     let session = Session {
         subject: user.user_id.as_uuid(),
         kind: PrincipalKind::User,
