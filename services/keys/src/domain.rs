@@ -186,6 +186,13 @@ pub fn update(
             if at <= now {
                 return Err(Rejection::Invalid("the new expiry is in the past".into()));
             }
+            let longest = i64::try_from(MAX_LIFETIME_SECONDS).unwrap_or(i64::MAX);
+            if at > now + Duration::seconds(longest) {
+                return Err(Rejection::Invalid(format!(
+                    "the new expiry is more than {} days away",
+                    MAX_LIFETIME_SECONDS / 86_400
+                )));
+            }
         }
         events.push(ApiKeyEvent::ExpiryChanged(ApiKeyExpiryChanged {
             expires_at,
@@ -465,6 +472,16 @@ mod tests {
         };
         assert!(matches!(
             update(&state, sa(), past, later),
+            Err(Rejection::Invalid(_))
+        ));
+        let too_far = KeyChanges {
+            expires_at: Some(Some(
+                later + Duration::seconds(MAX_LIFETIME_SECONDS as i64 + 1),
+            )),
+            ..Default::default()
+        };
+        assert!(matches!(
+            update(&state, sa(), too_far, later),
             Err(Rejection::Invalid(_))
         ));
         let none = KeyChanges {
