@@ -30,6 +30,8 @@ use crate::state::AppState;
 const USE_RESOLUTION: Duration = Duration::from_secs(60);
 /// Verified keys remembered at most (a bound against memory abuse).
 const MAX_REMEMBERED: usize = 100_000;
+/// Secrets (generations) remembered per key.
+const SECRETS_PER_KEY: usize = 4;
 
 /// A key that may be used right now.
 #[derive(Clone, Debug)]
@@ -96,7 +98,9 @@ struct Remembered {
 pub struct KeyCache {
     /// Keyed with a random per-process pepper: the digests are useless outside.
     digester: ApiKeyHasher,
-    verified: RwLock<HashMap<Uuid, Remembered>>,
+    /// Per key, the secrets (generations) verified lately: during a retention window old
+    /// and new secrets are both in use, and each should stay a cache hit.
+    verified: RwLock<HashMap<Uuid, Vec<Remembered>>>,
     recorded_use: Mutex<HashMap<Uuid, Instant>>,
 }
 
@@ -122,17 +126,26 @@ impl KeyCache {
     fn remembered(&self, id: &Uuid, digest: &ApiKeyHash) -> Option<u32> {
         let verified = self.verified.read().unwrap_or_else(|p| p.into_inner());
         verified
-            .get(id)
-            .filter(|r| r.digest == *digest)
+            .get(id)?
+            .iter()
+            .find(|r| r.digest == *digest)
             .map(|r| r.generation)
     }
 
     fn remember(&self, id: Uuid, digest: ApiKeyHash, generation: u32) {
         let mut verified = self.verified.write().unwrap_or_else(|p| p.into_inner());
-        if verified.len() >= MAX_REMEMBERED {
+        if verified.len() >= MAX_REMEMBERED && !verified.contains_key(&id) {
             verified.clear();
         }
-        verified.insert(id, Remembered { digest, generation });
+        let secrets = verified.entry(id).or_default();
+        secrets.retain(|r| r.generation != generation);
+        if secrets.len() >= SECRETS_PER_KEY {
+            // The oldest generation goes first: it is the one whose window ends soonest.
+            if let Some(oldest) = (0..secrets.len()).min_by_key(|&i| secrets[i].generation) {
+                secrets.swap_remove(oldest);
+            }
+        }
+        secrets.push(Remembered { digest, generation });
     }
 
     fn forget(&self, id: &Uuid) {
@@ -275,4 +288,40 @@ fn record_use(state: &AppState, id: Uuid) {
 /// Whether a bearer credential looks like an API key rather than a token.
 pub fn looks_like_api_key(credential: &str) -> bool {
     credential.starts_with(gatehouse_tokens::API_KEY_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_tokens::generate_api_key;
+
+    use super::*;
+
+    #[test]
+    fn several_generations_of_one_key_stay_remembered_and_the_oldest_goes_first() {
+        let cache = KeyCache::default();
+        let id = Uuid::new_v4();
+        let digests: Vec<ApiKeyHash> = (0..=SECRETS_PER_KEY)
+            .map(|_| cache.digester.hash(id, &generate_api_key(id).secret))
+            .collect();
+        for (generation, digest) in (1u32..).zip(&digests[..SECRETS_PER_KEY]) {
+            cache.remember(id, *digest, generation);
+        }
+        for (generation, digest) in (1u32..).zip(&digests[..SECRETS_PER_KEY]) {
+            assert_eq!(cache.remembered(&id, digest), Some(generation));
+        }
+        let newest = u32::try_from(SECRETS_PER_KEY).unwrap() + 1;
+        cache.remember(id, digests[SECRETS_PER_KEY], newest);
+        assert_eq!(
+            cache.remembered(&id, &digests[0]),
+            None,
+            "generation 1 evicted"
+        );
+        assert_eq!(cache.remembered(&id, &digests[1]), Some(2));
+        assert_eq!(
+            cache.remembered(&id, &digests[SECRETS_PER_KEY]),
+            Some(newest)
+        );
+        cache.forget(&id);
+        assert_eq!(cache.remembered(&id, &digests[1]), None);
+    }
 }
