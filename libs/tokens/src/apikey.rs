@@ -21,9 +21,10 @@ const ID_LEN: usize = 32;
 const SECRET_LEN: usize = 43;
 /// Checksum: CRC-32 in base62 (62^6 > 2^32).
 const CHECKSUM_LEN: usize = 6;
-/// Offset of the `_` between key id and secret.
-const SEPARATOR_AT: usize = PREFIX_LEN + ID_LEN;
-pub(crate) const SECRET_AT: usize = SEPARATOR_AT + 1;
+/// Offset of the API key's secret (after the `_` following the key id).
+#[cfg(test)]
+pub(crate) const SECRET_AT: usize = PREFIX_LEN + ID_LEN + 1;
+#[cfg(test)]
 pub(crate) const CHECKSUM_AT: usize = SECRET_AT + SECRET_LEN;
 
 /// Base62 digits in ascending order.
@@ -105,25 +106,114 @@ pub struct ParsedApiKey {
     pub secret: ApiKeySecret,
 }
 
+/// A credential layout: `<prefix><id: 32 lowercase hex>_<secret: 43 base62><checksum: 6
+/// base62 CRC-32 of everything before it>`. API keys use it with the prefix `gatehouse_`
+/// ([`API_KEY_FORMAT`]); device codes (RFC 8628) with `gatehouse_dc_`
+/// ([`DEVICE_CODE_FORMAT`]). The id names the record to check against, the checksum
+/// catches mistyped and truncated strings before any lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialFormat {
+    prefix: &'static str,
+}
+
+/// API keys.
+pub const API_KEY_FORMAT: CredentialFormat = CredentialFormat {
+    prefix: API_KEY_PREFIX,
+};
+
+/// Device codes of the device authorization grant.
+pub const DEVICE_CODE_FORMAT: CredentialFormat = CredentialFormat {
+    prefix: "gatehouse_dc_",
+};
+
+impl CredentialFormat {
+    /// The fixed prefix.
+    pub fn prefix(&self) -> &'static str {
+        self.prefix
+    }
+
+    /// Length of a credential in characters (all ASCII).
+    pub fn length(&self) -> usize {
+        self.prefix.len() + ID_LEN + 1 + SECRET_LEN + CHECKSUM_LEN
+    }
+
+    fn separator_at(&self) -> usize {
+        self.prefix.len() + ID_LEN
+    }
+
+    fn checksum_at(&self) -> usize {
+        self.separator_at() + 1 + SECRET_LEN
+    }
+
+    /// Generates a credential with id `id` and 256 random bits of secret.
+    pub fn generate(&self, id: Uuid) -> GeneratedApiKey {
+        let secret = ApiKeySecret::random();
+        let mut full = Zeroizing::new(String::with_capacity(self.length()));
+        full.push_str(self.prefix);
+        full.push_str(id.simple().encode_lower(&mut Uuid::encode_buffer()));
+        full.push('_');
+        let mut digits = Zeroizing::new([0u8; SECRET_LEN]);
+        encode_secret(secret.expose(), &mut digits);
+        full.extend(digits.iter().map(|&d| char::from(d)));
+        let mut checksum = [0u8; CHECKSUM_LEN];
+        encode_checksum(crc32(full.as_bytes()), &mut checksum);
+        full.extend(checksum.iter().map(|&d| char::from(d)));
+        GeneratedApiKey {
+            key_id: id,
+            // Copy into an exactly sized box; `full` is zeroized on drop.
+            full: SecretString::from(Box::<str>::from(full.as_str())),
+            secret,
+        }
+    }
+
+    /// Parses a credential, ignoring surrounding whitespace.
+    ///
+    /// Checks, in order: prefix, length, characters, checksum. A mistyped credential is
+    /// therefore rejected without any lookup.
+    pub fn parse(&self, key: &str) -> Result<ParsedApiKey, ApiKeyFormatError> {
+        let key = key.trim().as_bytes();
+        if !key.starts_with(self.prefix.as_bytes()) {
+            return Err(ApiKeyFormatError::WrongPrefix);
+        }
+        if key.len() != self.length() {
+            return Err(ApiKeyFormatError::WrongLength);
+        }
+        let (separator_at, checksum_at) = (self.separator_at(), self.checksum_at());
+        let id = &key[self.prefix.len()..separator_at];
+        if !id.iter().all(|&c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) || key[separator_at] != b'_'
+        {
+            return Err(ApiKeyFormatError::InvalidCharacter);
+        }
+        let mut secret_digits = Zeroizing::new([0u8; SECRET_LEN]);
+        for (digit, &c) in secret_digits
+            .iter_mut()
+            .zip(&key[separator_at + 1..checksum_at])
+        {
+            *digit = base62_value(c).ok_or(ApiKeyFormatError::InvalidCharacter)?;
+        }
+        let mut checksum: u64 = 0;
+        for &c in &key[checksum_at..] {
+            let digit = base62_value(c).ok_or(ApiKeyFormatError::InvalidCharacter)?;
+            checksum = checksum * 62 + u64::from(digit);
+        }
+        if checksum != u64::from(crc32(&key[..checksum_at])) {
+            return Err(ApiKeyFormatError::BadChecksum);
+        }
+        let key_id = Uuid::try_parse_ascii(id).map_err(|_| ApiKeyFormatError::InvalidCharacter)?;
+        let mut overflow = false;
+        let secret = ApiKeySecret(SecretBox::init_with_mut(|bytes: &mut [u8; 32]| {
+            overflow = !decode_secret(&secret_digits, bytes);
+        }));
+        if overflow {
+            return Err(ApiKeyFormatError::InvalidCharacter);
+        }
+        Ok(ParsedApiKey { key_id, secret })
+    }
+}
+
 /// Generates a new API key with id `key_id` and 256 random bits of secret.
 pub fn generate_api_key(key_id: Uuid) -> GeneratedApiKey {
-    let secret = ApiKeySecret::random();
-    let mut full = Zeroizing::new(String::with_capacity(API_KEY_LEN));
-    full.push_str(API_KEY_PREFIX);
-    full.push_str(key_id.simple().encode_lower(&mut Uuid::encode_buffer()));
-    full.push('_');
-    let mut digits = Zeroizing::new([0u8; SECRET_LEN]);
-    encode_secret(secret.expose(), &mut digits);
-    full.extend(digits.iter().map(|&d| char::from(d)));
-    let mut checksum = [0u8; CHECKSUM_LEN];
-    encode_checksum(crc32(full.as_bytes()), &mut checksum);
-    full.extend(checksum.iter().map(|&d| char::from(d)));
-    GeneratedApiKey {
-        key_id,
-        // Copy into an exactly sized box; `full` is zeroized on drop.
-        full: SecretString::from(Box::<str>::from(full.as_str())),
-        secret,
-    }
+    API_KEY_FORMAT.generate(key_id)
 }
 
 /// Parses an API key, ignoring surrounding whitespace.
@@ -131,38 +221,7 @@ pub fn generate_api_key(key_id: Uuid) -> GeneratedApiKey {
 /// Checks, in order: prefix, length, characters, checksum. A mistyped key is
 /// therefore rejected without any lookup.
 pub fn parse_api_key(key: &str) -> Result<ParsedApiKey, ApiKeyFormatError> {
-    let key = key.trim().as_bytes();
-    if !key.starts_with(API_KEY_PREFIX.as_bytes()) {
-        return Err(ApiKeyFormatError::WrongPrefix);
-    }
-    if key.len() != API_KEY_LEN {
-        return Err(ApiKeyFormatError::WrongLength);
-    }
-    let id = &key[PREFIX_LEN..SEPARATOR_AT];
-    if !id.iter().all(|&c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) || key[SEPARATOR_AT] != b'_' {
-        return Err(ApiKeyFormatError::InvalidCharacter);
-    }
-    let mut secret_digits = Zeroizing::new([0u8; SECRET_LEN]);
-    for (digit, &c) in secret_digits.iter_mut().zip(&key[SECRET_AT..CHECKSUM_AT]) {
-        *digit = base62_value(c).ok_or(ApiKeyFormatError::InvalidCharacter)?;
-    }
-    let mut checksum: u64 = 0;
-    for &c in &key[CHECKSUM_AT..] {
-        let digit = base62_value(c).ok_or(ApiKeyFormatError::InvalidCharacter)?;
-        checksum = checksum * 62 + u64::from(digit);
-    }
-    if checksum != u64::from(crc32(&key[..CHECKSUM_AT])) {
-        return Err(ApiKeyFormatError::BadChecksum);
-    }
-    let key_id = Uuid::try_parse_ascii(id).map_err(|_| ApiKeyFormatError::InvalidCharacter)?;
-    let mut overflow = false;
-    let secret = ApiKeySecret(SecretBox::init_with_mut(|bytes: &mut [u8; 32]| {
-        overflow = !decode_secret(&secret_digits, bytes);
-    }));
-    if overflow {
-        return Err(ApiKeyFormatError::InvalidCharacter);
-    }
-    Ok(ParsedApiKey { key_id, secret })
+    API_KEY_FORMAT.parse(key)
 }
 
 /// Value of a base62 digit.

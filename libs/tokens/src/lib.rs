@@ -49,8 +49,8 @@ mod jws;
 mod tests;
 
 pub use apikey::{
-    API_KEY_LEN, API_KEY_PREFIX, ApiKeyFormatError, ApiKeySecret, GeneratedApiKey, ParsedApiKey,
-    generate_api_key, parse_api_key,
+    API_KEY_FORMAT, API_KEY_LEN, API_KEY_PREFIX, ApiKeyFormatError, ApiKeySecret, CredentialFormat,
+    DEVICE_CODE_FORMAT, GeneratedApiKey, ParsedApiKey, generate_api_key, parse_api_key,
 };
 pub use claims::{AccessTokenClaims, PrincipalKind, SessionSource};
 pub use hash::{ApiKeyHash, ApiKeyHasher, InvalidApiKeyHash};

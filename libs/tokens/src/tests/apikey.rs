@@ -387,3 +387,37 @@ fn format_errors_are_terse() {
         "API key checksum mismatch"
     );
 }
+
+#[test]
+fn device_codes_share_the_layout_under_their_own_prefix() {
+    let id = Uuid::new_v4();
+    let code = crate::DEVICE_CODE_FORMAT.generate(id);
+    let full = code.full.expose_secret();
+    assert!(full.starts_with("gatehouse_dc_"));
+    assert_eq!(full.len(), crate::DEVICE_CODE_FORMAT.length());
+    let parsed = crate::DEVICE_CODE_FORMAT.parse(full).unwrap();
+    assert_eq!(parsed.key_id, id);
+    assert_eq!(parsed.secret, code.secret);
+    // Neither format accepts the other's strings.
+    assert_eq!(
+        parse_api_key(full).unwrap_err(),
+        ApiKeyFormatError::WrongLength
+    );
+    let key = generate_api_key(id);
+    assert_eq!(
+        crate::DEVICE_CODE_FORMAT
+            .parse(key.full.expose_secret())
+            .unwrap_err(),
+        ApiKeyFormatError::WrongPrefix
+    );
+    // A mistyped device code is caught by its checksum.
+    let mut typo = full.to_owned().into_bytes();
+    let at = crate::DEVICE_CODE_FORMAT.length() - 10;
+    typo[at] = if typo[at] == b'a' { b'b' } else { b'a' };
+    assert_eq!(
+        crate::DEVICE_CODE_FORMAT
+            .parse(std::str::from_utf8(&typo).unwrap())
+            .unwrap_err(),
+        ApiKeyFormatError::BadChecksum
+    );
+}
