@@ -10,14 +10,30 @@
 //! hashes.
 
 use chrono::{DateTime, Utc};
+use gatehouse_secrets::SealedSecret;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::aggregate_events;
+use crate::commands::Command;
+use crate::envelope::StreamId;
 use crate::ids::UserId;
 
 /// The aggregate name (`device-<id>` streams, `gatehouse.events.device.*` subjects).
 pub const DEVICE_AGGREGATE: &str = "device";
+
+/// The read model of devices.
+pub const DEVICE_VIEW: &str = "device";
+
+/// The unique-claim scope that maps a pending authorization's user code (as a keyed
+/// hash) to its stream while it waits for approval.
+pub const USER_CODE_SCOPE: &str = "device_user_code";
+
+/// The stream of a device.
+pub fn device_stream(id: Uuid) -> StreamId {
+    StreamId::new(DEVICE_AGGREGATE, id)
+}
 
 /// The user-code alphabet of RFC 8628 §6.1: base 20, no vowels, no look-alikes.
 pub const USER_CODE_ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
@@ -84,6 +100,9 @@ pub struct DeviceAuthorizationRequested {
     pub expires_at: DateTime<Utc>,
     /// The polling interval first given, in seconds.
     pub interval_seconds: u32,
+    /// HMAC-SHA-256 (hex) of the device code's secret, keyed with a pepper derived from
+    /// the master key: what a gateway checks a polled code against. Never the code.
+    pub device_code_hash: String,
 }
 
 /// `device.verified`: a person approved the device for their account.
@@ -183,4 +202,251 @@ impl DeviceStatus {
             DeviceStatus::Expired => "expired",
         }
     }
+}
+
+/// What decides a device's status and whether its token works, folded from its events by
+/// the aggregate, the read model and every gateway replica alike.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceFacts {
+    /// Whose device it is (once approved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<UserId>,
+    /// Whether the owner trusts it.
+    pub trusted: bool,
+    /// Whether a person refused it.
+    pub denied: bool,
+    /// Whether its token is refused for now.
+    pub locked: bool,
+    /// When the authorization lapses unless redeemed.
+    pub expires_at: DateTime<Utc>,
+    /// When it was approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<DateTime<Utc>>,
+    /// When it redeemed its code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<DateTime<Utc>>,
+    /// When its token ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_expires_at: Option<DateTime<Utc>>,
+}
+
+impl DeviceFacts {
+    /// The facts of a new authorization.
+    pub fn requested(e: &DeviceAuthorizationRequested) -> Self {
+        Self {
+            owner: None,
+            trusted: false,
+            denied: false,
+            locked: false,
+            expires_at: e.expires_at,
+            verified_at: None,
+            activated_at: None,
+            token_expires_at: None,
+        }
+    }
+
+    /// Folds one event.
+    pub fn evolve(&mut self, event: &DeviceEvent) {
+        match event {
+            DeviceEvent::Verified(e) => {
+                self.owner = Some(e.user_id);
+                self.trusted = e.trusted;
+                self.verified_at = Some(e.verified_at);
+            }
+            DeviceEvent::Denied(_) => self.denied = true,
+            DeviceEvent::Activated(e) => {
+                self.activated_at = Some(e.activated_at);
+                self.token_expires_at = Some(e.token_expires_at);
+            }
+            DeviceEvent::Locked(_) => self.locked = true,
+            DeviceEvent::Unlocked(_) => self.locked = false,
+            DeviceEvent::AuthorizationRequested(_) | DeviceEvent::Deleted(_) => {}
+        }
+    }
+
+    /// Where the device stands at `now`.
+    pub fn status(&self, now: DateTime<Utc>) -> DeviceStatus {
+        if self.denied {
+            return DeviceStatus::Denied;
+        }
+        let ends = self.token_expires_at.unwrap_or(self.expires_at);
+        if now >= ends {
+            DeviceStatus::Expired
+        } else if self.locked {
+            DeviceStatus::Locked
+        } else if self.activated_at.is_some() {
+            DeviceStatus::Active
+        } else if self.owner.is_some() {
+            DeviceStatus::Verified
+        } else {
+            DeviceStatus::Pending
+        }
+    }
+
+    /// When the device's current phase ends: the authorization's expiry until it is
+    /// redeemed, then the token's.
+    pub fn ends_at(&self) -> DateTime<Utc> {
+        self.token_expires_at.unwrap_or(self.expires_at)
+    }
+}
+
+/// The `device` read model: one document per device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceView {
+    /// The device's id.
+    pub id: Uuid,
+    /// The OAuth client that asked.
+    pub client_id: String,
+    /// The scope asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// What the device said about itself.
+    pub metadata: DeviceMetadata,
+    /// The polling interval first given.
+    pub interval_seconds: u32,
+    /// See [`DeviceAuthorizationRequested::device_code_hash`].
+    pub device_code_hash: String,
+    /// Status facts.
+    pub facts: DeviceFacts,
+    /// The owner's id, copied out of `facts` for filtering by owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<UserId>,
+    /// Requested at.
+    pub created: DateTime<Utc>,
+    /// Last changed at.
+    pub updated: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------
+
+/// A device starts the flow (RFC 8628 §3.1). No caller: nobody is signed in yet.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RequestDeviceAuthorization {
+    /// The OAuth client asking.
+    pub client_id: String,
+    /// The scope asked for.
+    pub scope: Option<String>,
+    /// What the device says about itself, and its address.
+    pub metadata: DeviceMetadata,
+}
+
+impl Command for RequestDeviceAuthorization {
+    const SERVICE: &'static str = "devices";
+    const NAME: &'static str = "request_device_authorization";
+    type Output = DeviceAuthorizationIssued;
+}
+
+/// The codes of a new authorization (RFC 8628 §3.2).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceAuthorizationIssued {
+    /// The device's id.
+    pub device_id: Uuid,
+    /// The device code, sealed for the gateway: only the device ever sees it.
+    pub device_code: SealedSecret,
+    /// The user code, normalized (display it with [`display_user_code`]). Not sealed: the
+    /// person types it and it dies with the authorization.
+    pub user_code: String,
+    /// When the authorization lapses.
+    pub expires_at: DateTime<Utc>,
+    /// The polling interval in seconds.
+    pub interval_seconds: u32,
+}
+
+/// A signed-in person approves (optionally trusting the device) or denies the pending
+/// authorization with `user_code`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DecideDevice {
+    /// What the person typed (normalized by the service).
+    pub user_code: String,
+    /// Approve or deny.
+    pub decision: DeviceDecision,
+}
+
+/// A person's answer to a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "decision")]
+pub enum DeviceDecision {
+    /// Approve, trusting the device (30-day tokens) or not (24-hour tokens).
+    Approve {
+        /// Whether the person trusts the device.
+        trusted: bool,
+    },
+    /// Refuse.
+    Deny,
+}
+
+impl Command for DecideDevice {
+    const SERVICE: &'static str = "devices";
+    const NAME: &'static str = "decide_device";
+    type Output = Uuid;
+}
+
+/// Finds the pending authorization with `user_code`, to show the person what is asking
+/// before they decide. Appends nothing; a miss counts as a wrong code like a decision.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FindPendingDevice {
+    /// What the person typed.
+    pub user_code: String,
+}
+
+impl Command for FindPendingDevice {
+    const SERVICE: &'static str = "devices";
+    const NAME: &'static str = "find_pending_device";
+    type Output = Uuid;
+}
+
+/// The device polls with its code, found approved: activates it (RFC 8628 §3.4/3.5).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RedeemDeviceCode {
+    /// The device code, sealed.
+    pub device_code: SealedSecret,
+}
+
+impl Command for RedeemDeviceCode {
+    const SERVICE: &'static str = "devices";
+    const NAME: &'static str = "redeem_device_code";
+    type Output = DeviceRedeemed;
+}
+
+/// A redeemed device code: whose session to open, until when.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceRedeemed {
+    /// The device.
+    pub device_id: Uuid,
+    /// Its owner, the token's subject.
+    pub owner: UserId,
+    /// Whether the owner trusts it.
+    pub trusted: bool,
+    /// When the token ends.
+    pub token_expires_at: DateTime<Utc>,
+}
+
+/// Locks or unlocks a device (its owner or an admin).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SetDeviceLock {
+    /// The device.
+    pub id: Uuid,
+    /// Lock (true) or unlock (false).
+    pub locked: bool,
+}
+
+impl Command for SetDeviceLock {
+    const SERVICE: &'static str = "devices";
+    const NAME: &'static str = "set_device_lock";
+    type Output = ();
+}
+
+/// Deletes a device (its owner or an admin).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeleteDevice {
+    /// The device.
+    pub id: Uuid,
+}
+
+impl Command for DeleteDevice {
+    const SERVICE: &'static str = "devices";
+    const NAME: &'static str = "delete_device";
+    type Output = ();
 }

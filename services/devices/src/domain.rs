@@ -9,7 +9,7 @@
 use chrono::{DateTime, Duration, Utc};
 use gatehouse_contracts::devices::{
     DeviceActivated, DeviceAuthorizationRequested, DeviceDeleted, DeviceDenied, DeviceEvent,
-    DeviceLocked, DeviceMetadata, DeviceStatus, DeviceUnlocked, DeviceVerified,
+    DeviceFacts, DeviceLocked, DeviceMetadata, DeviceStatus, DeviceUnlocked, DeviceVerified,
 };
 use gatehouse_contracts::ids::UserId;
 use gatehouse_eventlog::Aggregate;
@@ -103,50 +103,24 @@ pub struct Device {
     pub metadata: DeviceMetadata,
     /// When it asked.
     pub requested_at: DateTime<Utc>,
-    /// When the authorization lapses unless redeemed.
-    pub expires_at: DateTime<Utc>,
     /// The polling interval first given.
     pub interval_seconds: u32,
-    /// Whose device it is (once approved).
-    pub owner: Option<UserId>,
-    /// Whether the owner trusts it.
-    pub trusted: bool,
-    /// When it was approved.
-    pub verified_at: Option<DateTime<Utc>>,
-    /// Whether a person refused it.
-    pub denied: bool,
-    /// When it redeemed its code.
-    pub activated_at: Option<DateTime<Utc>>,
-    /// When its token ends.
-    pub token_expires_at: Option<DateTime<Utc>>,
-    /// Whether its token is refused for now.
-    pub locked: bool,
+    /// The keyed hash of the device code's secret.
+    pub device_code_hash: String,
+    /// Owner, trust, lock and the times that decide its status.
+    pub facts: DeviceFacts,
 }
 
 impl Device {
     /// Where the device stands at `now`.
     pub fn status(&self, now: DateTime<Utc>) -> DeviceStatus {
-        if self.denied {
-            return DeviceStatus::Denied;
-        }
-        let ends = self.token_expires_at.unwrap_or(self.expires_at);
-        if now >= ends {
-            DeviceStatus::Expired
-        } else if self.locked {
-            DeviceStatus::Locked
-        } else if self.activated_at.is_some() {
-            DeviceStatus::Active
-        } else if self.owner.is_some() {
-            DeviceStatus::Verified
-        } else {
-            DeviceStatus::Pending
-        }
+        self.facts.status(now)
     }
 
     /// Whether `actor` may see and manage the device: its owner, or an admin. A pending
     /// authorization is nobody's yet, so only admins see it.
     pub fn visible_to(&self, actor: &Actor) -> bool {
-        actor.admin || self.owner == Some(actor.user_id)
+        actor.admin || self.facts.owner == Some(actor.user_id)
     }
 }
 
@@ -173,34 +147,14 @@ impl Aggregate for DeviceState {
                     scope: e.scope.clone(),
                     metadata: e.metadata.clone(),
                     requested_at: e.requested_at,
-                    expires_at: e.expires_at,
                     interval_seconds: e.interval_seconds,
-                    owner: None,
-                    trusted: false,
-                    verified_at: None,
-                    denied: false,
-                    activated_at: None,
-                    token_expires_at: None,
-                    locked: false,
+                    device_code_hash: e.device_code_hash.clone(),
+                    facts: DeviceFacts::requested(e),
                 }))
             }
             (DeviceState::Present(_), DeviceEvent::Deleted(_)) => DeviceState::Deleted,
             (DeviceState::Present(mut device), event) => {
-                match event {
-                    DeviceEvent::Verified(e) => {
-                        device.owner = Some(e.user_id);
-                        device.trusted = e.trusted;
-                        device.verified_at = Some(e.verified_at);
-                    }
-                    DeviceEvent::Denied(_) => device.denied = true,
-                    DeviceEvent::Activated(e) => {
-                        device.activated_at = Some(e.activated_at);
-                        device.token_expires_at = Some(e.token_expires_at);
-                    }
-                    DeviceEvent::Locked(_) => device.locked = true,
-                    DeviceEvent::Unlocked(_) => device.locked = false,
-                    DeviceEvent::AuthorizationRequested(_) | DeviceEvent::Deleted(_) => {}
-                }
+                device.facts.evolve(event);
                 DeviceState::Present(device)
             }
             (state, _) => state,
@@ -246,6 +200,7 @@ pub fn request(
     client_id: &str,
     scope: Option<String>,
     metadata: DeviceMetadata,
+    device_code_hash: String,
     settings: FlowSettings,
     now: DateTime<Utc>,
 ) -> Result<Vec<DeviceEvent>, Rejection> {
@@ -268,6 +223,7 @@ pub fn request(
             requested_at: now,
             expires_at: now + settings.authorization_ttl,
             interval_seconds: settings.interval_seconds.max(1),
+            device_code_hash,
         },
     )])
 }
@@ -319,9 +275,11 @@ pub fn redeem(
     match device.status(now) {
         DeviceStatus::Pending => Err(PollRefusal::AuthorizationPending),
         DeviceStatus::Denied => Err(PollRefusal::AccessDenied),
-        DeviceStatus::Expired if device.activated_at.is_none() => Err(PollRefusal::ExpiredToken),
+        DeviceStatus::Expired if device.facts.activated_at.is_none() => {
+            Err(PollRefusal::ExpiredToken)
+        }
         DeviceStatus::Verified => {
-            let lifetime = if device.trusted {
+            let lifetime = if device.facts.trusted {
                 lifetimes.trusted
             } else {
                 lifetimes.untrusted
@@ -366,7 +324,7 @@ pub fn unlock(
     now: DateTime<Utc>,
 ) -> Result<Vec<DeviceEvent>, Rejection> {
     let device = state.of(actor)?;
-    if !device.locked {
+    if !device.facts.locked {
         return Ok(vec![]);
     }
     match device.status(now) {
@@ -381,7 +339,7 @@ pub fn unlock(
 pub fn delete(state: &DeviceState, actor: &Actor) -> Result<Vec<DeviceEvent>, Rejection> {
     let device = state.of(actor)?;
     Ok(vec![DeviceEvent::Deleted(DeviceDeleted {
-        user_id: device.owner,
+        user_id: device.facts.owner,
     })])
 }
 
@@ -441,6 +399,7 @@ mod tests {
                 client_version: Some("0.1.0".into()),
                 ip_address: Some("10.0.0.7".into()),
             },
+            "hash".into(),
             FlowSettings::default(),
             t0(),
         )
@@ -475,11 +434,11 @@ mod tests {
     fn a_request_is_pending_until_it_lapses() {
         let (_, state) = requested();
         let device = state.device().unwrap();
-        assert_eq!(device.expires_at, at(600));
+        assert_eq!(device.facts.expires_at, at(600));
         assert_eq!(device.interval_seconds, 5);
         assert_eq!(status(&state, at(599)), DeviceStatus::Pending);
         assert_eq!(status(&state, at(600)), DeviceStatus::Expired);
-        assert_eq!(device.owner, None);
+        assert_eq!(device.facts.owner, None);
     }
 
     #[test]
@@ -490,6 +449,7 @@ mod tests {
                 "  ",
                 None,
                 DeviceMetadata::default(),
+                "hash".into(),
                 FlowSettings::default(),
                 t0()
             ),
@@ -503,6 +463,7 @@ mod tests {
                 hostname: Some(format!("evil\u{1b}[31m{}", "x".repeat(500))),
                 ..DeviceMetadata::default()
             },
+            "hash".into(),
             FlowSettings::default(),
             t0(),
         )
@@ -528,7 +489,7 @@ mod tests {
     fn approval_makes_the_device_the_approvers_and_the_next_poll_activates_it() {
         let (_, state) = verified(false);
         assert_eq!(status(&state, at(31)), DeviceStatus::Verified);
-        assert_eq!(state.device().unwrap().owner, Some(alice()));
+        assert_eq!(state.device().unwrap().facts.owner, Some(alice()));
         let events = redeem(&state, DeviceLifetimes::default(), at(35)).unwrap();
         assert_eq!(
             events,
@@ -543,7 +504,7 @@ mod tests {
     fn a_trusted_device_gets_a_thirty_day_session() {
         let (_, state) = active(true);
         assert_eq!(
-            state.device().unwrap().token_expires_at,
+            state.device().unwrap().facts.token_expires_at,
             Some(at(35) + Duration::days(30))
         );
         assert_eq!(
@@ -660,7 +621,7 @@ mod tests {
         let state = apply(&mut history, unlock(&state, &admin(), at(70)).unwrap());
         assert_eq!(status(&state, at(71)), DeviceStatus::Active);
         assert_eq!(
-            state.device().unwrap().token_expires_at,
+            state.device().unwrap().facts.token_expires_at,
             Some(at(35) + Duration::hours(24)),
             "unlocking restores the same session, not a new one"
         );

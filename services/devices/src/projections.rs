@@ -1,0 +1,60 @@
+//! The `device` read model: a pure fold from device events to one document per device.
+
+use gatehouse_contracts::devices::{DEVICE_VIEW, DeviceEvent, DeviceFacts, DeviceView};
+use gatehouse_contracts::envelope::RecordedEvent;
+use gatehouse_contracts::events::DomainEvent;
+use gatehouse_eventlog::views::{current_view, upsert_view};
+use gatehouse_eventlog::{ProjectionError, ViewChange, ViewProjection};
+
+/// Folds `device-*` streams into `device` views.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DeviceProjection;
+
+impl ViewProjection for DeviceProjection {
+    fn kind(&self) -> &'static str {
+        DEVICE_VIEW
+    }
+
+    fn aggregate(&self) -> &'static str {
+        DeviceEvent::AGGREGATE
+    }
+
+    fn apply(
+        &self,
+        doc: Option<&serde_json::Value>,
+        event: &RecordedEvent,
+    ) -> Result<ViewChange, ProjectionError> {
+        let decoded = DeviceEvent::from_recorded(event)
+            .map_err(|e| ProjectionError::new(DEVICE_VIEW, event, e))?;
+        let view: Option<DeviceView> = current_view(DEVICE_VIEW, doc, event)?;
+        let at = event.recorded_at;
+        let mut next = match (view, &decoded) {
+            (None, DeviceEvent::AuthorizationRequested(e)) => {
+                let id = event.stream_id.id().ok_or_else(|| {
+                    ProjectionError::new(DEVICE_VIEW, event, "stream id is not a uuid")
+                })?;
+                DeviceView {
+                    id,
+                    client_id: e.client_id.clone(),
+                    scope: e.scope.clone(),
+                    metadata: e.metadata.clone(),
+                    interval_seconds: e.interval_seconds,
+                    device_code_hash: e.device_code_hash.clone(),
+                    facts: DeviceFacts::requested(e),
+                    owner_id: None,
+                    created: at,
+                    updated: at,
+                }
+            }
+            (Some(_), DeviceEvent::Deleted(_)) => return Ok(ViewChange::Delete),
+            (Some(mut v), event) => {
+                v.facts.evolve(event);
+                v
+            }
+            (None, _) => return Ok(ViewChange::Unchanged),
+        };
+        next.owner_id = next.facts.owner;
+        next.updated = at;
+        upsert_view(DEVICE_VIEW, &next, event)
+    }
+}

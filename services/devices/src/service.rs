@@ -1,0 +1,519 @@
+//! The devices service's command handlers.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use gatehouse_bus::CommandRouter;
+use gatehouse_contracts::clock::Clock;
+use gatehouse_contracts::commands::{
+    Accepted, Caller, Command, CommandEnvelope, Failure, FailureKind,
+};
+use gatehouse_contracts::devices::{
+    DecideDevice, DeleteDevice, DeviceAuthorizationIssued, DeviceDecision, DeviceRedeemed,
+    FindPendingDevice, RedeemDeviceCode, RequestDeviceAuthorization, SetDeviceLock,
+    USER_CODE_ALPHABET, USER_CODE_LEN, USER_CODE_SCOPE, device_stream, normalize_user_code,
+};
+use gatehouse_contracts::envelope::StreamId;
+use gatehouse_contracts::identity::Role;
+use gatehouse_contracts::ids::UserId;
+use gatehouse_eventlog::writer::{require_caller, store_failure};
+use gatehouse_eventlog::{CommandWriter, EventStore, Extras, UniqueClaim};
+use gatehouse_secrets::{BusSealer, MasterKey, SealedSecret};
+use gatehouse_tokens::{ApiKeyHash, ApiKeyHasher, ApiKeySecret, DEVICE_CODE_FORMAT};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use crate::domain::{
+    self, Actor, DeviceLifetimes, DeviceState, FlowSettings, PollRefusal, Rejection,
+};
+
+/// The master-key purpose of the device-code hashing pepper.
+const DEVICE_CODE_PEPPER: &str = "gatehouse/device-code-pepper/v1";
+/// The master-key purpose of the user-code claim key.
+const USER_CODE_PEPPER: &str = "gatehouse/user-code-pepper/v1";
+/// New user codes drawn when one collides with a live claim (odds ~2^-34 each).
+const USER_CODE_ATTEMPTS: usize = 5;
+
+/// Device and user codes: generation and keyed hashing. The gateway holds one too, to
+/// check polled device codes in memory.
+pub struct DeviceCodes {
+    device: ApiKeyHasher,
+    user: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for DeviceCodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCodes").finish_non_exhaustive()
+    }
+}
+
+impl DeviceCodes {
+    /// Keys derived from `master`: every process with the same master key agrees.
+    pub fn new(master: &MasterKey) -> Self {
+        let device = ApiKeyHasher::new(*master.derive_key(DEVICE_CODE_PEPPER).expose());
+        let user =
+            <Hmac<Sha256> as Mac>::new_from_slice(master.derive_key(USER_CODE_PEPPER).expose())
+                .expect("HMAC takes keys of any length");
+        Self { device, user }
+    }
+
+    /// The stored form of a device code's secret.
+    pub fn device_code_hash(&self, device_id: Uuid, secret: &ApiKeySecret) -> String {
+        self.device.hash(device_id, secret).to_hex()
+    }
+
+    /// The device a presented device code belongs to, if it is well formed and matches
+    /// `expected_hash` (compared in constant time).
+    pub fn check_device_code(&self, code: &str, expected_hash: &str) -> bool {
+        let (Ok(parsed), Ok(expected)) = (
+            DEVICE_CODE_FORMAT.parse(code),
+            ApiKeyHash::from_hex(expected_hash),
+        ) else {
+            return false;
+        };
+        self.device.verify(parsed.key_id, &parsed.secret, &expected)
+    }
+
+    /// The claim value that maps a normalized user code to its stream.
+    fn user_code_claim(&self, normalized: &str) -> String {
+        let mut mac = self.user.clone();
+        mac.update(normalized.as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// A random user code: [`USER_CODE_LEN`] characters of the RFC 8628 base-20 alphabet, drawn
+/// without modulo bias.
+pub fn generate_user_code() -> String {
+    let mut code = String::with_capacity(USER_CODE_LEN);
+    let mut rng = rand::rngs::OsRng;
+    while code.len() < USER_CODE_LEN {
+        let byte = (rng.next_u32() & 0xff) as u8;
+        // 240 = 12 × 20: bytes above it would favour the first letters.
+        if byte < 240 {
+            code.push(char::from(USER_CODE_ALPHABET[usize::from(byte % 20)]));
+        }
+    }
+    code
+}
+
+/// Settings of the device flow, as flags and environment variables.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DeviceSettings {
+    /// Seconds a device authorization waits for approval and redemption.
+    #[arg(
+        long,
+        env = "GATEHOUSE_DEVICE_AUTHORIZATION_TTL",
+        default_value_t = 600
+    )]
+    pub device_authorization_ttl: u64,
+    /// Seconds between polls a device is first allowed (grows by 5 on each slow_down).
+    #[arg(long, env = "GATEHOUSE_DEVICE_POLL_INTERVAL", default_value_t = 5)]
+    pub device_poll_interval: u32,
+    /// Lifetime in seconds of tokens of devices not marked trusted.
+    #[arg(long, env = "GATEHOUSE_DEVICE_TOKEN_TTL", default_value_t = 24 * 3600)]
+    pub device_token_ttl: u64,
+    /// Lifetime in seconds of tokens of trusted devices.
+    #[arg(long, env = "GATEHOUSE_TRUSTED_DEVICE_TOKEN_TTL", default_value_t = 30 * 24 * 3600)]
+    pub trusted_device_token_ttl: u64,
+}
+
+impl Default for DeviceSettings {
+    fn default() -> Self {
+        Self {
+            device_authorization_ttl: 600,
+            device_poll_interval: 5,
+            device_token_ttl: 24 * 3600,
+            trusted_device_token_ttl: 30 * 24 * 3600,
+        }
+    }
+}
+
+fn seconds(value: u64) -> Duration {
+    Duration::seconds(i64::try_from(value.max(1)).unwrap_or(i64::MAX / 1000))
+}
+
+impl DeviceSettings {
+    /// The flow settings.
+    pub fn flow(&self) -> FlowSettings {
+        FlowSettings {
+            authorization_ttl: seconds(self.device_authorization_ttl),
+            interval_seconds: self.device_poll_interval.max(1),
+        }
+    }
+
+    /// The token lifetimes.
+    pub fn lifetimes(&self) -> DeviceLifetimes {
+        DeviceLifetimes {
+            untrusted: seconds(self.device_token_ttl),
+            trusted: seconds(self.trusted_device_token_ttl),
+        }
+    }
+}
+
+impl From<Rejection> for Failure {
+    fn from(r: Rejection) -> Self {
+        let message = r.to_string();
+        match r {
+            Rejection::NotFound => Failure::new(FailureKind::NotFound, "not_found", message),
+            Rejection::NotPending => {
+                Failure::new(FailureKind::NotFound, "invalid_user_code", message)
+            }
+            Rejection::Invalid(_) => Failure::new(FailureKind::Invalid, "invalid", message),
+        }
+    }
+}
+
+/// The one answer for a user code that matches nothing usable: it never says whether
+/// the code exists.
+fn invalid_user_code() -> Failure {
+    Failure::new(
+        FailureKind::NotFound,
+        "invalid_user_code",
+        "this code is not valid: check it, or start the login on the device again",
+    )
+}
+
+fn poll_refusal(refusal: PollRefusal) -> Failure {
+    let message = match refusal {
+        PollRefusal::AuthorizationPending => "the authorization is still pending",
+        PollRefusal::AccessDenied => "the authorization was denied",
+        PollRefusal::ExpiredToken => "the device code has expired",
+        PollRefusal::InvalidGrant => "the device code is invalid or was already used",
+    };
+    Failure::new(FailureKind::Invalid, &refusal.to_string(), message)
+}
+
+fn actor(caller: &Caller) -> Actor {
+    Actor {
+        user_id: UserId::from_uuid(caller.id),
+        admin: caller.role == Role::Admin,
+    }
+}
+
+/// The devices service.
+#[derive(Clone)]
+pub struct DevicesService {
+    writer: CommandWriter,
+    sealer: Arc<BusSealer>,
+    codes: Arc<DeviceCodes>,
+    settings: DeviceSettings,
+}
+
+impl std::fmt::Debug for DevicesService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevicesService")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The context a device code is sealed under in a command or its reply.
+pub fn seal_context<C: Command>() -> String {
+    format!("{}#device_code", C::subject())
+}
+
+impl DevicesService {
+    /// A service over `store`; code keys are derived from `master`.
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        master: &MasterKey,
+        clock: Arc<dyn Clock>,
+        settings: DeviceSettings,
+    ) -> Self {
+        Self {
+            writer: CommandWriter::new(store, clock),
+            sealer: Arc::new(BusSealer::new(master)),
+            codes: Arc::new(DeviceCodes::new(master)),
+            settings,
+        }
+    }
+
+    /// The bus router for every devices command.
+    pub fn router(&self) -> CommandRouter {
+        let router = CommandRouter::new();
+        let s = self.clone();
+        let router = router.on::<RequestDeviceAuthorization, _, _>(move |env| {
+            let s = s.clone();
+            async move { s.request(env).await }
+        });
+        let s = self.clone();
+        let router = router.on::<FindPendingDevice, _, _>(move |env| {
+            let s = s.clone();
+            async move { s.find_pending(env).await }
+        });
+        let s = self.clone();
+        let router = router.on::<DecideDevice, _, _>(move |env| {
+            let s = s.clone();
+            async move { s.decide(env).await }
+        });
+        let s = self.clone();
+        let router = router.on::<RedeemDeviceCode, _, _>(move |env| {
+            let s = s.clone();
+            async move { s.redeem(env).await }
+        });
+        let s = self.clone();
+        let router = router.on::<SetDeviceLock, _, _>(move |env| {
+            let s = s.clone();
+            async move { s.set_lock(env).await }
+        });
+        let s = self.clone();
+        router.on::<DeleteDevice, _, _>(move |env| {
+            let s = s.clone();
+            async move { s.delete(env).await }
+        })
+    }
+
+    /// Starts an authorization: a device code (sealed for the gateway, hashed in the
+    /// event) and a user code (claimed, as a keyed hash, until a person decides).
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn request(
+        &self,
+        env: CommandEnvelope<RequestDeviceAuthorization>,
+    ) -> Result<Accepted<DeviceAuthorizationIssued>, Failure> {
+        let c = &env.command;
+        let id = Uuid::new_v4();
+        let code = DEVICE_CODE_FORMAT.generate(id);
+        let hash = self.codes.device_code_hash(id, &code.secret);
+        let sealed = self.seal(&code.full, &seal_context::<RequestDeviceAuthorization>())?;
+        let now = self.writer.clock().now();
+        let flow = self.settings.flow();
+        let events = domain::request(
+            &DeviceState::Absent,
+            &c.client_id,
+            c.scope.clone(),
+            c.metadata.clone(),
+            hash,
+            flow,
+            now,
+        )?;
+        for _ in 0..USER_CODE_ATTEMPTS {
+            let user_code = generate_user_code();
+            let extras = Extras {
+                claims: vec![UniqueClaim::Claim {
+                    scope: USER_CODE_SCOPE.into(),
+                    value: self.codes.user_code_claim(&user_code),
+                }],
+                secrets: vec![],
+            };
+            let output = DeviceAuthorizationIssued {
+                device_id: id,
+                device_code: sealed.clone(),
+                user_code,
+                expires_at: now + flow.authorization_ttl,
+                interval_seconds: flow.interval_seconds,
+            };
+            let created = self
+                .writer
+                .create(
+                    device_stream(id),
+                    events.clone(),
+                    extras,
+                    &env.metadata,
+                    None,
+                    output,
+                    || Failure::new(FailureKind::Conflict, "user_code_taken", "user code taken"),
+                )
+                .await;
+            match created {
+                Err(f) if f.code == "user_code_taken" => continue,
+                other => return other,
+            }
+        }
+        Err(Failure::new(
+            FailureKind::Unavailable,
+            "user_codes_exhausted",
+            "no free user code was found; try again",
+        ))
+    }
+
+    /// The stream whose pending authorization holds `typed`, if any.
+    async fn pending_stream(&self, typed: &str) -> Result<(StreamId, String), Failure> {
+        let normalized = normalize_user_code(typed).ok_or_else(invalid_user_code)?;
+        let claim = self.codes.user_code_claim(&normalized);
+        let holder = self
+            .writer
+            .store()
+            .claim_holder(USER_CODE_SCOPE, &claim)
+            .await
+            .map_err(|e| store_failure(&e))?
+            .ok_or_else(invalid_user_code)?;
+        Ok((holder, claim))
+    }
+
+    /// Finds the pending authorization a person typed the code of.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn find_pending(
+        &self,
+        env: CommandEnvelope<FindPendingDevice>,
+    ) -> Result<Accepted<Uuid>, Failure> {
+        require_caller(env.caller.clone())?;
+        let (stream_id, _) = self.pending_stream(&env.command.user_code).await?;
+        let (state, _) = self.writer.load::<DeviceState>(&stream_id).await?;
+        let now = self.writer.clock().now();
+        match (state.device(), stream_id.id()) {
+            (Some(device), Some(id))
+                if device.status(now) == gatehouse_contracts::devices::DeviceStatus::Pending =>
+            {
+                Ok(Accepted {
+                    written: None,
+                    output: id,
+                })
+            }
+            _ => Err(invalid_user_code()),
+        }
+    }
+
+    /// A person approves or denies; the user code is released with the decision.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn decide(
+        &self,
+        env: CommandEnvelope<DecideDevice>,
+    ) -> Result<Accepted<Uuid>, Failure> {
+        let caller = require_caller(env.caller.clone())?;
+        if caller.kind != "user" {
+            return Err(Failure::new(
+                FailureKind::Forbidden,
+                "forbidden",
+                "only a person can approve a device",
+            ));
+        }
+        let (stream_id, claim) = self.pending_stream(&env.command.user_code).await?;
+        let id = stream_id.id().ok_or_else(invalid_user_code)?;
+        let user = UserId::from_uuid(caller.id);
+        let now = self.writer.clock().now();
+        let decision = env.command.decision;
+        self.writer
+            .update_with_retry::<DeviceState, _, _, _>(stream_id, &env.metadata, |state| {
+                let events = match decision {
+                    DeviceDecision::Approve { trusted } => {
+                        domain::verify(state, user, trusted, now)
+                    }
+                    DeviceDecision::Deny => domain::deny(state, user, now),
+                }
+                .map_err(|_| invalid_user_code())?;
+                let claims = vec![UniqueClaim::Release {
+                    scope: USER_CODE_SCOPE.into(),
+                    value: claim.clone(),
+                }];
+                Ok::<_, Failure>((
+                    events,
+                    Extras {
+                        claims,
+                        secrets: vec![],
+                    },
+                    id,
+                ))
+            })
+            .await
+    }
+
+    /// The device redeems its code once a person approved it.
+    #[tracing::instrument(skip_all, err(Debug))]
+    pub async fn redeem(
+        &self,
+        env: CommandEnvelope<RedeemDeviceCode>,
+    ) -> Result<Accepted<DeviceRedeemed>, Failure> {
+        let code = self
+            .sealer
+            .open(
+                &env.command.device_code,
+                &seal_context::<RedeemDeviceCode>(),
+            )
+            .map_err(|_| poll_refusal(PollRefusal::InvalidGrant))?;
+        let parsed = DEVICE_CODE_FORMAT
+            .parse(code.expose_secret())
+            .map_err(|_| poll_refusal(PollRefusal::InvalidGrant))?;
+        let id = parsed.key_id;
+        let now = self.writer.clock().now();
+        let lifetimes = self.settings.lifetimes();
+        let codes = self.codes.clone();
+        self.writer
+            .update_with_retry::<DeviceState, _, _, _>(device_stream(id), &env.metadata, |state| {
+                let device = state
+                    .device()
+                    .filter(|d| codes.check_device_code(code.expose_secret(), &d.device_code_hash))
+                    .ok_or_else(|| poll_refusal(PollRefusal::InvalidGrant))?;
+                let events = domain::redeem(state, lifetimes, now).map_err(poll_refusal)?;
+                let token_expires_at = match events.first() {
+                    Some(gatehouse_contracts::devices::DeviceEvent::Activated(e)) => {
+                        e.token_expires_at
+                    }
+                    _ => return Err(poll_refusal(PollRefusal::InvalidGrant)),
+                };
+                let owner = device
+                    .facts
+                    .owner
+                    .ok_or_else(|| poll_refusal(PollRefusal::InvalidGrant))?;
+                let output = DeviceRedeemed {
+                    device_id: id,
+                    owner,
+                    trusted: device.facts.trusted,
+                    token_expires_at,
+                };
+                Ok::<_, Failure>((events, Extras::default(), output))
+            })
+            .await
+    }
+
+    /// Locks or unlocks a device.
+    #[tracing::instrument(skip_all, fields(id = %env.command.id), err(Debug))]
+    pub async fn set_lock(
+        &self,
+        env: CommandEnvelope<SetDeviceLock>,
+    ) -> Result<Accepted<()>, Failure> {
+        let caller = require_caller(env.caller.clone())?;
+        let actor = actor(&caller);
+        let now = self.writer.clock().now();
+        let locked = env.command.locked;
+        self.writer
+            .update_with_retry::<DeviceState, _, _, _>(
+                device_stream(env.command.id),
+                &env.metadata,
+                |state| {
+                    let events = if locked {
+                        domain::lock(state, &actor, now)
+                    } else {
+                        domain::unlock(state, &actor, now)
+                    }?;
+                    Ok::<_, Rejection>((events, Extras::default(), ()))
+                },
+            )
+            .await
+    }
+
+    /// Deletes a device.
+    #[tracing::instrument(skip_all, fields(id = %env.command.id), err(Debug))]
+    pub async fn delete(
+        &self,
+        env: CommandEnvelope<DeleteDevice>,
+    ) -> Result<Accepted<()>, Failure> {
+        let caller = require_caller(env.caller.clone())?;
+        let actor = actor(&caller);
+        self.writer
+            .update_with_retry::<DeviceState, _, _, _>(
+                device_stream(env.command.id),
+                &env.metadata,
+                |state| Ok::<_, Rejection>((domain::delete(state, &actor)?, Extras::default(), ())),
+            )
+            .await
+    }
+
+    fn seal(&self, code: &SecretString, context: &str) -> Result<SealedSecret, Failure> {
+        self.sealer.seal(code, context).map_err(|e| {
+            tracing::error!(error = %e, "sealing a device code failed");
+            Failure::new(
+                FailureKind::Internal,
+                "sealing_failed",
+                "the code cannot be sent",
+            )
+        })
+    }
+}
