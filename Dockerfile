@@ -4,6 +4,7 @@
 #   gatehouse           the CLI (and `gatehouse serve` / `gatehouse dev`: all in one process)
 #   gatehouse-identity  the identity service: users, service accounts (no HTTP port)
 #   gatehouse-keys      the keys service: API keys, their expiry sweeper (no HTTP port)
+#   gatehouse-devices   the devices service: device login (RFC 8628) (no HTTP port)
 #   gatehouse-gateway   the HTTP gateway (GATEHOUSE_BIND, 0.0.0.0:8080 here)
 # Pick one with the container's command; the default is the gateway.
 #
@@ -18,12 +19,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/app/target,sharing=locked \
     cargo build --release --locked \
-        -p gatehouse -p gatehouse-identity -p gatehouse-keys -p gatehouse-gateway \
+        -p gatehouse -p gatehouse-identity -p gatehouse-keys -p gatehouse-devices \
+        -p gatehouse-gateway \
         --bin gatehouse --bin gatehouse-identity --bin gatehouse-keys \
-        --bin gatehouse-gateway \
+        --bin gatehouse-devices --bin gatehouse-gateway \
  && mkdir -p /out \
  && cp target/release/gatehouse target/release/gatehouse-identity \
-       target/release/gatehouse-keys target/release/gatehouse-gateway /out/
+       target/release/gatehouse-keys target/release/gatehouse-devices \
+       target/release/gatehouse-gateway /out/
 
 FROM debian:bookworm-slim AS runtime
 # ca-certificates follows the base image's point release; pinning it buys nothing.

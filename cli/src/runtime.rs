@@ -44,6 +44,8 @@ pub struct ServerArgs {
     /// Seconds between sweeps that record reached API key expiries as events.
     #[arg(long, env = "GATEHOUSE_KEY_EXPIRY_SWEEP_SECONDS", default_value_t = 5)]
     pub expiry_sweep_seconds: u64,
+    #[command(flatten)]
+    pub devices: gatehouse_devices::DeviceSettings,
 }
 
 /// Options of `serve`.
@@ -120,6 +122,17 @@ async fn run_all(
         .serve("keys", Arc::new(keys.router()))
         .await
         .context("serving keys commands")?;
+    let devices = gatehouse_devices::DevicesService::new(
+        backends.log.clone(),
+        &master,
+        clock.clone(),
+        args.devices.clone(),
+    );
+    let serving_devices = backends
+        .bus
+        .serve("devices", Arc::new(devices.router()))
+        .await
+        .context("serving devices commands")?;
     let sweeper_task = tokio::spawn(keys.run_expiry_sweeper(
         backends.views.clone(),
         std::time::Duration::from_secs(args.expiry_sweep_seconds.max(1)),
@@ -163,6 +176,7 @@ async fn run_all(
     let _ = running.task.await;
     serving.stop().await;
     serving_keys.stop().await;
+    serving_devices.stop().await;
     let _ = sweeper_task.await;
     let _ = projector_task.await;
     if let Some(relay) = relay_task {

@@ -15,21 +15,43 @@ export PIP_NO_INPUT=1
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 _gh_apt_updated=0
-# apt_install PKG...: install Debian packages (runs `apt-get update` once per script run).
-apt_install() {
-    command -v apt-get >/dev/null 2>&1 || die "apt-get is not available; install $* by hand"
+# apt_try_install PKG...: install Debian packages (runs `apt-get update` once per script
+# run). Returns non-zero with a message on stderr instead of exiting, for optional tools.
+# Does not rely on `set -e` (callers may run it in an `if`/`||` context, where bash
+# disables errexit).
+apt_try_install() {
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "apt-get is not available; install $* by hand"
+        return 1
+    fi
     local sudo=""
     if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to install $*"
+        if ! command -v sudo >/dev/null 2>&1; then
+            log "need root (or sudo) to install $*"
+            return 1
+        fi
         sudo="sudo -n"
     fi
+    # Wait for a concurrent apt/dpkg run instead of failing on its lock.
+    local lock_wait=(-o DPkg::Lock::Timeout=300)
     if [ "$_gh_apt_updated" -eq 0 ]; then
         log "apt-get update"
-        $sudo apt-get update -qq </dev/null >&2
+        if ! $sudo apt-get "${lock_wait[@]}" update -qq </dev/null >&2; then
+            log "apt-get update failed"
+            return 1
+        fi
         _gh_apt_updated=1
     fi
     log "apt-get install $*"
-    $sudo apt-get install -y -qq --no-install-recommends "$@" </dev/null >&2
+    if ! $sudo apt-get "${lock_wait[@]}" install -y -qq --no-install-recommends "$@" </dev/null >&2; then
+        log "apt-get install $* failed"
+        return 1
+    fi
+}
+
+# apt_install PKG...: like apt_try_install, but exits the script when installing fails.
+apt_install() {
+    apt_try_install "$@" || die "could not install $* with apt-get (see the messages above)"
 }
 
 # with_tools_lock CMD...: run CMD holding an exclusive lock on the tools dir, so that two

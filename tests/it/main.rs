@@ -4,8 +4,10 @@
 mod api_keys;
 mod authorization;
 mod bad_input;
+mod browser_smoke;
 mod cli;
 mod dev_mode;
+mod devices;
 mod flows;
 mod outbox;
 mod restart;

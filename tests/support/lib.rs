@@ -1,6 +1,8 @@
 //! Test support for the end-to-end suite: spawns the real `gatehouse serve` binary against
 //! a fresh Postgres database and a real nats-server, and drives it through REST and the CLI.
 
+pub mod browser;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -53,6 +55,8 @@ pub struct TestApp {
     /// The master key the app was started with.
     pub master_key: String,
     port: u16,
+    /// Settings added to every process this app starts (`GATEHOUSE_*=...`).
+    extra_env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -61,6 +65,12 @@ pub struct TestApp {
 impl TestApp {
     /// Starts an app and waits until it is ready.
     pub async fn spawn() -> anyhow::Result<TestApp> {
+        Self::spawn_with(&[]).await
+    }
+
+    /// Starts an app with extra settings (e.g. short device-flow intervals) for it and its
+    /// replicas, and waits until it is ready.
+    pub async fn spawn_with(env: &[(&str, &str)]) -> anyhow::Result<TestApp> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let db = TestDatabase::create().await?;
         let nats = NatsServer::start().await?;
@@ -77,6 +87,10 @@ impl TestApp {
             nats,
             master_key,
             port,
+            extra_env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
             log,
             _dir: dir,
@@ -119,6 +133,7 @@ impl TestApp {
             )
             .env("GATEHOUSE_LOG", "info")
             .env("GATEHOUSE_LOG_FORMAT", "json")
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(logfile.try_clone()?)
             .stderr(logfile)

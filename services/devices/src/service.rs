@@ -34,8 +34,17 @@ use crate::domain::{
 const DEVICE_CODE_PEPPER: &str = "gatehouse/device-code-pepper/v1";
 /// The master-key purpose of the user-code claim key.
 const USER_CODE_PEPPER: &str = "gatehouse/user-code-pepper/v1";
-/// New user codes drawn when one collides with a live claim (odds ~2^-34 each).
-const USER_CODE_ATTEMPTS: usize = 5;
+/// New user codes drawn when one collides with a held claim (odds ~2^-34 each).
+pub const USER_CODE_ATTEMPTS: usize = 5;
+
+/// The longest authorization lifetime and polling interval the settings accept.
+const MAX_AUTHORIZATION_TTL: u64 = 24 * 3600;
+const MAX_POLL_INTERVAL: u32 = 300;
+/// The longest device token lifetime the settings accept (10 years, like API keys).
+const MAX_TOKEN_TTL: u64 = 10 * 366 * 24 * 3600;
+
+/// Where user codes come from: [`generate_user_code`] unless a test injects its own.
+pub type UserCodeGenerator = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Device and user codes: generation and keyed hashing. The gateway holds one too, to
 /// check polled device codes in memory.
@@ -77,8 +86,10 @@ impl DeviceCodes {
         self.device.verify(parsed.key_id, &parsed.secret, &expected)
     }
 
-    /// The claim value that maps a normalized user code to its stream.
-    fn user_code_claim(&self, normalized: &str) -> String {
+    /// The claim value (scope [`USER_CODE_SCOPE`]) that maps a normalized user code to its
+    /// stream: HMAC-SHA-256 (hex) under a key derived from the master key, so the claims
+    /// table does not hold the codes themselves.
+    pub fn user_code_claim(&self, normalized: &str) -> String {
         let mut mac = self.user.clone();
         mac.update(normalized.as_bytes());
         mac.finalize()
@@ -104,24 +115,41 @@ pub fn generate_user_code() -> String {
     code
 }
 
-/// Settings of the device flow, as flags and environment variables.
+/// Settings of the device flow, as flags and environment variables. Flatten it into a
+/// command line (`#[command(flatten)]`) to offer the same options everywhere.
 #[derive(Clone, Debug, clap::Args)]
 pub struct DeviceSettings {
-    /// Seconds a device authorization waits for approval and redemption.
+    /// Seconds a device authorization waits for approval and redemption (at most a day).
     #[arg(
         long,
         env = "GATEHOUSE_DEVICE_AUTHORIZATION_TTL",
-        default_value_t = 600
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_AUTHORIZATION_TTL)
     )]
     pub device_authorization_ttl: u64,
     /// Seconds between polls a device is first allowed (grows by 5 on each slow_down).
-    #[arg(long, env = "GATEHOUSE_DEVICE_POLL_INTERVAL", default_value_t = 5)]
+    #[arg(
+        long,
+        env = "GATEHOUSE_DEVICE_POLL_INTERVAL",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_POLL_INTERVAL))
+    )]
     pub device_poll_interval: u32,
     /// Lifetime in seconds of tokens of devices not marked trusted.
-    #[arg(long, env = "GATEHOUSE_DEVICE_TOKEN_TTL", default_value_t = 24 * 3600)]
+    #[arg(
+        long,
+        env = "GATEHOUSE_DEVICE_TOKEN_TTL",
+        default_value_t = 24 * 3600,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL)
+    )]
     pub device_token_ttl: u64,
     /// Lifetime in seconds of tokens of trusted devices.
-    #[arg(long, env = "GATEHOUSE_TRUSTED_DEVICE_TOKEN_TTL", default_value_t = 30 * 24 * 3600)]
+    #[arg(
+        long,
+        env = "GATEHOUSE_TRUSTED_DEVICE_TOKEN_TTL",
+        default_value_t = 30 * 24 * 3600,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL)
+    )]
     pub trusted_device_token_ttl: u64,
 }
 
@@ -136,24 +164,26 @@ impl Default for DeviceSettings {
     }
 }
 
-fn seconds(value: u64) -> Duration {
-    Duration::seconds(i64::try_from(value.max(1)).unwrap_or(i64::MAX / 1000))
+/// `value` seconds, kept within `1..=max` (settings built in code skip clap's checks, and
+/// an unbounded lifetime would overflow the time arithmetic).
+fn seconds(value: u64, max: u64) -> Duration {
+    Duration::seconds(i64::try_from(value.clamp(1, max)).unwrap_or(1))
 }
 
 impl DeviceSettings {
     /// The flow settings.
     pub fn flow(&self) -> FlowSettings {
         FlowSettings {
-            authorization_ttl: seconds(self.device_authorization_ttl),
-            interval_seconds: self.device_poll_interval.max(1),
+            authorization_ttl: seconds(self.device_authorization_ttl, MAX_AUTHORIZATION_TTL),
+            interval_seconds: self.device_poll_interval.clamp(1, MAX_POLL_INTERVAL),
         }
     }
 
     /// The token lifetimes.
     pub fn lifetimes(&self) -> DeviceLifetimes {
         DeviceLifetimes {
-            untrusted: seconds(self.device_token_ttl),
-            trusted: seconds(self.trusted_device_token_ttl),
+            untrusted: seconds(self.device_token_ttl, MAX_TOKEN_TTL),
+            trusted: seconds(self.trusted_device_token_ttl, MAX_TOKEN_TTL),
         }
     }
 }
@@ -205,6 +235,7 @@ pub struct DevicesService {
     sealer: Arc<BusSealer>,
     codes: Arc<DeviceCodes>,
     settings: DeviceSettings,
+    user_codes: UserCodeGenerator,
 }
 
 impl std::fmt::Debug for DevicesService {
@@ -233,7 +264,19 @@ impl DevicesService {
             sealer: Arc::new(BusSealer::new(master)),
             codes: Arc::new(DeviceCodes::new(master)),
             settings,
+            user_codes: Arc::new(generate_user_code),
         }
+    }
+
+    /// The same service drawing user codes from `generator` (tests: collisions).
+    pub fn with_user_code_generator(mut self, generator: UserCodeGenerator) -> Self {
+        self.user_codes = generator;
+        self
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &DeviceSettings {
+        &self.settings
     }
 
     /// The bus router for every devices command.
@@ -295,7 +338,16 @@ impl DevicesService {
             now,
         )?;
         for _ in 0..USER_CODE_ATTEMPTS {
-            let user_code = generate_user_code();
+            let user_code = (self.user_codes)();
+            // A generator must only produce codes a person can type back.
+            if normalize_user_code(&user_code).as_deref() != Some(user_code.as_str()) {
+                tracing::error!("the user-code generator produced an invalid code");
+                return Err(Failure::new(
+                    FailureKind::Internal,
+                    "invalid_user_code_generated",
+                    "a user code cannot be issued",
+                ));
+            }
             let extras = Extras {
                 claims: vec![UniqueClaim::Claim {
                     scope: USER_CODE_SCOPE.into(),
@@ -323,7 +375,10 @@ impl DevicesService {
                 )
                 .await;
             match created {
-                Err(f) if f.code == "user_code_taken" => continue,
+                Err(f) if f.code == "user_code_taken" => {
+                    tracing::debug!("user code collision; drawing another");
+                    continue;
+                }
                 other => return other,
             }
         }

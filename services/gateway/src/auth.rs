@@ -9,6 +9,7 @@ use std::sync::Arc;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures::future::LocalBoxFuture;
 use gatehouse_contracts::commands::Caller;
+use gatehouse_contracts::devices::DeviceStatus;
 use gatehouse_contracts::identity::Role;
 use gatehouse_tokens::{PrincipalKind, SessionSource};
 use secrecy::SecretString;
@@ -130,6 +131,30 @@ pub fn authenticate_token(state: &AppState, token: &str) -> Result<Authenticated
                 ApiError::unauthenticated(format!("the token has been revoked: {r}"))
                     .with_code("token_revoked")
             })?;
+    }
+    if let SessionSource::Device { id } = &claims.source {
+        // A locked, deleted or lapsed device's token is refused; unlocking restores it.
+        let now = state.clock.now();
+        let device = state
+            .directory
+            .device(id)
+            .filter(|d| d.facts.owner.map(|o| o.as_uuid()) == Some(principal.id))
+            .ok_or_else(|| {
+                ApiError::unauthenticated("the token's device no longer exists")
+                    .with_code("token_revoked")
+            })?;
+        match device.facts.status(now) {
+            DeviceStatus::Active => {}
+            DeviceStatus::Locked => {
+                return Err(
+                    ApiError::unauthenticated("this device is locked").with_code("device_locked")
+                );
+            }
+            _ => {
+                return Err(ApiError::unauthenticated("the device's session has ended")
+                    .with_code("token_revoked"));
+            }
+        }
     }
     Ok(Authenticated {
         principal,

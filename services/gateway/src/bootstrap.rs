@@ -63,6 +63,7 @@ pub fn read_model_projector(
         .with(Arc::new(UserProjection))
         .with(Arc::new(ServiceAccountProjection))
         .with(Arc::new(gatehouse_keys::projections::ApiKeyProjection))
+        .with(Arc::new(gatehouse_devices::projections::DeviceProjection))
 }
 
 /// Creates the `admin` user unless a principal of that name exists, and waits until this

@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::FutureExt;
 use gatehouse_contracts::commands::Caller;
+use gatehouse_contracts::devices::{DEVICE_VIEW, DeviceFacts, DeviceView};
 use gatehouse_contracts::envelope::StreamId;
 use gatehouse_contracts::identity::{
     Role, SERVICE_ACCOUNT_VIEW, ServiceAccountView, USER_VIEW, UserView,
@@ -76,11 +77,26 @@ pub struct KeyEntry {
     pub validity: KeyValidity,
 }
 
+/// What the gateway knows about a device: what decides whether its token works, and
+/// what a polled device code is checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceEntry {
+    /// The OAuth client that asked.
+    pub client_id: String,
+    /// The keyed hash of its device code.
+    pub device_code_hash: String,
+    /// The polling interval first given.
+    pub interval_seconds: u32,
+    /// Owner, trust, lock, times.
+    pub facts: DeviceFacts,
+}
+
 /// The aggregates the directory follows, with the view kind of each.
-const FOLLOWED: [(&str, &str); 3] = [
+const FOLLOWED: [(&str, &str); 4] = [
     ("user", USER_VIEW),
     ("service_account", SERVICE_ACCOUNT_VIEW),
     ("api_key", API_KEY_VIEW),
+    ("device", DEVICE_VIEW),
 ];
 
 fn view_kind_of(aggregate: &str) -> Option<&'static str> {
@@ -122,6 +138,7 @@ struct DirectoryStore {
     docs: MemoryViewStore,
     principals: Arc<RwLock<HashMap<Uuid, Arc<Principal>>>>,
     keys: Arc<RwLock<HashMap<Uuid, Arc<KeyEntry>>>>,
+    devices: Arc<RwLock<HashMap<Uuid, Arc<DeviceEntry>>>>,
 }
 
 #[async_trait]
@@ -183,10 +200,26 @@ impl ViewStore for DirectoryStore {
         {
             let mut principals = self.principals.write().unwrap_or_else(|p| p.into_inner());
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            let mut devices = self.devices.write().unwrap_or_else(|p| p.into_inner());
             for (kind, stream_id, doc) in changed {
                 let (Some(kind), Some(id)) = (kind, stream_id.id()) else {
                     continue;
                 };
+                if kind == DEVICE_VIEW {
+                    let entry = doc
+                        .and_then(|d| serde_json::from_value::<DeviceView>(d).ok())
+                        .map(|v| DeviceEntry {
+                            client_id: v.client_id,
+                            device_code_hash: v.device_code_hash,
+                            interval_seconds: v.interval_seconds,
+                            facts: v.facts,
+                        });
+                    match entry {
+                        Some(entry) => devices.insert(id, Arc::new(entry)),
+                        None => devices.remove(&id),
+                    };
+                    continue;
+                }
                 if kind == API_KEY_VIEW {
                     let entry = doc
                         .and_then(|d| serde_json::from_value::<ApiKeyView>(d).ok())
@@ -224,6 +257,10 @@ impl ViewStore for DirectoryStore {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         self.keys.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.devices
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.docs.reset().await
     }
 }
@@ -252,13 +289,15 @@ impl Directory {
             docs: MemoryViewStore::new(),
             principals: Arc::default(),
             keys: Arc::default(),
+            devices: Arc::default(),
         };
         let runner = ProjectionRunner::new(DIRECTORY_PROJECTOR, Arc::new(store.clone()), log)
             .with(Arc::new(gatehouse_identity::projections::UserProjection))
             .with(Arc::new(
                 gatehouse_identity::projections::ServiceAccountProjection,
             ))
-            .with(Arc::new(gatehouse_keys::projections::ApiKeyProjection));
+            .with(Arc::new(gatehouse_keys::projections::ApiKeyProjection))
+            .with(Arc::new(gatehouse_devices::projections::DeviceProjection));
         Self {
             store,
             runner,
@@ -280,6 +319,16 @@ impl Directory {
     pub fn api_key(&self, id: &Uuid) -> Option<Arc<KeyEntry>> {
         self.store
             .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// A device by id.
+    pub fn device(&self, id: &Uuid) -> Option<Arc<DeviceEntry>> {
+        self.store
+            .devices
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)

@@ -106,6 +106,8 @@ pub async fn build(
         sealer: Arc::new(BusSealer::new(&deps.master)),
         limiter: Arc::new(limiter::FailureLimiter::default()),
         key_cache: Arc::new(apikeys::KeyCache::default()),
+        device_codes: Arc::new(gatehouse_devices::DeviceCodes::new(&deps.master)),
+        device_polls: Arc::default(),
         clock: deps.clock,
         probes: deps.probes,
     })

@@ -50,6 +50,13 @@ impl Modify for BearerAuth {
         routes::api_keys::update_api_key,
         routes::api_keys::rotate_api_key,
         routes::api_keys::delete_api_key,
+        routes::device_flow::device_authorization,
+        routes::devices::list_devices,
+        routes::devices::get_device,
+        routes::devices::lock_device,
+        routes::devices::unlock_device,
+        routes::devices::delete_device,
+        routes::devices::verify_device,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -57,6 +64,7 @@ impl Modify for BearerAuth {
         (name = "users", description = "Users and the current principal"),
         (name = "service_accounts", description = "Service accounts for non-interactive work"),
         (name = "api_keys", description = "API keys of service accounts: shown once, rotated with retention, revoked at once"),
+        (name = "devices", description = "Authorized devices (RFC 8628 device login): list, describe, lock, unlock, delete, approve by user code"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

@@ -99,6 +99,10 @@ pub struct AppState {
     pub limiter: Arc<FailureLimiter>,
     /// API keys verified before, and their use records.
     pub key_cache: Arc<crate::apikeys::KeyCache>,
+    /// Checks polled device codes against their stored hashes.
+    pub device_codes: Arc<gatehouse_devices::DeviceCodes>,
+    /// Each device's polling pace.
+    pub device_polls: Arc<crate::routes::device_flow::PollPacer>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Readiness checks of the dependencies (database, bus).

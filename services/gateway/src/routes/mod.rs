@@ -2,6 +2,8 @@
 
 pub mod api_keys;
 pub mod current_user;
+pub mod device_flow;
+pub mod devices;
 pub mod health;
 pub mod oauth;
 pub mod paging;
@@ -20,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(health::readyz)
         .service(health::openapi)
         .service(oauth::token)
+        .service(device_flow::device_authorization)
         .service(oauth::jwks)
         .service(oauth::metadata)
         .service(
@@ -40,7 +43,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(api_keys::get_api_key)
                 .service(api_keys::update_api_key)
                 .service(api_keys::rotate_api_key)
-                .service(api_keys::delete_api_key),
+                .service(api_keys::delete_api_key)
+                .service(devices::verify_device)
+                .service(devices::list_devices)
+                .service(devices::get_device)
+                .service(devices::lock_device)
+                .service(devices::unlock_device)
+                .service(devices::delete_device),
         );
 }
 

@@ -15,12 +15,14 @@ use crate::apikeys::{KeyError, authenticate_key};
 use crate::context::RequestContext;
 use crate::errors::OAuthError;
 use crate::issuer::Session;
+use crate::routes::device_flow::{DEVICE_CODE_GRANT, device_code_grant};
 use crate::state::AppState;
 
 /// The form of `POST /oauth/token`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TokenForm {
-    /// `password`, or `urn:gatehouse:params:oauth:grant-type:api-key` (alias `api_key`).
+    /// `password`, `urn:ietf:params:oauth:grant-type:device_code`, or
+    /// `urn:gatehouse:params:oauth:grant-type:api-key` (alias `api_key`).
     pub grant_type: String,
     /// Password grant: the user name.
     pub username: Option<String>,
@@ -30,6 +32,9 @@ pub struct TokenForm {
     /// API-key grant: the key.
     #[schema(value_type = Option<String>, format = Password)]
     pub api_key: Option<SecretString>,
+    /// Device-code grant (RFC 8628): the device code.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub device_code: Option<SecretString>,
     /// The client (informational for public clients such as the CLI).
     pub client_id: Option<String>,
     /// Requested scope (currently informational).
@@ -50,7 +55,11 @@ pub struct TokenResponse {
     pub scope: Option<String>,
 }
 
-fn parse_form(req: &HttpRequest, body: &[u8]) -> Result<TokenForm, OAuthError> {
+/// Reads an `application/x-www-form-urlencoded` body.
+pub fn parse_form<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<T, OAuthError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -92,10 +101,11 @@ pub async fn token(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, OAuthError> {
-    let form = parse_form(&req, &body)?;
+    let form: TokenForm = parse_form(&req, &body)?;
     match form.grant_type.as_str() {
         "password" => password_grant(&state, &ctx, form).await,
         API_KEY_GRANT | "api_key" => api_key_grant(&state, &ctx, form).await,
+        DEVICE_CODE_GRANT => device_code_grant(&state, &ctx, form).await,
         other => Err(OAuthError::new(
             "unsupported_grant_type",
             format!("grant type {other:?} is not supported"),
@@ -246,7 +256,8 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         "issuer": state.settings.issuer,
         "token_endpoint": format!("{base}/oauth/token"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "grant_types_supported": ["password", API_KEY_GRANT],
+        "device_authorization_endpoint": format!("{base}/oauth/device_authorization"),
+        "grant_types_supported": ["password", API_KEY_GRANT, DEVICE_CODE_GRANT],
         "token_endpoint_auth_methods_supported": ["none"],
         "response_types_supported": [],
         "token_endpoint_auth_signing_alg_values_supported": ["EdDSA"],

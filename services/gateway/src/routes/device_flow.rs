@@ -1,0 +1,347 @@
+//! The device authorization grant (RFC 8628): `POST /oauth/device_authorization` and the
+//! `urn:ietf:params:oauth:grant-type:device_code` grant of the token endpoint.
+//!
+//! Polls are the load a device flow puts on a server, so a poll is answered from this
+//! replica's memory: the device code is checked against the keyed hash the directory holds,
+//! the status comes from the directory, and the polling pace from [`PollPacer`]. Only the
+//! one poll that finds the device approved goes to the devices service, which activates
+//! the device (an event) exactly once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpRequest, HttpResponse, post, web};
+use gatehouse_contracts::devices::{
+    DeviceMetadata, DeviceStatus, RedeemDeviceCode, RequestDeviceAuthorization, display_user_code,
+};
+use gatehouse_devices::service::seal_context;
+use gatehouse_tokens::{DEVICE_CODE_FORMAT, PrincipalKind, SessionSource};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::context::RequestContext;
+use crate::errors::OAuthError;
+use crate::issuer::Session;
+use crate::routes::oauth::{TokenForm, parse_form, token_response};
+use crate::state::AppState;
+
+/// The grant type of RFC 8628.
+pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// How much `slow_down` adds to a device's interval (RFC 8628 §3.5).
+const SLOW_DOWN_STEP: u32 = 5;
+/// Device entries remembered at most by the pacer (a bound against memory abuse).
+const MAX_PACED: usize = 100_000;
+
+/// The form of `POST /oauth/device_authorization`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct DeviceAuthorizationForm {
+    /// The client asking (the Gatehouse CLI sends `gatehouse-cli`).
+    pub client_id: Option<String>,
+    /// Requested scope.
+    pub scope: Option<String>,
+    /// Gatehouse extension: the device's host name, shown to the approver.
+    pub hostname: Option<String>,
+    /// Gatehouse extension: the device's operating system.
+    pub os: Option<String>,
+    /// Gatehouse extension: the client's version.
+    pub client_version: Option<String>,
+}
+
+/// RFC 8628 §3.2.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeviceAuthorizationResponse {
+    /// The code the device polls with.
+    pub device_code: String,
+    /// The code the person types, `XXXX-XXXX`.
+    pub user_code: String,
+    /// Where the person goes.
+    pub verification_uri: String,
+    /// The same with the code filled in.
+    pub verification_uri_complete: String,
+    /// Seconds until the codes lapse.
+    pub expires_in: u64,
+    /// Seconds to wait between polls.
+    pub interval: u32,
+}
+
+/// Each device's polling pace on this replica (RFC 8628 §3.5: a device that polls faster
+/// than its interval gets `slow_down`, and its interval grows by 5 s for good).
+#[derive(Debug, Default)]
+pub struct PollPacer {
+    devices: Mutex<HashMap<Uuid, Pace>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    last: Instant,
+    interval: u32,
+}
+
+impl PollPacer {
+    /// Records a poll of `device` at `now`; `Err(new interval)` when it came too early.
+    pub fn poll(&self, device: Uuid, first_interval: u32, now: Instant) -> Result<(), u32> {
+        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        if devices.len() >= MAX_PACED && !devices.contains_key(&device) {
+            // Authorizations live minutes: forget the ones not polled for a while.
+            devices.retain(|_, p| now.duration_since(p.last) < Duration::from_secs(900));
+        }
+        match devices.get_mut(&device) {
+            None => {
+                devices.insert(
+                    device,
+                    Pace {
+                        last: now,
+                        interval: first_interval,
+                    },
+                );
+                Ok(())
+            }
+            Some(pace) => {
+                let early =
+                    now.duration_since(pace.last) < Duration::from_secs(pace.interval.into());
+                pace.last = now;
+                if early {
+                    pace.interval += SLOW_DOWN_STEP;
+                    Err(pace.interval)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Forgets a device that has its token.
+    pub fn forget(&self, device: &Uuid) {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(device);
+    }
+}
+
+/// Starts a device authorization (RFC 8628 §3.1).
+#[utoipa::path(
+    post, path = "/oauth/device_authorization", tag = "oauth",
+    request_body(content = DeviceAuthorizationForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, body = DeviceAuthorizationResponse),
+        (status = 400, description = "RFC 6749 error", body = OAuthError),
+    )
+)]
+#[post("/oauth/device_authorization")]
+pub async fn device_authorization(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    let form: DeviceAuthorizationForm = parse_form(&req, &body)?;
+    let client_id = form
+        .client_id
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| OAuthError::new("invalid_client", "client_id is required"))?;
+    let command = RequestDeviceAuthorization {
+        client_id,
+        scope: form.scope,
+        metadata: DeviceMetadata {
+            hostname: form.hostname,
+            os: form.os,
+            client_version: form.client_version,
+            ip_address: ctx.client_ip.map(|ip| ip.to_string()),
+        },
+    };
+    let accepted = state
+        .command(&ctx, None, command, None)
+        .await
+        .map_err(|e| OAuthError::new("temporarily_unavailable", e.message).status(503))?;
+    let issued = accepted.output;
+    let device_code = state
+        .sealer
+        .open(
+            &issued.device_code,
+            &seal_context::<RequestDeviceAuthorization>(),
+        )
+        .map_err(|_| {
+            OAuthError::new("server_error", "the device code cannot be read").status(500)
+        })?;
+    let base = state.settings.issuer.trim_end_matches('/');
+    let user_code = display_user_code(&issued.user_code);
+    // Rounded up: the command took a few milliseconds of the lifetime already.
+    let left_ms = (issued.expires_at - state.clock.now())
+        .num_milliseconds()
+        .max(0)
+        .unsigned_abs();
+    let expires_in = left_ms.div_ceil(1000);
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(DeviceAuthorizationResponse {
+            device_code: device_code.expose_secret().to_owned(),
+            verification_uri: format!("{base}/device"),
+            verification_uri_complete: format!("{base}/device?user_code={user_code}"),
+            user_code,
+            expires_in,
+            interval: issued.interval_seconds,
+        }))
+}
+
+/// The device-code grant: RFC 8628 §3.4 and §3.5.
+pub async fn device_code_grant(
+    state: &AppState,
+    ctx: &RequestContext,
+    form: TokenForm,
+) -> Result<HttpResponse, OAuthError> {
+    let code = form
+        .device_code
+        .ok_or_else(|| OAuthError::new("invalid_request", "missing parameter device_code"))?;
+    let client_id = form
+        .client_id
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| OAuthError::new("invalid_client", "client_id is required"))?;
+    let invalid = || {
+        OAuthError::new(
+            "invalid_grant",
+            "the device code is invalid or was already used",
+        )
+    };
+    let id = DEVICE_CODE_FORMAT
+        .parse(code.expose_secret())
+        .map_err(|_| invalid())?
+        .key_id;
+    let device = state.directory.device(&id).ok_or_else(invalid)?;
+    if !state
+        .device_codes
+        .check_device_code(code.expose_secret(), &device.device_code_hash)
+    {
+        return Err(invalid());
+    }
+    if device.client_id != client_id {
+        return Err(OAuthError::new(
+            "invalid_client",
+            "the device code was issued to another client",
+        ));
+    }
+    if let Err(interval) = state
+        .device_polls
+        .poll(id, device.interval_seconds, Instant::now())
+    {
+        return Err(OAuthError::new(
+            "slow_down",
+            format!("polling too fast: wait {interval} s between polls"),
+        ));
+    }
+    match device.facts.status(state.clock.now()) {
+        DeviceStatus::Pending => {
+            return Err(OAuthError::new(
+                "authorization_pending",
+                "the person has not approved this device yet",
+            ));
+        }
+        DeviceStatus::Denied => {
+            return Err(OAuthError::new(
+                "access_denied",
+                "the authorization was denied",
+            ));
+        }
+        DeviceStatus::Expired if device.facts.activated_at.is_none() => {
+            return Err(OAuthError::new(
+                "expired_token",
+                "the device code has expired",
+            ));
+        }
+        DeviceStatus::Verified => {}
+        DeviceStatus::Active | DeviceStatus::Locked | DeviceStatus::Expired => {
+            return Err(invalid());
+        }
+    }
+    redeem(state, ctx, &code, client_id, form.scope).await
+}
+
+async fn redeem(
+    state: &AppState,
+    ctx: &RequestContext,
+    code: &SecretString,
+    client_id: String,
+    scope: Option<String>,
+) -> Result<HttpResponse, OAuthError> {
+    let sealed = state
+        .seal(code, &seal_context::<RedeemDeviceCode>())
+        .map_err(|_| OAuthError::new("server_error", "an unexpected error occurred").status(500))?;
+    let redeemed = state
+        .command(
+            ctx,
+            None,
+            RedeemDeviceCode {
+                device_code: sealed,
+            },
+            None,
+        )
+        .await
+        .map_err(|e| match e.code.as_deref() {
+            Some("authorization_pending") => OAuthError::new("authorization_pending", e.message),
+            Some("access_denied") => OAuthError::new("access_denied", e.message),
+            Some("expired_token") => OAuthError::new("expired_token", e.message),
+            Some("invalid_grant") => OAuthError::new("invalid_grant", e.message),
+            _ => OAuthError::new("temporarily_unavailable", e.message)
+                .status(503)
+                .retry_after(1),
+        })?
+        .output;
+    state.device_polls.forget(&redeemed.device_id);
+    let owner = redeemed.owner.as_uuid();
+    let principal = state
+        .directory
+        .principal(&owner)
+        .filter(|p| p.active && p.kind == PrincipalKind::User)
+        .ok_or_else(|| {
+            OAuthError::new("access_denied", "the approving user is no longer active")
+        })?;
+    let ttl = (redeemed.token_expires_at - state.clock.now())
+        .to_std()
+        .unwrap_or_default();
+    let session = Session {
+        subject: owner,
+        kind: PrincipalKind::User,
+        epoch: principal.epoch,
+        source: SessionSource::Device {
+            id: redeemed.device_id,
+        },
+        client_id,
+        scope,
+        ttl,
+    };
+    Ok(token_response(state, session))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_too_fast_slows_the_device_down_for_good() {
+        let pacer = PollPacer::default();
+        let device = Uuid::new_v4();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(pacer.poll(device, 5, at(0)), Ok(()));
+        assert_eq!(pacer.poll(device, 5, at(5)), Ok(()));
+        assert_eq!(
+            pacer.poll(device, 5, at(7)),
+            Err(10),
+            "2 s after: slow_down"
+        );
+        // The interval is now 10 s, for every later poll.
+        assert_eq!(
+            pacer.poll(device, 5, at(15)),
+            Err(15),
+            "8 s after: still too fast"
+        );
+        assert_eq!(pacer.poll(device, 5, at(30)), Ok(()));
+        assert_eq!(pacer.poll(device, 5, at(44)), Err(20));
+        // Another device keeps its own pace.
+        assert_eq!(pacer.poll(Uuid::new_v4(), 5, at(44)), Ok(()));
+        pacer.forget(&device);
+        assert_eq!(pacer.poll(device, 5, at(45)), Ok(()), "forgotten");
+    }
+}

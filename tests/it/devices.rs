@@ -1,0 +1,449 @@
+//! Device login (RFC 8628) through the REST API: the device side with plain form posts,
+//! the person's side with `POST /api/v1/devices/verify`. (The HTML approval page and the
+//! browser test come with the page.)
+
+use std::time::Duration;
+
+use gatehouse_e2e::{TestApp, call, claims};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const CLIENT: &str = "gatehouse-cli";
+const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// An app whose devices may poll every second and whose authorizations lapse after
+/// `ttl` seconds.
+async fn app(ttl: &str) -> anyhow::Result<TestApp> {
+    TestApp::spawn_with(&[
+        ("GATEHOUSE_DEVICE_POLL_INTERVAL", "1"),
+        ("GATEHOUSE_DEVICE_AUTHORIZATION_TTL", ttl),
+    ])
+    .await
+}
+
+async fn authorize(app: &TestApp) -> anyhow::Result<Value> {
+    let response = app
+        .http
+        .post(app.at("/oauth/device_authorization"))
+        .form(&[
+            ("client_id", CLIENT),
+            ("hostname", "build-box"),
+            ("os", "linux x86_64"),
+            ("client_version", "0.1.0"),
+        ])
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == StatusCode::OK,
+        "{}",
+        response.text().await?
+    );
+    Ok(response.json().await?)
+}
+
+async fn poll(app: &TestApp, device_code: &str) -> anyhow::Result<(StatusCode, Value)> {
+    let response = app
+        .http
+        .post(app.at("/oauth/token"))
+        .form(&[
+            ("grant_type", DEVICE_GRANT),
+            ("device_code", device_code),
+            ("client_id", CLIENT),
+        ])
+        .send()
+        .await?;
+    Ok((response.status(), response.json().await?))
+}
+
+async fn verify(app: &TestApp, token: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+    app.call(
+        Method::POST,
+        "/api/v1/devices/verify",
+        Some(token),
+        Some(body),
+    )
+    .await
+}
+
+/// Runs the flow for a user: authorize, approve, wait out the interval, redeem.
+async fn logged_in_device(
+    app: &TestApp,
+    user_token: &str,
+    trusted: bool,
+) -> anyhow::Result<(String, String)> {
+    let started = authorize(app).await?;
+    let code = started["user_code"].as_str().unwrap_or_default();
+    let (status, device) = verify(
+        app,
+        user_token,
+        json!({"user_code": code, "trusted_device": trusted}),
+    )
+    .await?;
+    anyhow::ensure!(status == StatusCode::OK, "verify: {status} {device}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = poll(app, started["device_code"].as_str().unwrap_or_default()).await?;
+    anyhow::ensure!(status == StatusCode::OK, "redeem: {status} {body}");
+    Ok((
+        device["id"].as_str().unwrap_or_default().to_owned(),
+        body["access_token"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn a_device_approved_as_trusted_gets_a_thirty_day_token() -> anyhow::Result<()> {
+    let app = app("600").await?;
+    let admin = app.admin_token().await?;
+    let alice = app.user_with_token(&admin, "alice", "member").await?;
+
+    let started = authorize(&app).await?;
+    let user_code = started["user_code"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        user_code.len() == 9
+            && user_code.chars().nth(4) == Some('-')
+            && user_code
+                .chars()
+                .filter(|c| *c != '-')
+                .all(|c| "BCDFGHJKLMNPQRSTVWXZ".contains(c)),
+        "{user_code}"
+    );
+    assert_eq!(started["verification_uri"], app.at("/device"));
+    assert_eq!(
+        started["verification_uri_complete"],
+        app.at(&format!("/device?user_code={user_code}"))
+    );
+    assert_eq!(started["expires_in"], 600);
+    assert_eq!(started["interval"], 1);
+    let device_code = started["device_code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(device_code.starts_with("gatehouse_dc_"), "{device_code}");
+
+    let (status, body) = poll(&app, &device_code).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "authorization_pending", "{body}");
+
+    // Typed the way people type: lower case, no dash.
+    let typed = user_code.replace('-', "").to_lowercase();
+    let (status, device) = verify(
+        &app,
+        &alice,
+        json!({"user_code": typed, "trusted_device": true}),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{device}");
+    assert_eq!(device["status"], "verified");
+    assert_eq!(device["owner"], "alice");
+    assert_eq!(device["hostname"], "build-box");
+    assert_eq!(device["ip_address"], "127.0.0.1");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = poll(&app, &device_code).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expires_in = body["expires_in"].as_u64().unwrap_or_default();
+    assert!(
+        (30 * 86_400 - 60..=30 * 86_400).contains(&expires_in),
+        "{expires_in}"
+    );
+    let token = body["access_token"].as_str().unwrap_or_default();
+    let payload = claims(token)?;
+    assert_eq!(payload["gh_src"]["method"], "device");
+    assert_eq!(payload["gh_src"]["id"], device["id"]);
+    let (status, me) = app
+        .call(Method::GET, "/api/v1/current-user", Some(token), None)
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["name"], "alice");
+
+    // The code works once.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = poll(&app, &device_code).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+
+    let (status, list) = app
+        .call(Method::GET, "/api/v1/devices", Some(&alice), None)
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["total"], 1, "{list}");
+    let listed = &list["items"][0];
+    assert_eq!(listed["status"], "active");
+    assert_eq!(listed["trusted"], true);
+    assert!(listed["last_login"].is_string());
+    let text = list.to_string();
+    assert!(
+        !text.contains(&device_code) && !text.contains("hash"),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_untrusted_device_gets_a_day_and_polling_too_fast_slows_it_down() -> anyhow::Result<()> {
+    let app = app("600").await?;
+    let admin = app.admin_token().await?;
+    let started = authorize(&app).await?;
+    let device_code = started["device_code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        poll(&app, &device_code).await?.1["error"],
+        "authorization_pending"
+    );
+    // Immediately again: slow_down, and the interval is now 1 + 5 s for good.
+    let (status, body) = poll(&app, &device_code).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "slow_down", "{body}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        poll(&app, &device_code).await?.1["error"],
+        "slow_down",
+        "1.5 s is fine for the old interval, not for the new one"
+    );
+    let (status, _) = verify(
+        &app,
+        &admin,
+        json!({"user_code": started["user_code"], "trusted_device": false}),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(11_200)).await;
+    let (status, body) = poll(&app, &device_code).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expires_in = body["expires_in"].as_u64().unwrap_or_default();
+    assert!((86_400 - 60..=86_400).contains(&expires_in), "{expires_in}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_denied_or_lapsed_authorization_gets_its_rfc_error() -> anyhow::Result<()> {
+    let app = app("3").await?;
+    let admin = app.admin_token().await?;
+    let denied = authorize(&app).await?;
+    let (status, device) = verify(
+        &app,
+        &admin,
+        json!({"user_code": denied["user_code"], "deny": true}),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{device}");
+    assert_eq!(device["status"], "denied");
+    let (status, body) = poll(&app, denied["device_code"].as_str().unwrap_or_default()).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "access_denied", "{body}");
+    // Deciding again is refused like any unknown code.
+    let (status, body) = verify(&app, &admin, json!({"user_code": denied["user_code"]})).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    let lapsing = authorize(&app).await?;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (status, body) = poll(&app, lapsing["device_code"].as_str().unwrap_or_default()).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "expired_token", "{body}");
+    let (status, body) = verify(&app, &admin, json!({"user_code": lapsing["user_code"]})).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["code"], "invalid_user_code");
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_forged_and_foreign_device_codes_are_refused() -> anyhow::Result<()> {
+    let app = app("600").await?;
+    let started = authorize(&app).await?;
+    let real = started["device_code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for code in [
+        "nonsense".to_owned(),
+        real[..real.len() - 1].to_owned(),
+        format!("{}x", &real[..real.len() - 1]),
+    ] {
+        let (status, body) = poll(&app, &code).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"], "invalid_grant", "{code}: {body}");
+    }
+    let response = app
+        .http
+        .post(app.at("/oauth/token"))
+        .form(&[
+            ("grant_type", DEVICE_GRANT),
+            ("device_code", real.as_str()),
+            ("client_id", "another-client"),
+        ])
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.json::<Value>().await?["error"], "invalid_client");
+    let response = app
+        .http
+        .post(app.at("/oauth/device_authorization"))
+        .form(&[("scope", "x")])
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.json::<Value>().await?["error"], "invalid_client");
+    Ok(())
+}
+
+#[tokio::test]
+async fn wrong_user_codes_are_limited_and_never_say_whether_a_code_exists() -> anyhow::Result<()> {
+    let app = app("600").await?;
+    let admin = app.admin_token().await?;
+    let mallory = app.user_with_token(&admin, "mallory", "member").await?;
+    let started = authorize(&app).await?;
+    let mut statuses = Vec::new();
+    for n in 0..8 {
+        let guess = format!(
+            "BCDF-GH{}",
+            ["JK", "KJ", "LM", "ML", "NP", "PN", "QR", "RQ"][n]
+        );
+        let (status, body) = verify(&app, &mallory, json!({"user_code": guess})).await?;
+        if status == StatusCode::NOT_FOUND {
+            assert_eq!(body["code"], "invalid_user_code", "{body}");
+        }
+        statuses.push(status.as_u16());
+    }
+    assert_eq!(&statuses[..5], &[404; 5], "{statuses:?}");
+    assert!(statuses[5..].contains(&429), "never limited: {statuses:?}");
+    // Malformed codes get the same answer as well-formed wrong ones.
+    let (status, body) = verify(&app, &admin, json!({"user_code": "AEIOU"})).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // The limit is mallory's: the real code still works for someone else.
+    let (status, _) = verify(&app, &admin, json!({"user_code": started["user_code"]})).await?;
+    assert_eq!(status, StatusCode::OK);
+    Ok(())
+}
+
+#[tokio::test]
+async fn lock_unlock_and_delete_take_effect_on_every_replica_at_once() -> anyhow::Result<()> {
+    let app = app("600").await?;
+    let replica = app.replica().await?;
+    let admin = app.admin_token().await?;
+    let alice = app.user_with_token(&admin, "alice", "member").await?;
+    let (id, token) = logged_in_device(&app, &alice, false).await?;
+    let status_on = |base: String| {
+        let http = app.http.clone();
+        let token = token.clone();
+        async move {
+            call(
+                &http,
+                &base,
+                Method::GET,
+                "/api/v1/current-user",
+                Some(&token),
+                None,
+            )
+            .await
+        }
+    };
+    for base in [app.url.clone(), replica.url.clone()] {
+        assert_eq!(status_on(base).await?.0, StatusCode::OK);
+    }
+
+    let (status, device) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/devices/{id}/lock"),
+            Some(&alice),
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{device}");
+    assert_eq!(device["status"], "locked");
+    for base in [app.url.clone(), replica.url.clone()] {
+        let (status, body) = status_on(base.clone()).await?;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{base}: {body}");
+        assert_eq!(body["code"], "device_locked", "{body}");
+    }
+
+    let (status, device) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/devices/{id}/unlock"),
+            Some(&alice),
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{device}");
+    assert_eq!(device["status"], "active");
+    for base in [app.url.clone(), replica.url.clone()] {
+        assert_eq!(
+            status_on(base).await?.0,
+            StatusCode::OK,
+            "the same token works again"
+        );
+    }
+
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/devices/{id}"),
+            Some(&alice),
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for base in [app.url.clone(), replica.url.clone()] {
+        assert_eq!(status_on(base).await?.0, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/devices/{id}"),
+            Some(&alice),
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    Ok(())
+}
+
+#[tokio::test]
+async fn another_user_can_neither_see_nor_touch_my_device() -> anyhow::Result<()> {
+    let app = app("600").await?;
+    let admin = app.admin_token().await?;
+    let alice = app.user_with_token(&admin, "alice", "member").await?;
+    let bob = app.user_with_token(&admin, "bob", "member").await?;
+    let (id, token) = logged_in_device(&app, &alice, true).await?;
+    let (status, list) = app
+        .call(Method::GET, "/api/v1/devices", Some(&bob), None)
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["total"], 0, "{list}");
+    for (method, path) in [
+        (Method::GET, format!("/api/v1/devices/{id}")),
+        (Method::POST, format!("/api/v1/devices/{id}/lock")),
+        (Method::POST, format!("/api/v1/devices/{id}/unlock")),
+        (Method::DELETE, format!("/api/v1/devices/{id}")),
+    ] {
+        let (status, body) = app.call(method.clone(), &path, Some(&bob), None).await?;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+    }
+    // Nothing changed: alice's token still works; the admin sees the device.
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/current-user", Some(&token), None)
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    let (status, device) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/devices/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(device["owner"], "alice");
+    let (status, body) = app
+        .call(
+            Method::GET,
+            "/api/v1/devices?status=bogus",
+            Some(&alice),
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    Ok(())
+}
