@@ -1,9 +1,10 @@
-//! Device login (RFC 8628) through the REST API: the device side with plain form posts,
-//! the person's side with `POST /api/v1/devices/verify`. (The HTML approval page and the
-//! browser test come with the page.)
+//! Device login (RFC 8628): the device side with plain form posts; the person's side with
+//! `POST /api/v1/devices/verify`, and on the `/device` page in headless Chromium.
 
 use std::time::Duration;
 
+use anyhow::Context;
+use gatehouse_e2e::browser::Browser;
 use gatehouse_e2e::{TestApp, call, claims};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -445,5 +446,146 @@ async fn another_user_can_neither_see_nor_touch_my_device() -> anyhow::Result<()
         )
         .await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The approval page, in headless Chromium
+// ---------------------------------------------------------------------------------------
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Signs in on the page the browser shows.
+async fn sign_in(browser: &Browser, user: &str, password: &str) -> anyhow::Result<()> {
+    browser.wait_for("#signin", WAIT).await?;
+    browser.find("#username").await?.send_keys(user).await?;
+    browser.find("#password").await?.send_keys(password).await?;
+    browser.find("#signin-submit").await?.click().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_person_approves_a_trusted_device_in_the_browser() -> anyhow::Result<()> {
+    let app = app("600").await?;
+    let admin = app.admin_token().await?;
+    app.user_with_token(&admin, "alice", "member").await?;
+    let started = authorize(&app).await?;
+    let user_code = started["user_code"].as_str().unwrap_or_default().to_owned();
+    let device_code = started["device_code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    let browser = Browser::start().await?;
+    browser
+        .goto(started["verification_uri"].as_str().unwrap_or_default())
+        .await?;
+    sign_in(&browser, "alice", "alice-password").await?;
+    let session = browser
+        .cookie("gh_device_session")
+        .await?
+        .context("no session cookie after signing in")?;
+    assert!(session.http_only, "{session:?}");
+    assert_eq!(session.same_site.as_deref(), Some("Lax"), "{session:?}");
+    assert_eq!(
+        browser.execute("return document.cookie", &[]).await?,
+        Value::String(String::new()),
+        "the page's cookies are out of JavaScript's reach"
+    );
+
+    // Enter the code the way people do: lower case, no dash.
+    browser.wait_for("#code", WAIT).await?;
+    browser
+        .find("#user_code")
+        .await?
+        .send_keys(&user_code.replace('-', "").to_lowercase())
+        .await?;
+    browser.find("#code-submit").await?.click().await?;
+    browser.wait_for("#decide", WAIT).await?;
+    assert_eq!(
+        browser.find("#device-hostname").await?.text().await?,
+        "build-box"
+    );
+    assert_eq!(
+        browser.find("#device-os").await?.text().await?,
+        "linux x86_64"
+    );
+    assert_eq!(browser.find("#device-client").await?.text().await?, CLIENT);
+    assert_eq!(browser.find("#device-ip").await?.text().await?, "127.0.0.1");
+    assert_eq!(browser.find("#shown-code").await?.text().await?, user_code);
+    assert_eq!(
+        poll(&app, &device_code).await?.1["error"],
+        "authorization_pending",
+        "showing the device decides nothing"
+    );
+
+    browser.find("#trusted").await?.click().await?;
+    assert!(browser.find("#trusted").await?.is_selected().await?);
+    browser.find("#approve").await?.click().await?;
+    let result = browser.wait_for("#result", WAIT).await?.text().await?;
+    assert!(result.contains("30 days"), "{result}");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = poll(&app, &device_code).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expires_in = body["expires_in"].as_u64().unwrap_or_default();
+    assert!(
+        (30 * 86_400 - 60..=30 * 86_400).contains(&expires_in),
+        "a trusted device gets 30 days: {expires_in}"
+    );
+    let (status, me) = app
+        .call(
+            Method::GET,
+            "/api/v1/current-user",
+            body["access_token"].as_str(),
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["name"], "alice");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_complete_link_leads_straight_to_the_decision_and_deny_refuses_the_device()
+-> anyhow::Result<()> {
+    let app = app("600").await?;
+    let admin = app.admin_token().await?;
+    app.user_with_token(&admin, "alice", "member").await?;
+    let started = authorize(&app).await?;
+    let browser = Browser::start().await?;
+    browser
+        .goto(
+            started["verification_uri_complete"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        .await?;
+    // A wrong password first: refused, nothing decided.
+    sign_in(&browser, "alice", "not-her-password").await?;
+    let error = browser.wait_for("#error", WAIT).await?.text().await?;
+    assert!(error.contains("Wrong username or password"), "{error}");
+    sign_in(&browser, "alice", "alice-password").await?;
+    // The code came with the link: straight to what is asking.
+    browser.wait_for("#decide", WAIT).await?;
+    browser.find("#deny").await?.click().await?;
+    let result = browser.wait_for("#result", WAIT).await?.text().await?;
+    assert!(result.contains("denied"), "{result}");
+    let (status, body) = poll(&app, started["device_code"].as_str().unwrap_or_default()).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "access_denied", "{body}");
+
+    // A form posted without the page's CSRF token is refused.
+    let response = app
+        .http
+        .post(app.at("/device/decide"))
+        .form(&[
+            ("csrf", "0".repeat(64).as_str()),
+            ("user_code", "BCDF-GHJK"),
+            ("action", "approve"),
+        ])
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
     Ok(())
 }

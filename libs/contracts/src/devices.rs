@@ -317,6 +317,19 @@ pub struct DeviceView {
     pub updated: DateTime<Utc>,
 }
 
+impl DeviceView {
+    /// Where the device stands at `now` (the same rule as the aggregate's and the
+    /// gateway's: [`DeviceFacts::status`]).
+    pub fn status(&self, now: DateTime<Utc>) -> DeviceStatus {
+        self.facts.status(now)
+    }
+
+    /// When the device's current phase ends ([`DeviceFacts::ends_at`]).
+    pub fn ends_at(&self) -> DateTime<Utc> {
+        self.facts.ends_at()
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Commands
 // ---------------------------------------------------------------------------------------

@@ -404,7 +404,7 @@ impl DevicesService {
     }
 
     /// Finds the pending authorization a person typed the code of.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "info", Debug))]
     pub async fn find_pending(
         &self,
         env: CommandEnvelope<FindPendingDevice>,
@@ -427,7 +427,7 @@ impl DevicesService {
     }
 
     /// A person approves or denies; the user code is released with the decision.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "info", Debug))]
     pub async fn decide(
         &self,
         env: CommandEnvelope<DecideDevice>,
@@ -471,7 +471,7 @@ impl DevicesService {
     }
 
     /// The device redeems its code once a person approved it.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all, err(level = "info", Debug))]
     pub async fn redeem(
         &self,
         env: CommandEnvelope<RedeemDeviceCode>,

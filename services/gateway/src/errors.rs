@@ -173,6 +173,11 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
+    /// The HTTP status it is answered with.
+    pub fn http_status(&self) -> u16 {
+        self.status
+    }
+
     /// A 400 OAuth error.
     pub fn new(error: &'static str, description: impl Into<String>) -> Self {
         Self {

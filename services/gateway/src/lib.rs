@@ -151,12 +151,14 @@ async fn json_errors(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let res = next.call(req).await?;
     let status = res.status();
-    let is_json = res
+    // JSON error bodies are ours already; HTML is the device page's, which renders its own
+    // errors for people.
+    let own_body = res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if !(status.is_client_error() || status.is_server_error()) || own_body {
         return Ok(res.map_into_left_body());
     }
     let (class, message) = class_of(status.as_u16());

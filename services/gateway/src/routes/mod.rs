@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod current_user;
 pub mod device_flow;
+pub mod device_page;
 pub mod devices;
 pub mod health;
 pub mod oauth;
@@ -23,6 +24,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(health::openapi)
         .service(oauth::token)
         .service(device_flow::device_authorization)
+        .service(device_page::device_page)
+        .service(device_page::sign_in)
+        .service(device_page::decide)
         .service(oauth::jwks)
         .service(oauth::metadata)
         .service(

@@ -119,6 +119,33 @@ async fn password_grant(
     form: TokenForm,
 ) -> Result<HttpResponse, OAuthError> {
     let username = required(form.username, "username")?;
+    let password = form
+        .password
+        .ok_or_else(|| OAuthError::new("invalid_request", "missing parameter password"))?;
+    let session = password_session(
+        state,
+        ctx,
+        username,
+        &password,
+        form.client_id.unwrap_or_else(|| "gatehouse-cli".into()),
+        form.scope,
+        state.settings.password_token_ttl,
+    )
+    .await?;
+    Ok(token_response(state, session))
+}
+
+/// Checks a user's password (under the failed-login limiter) and returns the session to
+/// mint: the password grant and the device approval page both sign people in with it.
+pub async fn password_session(
+    state: &AppState,
+    ctx: &RequestContext,
+    username: String,
+    password: &SecretString,
+    client_id: String,
+    scope: Option<String>,
+    ttl: std::time::Duration,
+) -> Result<Session, OAuthError> {
     let subject = username.to_lowercase();
     if let Err(wait) = state.limiter.check(ctx.client_ip, &subject, Instant::now()) {
         return Err(OAuthError::new(
@@ -128,11 +155,8 @@ async fn password_grant(
         .status(429)
         .retry_after(wait));
     }
-    let password = form
-        .password
-        .ok_or_else(|| OAuthError::new("invalid_request", "missing parameter password"))?;
     let sealed = state
-        .seal(&password, &AuthenticatePassword::subject())
+        .seal(password, &AuthenticatePassword::subject())
         .map_err(|_| OAuthError::new("server_error", "an unexpected error occurred").status(500))?;
     let result = state
         .command(
@@ -164,16 +188,15 @@ async fn password_grant(
         Err(e) => return Err(OAuthError::new("invalid_request", e.message)),
     };
     state.limiter.succeeded(ctx.client_ip, &subject);
-    let session = Session {
+    Ok(Session {
         subject: user.user_id.as_uuid(),
         kind: PrincipalKind::User,
         epoch: user.epoch,
         source: SessionSource::Password,
-        client_id: form.client_id.unwrap_or_else(|| "gatehouse-cli".into()),
-        scope: form.scope,
-        ttl: state.settings.password_token_ttl,
-    };
-    Ok(token_response(state, session))
+        client_id,
+        scope,
+        ttl,
+    })
 }
 
 /// The grant type of the API-key exchange.
