@@ -87,6 +87,35 @@ pub enum ClientError {
         /// The server's explanation.
         description: String,
     },
+    /// The server has no device authorization endpoint (an older Gatehouse, or another
+    /// server).
+    #[error(
+        "{url} does not offer device login (no /oauth/device_authorization): log in with \
+        `gatehouse login --url {url} --username NAME` instead"
+    )]
+    DeviceLoginUnsupported {
+        /// Base URL.
+        url: String,
+    },
+    /// No such authorized device, or not one the caller may see (404).
+    #[error(
+        "no authorized device {id} (unknown, deleted, or not yours): `gatehouse \
+        authorized-device list` shows yours"
+    )]
+    DeviceNotFound {
+        /// The id asked for.
+        id: Uuid,
+    },
+    /// The user code matches no authorization waiting for approval (404
+    /// `invalid_user_code`).
+    #[error(
+        "the code {user_code} matches no sign-in request waiting for approval: check it \
+        against the one the device shows; codes expire after a few minutes and work once"
+    )]
+    InvalidUserCode {
+        /// The code as sent.
+        user_code: String,
+    },
     /// No connection could be made.
     #[error("cannot reach Gatehouse at {url}: is it running?")]
     Connect {
@@ -128,6 +157,18 @@ pub enum ClientError {
         /// Why it is refused.
         reason: String,
     },
+}
+
+impl ClientError {
+    /// Whether the failure may pass by itself: no connection, a timeout, a broken
+    /// connection, or a 5xx answer (an overloaded or restarting gateway, a proxy's 502).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::Timeout { .. } | Self::Transport { .. } => true,
+            Self::Api { status, .. } | Self::Decode { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
 }
 
 /// `POST /oauth/token` success (RFC 6749 §5.1).
@@ -413,6 +454,195 @@ impl ApiKeyUpdate {
             None => {}
         }
         serde_json::Value::Object(body)
+    }
+}
+
+/// The OAuth grant type of the device authorization grant (RFC 8628 §3.4).
+pub const DEVICE_CODE_GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// What a device says about itself when it asks for authorization (Gatehouse extensions
+/// of RFC 8628 §3.1, shown to the person who approves it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceDescription {
+    /// Requested scope.
+    pub scope: Option<String>,
+    /// The device's host name.
+    pub hostname: Option<String>,
+    /// Its operating system and architecture (`linux x86_64`).
+    pub os: Option<String>,
+    /// This CLI's version.
+    pub client_version: Option<String>,
+}
+
+/// `POST /oauth/device_authorization` success (RFC 8628 §3.2). `Debug` hides the device
+/// code.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeviceAuthorization {
+    /// The code the device polls with; never shown.
+    pub device_code: SecretString,
+    /// The code the person enters (`WDJB-MJHT`).
+    pub user_code: String,
+    /// Where the person enters it.
+    pub verification_uri: String,
+    /// The same page with the code filled in.
+    #[serde(default)]
+    pub verification_uri_complete: Option<String>,
+    /// Seconds until the codes expire.
+    pub expires_in: u64,
+    /// Seconds to wait between polls (RFC 8628 §3.2: 5 when absent).
+    #[serde(default)]
+    pub interval: Option<u64>,
+}
+
+/// One answer of the token endpoint to a device's poll (RFC 8628 §3.5).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DevicePoll {
+    /// Approved: the access token.
+    Token(TokenResponse),
+    /// `authorization_pending`: nobody decided yet; poll again after the interval.
+    Pending,
+    /// `slow_down`: poll again, and from now on wait 5 s longer between polls.
+    SlowDown,
+    /// 429: too many requests; wait `retry_after` seconds (when given) before the next.
+    RateLimited {
+        /// `Retry-After`, seconds.
+        retry_after: Option<u64>,
+    },
+    /// `access_denied`: the person refused.
+    Denied {
+        /// The server's explanation.
+        description: Option<String>,
+    },
+    /// `expired_token`: the device code expired before it was approved.
+    Expired {
+        /// The server's explanation.
+        description: Option<String>,
+    },
+    /// Any other refusal (`invalid_grant`, `invalid_client`, `unsupported_grant_type`,
+    /// ...): the flow cannot go on.
+    Refused {
+        /// The RFC 6749 error code.
+        error: String,
+        /// The server's explanation.
+        description: Option<String>,
+    },
+}
+
+/// An authorized device (a device authorization, from request to deletion).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Device {
+    /// Id.
+    pub id: Uuid,
+    /// `pending`, `verified`, `active`, `locked`, `denied`, `expired` (or one this CLI
+    /// does not know yet).
+    pub status: String,
+    /// Whether its owner trusts it (longer-lived tokens).
+    #[serde(default)]
+    pub trusted: bool,
+    /// Its owner's id, once approved.
+    #[serde(default)]
+    pub owner_id: Option<Uuid>,
+    /// Its owner's name, once approved.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// The OAuth client that asked (`gatehouse-cli`).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The scope asked for.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// The host name the device gave.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The operating system the device gave.
+    #[serde(default)]
+    pub os: Option<String>,
+    /// The client version the device gave.
+    #[serde(default)]
+    pub client_version: Option<String>,
+    /// The address it asked from.
+    #[serde(default)]
+    pub ip_address: Option<String>,
+    /// Requested at (RFC 3339, kept as sent).
+    pub created: String,
+    /// Approved at.
+    #[serde(default)]
+    pub verified_at: Option<String>,
+    /// Last token issued at.
+    #[serde(default)]
+    pub last_login: Option<String>,
+    /// The authorization's expiry while pending or verified, the token's once active.
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// Fields this CLI does not know yet.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Device statuses, to filter listings by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceStatus {
+    /// Waiting for a person to approve or deny it.
+    Pending,
+    /// Approved, not yet redeemed by the device.
+    Verified,
+    /// Holds a working token.
+    Active,
+    /// Its token is refused until it is unlocked.
+    Locked,
+    /// A person refused it.
+    Denied,
+    /// The authorization or the token ran out.
+    Expired,
+}
+
+impl DeviceStatus {
+    /// The status as the API names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Verified => "verified",
+            Self::Active => "active",
+            Self::Locked => "locked",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// Filters of `GET /api/v1/devices`.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilters {
+    /// Only devices with this status.
+    pub status: Option<DeviceStatus>,
+    /// 1-based page (server default 1).
+    pub page: Option<u64>,
+    /// Page size (server default 20).
+    pub size: Option<u64>,
+}
+
+/// A person's answer to a device asking to sign in (`POST /api/v1/devices/verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceDecision {
+    /// Approve; a trusted device gets longer-lived tokens.
+    Approve {
+        /// Trust the device.
+        trusted: bool,
+    },
+    /// Refuse.
+    Deny,
+}
+
+impl DeviceDecision {
+    /// The request body for `user_code`.
+    pub fn body(self, user_code: &str) -> serde_json::Value {
+        match self {
+            Self::Approve { trusted } => {
+                serde_json::json!({"user_code": user_code, "trusted_device": trusted})
+            }
+            Self::Deny => serde_json::json!({"user_code": user_code, "deny": true}),
+        }
     }
 }
 
@@ -913,6 +1143,162 @@ impl GatehouseClient {
         self.expect_empty(response).await
     }
 
+    /// `POST /oauth/device_authorization` (RFC 8628 §3.1): starts a device login. Sent
+    /// once (a repeat would start a second authorization).
+    pub async fn request_device_authorization(
+        &self,
+        device: &DeviceDescription,
+    ) -> Result<DeviceAuthorization, ClientError> {
+        let url = self.endpoint(&["oauth", "device_authorization"]);
+        let mut form = vec![("client_id", CLIENT_ID)];
+        for (name, value) in [
+            ("scope", &device.scope),
+            ("hostname", &device.hostname),
+            ("os", &device.os),
+            ("client_version", &device.client_version),
+        ] {
+            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+                form.push((name, value));
+            }
+        }
+        let response = self
+            .send(Retry::Never, || self.http.post(url.clone()).form(&form))
+            .await?;
+        let status = response.status();
+        let wait = retry_after_secs(response.headers());
+        let body = self.body(response).await?;
+        if status.is_success() {
+            return decode_json(status, &body);
+        }
+        Err(match status.as_u16() {
+            404 | 405 => ClientError::DeviceLoginUnsupported { url: self.url() },
+            429 => ClientError::TooManyAttempts {
+                retry_after: wait,
+                description: oauth_description(&body)
+                    .unwrap_or_else(|| "too many device login requests".into()),
+            },
+            other => decode_oauth_error(other, &body),
+        })
+    }
+
+    /// One poll of the token endpoint with `device_code` (RFC 8628 §3.4). Sent once:
+    /// the caller decides when to poll again.
+    pub async fn poll_device_token(
+        &self,
+        device_code: &SecretString,
+    ) -> Result<DevicePoll, ClientError> {
+        let url = self.endpoint(&["oauth", "token"]);
+        let response = self
+            .send(Retry::Never, || {
+                self.http.post(url.clone()).form(&[
+                    ("grant_type", DEVICE_CODE_GRANT_TYPE),
+                    ("device_code", device_code.expose_secret()),
+                    ("client_id", CLIENT_ID),
+                ])
+            })
+            .await?;
+        let status = response.status();
+        let wait = retry_after_secs(response.headers());
+        let body = self.body(response).await?;
+        if status.is_success() {
+            return decode_token(status, &body).map(DevicePoll::Token);
+        }
+        decode_device_poll_error(status.as_u16(), wait, &body)
+    }
+
+    /// `GET /api/v1/devices`: the caller's devices (an admin's: everyone's).
+    pub async fn list_devices(&self, filters: &DeviceFilters) -> Result<Page<Device>, ClientError> {
+        let mut url = self.api(&["devices"]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(status) = filters.status {
+                query.append_pair("status", status.as_str());
+            }
+            if let Some(page) = filters.page {
+                query.append_pair("page", &page.to_string());
+            }
+            if let Some(size) = filters.size {
+                query.append_pair("size", &size.to_string());
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        self.get(url).await
+    }
+
+    /// `GET /api/v1/devices/{id}`.
+    pub async fn get_device(&self, id: Uuid) -> Result<Device, ClientError> {
+        let url = self.api(&["devices", &id.to_string()]);
+        let response = self
+            .send_api(Retry::Safe, || self.authorized(Method::GET, url.clone()))
+            .await?;
+        device_not_found(id, self.expect_json(response).await)
+    }
+
+    /// `POST /api/v1/devices/{id}/lock`: the device's token is refused at once.
+    pub async fn lock_device(&self, id: Uuid) -> Result<Device, ClientError> {
+        self.device_action(id, "lock").await
+    }
+
+    /// `POST /api/v1/devices/{id}/unlock`: the device's token, if not expired, works
+    /// again.
+    pub async fn unlock_device(&self, id: Uuid) -> Result<Device, ClientError> {
+        self.device_action(id, "unlock").await
+    }
+
+    async fn device_action(&self, id: Uuid, action: &str) -> Result<Device, ClientError> {
+        let url = self.api(&["devices", &id.to_string(), action]);
+        // Locking or unlocking twice ends in the same state: safe to repeat.
+        let response = self
+            .send_api(Retry::Safe, || self.authorized(Method::POST, url.clone()))
+            .await?;
+        device_not_found(id, self.expect_json(response).await)
+    }
+
+    /// `DELETE /api/v1/devices/{id}`: the device and its token are gone.
+    pub async fn delete_device(&self, id: Uuid) -> Result<(), ClientError> {
+        let url = self.api(&["devices", &id.to_string()]);
+        let response = self
+            .send_api(Retry::Never, || {
+                self.authorized(Method::DELETE, url.clone())
+            })
+            .await?;
+        device_not_found(id, self.expect_empty(response).await)
+    }
+
+    /// `POST /api/v1/devices/verify`: approves (optionally trusting) or denies the device
+    /// that shows `user_code`, for the caller's account. Sent once: a wrong code counts
+    /// against the caller.
+    pub async fn verify_device(
+        &self,
+        user_code: &str,
+        decision: DeviceDecision,
+    ) -> Result<Device, ClientError> {
+        let url = self.api(&["devices", "verify"]);
+        let body = decision.body(user_code);
+        let response = self
+            .send_api(Retry::Never, || {
+                self.authorized(Method::POST, url.clone()).json(&body)
+            })
+            .await?;
+        let wait = retry_after_secs(response.headers());
+        match self.expect_json(response).await {
+            Err(ClientError::Api { status: 404, .. }) => Err(ClientError::InvalidUserCode {
+                user_code: user_code.to_owned(),
+            }),
+            Err(ClientError::Api {
+                status: 429,
+                message,
+                ..
+            }) => Err(ClientError::TooManyAttempts {
+                retry_after: wait,
+                description: message,
+            }),
+            other => other,
+        }
+    }
+
     // ---- plumbing ----
 
     /// `base/segments...`, each segment percent-encoded (names and ids are path segments).
@@ -1193,6 +1579,63 @@ pub fn decode_oauth_error(status: u16, body: &[u8]) -> ClientError {
     }
 }
 
+/// A 404 about device `id` is [`ClientError::DeviceNotFound`].
+fn device_not_found<T>(id: Uuid, result: Result<T, ClientError>) -> Result<T, ClientError> {
+    match result {
+        Err(ClientError::Api { status: 404, .. }) => Err(ClientError::DeviceNotFound { id }),
+        other => other,
+    }
+}
+
+/// The `error_description` of an RFC 6749 error body, when there is one.
+fn oauth_description(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()?
+        .get("error_description")?
+        .as_str()
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned)
+}
+
+/// Classifies a refused device poll (RFC 8628 §3.5). Only a body that is not the RFC 6749
+/// error shape is an error: every documented refusal is an answer for the poller.
+pub fn decode_device_poll_error(
+    status: u16,
+    retry_after: Option<u64>,
+    body: &[u8],
+) -> Result<DevicePoll, ClientError> {
+    #[derive(Deserialize)]
+    struct OAuthBody {
+        error: String,
+        #[serde(default)]
+        error_description: Option<String>,
+    }
+    if status == 429 {
+        return Ok(DevicePoll::RateLimited { retry_after });
+    }
+    if status >= 500 {
+        // The gateway's own error body, or a proxy's page: for the poller to judge.
+        return Err(decode_api_error(status, None, body));
+    }
+    let Ok(parsed) = serde_json::from_slice::<OAuthBody>(body) else {
+        return Err(ClientError::Decode {
+            status,
+            detail: snippet(body),
+        });
+    };
+    let description = parsed.error_description.filter(|d| !d.is_empty());
+    Ok(match parsed.error.as_str() {
+        "authorization_pending" => DevicePoll::Pending,
+        "slow_down" => DevicePoll::SlowDown,
+        "access_denied" => DevicePoll::Denied { description },
+        "expired_token" => DevicePoll::Expired { description },
+        _ => DevicePoll::Refused {
+            error: parsed.error,
+            description,
+        },
+    })
+}
+
 /// Turns a refused API-key exchange into an error that says why: `invalid_grant` with a
 /// `gatehouse_reason`, 429 `too_many_attempts` (with `Retry-After` seconds), else the plain
 /// OAuth error.
@@ -1402,5 +1845,334 @@ mod tests {
         )?;
         assert!(!format!("{token:?}").contains("very-secret"));
         Ok(())
+    }
+
+    /// The device endpoints against a stand-in gateway.
+    mod devices {
+        use super::*;
+        use crate::testing::{MockServer, Reply, Request};
+
+        const ID: &str = "0190f0a8-3b1c-7000-8000-00000000d001";
+
+        fn id() -> Uuid {
+            Uuid::parse_str(ID).expect("uuid")
+        }
+
+        fn device(status: &str) -> serde_json::Value {
+            serde_json::json!({
+                "id": ID, "status": status, "trusted": false, "owner_id": null, "owner": "alice",
+                "client_id": "gatehouse-cli", "scope": null, "hostname": "laptop",
+                "os": "linux x86_64", "client_version": "0.1.0", "ip_address": "192.0.2.7",
+                "created": "2025-01-01T10:00:00Z", "verified_at": null, "last_login": null,
+                "expires": "2025-01-01T10:10:00Z",
+            })
+        }
+
+        fn authorization() -> serde_json::Value {
+            serde_json::json!({
+                "device_code": "gatehouse_dc_secret-device-code", "user_code": "WDJB-MJHT",
+                "verification_uri": "http://host/device",
+                "verification_uri_complete": "http://host/device?user_code=WDJB-MJHT",
+                "expires_in": 600, "interval": 5,
+            })
+        }
+
+        async fn server(
+            handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+        ) -> (MockServer, GatehouseClient) {
+            let server = MockServer::start(handler).await.expect("server");
+            let client =
+                GatehouseClient::new(&server.url, Some(SecretString::from("tok"))).expect("client");
+            (server, client)
+        }
+
+        #[tokio::test]
+        async fn a_device_authorization_sends_what_the_device_says_about_itself() {
+            let (server, client) = server(|_| Reply::json(200, authorization())).await;
+            let asked = DeviceDescription {
+                scope: None,
+                hostname: Some("laptop".into()),
+                os: Some("linux x86_64".into()),
+                client_version: Some("0.1.0".into()),
+            };
+            let answer = client
+                .request_device_authorization(&asked)
+                .await
+                .expect("authorization");
+            assert_eq!(answer.user_code, "WDJB-MJHT");
+            assert_eq!(answer.interval, Some(5));
+            assert_eq!(answer.expires_in, 600);
+            assert_eq!(
+                answer.device_code.expose_secret(),
+                "gatehouse_dc_secret-device-code"
+            );
+            assert!(!format!("{answer:?}").contains("secret-device-code"));
+            let sent = &server.requests()[0];
+            assert_eq!(sent.route(), "POST /oauth/device_authorization");
+            assert_eq!(
+                sent.form(),
+                vec![
+                    ("client_id".to_owned(), "gatehouse-cli".to_owned()),
+                    ("hostname".to_owned(), "laptop".to_owned()),
+                    ("os".to_owned(), "linux x86_64".to_owned()),
+                    ("client_version".to_owned(), "0.1.0".to_owned()),
+                ]
+            );
+            // Nobody is logged in yet: no bearer token goes to the OAuth endpoint.
+            assert_eq!(sent.header("authorization"), None);
+        }
+
+        #[tokio::test]
+        async fn a_refused_device_authorization_says_why() {
+            let (_s, client) =
+                server(|_| Reply::api_error(404, "not_found", None, "no such resource")).await;
+            let error = client
+                .request_device_authorization(&DeviceDescription::default())
+                .await
+                .expect_err("404");
+            assert!(matches!(error, ClientError::DeviceLoginUnsupported { .. }));
+            assert!(error.to_string().contains("--username NAME"), "{error}");
+
+            let (_s, client) = server(|_| {
+                Reply::oauth_error(429, "slow_down", "too many device authorizations")
+                    .header("retry-after", "7")
+            })
+            .await;
+            let error = client
+                .request_device_authorization(&DeviceDescription::default())
+                .await
+                .expect_err("429");
+            assert_eq!(
+                error.to_string(),
+                "too many failed attempts (too many device authorizations): try again in 7 s"
+            );
+
+            let (_s, client) =
+                server(|_| Reply::oauth_error(400, "invalid_client", "unknown client")).await;
+            let error = client
+                .request_device_authorization(&DeviceDescription::default())
+                .await
+                .expect_err("400");
+            assert_eq!(error.to_string(), "unknown client (invalid_client)");
+        }
+
+        #[tokio::test]
+        async fn polls_send_the_device_grant_and_classify_every_answer() {
+            let (server, client) = server(|request| {
+                match request.form_value("device_code").as_deref() {
+                    Some("pending") => {
+                        Reply::oauth_error(400, "authorization_pending", "not yet")
+                    }
+                    Some("slow") => Reply::oauth_error(400, "slow_down", "easy"),
+                    Some("denied") => Reply::oauth_error(400, "access_denied", "denied by alice"),
+                    Some("expired") => Reply::oauth_error(400, "expired_token", "too late"),
+                    Some("invalid") => Reply::oauth_error(400, "invalid_grant", "unknown code"),
+                    Some("limited") => Reply::empty(429).header("retry-after", "9"),
+                    Some("down") => Reply::api_error(503, "unavailable", None, "restarting"),
+                    Some("html") => Reply::empty(400),
+                    _ => Reply::json(
+                        200,
+                        serde_json::json!({"access_token": "eyJ.a.b", "token_type": "Bearer", "expires_in": 86400}),
+                    ),
+                }
+            })
+            .await;
+            let poll = |code: &'static str| client.poll_device_token_for_test(code);
+            assert!(matches!(poll("pending").await, Ok(DevicePoll::Pending)));
+            assert!(matches!(poll("slow").await, Ok(DevicePoll::SlowDown)));
+            assert!(matches!(poll("denied").await,
+                Ok(DevicePoll::Denied { description: Some(d) }) if d == "denied by alice"));
+            assert!(matches!(
+                poll("expired").await,
+                Ok(DevicePoll::Expired { .. })
+            ));
+            assert!(matches!(poll("invalid").await,
+                Ok(DevicePoll::Refused { error, .. }) if error == "invalid_grant"));
+            assert!(matches!(
+                poll("limited").await,
+                Ok(DevicePoll::RateLimited {
+                    retry_after: Some(9)
+                })
+            ));
+            let down = poll("down").await.expect_err("503");
+            assert!(down.is_transient(), "{down:?}");
+            let html = poll("html").await.expect_err("empty 400");
+            assert!(!html.is_transient(), "{html:?}");
+            match poll("good").await {
+                Ok(DevicePoll::Token(token)) => {
+                    assert_eq!(token.access_token.expose_secret(), "eyJ.a.b");
+                }
+                other => panic!("{other:?}"),
+            }
+            let sent = &server.requests()[0];
+            assert_eq!(sent.route(), "POST /oauth/token");
+            assert_eq!(
+                sent.form(),
+                vec![
+                    ("grant_type".to_owned(), DEVICE_CODE_GRANT_TYPE.to_owned()),
+                    ("device_code".to_owned(), "pending".to_owned()),
+                    ("client_id".to_owned(), "gatehouse-cli".to_owned()),
+                ]
+            );
+            // One request per poll: polls are never retried behind the poller's back.
+            assert_eq!(server.requests().len(), 9);
+        }
+
+        #[tokio::test]
+        async fn device_calls_use_the_documented_routes() {
+            let (server, client) = server(|request| match request.route().as_str() {
+                "GET /api/v1/devices" => Reply::json(
+                    200,
+                    serde_json::json!({"index": 2, "max_size": 5, "total_pages": 3, "total": 11,
+                        "items": [device("active")]}),
+                ),
+                "POST /api/v1/devices/verify" => Reply::json(200, device("verified")),
+                r if r.ends_with("/lock") => Reply::json(200, device("locked")),
+                r if r.ends_with("/unlock") => Reply::json(200, device("active")),
+                r if r.starts_with("DELETE ") => Reply::empty(204),
+                _ => Reply::json(200, device("active")),
+            })
+            .await;
+            let filters = DeviceFilters {
+                status: Some(DeviceStatus::Active),
+                page: Some(2),
+                size: Some(5),
+            };
+            let page = client.list_devices(&filters).await.expect("list");
+            assert_eq!((page.index, page.total_pages, page.items.len()), (2, 3, 1));
+            assert_eq!(client.get_device(id()).await.expect("get").status, "active");
+            assert_eq!(
+                client.lock_device(id()).await.expect("lock").status,
+                "locked"
+            );
+            assert_eq!(
+                client.unlock_device(id()).await.expect("unlock").status,
+                "active"
+            );
+            client.delete_device(id()).await.expect("delete");
+            let verified = client
+                .verify_device("WDJB-MJHT", DeviceDecision::Approve { trusted: true })
+                .await
+                .expect("verify");
+            assert_eq!(verified.status, "verified");
+            client
+                .list_devices(&DeviceFilters::default())
+                .await
+                .expect("list");
+
+            let requests = server.requests();
+            let routes: Vec<String> = requests.iter().map(Request::route).collect();
+            assert_eq!(
+                routes,
+                vec![
+                    "GET /api/v1/devices".to_owned(),
+                    format!("GET /api/v1/devices/{ID}"),
+                    format!("POST /api/v1/devices/{ID}/lock"),
+                    format!("POST /api/v1/devices/{ID}/unlock"),
+                    format!("DELETE /api/v1/devices/{ID}"),
+                    "POST /api/v1/devices/verify".to_owned(),
+                    "GET /api/v1/devices".to_owned(),
+                ]
+            );
+            assert_eq!(requests[0].query(), Some("status=active&page=2&size=5"));
+            assert_eq!(requests[6].query(), None);
+            assert_eq!(
+                requests[5].json(),
+                serde_json::json!({"user_code": "WDJB-MJHT", "trusted_device": true})
+            );
+            assert!(
+                requests
+                    .iter()
+                    .all(|r| r.header("authorization") == Some("Bearer tok"))
+            );
+        }
+
+        #[tokio::test]
+        async fn unknown_devices_and_wrong_codes_read_clearly() {
+            let (_s, client) = server(|request| {
+                if request.path().ends_with("/verify") {
+                    if request.json()["user_code"] == "BBBB-BBBB" {
+                        return Reply::api_error(429, "rate_limited", None, "too many wrong codes")
+                            .header("retry-after", "60");
+                    }
+                    return Reply::api_error(
+                        404,
+                        "not_found",
+                        Some("invalid_user_code"),
+                        "no such code",
+                    );
+                }
+                Reply::api_error(404, "not_found", None, "no device")
+            })
+            .await;
+            let error = client.get_device(id()).await.expect_err("404");
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "no authorized device {ID} (unknown, deleted, or not yours): `gatehouse \
+                     authorized-device list` shows yours"
+                )
+            );
+            assert!(matches!(
+                client.lock_device(id()).await,
+                Err(ClientError::DeviceNotFound { .. })
+            ));
+            assert!(matches!(
+                client.unlock_device(id()).await,
+                Err(ClientError::DeviceNotFound { .. })
+            ));
+            assert!(matches!(
+                client.delete_device(id()).await,
+                Err(ClientError::DeviceNotFound { .. })
+            ));
+            let error = client
+                .verify_device("WDJB-MJHT", DeviceDecision::Deny)
+                .await
+                .expect_err("wrong code");
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("the code WDJB-MJHT matches no sign-in request"),
+                "{error}"
+            );
+            let error = client
+                .verify_device("BBBB-BBBB", DeviceDecision::Deny)
+                .await
+                .expect_err("429");
+            assert_eq!(
+                error.to_string(),
+                "too many failed attempts (too many wrong codes): try again in 60 s"
+            );
+        }
+
+        #[test]
+        fn poll_errors_that_are_not_the_oauth_shape_are_decode_errors() {
+            assert!(matches!(
+                decode_device_poll_error(400, None, b"<html>"),
+                Err(ClientError::Decode { status: 400, .. })
+            ));
+            assert!(matches!(
+                decode_device_poll_error(502, None, b"<html>Bad Gateway</html>"),
+                Err(ref e) if e.is_transient()
+            ));
+            assert!(matches!(
+                decode_device_poll_error(
+                    400,
+                    None,
+                    br#"{"error":"unsupported_grant_type"}"#
+                ),
+                Ok(DevicePoll::Refused { ref error, description: None }) if error == "unsupported_grant_type"
+            ));
+        }
+    }
+
+    impl GatehouseClient {
+        /// `poll_device_token` with a plain code, for tests.
+        async fn poll_device_token_for_test(
+            &self,
+            code: &'static str,
+        ) -> Result<DevicePoll, ClientError> {
+            self.poll_device_token(&SecretString::from(code)).await
+        }
     }
 }

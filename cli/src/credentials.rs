@@ -47,6 +47,11 @@ pub struct Credentials {
     /// The API key the session was made with (`login --api-key`), to renew the token.
     #[serde(default)]
     pub api_key: Option<SecretString>,
+    /// The authorized device the session's token belongs to (device login). Device
+    /// tokens are not renewed: when one expires, `gatehouse login` approves the device
+    /// again.
+    #[serde(default)]
+    pub device_id: Option<uuid::Uuid>,
 }
 
 impl Credentials {
@@ -67,6 +72,8 @@ struct OnDisk<'a> {
     obtained_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     api_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_id: Option<uuid::Uuid>,
 }
 
 /// Where credentials live.
@@ -118,6 +125,7 @@ impl CredentialsStore {
             principal: &credentials.principal,
             obtained_at: credentials.obtained_at,
             api_key: credentials.api_key.as_ref().map(|k| k.expose_secret()),
+            device_id: credentials.device_id,
         })?;
         replace_private_file(&self.dir, FILE_NAME, &body)
     }
@@ -231,6 +239,7 @@ mod tests {
             },
             obtained_at: None,
             api_key: None,
+            device_id: None,
         }
     }
 
@@ -334,6 +343,22 @@ mod tests {
             Some("gatehouse_key-for-the-test".to_owned())
         );
         assert!(!format!("{loaded:?}").contains("key-for-the-test"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_device_session_keeps_its_device_id() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = CredentialsStore::in_dir(dir.path());
+        let id = uuid::Uuid::parse_str("0190f0a8-3b1c-7000-8000-00000000d001")?;
+        store.save(&Credentials {
+            device_id: Some(id),
+            ..sample()
+        })?;
+        let json: serde_json::Value = serde_json::from_slice(&fs::read(store.path())?)?;
+        assert_eq!(json["device_id"], "0190f0a8-3b1c-7000-8000-00000000d001");
+        assert!(json.get("api_key").is_none());
+        assert_eq!(store.load()?.and_then(|c| c.device_id), Some(id));
         Ok(())
     }
 

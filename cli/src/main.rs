@@ -4,12 +4,17 @@ mod api_key;
 mod client;
 mod commands;
 mod credentials;
+mod device_flow;
 mod output;
 mod runtime;
+#[cfg(test)]
+mod testing;
 
 use clap::{Parser, Subcommand};
 
-use commands::{AuditCommand, Globals, LoginArgs, ServiceAccountCommand, UserCommand};
+use commands::{
+    AuditCommand, DeviceCommand, Globals, LoginArgs, ServiceAccountCommand, UserCommand,
+};
 
 /// Gatehouse: the authentication plane for ML platforms.
 #[derive(Debug, Parser)]
@@ -37,7 +42,8 @@ enum Command {
     Dev(runtime::ServerArgs),
     /// Run every service in one process against Postgres and NATS.
     Serve(runtime::ServeArgs),
-    /// Log in and keep the session for later commands.
+    /// Log in and keep the session for later commands: in a browser (the default), with
+    /// --username and a password, or with --api-key.
     Login(LoginArgs),
     /// Forget the saved session.
     Logout,
@@ -53,6 +59,24 @@ enum Command {
     ServiceAccount {
         #[command(subcommand)]
         command: ServiceAccountCommand,
+    },
+    /// Manage the devices you logged in on with `gatehouse login` in a browser, and
+    /// approve a device's code from the terminal.
+    #[command(
+        name = "authorized-device",
+        after_long_help = "\
+Examples:
+  gatehouse authorized-device list --status active
+  gatehouse authorized-device describe 0190f0a8-3b1c-7000-8000-00000000d001
+  gatehouse authorized-device lock 0190f0a8-3b1c-7000-8000-00000000d001
+  gatehouse authorized-device delete 0190f0a8-3b1c-7000-8000-00000000d001 --yes
+  gatehouse authorized-device approve WDJB-MJHT --trust
+
+See docs/cli-devices.md."
+    )]
+    AuthorizedDevice {
+        #[command(subcommand)]
+        command: DeviceCommand,
     },
     /// Follow the audit trail (events on NATS JetStream).
     Audit {
@@ -80,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CurrentUser => commands::current_user(&cli.globals).await,
         Command::User { command } => command.run(&cli.globals).await,
         Command::ServiceAccount { command } => command.run(&cli.globals).await,
+        Command::AuthorizedDevice { command } => command.run(&cli.globals).await,
         Command::Audit { command } => command.run(&cli.globals).await,
     }
 }

@@ -1,5 +1,5 @@
 //! The user-facing commands: `login`, `logout`, `current-user`, `user ...`,
-//! `service-account ...`. Each talks to the gateway through [`GatehouseClient`].
+//! `service-account ...`, `authorized-device ...`. Each talks to the gateway through [`GatehouseClient`].
 //!
 //! Every command works without a terminal: passwords come from `--password-stdin`,
 //! confirmations from `--yes`, and `GATEHOUSE_CONFIG_DIR` isolates the saved session.
@@ -12,12 +12,14 @@
 
 mod api_keys;
 mod audit;
+mod devices;
 mod login;
 mod prompt;
 mod service_accounts;
 mod users;
 
 pub use audit::AuditCommand;
+pub use devices::DeviceCommand;
 pub use login::{LoginArgs, current_user, login, logout};
 pub use service_accounts::ServiceAccountCommand;
 pub use users::UserCommand;
@@ -118,10 +120,15 @@ impl Context {
             return self.client_from_saved_key(credentials).await;
         }
         if credentials.is_expired(chrono::Utc::now()) {
-            let message = format!(
-                "the token expired at {} UTC",
-                crate::output::timestamp(&credentials.expires_at)
-            );
+            let expired_at = crate::output::timestamp(&credentials.expires_at);
+            let message = if credentials.device_id.is_some() {
+                format!(
+                    "this device's token expired at {expired_at} UTC; device logins are not \
+                     renewed"
+                )
+            } else {
+                format!("the token expired at {expired_at} UTC")
+            };
             return Err(ClientError::Unauthenticated { message }.into());
         }
         Ok(GatehouseClient::new(
@@ -283,6 +290,12 @@ mod tests {
             #[command(subcommand)]
             command: AuditCommand,
         },
+        /// Authorized devices.
+        #[command(name = "authorized-device")]
+        AuthorizedDevice {
+            #[command(subcommand)]
+            command: DeviceCommand,
+        },
     }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -364,6 +377,55 @@ mod tests {
             ])
             .is_ok()
         );
+    }
+
+    #[test]
+    fn login_picks_the_device_flow_unless_told_otherwise() {
+        let login = |args: &[&str]| -> Result<LoginArgs, clap::Error> {
+            let mut all = vec!["login"];
+            all.extend_from_slice(args);
+            match parse(&all)?.command {
+                Command::Login(a) => Ok(a),
+                other => panic!("{other:?}"),
+            }
+        };
+        let device = login(&["--url", "http://h:1"]).expect("plain login");
+        assert!(!device.device && device.username.is_none() && !device.api_key);
+        let explicit = login(&["--device", "--no-browser"]).expect("--device");
+        assert!(explicit.device && explicit.no_browser);
+        assert!(login(&["--username", "alice", "--password-stdin"]).is_ok());
+        // --password-stdin belongs to a password login; the methods exclude each other.
+        assert!(login(&["--password-stdin"]).is_err());
+        assert!(login(&["--device", "--username", "alice"]).is_err());
+        assert!(login(&["--device", "--api-key"]).is_err());
+        assert!(login(&["--no-browser", "--username", "alice"]).is_err());
+        assert!(login(&["--no-browser", "--api-key"]).is_err());
+    }
+
+    #[test]
+    fn authorized_device_commands_parse() {
+        let id = "0190f0a8-3b1c-7000-8000-00000000d001";
+        let dev = |rest: &[&str]| {
+            let mut args = vec!["authorized-device"];
+            args.extend_from_slice(rest);
+            parse(&args)
+        };
+        assert!(dev(&["list"]).is_ok());
+        assert!(dev(&["list", "--status", "active", "--page", "2", "--size", "5"]).is_ok());
+        assert!(dev(&["list", "--status", "asleep"]).is_err());
+        for verb in ["describe", "lock", "unlock", "delete"] {
+            assert!(dev(&[verb, id]).is_ok(), "{verb}");
+            assert!(dev(&[verb, "laptop"]).is_err(), "{verb} takes an id");
+            assert!(dev(&[verb]).is_err(), "{verb} needs an id");
+        }
+        assert!(dev(&["delete", id, "--yes"]).is_ok());
+        assert!(dev(&["approve", "WDJB-MJHT"]).is_ok());
+        assert!(dev(&["approve", "WDJB-MJHT", "--trust"]).is_ok());
+        assert!(dev(&["approve", "WDJB-MJHT", "--deny"]).is_ok());
+        assert!(dev(&["approve", "WDJB-MJHT", "--trust", "--deny"]).is_err());
+        assert!(dev(&["approve"]).is_err());
+        let cli = dev(&["list", "-o", "json"]).expect("json");
+        assert_eq!(cli.globals.output, OutputFormat::Json);
     }
 
     #[test]
@@ -693,6 +755,7 @@ mod tests {
                 },
                 obtained_at: None,
                 api_key: None,
+                device_id: None,
             };
             CredentialsStore::in_dir(dir.path()).save(&saved)?;
             let ctx = context(&url, dir.path(), Some(&key), true);
@@ -722,6 +785,7 @@ mod tests {
                 },
                 obtained_at: Some(now - chrono::Duration::minutes(59)),
                 api_key: Some(SecretString::from(key.clone())),
+                device_id: None,
             };
             let store = CredentialsStore::in_dir(dir.path());
             store.save(&saved)?;
