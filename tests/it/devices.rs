@@ -124,6 +124,19 @@ async fn a_device_approved_as_trusted_gets_a_thirty_day_token() -> anyhow::Resul
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "authorization_pending", "{body}");
 
+    // Looking at what is asking decides nothing.
+    let (status, shown) = app
+        .call(
+            Method::POST,
+            "/api/v1/devices/lookup",
+            Some(&alice),
+            Some(json!({"user_code": user_code})),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    assert_eq!(shown["status"], "pending");
+    assert_eq!(shown["hostname"], "build-box");
+    assert_eq!(shown["os"], "linux x86_64");
     // Typed the way people type: lower case, no dash.
     let typed = user_code.replace('-', "").to_lowercase();
     let (status, device) = verify(

@@ -57,6 +57,7 @@ impl Modify for BearerAuth {
         routes::devices::unlock_device,
         routes::devices::delete_device,
         routes::devices::verify_device,
+        routes::devices::lookup_device,
     ),
     modifiers(&BearerAuth),
     tags(

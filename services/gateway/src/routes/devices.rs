@@ -382,3 +382,29 @@ pub async fn verify_device(
     let view: DeviceView = decode(&doc)?;
     Ok(HttpResponse::Ok().json(DeviceResponse::new(&state, view, state.clock.now())))
 }
+
+/// A user code to look up.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Lookup {
+    /// The code the device shows.
+    pub user_code: String,
+}
+
+/// Shows the pending device with `user_code` (what is asking: host, OS, client, address,
+/// when) without deciding, so that a terminal can show what it is about to approve. Counts
+/// as a guess, like a decision.
+#[utoipa::path(post, path = "/api/v1/devices/lookup", tag = "devices", security(("bearer" = [])),
+    request_body = Lookup,
+    responses((status = 200, body = DeviceResponse), (status = 404, description = "no pending device has this code", body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
+#[post("/devices/lookup")]
+pub async fn lookup_device(
+    state: web::Data<AppState>,
+    ctx: RequestContext,
+    auth: Authenticated,
+    body: web::Json<Lookup>,
+) -> Result<HttpResponse, ApiError> {
+    let view = find_pending_device(&state, &ctx, &auth, &body.user_code).await?;
+    Ok(HttpResponse::Ok().json(DeviceResponse::new(&state, view, state.clock.now())))
+}

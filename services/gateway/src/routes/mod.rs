@@ -49,6 +49,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(api_keys::rotate_api_key)
                 .service(api_keys::delete_api_key)
                 .service(devices::verify_device)
+                .service(devices::lookup_device)
                 .service(devices::list_devices)
                 .service(devices::get_device)
                 .service(devices::lock_device)
