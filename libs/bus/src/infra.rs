@@ -200,3 +200,45 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
+
+/// What every service process is started with: its database, NATS, master key and logging,
+/// as flags and `GATEHOUSE_*` environment variables (`#[command(flatten)]` it).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProcessArgs {
+    /// Postgres URL of the event log and read models.
+    #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// NATS URL (JetStream enabled, nats-server 2.10 or newer).
+    #[arg(
+        long,
+        env = "GATEHOUSE_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Base64 of 32 random bytes, the same in every Gatehouse process.
+    #[arg(long, env = "GATEHOUSE_MASTER_KEY", hide_env_values = true)]
+    pub master_key: secrecy::SecretString,
+    /// Log filter.
+    #[arg(long, env = "GATEHOUSE_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format: json or pretty.
+    #[arg(long, env = "GATEHOUSE_LOG_FORMAT", default_value = "pretty")]
+    pub log_format: gatehouse_telemetry::LogFormat,
+}
+
+impl ProcessArgs {
+    /// Starts logging, reads the master key, and connects to Postgres and NATS (creating the
+    /// schema and the stream when missing) as `client_name`.
+    pub async fn start(
+        &self,
+        client_name: &str,
+    ) -> anyhow::Result<(gatehouse_secrets::MasterKey, Infra)> {
+        use anyhow::Context as _;
+        use secrecy::ExposeSecret as _;
+        gatehouse_telemetry::init(&self.log, self.log_format);
+        let master = gatehouse_secrets::MasterKey::from_base64(self.master_key.expose_secret())
+            .context("GATEHOUSE_MASTER_KEY")?;
+        let infra = Infra::connect(&self.database_url, &self.nats_url, client_name).await?;
+        Ok((master, infra))
+    }
+}

@@ -4,14 +4,12 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
-use gatehouse_bus::infra::{Infra, shutdown_signal};
+use gatehouse_bus::infra::{ProcessArgs, shutdown_signal};
 use gatehouse_contracts::clock::SystemClock;
 use gatehouse_gateway::bootstrap::{bootstrap_admin, spawn_read_model_projector};
 use gatehouse_gateway::{GatewayDeps, GatewaySettings};
-use gatehouse_secrets::MasterKey;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 /// The Gatehouse HTTP gateway.
 #[derive(Debug, Parser)]
@@ -23,19 +21,8 @@ struct Args {
     /// Public URL (token issuer).
     #[arg(long, env = "GATEHOUSE_ISSUER")]
     issuer: Option<String>,
-    /// Postgres URL of the event log and read models.
-    #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
-    database_url: String,
-    /// NATS URL.
-    #[arg(
-        long,
-        env = "GATEHOUSE_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    nats_url: String,
-    /// Base64 of 32 random bytes, the same in every Gatehouse process.
-    #[arg(long, env = "GATEHOUSE_MASTER_KEY", hide_env_values = true)]
-    master_key: SecretString,
+    #[command(flatten)]
+    process: ProcessArgs,
     /// Initial admin password (used only if `admin` does not exist yet).
     #[arg(long, env = "GATEHOUSE_ADMIN_PASSWORD", hide_env_values = true)]
     admin_password: Option<SecretString>,
@@ -44,21 +31,12 @@ struct Args {
     trusted_proxies: Vec<std::net::IpAddr>,
     #[command(flatten)]
     lifetimes: gatehouse_gateway::TokenLifetimes,
-    /// Log filter.
-    #[arg(long, env = "GATEHOUSE_LOG", default_value = "info")]
-    log: String,
-    /// Log format: json or pretty.
-    #[arg(long, env = "GATEHOUSE_LOG_FORMAT", default_value = "pretty")]
-    log_format: gatehouse_telemetry::LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    gatehouse_telemetry::init(&args.log, args.log_format);
-    let master =
-        MasterKey::from_base64(args.master_key.expose_secret()).context("GATEHOUSE_MASTER_KEY")?;
-    let infra = Infra::connect(&args.database_url, &args.nats_url, "gatehouse-gateway").await?;
+    let (master, infra) = args.process.start("gatehouse-gateway").await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
 
     let projector_task = spawn_read_model_projector(

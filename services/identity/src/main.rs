@@ -3,47 +3,25 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
 use gatehouse_bus::CommandBus;
-use gatehouse_bus::infra::{Infra, shutdown_signal};
+use gatehouse_bus::infra::{ProcessArgs, shutdown_signal};
 use gatehouse_contracts::clock::SystemClock;
 use gatehouse_identity::IdentityService;
-use gatehouse_secrets::{BusSealer, MasterKey};
-use secrecy::{ExposeSecret, SecretString};
+use gatehouse_secrets::BusSealer;
 
 /// The identity service: users and service accounts.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse-identity", version)]
 struct Args {
-    /// Postgres URL of the event log.
-    #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
-    database_url: String,
-    /// NATS URL (JetStream enabled, nats-server 2.10 or newer).
-    #[arg(
-        long,
-        env = "GATEHOUSE_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    nats_url: String,
-    /// Base64 of 32 random bytes, the same in every Gatehouse process.
-    #[arg(long, env = "GATEHOUSE_MASTER_KEY", hide_env_values = true)]
-    master_key: SecretString,
-    /// Log filter.
-    #[arg(long, env = "GATEHOUSE_LOG", default_value = "info")]
-    log: String,
-    /// Log format: json or pretty.
-    #[arg(long, env = "GATEHOUSE_LOG_FORMAT", default_value = "pretty")]
-    log_format: gatehouse_telemetry::LogFormat,
+    #[command(flatten)]
+    process: ProcessArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    gatehouse_telemetry::init(&args.log, args.log_format);
-    let master =
-        MasterKey::from_base64(args.master_key.expose_secret()).context("GATEHOUSE_MASTER_KEY")?;
-    let infra = Infra::connect(&args.database_url, &args.nats_url, "gatehouse-identity").await?;
+    let (master, infra) = args.process.start("gatehouse-identity").await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
 
     let service = IdentityService::new(

@@ -5,50 +5,27 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use gatehouse_bus::CommandBus;
-use gatehouse_bus::infra::{Infra, shutdown_signal};
+use gatehouse_bus::infra::{ProcessArgs, shutdown_signal};
 use gatehouse_contracts::clock::SystemClock;
 use gatehouse_keys::KeysService;
-use gatehouse_secrets::MasterKey;
-use secrecy::{ExposeSecret, SecretString};
 
 /// The keys service: API keys of service accounts.
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse-keys", version)]
 struct Args {
-    /// Postgres URL of the event log.
-    #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
-    database_url: String,
-    /// NATS URL (JetStream enabled, nats-server 2.10 or newer).
-    #[arg(
-        long,
-        env = "GATEHOUSE_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    nats_url: String,
-    /// Base64 of 32 random bytes, the same in every Gatehouse process.
-    #[arg(long, env = "GATEHOUSE_MASTER_KEY", hide_env_values = true)]
-    master_key: SecretString,
+    #[command(flatten)]
+    process: ProcessArgs,
     /// Seconds between sweeps that record reached key expiries.
     #[arg(long, env = "GATEHOUSE_KEY_EXPIRY_SWEEP_SECONDS", default_value_t = 5)]
     expiry_sweep_seconds: u64,
-    /// Log filter.
-    #[arg(long, env = "GATEHOUSE_LOG", default_value = "info")]
-    log: String,
-    /// Log format: json or pretty.
-    #[arg(long, env = "GATEHOUSE_LOG_FORMAT", default_value = "pretty")]
-    log_format: gatehouse_telemetry::LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    gatehouse_telemetry::init(&args.log, args.log_format);
-    let master =
-        MasterKey::from_base64(args.master_key.expose_secret()).context("GATEHOUSE_MASTER_KEY")?;
-    let infra = Infra::connect(&args.database_url, &args.nats_url, "gatehouse-keys").await?;
+    let (master, infra) = args.process.start("gatehouse-keys").await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
 
     let service = KeysService::new(infra.log.clone(), &master, Arc::new(SystemClock));
