@@ -9,6 +9,7 @@ mod cli;
 mod dev_mode;
 mod devices;
 mod flows;
+mod oauth_client;
 mod outbox;
 mod restart;
 mod revocation;
