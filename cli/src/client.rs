@@ -1267,6 +1267,13 @@ impl GatehouseClient {
         device_not_found(id, self.expect_empty(response).await)
     }
 
+    /// `POST /api/v1/devices/lookup`: the pending device that shows `user_code` (what is
+    /// asking), without deciding. Counts as a guess, like a decision.
+    pub async fn lookup_device(&self, user_code: &str) -> Result<Device, ClientError> {
+        let body = serde_json::json!({ "user_code": user_code });
+        self.user_code_request("lookup", &body, user_code).await
+    }
+
     /// `POST /api/v1/devices/verify`: approves (optionally trusting) or denies the device
     /// that shows `user_code`, for the caller's account. Sent once: a wrong code counts
     /// against the caller.
@@ -1275,11 +1282,22 @@ impl GatehouseClient {
         user_code: &str,
         decision: DeviceDecision,
     ) -> Result<Device, ClientError> {
-        let url = self.api(&["devices", "verify"]);
         let body = decision.body(user_code);
+        self.user_code_request("verify", &body, user_code).await
+    }
+
+    /// A `POST /api/v1/devices/{action}` naming a user code: sent once (a wrong code counts
+    /// against the caller); 404 and 429 read as what they mean for a code.
+    async fn user_code_request(
+        &self,
+        action: &str,
+        body: &serde_json::Value,
+        user_code: &str,
+    ) -> Result<Device, ClientError> {
+        let url = self.api(&["devices", action]);
         let response = self
             .send_api(Retry::Never, || {
-                self.authorized(Method::POST, url.clone()).json(&body)
+                self.authorized(Method::POST, url.clone()).json(body)
             })
             .await?;
         let wait = retry_after_secs(response.headers());
@@ -2050,6 +2068,7 @@ mod tests {
                 "active"
             );
             client.delete_device(id()).await.expect("delete");
+            client.lookup_device("WDJB-MJHT").await.expect("lookup");
             let verified = client
                 .verify_device("WDJB-MJHT", DeviceDecision::Approve { trusted: true })
                 .await
@@ -2070,14 +2089,19 @@ mod tests {
                     format!("POST /api/v1/devices/{ID}/lock"),
                     format!("POST /api/v1/devices/{ID}/unlock"),
                     format!("DELETE /api/v1/devices/{ID}"),
+                    "POST /api/v1/devices/lookup".to_owned(),
                     "POST /api/v1/devices/verify".to_owned(),
                     "GET /api/v1/devices".to_owned(),
                 ]
             );
             assert_eq!(requests[0].query(), Some("status=active&page=2&size=5"));
-            assert_eq!(requests[6].query(), None);
+            assert_eq!(requests[7].query(), None);
             assert_eq!(
                 requests[5].json(),
+                serde_json::json!({"user_code": "WDJB-MJHT"})
+            );
+            assert_eq!(
+                requests[6].json(),
                 serde_json::json!({"user_code": "WDJB-MJHT", "trusted_device": true})
             );
             assert!(

@@ -308,6 +308,7 @@ async fn wrong_user_codes_are_limited_and_never_say_whether_a_code_exists() -> a
     let mallory = app.user_with_token(&admin, "mallory", "member").await?;
     let started = authorize(&app).await?;
     let mut statuses = Vec::new();
+    let mut limited = None;
     for n in 0..8 {
         let guess = format!(
             "BCDF-GH{}",
@@ -316,11 +317,18 @@ async fn wrong_user_codes_are_limited_and_never_say_whether_a_code_exists() -> a
         let (status, body) = verify(&app, &mallory, json!({"user_code": guess})).await?;
         if status == StatusCode::NOT_FOUND {
             assert_eq!(body["code"], "invalid_user_code", "{body}");
+        } else {
+            limited.get_or_insert(body);
         }
         statuses.push(status.as_u16());
     }
-    assert_eq!(&statuses[..5], &[404; 5], "{statuses:?}");
-    assert!(statuses[5..].contains(&429), "never limited: {statuses:?}");
+    // Five wrong codes in ten minutes, then none until the first leaves the window.
+    assert_eq!(statuses, [404, 404, 404, 404, 404, 429, 429, 429]);
+    let limited = limited.unwrap_or_default();
+    assert_eq!(limited["message"], "too many wrong codes", "{limited}");
+    // Being limited holds for the real code too: the count is per person, not per code.
+    let (status, _) = verify(&app, &mallory, json!({"user_code": started["user_code"]})).await?;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     // Malformed codes get the same answer as well-formed wrong ones.
     let (status, body) = verify(&app, &admin, json!({"user_code": "AEIOU"})).await?;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
@@ -600,5 +608,151 @@ async fn the_complete_link_leads_straight_to_the_decision_and_deny_refuses_the_d
         .send()
         .await?;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    Ok(())
+}
+
+/// Reads the CLI's instructions from its stderr until the code appears.
+async fn user_code_from(
+    stderr: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+) -> anyhow::Result<String> {
+    let mut seen = String::new();
+    while let Some(line) = stderr.next_line().await? {
+        seen.push_str(&line);
+        seen.push('\n');
+        if let Some((_, code)) = line.split_once(" and enter ") {
+            return Ok(code.trim().to_owned());
+        }
+    }
+    anyhow::bail!("the CLI never showed a code; stderr:\n{seen}")
+}
+
+#[tokio::test]
+async fn the_cli_logs_in_with_a_code_approved_from_another_terminal_and_manages_the_device()
+-> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+
+    let app = app("600").await?;
+    let admin = app.admin_token().await?;
+    app.user_with_token(&admin, "alice", "member").await?;
+    let (laptop, server) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (code, _, err) = app
+        .cli(
+            laptop.path(),
+            &["login", "--username", "alice", "--password-stdin"],
+            Some("alice-password\n"),
+        )
+        .await?;
+    assert_eq!(code, 0, "{err}");
+
+    // The headless server runs `gatehouse login` (the device flow is the default).
+    let mut login = tokio::process::Command::new(gatehouse_e2e::workspace_bin("gatehouse")?)
+        .args(["login", "--no-browser"])
+        .env("GATEHOUSE_CONFIG_DIR", server.path())
+        .env("GATEHOUSE_URL", &app.url)
+        .env_remove("GATEHOUSE_API_KEY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stderr = tokio::io::BufReader::new(login.stderr.take().context("no stderr")?).lines();
+    let user_code = tokio::time::timeout(Duration::from_secs(30), user_code_from(&mut stderr))
+        .await
+        .context("no code within 30 s")??;
+
+    // Approving from a script needs --yes: nothing is approved without it.
+    let (code, _, err) = app
+        .cli(
+            laptop.path(),
+            &["authorized-device", "approve", &user_code, "--trust"],
+            None,
+        )
+        .await?;
+    assert_ne!(code, 0);
+    assert!(err.contains("pass --yes"), "{err}");
+    let (status, pending) = app
+        .call(Method::GET, "/api/v1/devices", Some(&admin), None)
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(pending["items"][0]["status"], "pending", "{pending}");
+
+    let (code, out, err) = app
+        .cli(
+            laptop.path(),
+            &[
+                "authorized-device",
+                "approve",
+                &user_code,
+                "--trust",
+                "--yes",
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("Approved device "), "{out}");
+    assert!(out.contains("as alice; trusted"), "{out}");
+
+    let finished = tokio::time::timeout(Duration::from_secs(30), login.wait_with_output())
+        .await
+        .context("the device login did not finish within 30 s of the approval")??;
+    let out = String::from_utf8_lossy(&finished.stdout);
+    assert!(finished.status.success(), "{out}");
+    assert_eq!(
+        out,
+        "Logged in as alice on this device (trusted, token valid 30 days).\n"
+    );
+    let (code, out, err) = app
+        .cli(server.path(), &["current-user", "-o", "json"], None)
+        .await?;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out)?["name"], "alice");
+
+    // The server's session is the device; alice manages it from the laptop.
+    let (code, out, err) = app
+        .cli(
+            laptop.path(),
+            &["authorized-device", "list", "-o", "json"],
+            None,
+        )
+        .await?;
+    assert_eq!(code, 0, "{err}");
+    let list: Value = serde_json::from_str(&out)?;
+    let device = &list["items"][0];
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(device["status"], "active");
+    assert_eq!(device["trusted"], true);
+    assert_eq!(device["owner"], "alice");
+    let id = device["id"].as_str().context("no id")?.to_owned();
+    let (code, out, err) = app
+        .cli(laptop.path(), &["authorized-device", "describe", &id], None)
+        .await?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("STATUS          active"), "{out}");
+
+    let (code, _, err) = app
+        .cli(laptop.path(), &["authorized-device", "lock", &id], None)
+        .await?;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = app.cli(server.path(), &["current-user"], None).await?;
+    assert_ne!(code, 0, "a locked device's session is refused");
+    assert!(err.contains("locked"), "{err}");
+    let (code, _, err) = app
+        .cli(laptop.path(), &["authorized-device", "unlock", &id], None)
+        .await?;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = app.cli(server.path(), &["current-user"], None).await?;
+    assert_eq!(code, 0, "unlocked, the same session works again: {err}");
+
+    let (code, _, err) = app
+        .cli(
+            laptop.path(),
+            &["authorized-device", "delete", &id, "--yes"],
+            None,
+        )
+        .await?;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, _) = app.cli(server.path(), &["current-user"], None).await?;
+    assert_ne!(code, 0, "a deleted device's session is refused");
     Ok(())
 }

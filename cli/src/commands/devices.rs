@@ -198,9 +198,14 @@ on it yourself: whoever holds an approved code's device is logged in as you. The
 checked here before anything is sent (8 letters from BCDFGHJKLMNPQRSTVWXZ, dash optional,
 any case); wrong codes sent to the server count against you.
 
+Before approving, the command shows what is asking (host, OS, client, address, when) and asks
+for confirmation; `--yes` skips the question (required when stdin is not a terminal). Denying
+asks nothing.
+
 Examples:
   gatehouse authorized-device approve WDJB-MJHT
   gatehouse authorized-device approve wdjbmjht --trust
+  gatehouse authorized-device approve WDJB-MJHT --trust --yes
   gatehouse authorized-device approve WDJB-MJHT --deny")]
 pub struct ApproveArgs {
     /// The code the device shows (`WDJB-MJHT`).
@@ -212,6 +217,10 @@ pub struct ApproveArgs {
     /// Refuse the device instead: its login fails.
     #[arg(long)]
     pub deny: bool,
+    /// Approve without showing the device and asking first (required when stdin is not a
+    /// terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 impl ApproveArgs {
@@ -229,7 +238,25 @@ impl ApproveArgs {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
         let code = checked_user_code(&self.code)?;
         let decision = self.decision();
-        let device = ctx.client().await?.verify_device(&code, decision).await?;
+        let client = ctx.client().await?;
+        if let DeviceDecision::Approve { trusted } = decision
+            && !self.yes
+        {
+            if !prompt::stdin_is_terminal() {
+                anyhow::bail!(
+                    "refusing to approve without confirmation: stdin is not a terminal; check \
+                     that the device shows {code} and pass --yes"
+                );
+            }
+            let device = client.lookup_device(&code).await?;
+            let question = approve_question(&device, trusted);
+            if !blocking(move || prompt::confirm(&question)).await? {
+                anyhow::bail!(
+                    "aborted: nothing was approved (the device keeps waiting until its code expires)"
+                );
+            }
+        }
+        let device = client.verify_device(&code, decision).await?;
         match ctx.output() {
             OutputFormat::Json => output::emit_json(&device),
             OutputFormat::Table => output::emit(&decision_line(&device, decision)),
@@ -249,6 +276,26 @@ fn checked_user_code(typed: &str) -> anyhow::Result<String> {
                 output::sanitize(typed)
             )
         })
+}
+
+/// The confirmation question of `approve`: what is asking, and what approving means.
+fn approve_question(device: &Device, trusted: bool) -> String {
+    format!(
+        "Device {}{}, asking since {} (client {}), wants to sign in.\nApprove it as you{}? \
+         Whoever holds this device is logged in as you.",
+        device.id,
+        device_summary(device),
+        optional_timestamp(Some(&device.created), "-"),
+        device
+            .client_id
+            .as_deref()
+            .map_or_else(|| "-".to_owned(), output::sanitize),
+        if trusted {
+            ", trusted (30-day tokens by default)"
+        } else {
+            ", not trusted (24-hour tokens by default)"
+        }
+    )
 }
 
 /// What `approve` prints.
@@ -447,6 +494,23 @@ mod tests {
              0190f0a8-3b1c-7000-8000-00000000d002  pending  false    -      -                     -             -           -                    2025-01-02 10:10:00\n"
         );
         assert!(!device_table(&page(), None).render().contains("this device"));
+    }
+
+    #[test]
+    fn approving_asks_with_what_is_asking_and_what_trust_means() {
+        let mut json = pending_json();
+        json["hostname"] = "build-box".into();
+        json["ip_address"] = "192.0.2.9".into();
+        let device: Device = serde_json::from_value(json).expect("device");
+        assert_eq!(
+            approve_question(&device, true),
+            "Device 0190f0a8-3b1c-7000-8000-00000000d002 (build-box, from 192.0.2.9), asking \
+             since 2025-01-02 10:00:00 (client gatehouse-cli), wants to sign in.\nApprove it as \
+             you, trusted (30-day tokens by default)? Whoever holds this device is logged in as you."
+        );
+        assert!(
+            approve_question(&device, false).contains("not trusted (24-hour tokens by default)")
+        );
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub async fn build(
         issuer: Arc::new(issuer),
         sealer: Arc::new(BusSealer::new(&deps.master)),
         limiter: Arc::new(limiter::FailureLimiter::default()),
+        user_code_guesses: Arc::new(limiter::GuessLimiter::default()),
         key_cache: Arc::new(apikeys::KeyCache::default()),
         device_codes: Arc::new(gatehouse_devices::DeviceCodes::new(&deps.master)),
         device_polls: Arc::default(),

@@ -8,7 +8,7 @@
 //! misconfigured job behind a shared NAT address blocks its own key, not the fleet's
 //! (until it alone exhausts the address allowance). Kept per gateway replica, in memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -137,6 +137,114 @@ impl Default for FailureLimiter {
     }
 }
 
+/// Failures by `K` within a sliding window: at most `limit` in any `window`, then refused
+/// until the oldest of them leaves the window. Unlike [`Counter`] there are no free rounds
+/// after a block: the bound holds over every interval of `window`.
+#[derive(Debug)]
+struct SlidingCounter<K> {
+    failures: Mutex<HashMap<K, VecDeque<Instant>>>,
+    limit: usize,
+    window: Duration,
+}
+
+impl<K: Eq + Hash> SlidingCounter<K> {
+    fn new(limit: usize, window: Duration) -> Self {
+        Self {
+            failures: Mutex::new(HashMap::new()),
+            limit,
+            window,
+        }
+    }
+
+    fn prune(times: &mut VecDeque<Instant>, window: Duration, now: Instant) {
+        while times
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+        {
+            times.pop_front();
+        }
+    }
+
+    fn check(&self, key: &K, now: Instant) -> Result<(), u64> {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(times) = failures.get_mut(key) else {
+            return Ok(());
+        };
+        Self::prune(times, self.window, now);
+        match times.front() {
+            Some(oldest) if times.len() >= self.limit => {
+                let free_at = *oldest + self.window;
+                Err(free_at.saturating_duration_since(now).as_secs().max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn failed(&self, key: K, now: Instant) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() > 100_000 {
+            // Bound memory under a spray of addresses: forget what left the window.
+            failures.retain(|_, times| {
+                Self::prune(times, self.window, now);
+                !times.is_empty()
+            });
+        }
+        let times = failures.entry(key).or_default();
+        Self::prune(times, self.window, now);
+        times.push_back(now);
+        // Only the newest `limit` matter for the bound.
+        while times.len() > self.limit {
+            times.pop_front();
+        }
+    }
+}
+
+/// Wrong user codes (RFC 8628 §5.1): at most `per_person` in any `window` for one person
+/// (wherever they come from: the page's session and the API are the same person), and
+/// `per_address` for everyone behind one address. With 5 per 10 minutes (the default, the
+/// default lifetime of an authorization), one person's odds of hitting a given pending
+/// 8-character code before it lapses are 5 / 20^8 ≈ 2^-32.3. A successful code does not
+/// clear anything: a valid code of one's own must not buy more guesses.
+#[derive(Debug)]
+pub struct GuessLimiter {
+    per_person: SlidingCounter<String>,
+    per_address: SlidingCounter<IpAddr>,
+}
+
+impl GuessLimiter {
+    /// `per_person` and `per_address` wrong codes in any `window`.
+    pub fn new(per_person: usize, per_address: usize, window: Duration) -> Self {
+        Self {
+            per_person: SlidingCounter::new(per_person, window),
+            per_address: SlidingCounter::new(per_address, window),
+        }
+    }
+
+    /// `Err(seconds)` when `person` (from `ip`) must wait before entering another code.
+    pub fn check(&self, ip: Option<IpAddr>, person: &str, now: Instant) -> Result<(), u64> {
+        let by_person = self.per_person.check(&person.to_owned(), now);
+        let by_address = ip.map_or(Ok(()), |ip| self.per_address.check(&ip, now));
+        match (by_person, by_address) {
+            (Ok(()), Ok(())) => Ok(()),
+            (a, b) => Err(a.err().unwrap_or(0).max(b.err().unwrap_or(0))),
+        }
+    }
+
+    /// Records a wrong code entered by `person` from `ip`.
+    pub fn failed(&self, ip: Option<IpAddr>, person: &str, now: Instant) {
+        self.per_person.failed(person.to_owned(), now);
+        if let Some(ip) = ip {
+            self.per_address.failed(ip, now);
+        }
+    }
+}
+
+impl Default for GuessLimiter {
+    fn default() -> Self {
+        Self::new(5, 20, Duration::from_secs(600))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +318,54 @@ mod tests {
             limiter.failed(None, "alice", t0);
         }
         assert_eq!(limiter.check(None, "alice", t0), Ok(()));
+    }
+
+    #[test]
+    fn wrong_codes_are_bounded_over_every_window_without_free_rounds() {
+        let guesses = GuessLimiter::new(5, 20, Duration::from_secs(600));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        for n in 0..5 {
+            assert_eq!(guesses.check(ip(1), "mallory", at(n * 60)), Ok(()));
+            guesses.failed(ip(1), "mallory", at(n * 60));
+        }
+        // The 6th waits until the first leaves the window (600 s after it).
+        assert_eq!(guesses.check(ip(1), "mallory", at(240)), Err(360));
+        assert_eq!(
+            guesses.check(ip(2), "mallory", at(599)),
+            Err(1),
+            "any address"
+        );
+        assert_eq!(guesses.check(ip(1), "mallory", at(600)), Ok(()));
+        guesses.failed(ip(1), "mallory", at(600));
+        // Again five in the last 600 s: the next is free when the second leaves (660 s).
+        assert_eq!(guesses.check(ip(1), "mallory", at(600)), Err(60));
+        // Counted over any 600 s: never more than 5 guesses in one code's lifetime.
+        let mut allowed = Vec::new();
+        let other = GuessLimiter::new(5, 100, Duration::from_secs(600));
+        for s in 0..3_000 {
+            if other.check(ip(3), "eve", at(s)).is_ok() {
+                other.failed(ip(3), "eve", at(s));
+                allowed.push(s);
+            }
+        }
+        assert!(
+            allowed.windows(6).all(|w| w[5] - w[0] >= 600),
+            "{allowed:?}"
+        );
+        assert_eq!(allowed.len(), 25, "{allowed:?}");
+        // Others are unaffected, until the address's allowance is spent.
+        assert_eq!(guesses.check(ip(1), "alice", at(600)), Ok(()));
+    }
+
+    #[test]
+    fn many_people_behind_one_address_share_its_allowance() {
+        let guesses = GuessLimiter::new(5, 20, Duration::from_secs(600));
+        let t0 = Instant::now();
+        for n in 0..20 {
+            guesses.failed(ip(1), &format!("user-{}", n % 4), t0);
+        }
+        assert_eq!(guesses.check(ip(1), "someone-else", t0), Err(600));
+        assert_eq!(guesses.check(ip(2), "someone-else", t0), Ok(()));
     }
 }

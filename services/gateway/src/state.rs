@@ -15,7 +15,7 @@ use crate::context::RequestContext;
 use crate::directory::Directory;
 use crate::errors::ApiError;
 use crate::issuer::TokenIssuer;
-use crate::limiter::FailureLimiter;
+use crate::limiter::{FailureLimiter, GuessLimiter};
 use crate::peers::{BarrierOutcome, Peers};
 
 /// Gateway settings (from flags and `GATEHOUSE_*` environment variables).
@@ -97,6 +97,8 @@ pub struct AppState {
     pub sealer: Arc<BusSealer>,
     /// Failed-login limiter.
     pub limiter: Arc<FailureLimiter>,
+    /// Wrong user codes (device login), per person and per address.
+    pub user_code_guesses: Arc<GuessLimiter>,
     /// API keys verified before, and their use records.
     pub key_cache: Arc<crate::apikeys::KeyCache>,
     /// Checks polled device codes against their stored hashes.

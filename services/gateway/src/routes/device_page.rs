@@ -243,6 +243,16 @@ pub struct PageQuery {
     pub user_code: Option<String>,
 }
 
+/// What the page says about a code that was refused, with when to try again when limited.
+fn code_error(error: &ApiError) -> String {
+    match error.retry_after {
+        Some(wait) if error.status.as_u16() == 429 => {
+            format!("{}: try again in {wait} s.", error.message)
+        }
+        _ => error.message.clone(),
+    }
+}
+
 fn status_of(error: &ApiError) -> StatusCode {
     StatusCode::from_u16(error.status.as_u16()).unwrap_or(StatusCode::BAD_REQUEST)
 }
@@ -277,7 +287,7 @@ pub async fn device_page(
             Err(error) => page(
                 status_of(&error),
                 "Log in a device",
-                &code_form(&name, Some(&error.message)),
+                &code_form(&name, Some(&code_error(&error))),
             ),
         }
     };
@@ -420,7 +430,7 @@ pub async fn decide(
         Err(error) => page(
             status_of(&error),
             "Log in a device",
-            &code_form(&auth.principal.name, Some(&error.message)),
+            &code_form(&auth.principal.name, Some(&code_error(&error))),
         ),
     }
 }

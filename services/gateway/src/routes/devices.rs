@@ -334,19 +334,23 @@ fn guessing_subject(auth: &Authenticated) -> Result<String, ApiError> {
     Ok(format!("user-code:{}", auth.principal.id))
 }
 
-/// Runs a user-code command under the failure limiter.
+/// Runs a user-code command under the wrong-code limiter (`subject`: the person).
 async fn counted<T>(
     state: &AppState,
     ctx: &RequestContext,
     subject: &str,
     command: impl std::future::Future<Output = Result<T, ApiError>>,
 ) -> Result<T, ApiError> {
-    if let Err(wait) = state.limiter.check(ctx.client_ip, subject, Instant::now()) {
-        return Err(ApiError::rate_limited(wait));
+    let guesses = &state.user_code_guesses;
+    if let Err(wait) = guesses.check(ctx.client_ip, subject, Instant::now()) {
+        return Err(ApiError {
+            message: "too many wrong codes".to_owned(),
+            ..ApiError::rate_limited(wait)
+        });
     }
     match command.await {
         Err(e) if e.code.as_deref() == Some("invalid_user_code") => {
-            state.limiter.failed(ctx.client_ip, subject, Instant::now());
+            guesses.failed(ctx.client_ip, subject, Instant::now());
             Err(e)
         }
         other => other,
