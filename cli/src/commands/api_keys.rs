@@ -11,8 +11,9 @@ use super::{Context, require_change};
 use crate::client::{ApiKey, ApiKeyUpdate, ExpiryChange, ListFilters, NewApiKey, Page};
 use crate::output::{self, OutputFormat, Table};
 
-/// The longest duration accepted (100 years): anything longer is a typo.
-const MAX_DURATION_SECS: u64 = 100 * 365 * 24 * 3600;
+/// The longest key lifetime the server accepts (10 years of 366 days): checked here too so
+/// that a typo fails before anything is sent.
+const MAX_DURATION_SECS: u64 = 10 * 366 * 24 * 3600;
 
 /// Parses a duration: a number with `s`, `m`, `h` or `d`, or a plain number of seconds.
 /// Zero, negative and malformed values are refused. Returns seconds.
@@ -47,7 +48,7 @@ pub fn parse_duration(input: &str) -> Result<u64, String> {
     value
         .checked_mul(multiplier)
         .filter(|secs| *secs <= MAX_DURATION_SECS)
-        .ok_or_else(|| format!("invalid duration {input:?}: at most 100 years (36500d)"))
+        .ok_or_else(|| format!("invalid duration {input:?}: at most 10 years (3660d)"))
 }
 
 /// Manage the API keys of a service account.
@@ -455,7 +456,7 @@ mod tests {
         assert_eq!(parse_duration("30d"), Ok(2_592_000));
         assert_eq!(parse_duration("3600"), Ok(3600));
         assert_eq!(parse_duration(" 2h "), Ok(7200));
-        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION_SECS));
+        assert_eq!(parse_duration("3660d"), Ok(MAX_DURATION_SECS));
     }
 
     #[test]
@@ -484,8 +485,8 @@ mod tests {
         }
         let error = parse_duration("99999999999999999999d").expect_err("overflow");
         assert!(error.contains("invalid duration"), "{error}");
-        let error = parse_duration("36501d").expect_err("too long");
-        assert!(error.contains("at most 100 years"), "{error}");
+        let error = parse_duration("3661d").expect_err("too long");
+        assert!(error.contains("at most 10 years"), "{error}");
     }
 
     fn key_json() -> serde_json::Value {
