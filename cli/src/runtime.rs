@@ -40,7 +40,7 @@ pub struct ServerArgs {
     #[arg(long, env = "GATEHOUSE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<std::net::IpAddr>,
     #[command(flatten)]
-    pub lifetimes: gatehouse_gateway::TokenLifetimes,
+    pub gateway: gatehouse_gateway::GatewayOptions,
     /// Seconds between sweeps that record reached API key expiries as events.
     #[arg(long, env = "GATEHOUSE_KEY_EXPIRY_SWEEP_SECONDS", default_value_t = 5)]
     pub expiry_sweep_seconds: u64,
@@ -75,7 +75,7 @@ fn settings(args: &ServerArgs) -> GatewaySettings {
         settings.issuer = issuer.clone();
     }
     settings.trusted_proxies = args.trusted_proxies.clone();
-    args.lifetimes.apply(&mut settings);
+    args.gateway.apply(&mut settings);
     settings
 }
 

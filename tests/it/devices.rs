@@ -302,6 +302,48 @@ async fn malformed_forged_and_foreign_device_codes_are_refused() -> anyhow::Resu
 }
 
 #[tokio::test]
+async fn one_address_may_start_only_so_many_authorizations_a_minute() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(&[("GATEHOUSE_DEVICE_AUTHORIZATIONS_PER_MINUTE", "2")]).await?;
+    let admin = app.admin_token().await?;
+    let before = app
+        .call(Method::GET, "/api/v1/devices", Some(&admin), None)
+        .await?;
+    authorize(&app).await?;
+    authorize(&app).await?;
+    let response = app
+        .http
+        .post(app.at("/oauth/device_authorization"))
+        .form(&[("client_id", CLIENT)])
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .context("no Retry-After")?;
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: Value = response.json().await?;
+    assert_eq!(body["error"], "slow_down", "{body}");
+    // The refused start left nothing behind: two pending devices, not three.
+    assert_eq!(before.1["total"], 0, "{}", before.1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let (status, after) = app
+            .call(Method::GET, "/api/v1/devices", Some(&admin), None)
+            .await?;
+        assert_eq!(status, StatusCode::OK);
+        if after["total"].as_u64() >= Some(2) || std::time::Instant::now() > deadline {
+            break after;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(after["total"], 2, "{after}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn wrong_user_codes_are_limited_and_never_say_whether_a_code_exists() -> anyhow::Result<()> {
     let app = app("600").await?;
     let admin = app.admin_token().await?;

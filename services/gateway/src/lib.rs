@@ -40,7 +40,7 @@ pub use directory::{Directory, READ_MODEL_PROJECTOR};
 pub use errors::ApiError;
 pub use gatehouse_bus::infra::Probe;
 pub use issuer::TokenIssuer;
-pub use state::{AppState, GatewaySettings, TokenLifetimes};
+pub use state::{AppState, GatewayOptions, GatewaySettings};
 
 /// What the gateway is built from.
 pub struct GatewayDeps {
@@ -96,6 +96,9 @@ pub async fn build(
             .clone()
             .run(deps.views.clone(), deps.feed.clone(), shutdown),
     );
+    let device_starts = Arc::new(limiter::StartLimiter::new(
+        settings.device_authorizations_per_minute,
+    ));
     Ok(AppState {
         settings,
         bus: deps.bus,
@@ -106,6 +109,7 @@ pub async fn build(
         sealer: Arc::new(BusSealer::new(&deps.master)),
         limiter: Arc::new(limiter::FailureLimiter::default()),
         user_code_guesses: Arc::new(limiter::GuessLimiter::default()),
+        device_starts,
         key_cache: Arc::new(apikeys::KeyCache::default()),
         device_codes: Arc::new(gatehouse_devices::DeviceCodes::new(&deps.master)),
         device_polls: Arc::default(),

@@ -180,6 +180,16 @@ impl<K: Eq + Hash> SlidingCounter<K> {
         }
     }
 
+    /// Records an attempt unless the window is full (`Err(seconds)` to wait then).
+    fn admit(&self, key: K, now: Instant) -> Result<(), u64>
+    where
+        K: Clone,
+    {
+        self.check(&key, now)?;
+        self.failed(key, now);
+        Ok(())
+    }
+
     fn failed(&self, key: K, now: Instant) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if failures.len() > 100_000 {
@@ -242,6 +252,27 @@ impl GuessLimiter {
 impl Default for GuessLimiter {
     fn default() -> Self {
         Self::new(5, 20, Duration::from_secs(600))
+    }
+}
+
+/// New device authorizations per source address (the endpoint needs no credentials, and
+/// each authorization is an event and a held user code): at most `per_minute` in any minute.
+#[derive(Debug)]
+pub struct StartLimiter {
+    per_address: SlidingCounter<IpAddr>,
+}
+
+impl StartLimiter {
+    /// At most `per_minute` starts from one address in any 60 s.
+    pub fn new(per_minute: usize) -> Self {
+        Self {
+            per_address: SlidingCounter::new(per_minute.max(1), Duration::from_secs(60)),
+        }
+    }
+
+    /// Counts a start from `ip`; `Err(seconds)` when its allowance is spent (nothing counted).
+    pub fn start(&self, ip: Option<IpAddr>, now: Instant) -> Result<(), u64> {
+        ip.map_or(Ok(()), |ip| self.per_address.admit(ip, now))
     }
 }
 
@@ -367,5 +398,23 @@ mod tests {
         }
         assert_eq!(guesses.check(ip(1), "someone-else", t0), Err(600));
         assert_eq!(guesses.check(ip(2), "someone-else", t0), Ok(()));
+    }
+
+    #[test]
+    fn device_authorizations_are_limited_per_address_per_minute() {
+        let starts = StartLimiter::new(3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(starts.start(ip(1), t0), Ok(()));
+        }
+        assert_eq!(starts.start(ip(1), t0), Err(60));
+        assert_eq!(starts.start(ip(1), t0 + Duration::from_secs(59)), Err(1));
+        assert_eq!(starts.start(ip(2), t0), Ok(()), "another address");
+        assert_eq!(starts.start(ip(1), t0 + Duration::from_secs(60)), Ok(()));
+        assert_eq!(
+            starts.start(None, t0),
+            Ok(()),
+            "no address known: not limited"
+        );
     }
 }

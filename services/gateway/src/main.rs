@@ -30,7 +30,7 @@ struct Args {
     #[arg(long, env = "GATEHOUSE_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<std::net::IpAddr>,
     #[command(flatten)]
-    lifetimes: gatehouse_gateway::TokenLifetimes,
+    gateway: gatehouse_gateway::GatewayOptions,
 }
 
 #[tokio::main]
@@ -52,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
         settings.issuer = issuer;
     }
     settings.trusted_proxies = args.trusted_proxies;
-    args.lifetimes.apply(&mut settings);
+    args.gateway.apply(&mut settings);
     let deps = GatewayDeps {
         bus: infra.bus.clone(),
         views: infra.views.clone(),

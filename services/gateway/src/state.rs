@@ -15,7 +15,7 @@ use crate::context::RequestContext;
 use crate::directory::Directory;
 use crate::errors::ApiError;
 use crate::issuer::TokenIssuer;
-use crate::limiter::{FailureLimiter, GuessLimiter};
+use crate::limiter::{FailureLimiter, GuessLimiter, StartLimiter};
 use crate::peers::{BarrierOutcome, Peers};
 
 /// Gateway settings (from flags and `GATEHOUSE_*` environment variables).
@@ -39,6 +39,8 @@ pub struct GatewaySettings {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// HTTP worker threads (0: one per core).
     pub workers: usize,
+    /// New device authorizations accepted from one address in any minute.
+    pub device_authorizations_per_minute: usize,
 }
 
 impl GatewaySettings {
@@ -54,27 +56,37 @@ impl GatewaySettings {
             consistency_timeout: Duration::from_secs(5),
             trusted_proxies: Vec::new(),
             workers: 0,
+            device_authorizations_per_minute: 30,
         }
     }
 }
 
-/// Token lifetimes, as flags and environment variables shared by every binary that runs
-/// a gateway.
+/// Token lifetimes and request limits, as flags and environment variables shared by every
+/// binary that runs a gateway.
 #[derive(Clone, Debug, clap::Args)]
-pub struct TokenLifetimes {
+pub struct GatewayOptions {
     /// Lifetime in seconds of tokens obtained with an API key (never past the key's expiry).
     #[arg(long, env = "GATEHOUSE_API_KEY_TOKEN_TTL", default_value_t = 3600)]
     pub api_key_token_ttl: u64,
     /// Lifetime in seconds of tokens obtained with a password.
     #[arg(long, env = "GATEHOUSE_PASSWORD_TOKEN_TTL", default_value_t = 24 * 3600)]
     pub password_token_ttl: u64,
+    /// New device authorizations (`POST /oauth/device_authorization`, which needs no
+    /// credentials) accepted from one address in any minute; more get 429.
+    #[arg(
+        long,
+        env = "GATEHOUSE_DEVICE_AUTHORIZATIONS_PER_MINUTE",
+        default_value_t = 30
+    )]
+    pub device_authorizations_per_minute: usize,
 }
 
-impl TokenLifetimes {
-    /// Applies the lifetimes to `settings`.
+impl GatewayOptions {
+    /// Applies the options to `settings`.
     pub fn apply(&self, settings: &mut GatewaySettings) {
         settings.api_key_token_ttl = Duration::from_secs(self.api_key_token_ttl.max(60));
         settings.password_token_ttl = Duration::from_secs(self.password_token_ttl.max(60));
+        settings.device_authorizations_per_minute = self.device_authorizations_per_minute.max(1);
     }
 }
 
@@ -99,6 +111,8 @@ pub struct AppState {
     pub limiter: Arc<FailureLimiter>,
     /// Wrong user codes (device login), per person and per address.
     pub user_code_guesses: Arc<GuessLimiter>,
+    /// New device authorizations, per address.
+    pub device_starts: Arc<StartLimiter>,
     /// API keys verified before, and their use records.
     pub key_cache: Arc<crate::apikeys::KeyCache>,
     /// Checks polled device codes against their stored hashes.

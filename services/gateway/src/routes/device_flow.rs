@@ -128,6 +128,7 @@ impl PollPacer {
     responses(
         (status = 200, body = DeviceAuthorizationResponse),
         (status = 400, description = "RFC 6749 error", body = OAuthError),
+        (status = 429, description = "too many new authorizations from this address (`slow_down`, with Retry-After)", body = OAuthError),
     )
 )]
 #[post("/oauth/device_authorization")]
@@ -142,6 +143,14 @@ pub async fn device_authorization(
         .client_id
         .filter(|c| !c.trim().is_empty())
         .ok_or_else(|| OAuthError::new("invalid_client", "client_id is required"))?;
+    if let Err(wait) = state.device_starts.start(ctx.client_ip, Instant::now()) {
+        return Err(OAuthError::new(
+            "slow_down",
+            format!("too many device authorizations from this address: try again in {wait} s"),
+        )
+        .status(429)
+        .retry_after(wait));
+    }
     let command = RequestDeviceAuthorization {
         client_id,
         scope: form.scope,
