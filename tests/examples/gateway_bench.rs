@@ -17,26 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gatehouse_e2e::TestApp;
+use gatehouse_e2e::bench::{current_user_load, percentile, rss_kib};
 use reqwest::StatusCode;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
 
 async fn create_load(
     app: &TestApp,
@@ -114,68 +96,6 @@ async fn tokio_postgres_connect(
     tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
 )> {
     Ok(tokio_postgres::connect(url, tokio_postgres::NoTls).await?)
-}
-
-async fn current_user_load(
-    app: &TestApp,
-    token: &str,
-    connections: usize,
-    seconds: u64,
-) -> anyhow::Result<String> {
-    if std::process::Command::new("wrk")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        let output = tokio::process::Command::new("wrk")
-            .args([
-                "-t",
-                "1",
-                "-c",
-                &connections.to_string(),
-                "-d",
-                &format!("{seconds}s"),
-                "--latency",
-            ])
-            .args(["-H", &format!("Authorization: Bearer {token}")])
-            .arg(app.at("/api/v1/current-user"))
-            .output()
-            .await?;
-        return Ok(format!(
-            "wrk, 1 thread, {connections} connections:\n{}",
-            String::from_utf8_lossy(&output.stdout)
-        ));
-    }
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let http = app.http.clone();
-        let url = app.at("/api/v1/current-user");
-        let token = token.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let started = Instant::now();
-                let response = http.get(&url).bearer_auth(&token).send().await?;
-                anyhow::ensure!(response.status() == StatusCode::OK, "current-user failed");
-                let _ = response.bytes().await?;
-                latencies.push(started.elapsed());
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let started = Instant::now();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await??);
-    }
-    all.sort();
-    let rps = all.len() as f64 / started.elapsed().as_secs_f64();
-    Ok(format!(
-        "reqwest client in this process, {connections} concurrent requests: {rps:.0} requests/s, p50 {:?}, p99 {:?}",
-        percentile(&all, 0.5),
-        percentile(&all, 0.99)
-    ))
 }
 
 #[tokio::main]

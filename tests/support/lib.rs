@@ -1,6 +1,7 @@
 //! Test support for the end-to-end suite: spawns the real `gatehouse serve` binary against
 //! a fresh Postgres database and a real nats-server, and drives it through REST and the CLI.
 
+pub mod bench;
 pub mod browser;
 
 use std::path::PathBuf;
