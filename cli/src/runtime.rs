@@ -138,6 +138,11 @@ async fn run_all(
         std::time::Duration::from_secs(args.expiry_sweep_seconds.max(1)),
         shutdown.clone(),
     ));
+    let lapse_sweeper_task = tokio::spawn(devices.clone().run_lapse_sweeper(
+        backends.views.clone(),
+        devices.lapse_sweep_interval(),
+        shutdown.clone(),
+    ));
 
     let projector_task = spawn_read_model_projector(
         backends.views.clone(),
@@ -178,6 +183,7 @@ async fn run_all(
     serving_keys.stop().await;
     serving_devices.stop().await;
     let _ = sweeper_task.await;
+    let _ = lapse_sweeper_task.await;
     let _ = projector_task.await;
     if let Some(relay) = relay_task {
         let _ = relay.await;

@@ -262,6 +262,90 @@ async fn a_denied_or_lapsed_authorization_gets_its_rfc_error() -> anyhow::Result
 }
 
 #[tokio::test]
+async fn a_request_nobody_decided_on_is_swept_after_its_grace_and_forgotten() -> anyhow::Result<()>
+{
+    let app = TestApp::spawn_with(&[
+        ("GATEHOUSE_DEVICE_POLL_INTERVAL", "1"),
+        ("GATEHOUSE_DEVICE_AUTHORIZATION_TTL", "2"),
+        ("GATEHOUSE_DEVICE_LAPSE_GRACE_SECONDS", "1"),
+        ("GATEHOUSE_DEVICE_LAPSE_SWEEP_SECONDS", "1"),
+    ])
+    .await?;
+    let admin = app.admin_token().await?;
+    let undecided = authorize(&app).await?;
+    let approved = authorize(&app).await?;
+    let (status, body) = verify(
+        &app,
+        &admin,
+        json!({"user_code": approved["user_code"], "trusted_device": false}),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let approved_id = body["id"].as_str().context("no id")?.to_owned();
+    let listed = || {
+        let (app, admin) = (&app, admin.clone());
+        async move {
+            let (status, list) = app
+                .call(Method::GET, "/api/v1/devices", Some(&admin), None)
+                .await?;
+            anyhow::ensure!(status == StatusCode::OK, "{list}");
+            Ok::<_, anyhow::Error>(list["items"].as_array().cloned().unwrap_or_default())
+        }
+    };
+    let before = listed().await?;
+    assert_eq!(before.len(), 2, "{before:?}");
+    let undecided_id = before
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .find(|id| *id != approved_id)
+        .context("the undecided request is listed")?
+        .to_owned();
+
+    // Expired after 2 s, recorded as lapsed 1 s later by a sweep that runs every second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let remaining = loop {
+        let items = listed().await?;
+        if items.len() < 2 || std::time::Instant::now() > deadline {
+            break items;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(remaining.len(), 1, "{remaining:?}");
+    assert_eq!(
+        remaining[0]["id"],
+        approved_id.as_str(),
+        "the undecided one went"
+    );
+    assert_eq!(
+        remaining[0]["status"], "expired",
+        "approved, never redeemed"
+    );
+    let (status, _) = app
+        .call(
+            Method::GET,
+            &format!("/api/v1/devices/{undecided_id}"),
+            Some(&admin),
+            None,
+        )
+        .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The gateway forgot it too: its code is now simply invalid.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) =
+            poll(&app, undecided["device_code"].as_str().unwrap_or_default()).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        if body["error"] == "invalid_grant" {
+            break;
+        }
+        assert_eq!(body["error"], "expired_token", "{body}");
+        assert!(std::time::Instant::now() < deadline, "still remembered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn malformed_forged_and_foreign_device_codes_are_refused() -> anyhow::Result<()> {
     let app = app("600").await?;
     let started = authorize(&app).await?;
@@ -544,6 +628,8 @@ async fn a_person_approves_a_trusted_device_in_the_browser() -> anyhow::Result<(
         .goto(started["verification_uri"].as_str().unwrap_or_default())
         .await?;
     sign_in(&browser, "alice", "alice-password").await?;
+    // The click returns before the form's answer has loaded: wait for the next page.
+    browser.wait_for("#code", WAIT).await?;
     let session = browser
         .cookie("gh_device_session")
         .await?
@@ -557,7 +643,6 @@ async fn a_person_approves_a_trusted_device_in_the_browser() -> anyhow::Result<(
     );
 
     // Enter the code the way people do: lower case, no dash.
-    browser.wait_for("#code", WAIT).await?;
     browser
         .find("#user_code")
         .await?

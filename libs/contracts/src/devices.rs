@@ -142,6 +142,17 @@ pub struct DeviceLocked {}
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DeviceUnlocked {}
 
+/// `device.authorization_lapsed`: nobody approved or denied the authorization before it
+/// lapsed, and its user code is released. Recorded by the devices service's sweep a while
+/// after `expired_at`; the device counted as expired from `expired_at` on regardless. The
+/// request then leaves the device list and gateways forget it (its device code gets
+/// `invalid_grant` instead of `expired_token`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceAuthorizationLapsed {
+    /// When the authorization lapsed (its `expires_at`).
+    pub expired_at: DateTime<Utc>,
+}
+
 /// `device.deleted`: the device and its token are gone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DeviceDeleted {
@@ -167,6 +178,8 @@ aggregate_events! {
         Unlocked(DeviceUnlocked) = "unlocked",
         /// The owner or an admin deleted it.
         Deleted(DeviceDeleted) = "deleted",
+        /// Nobody decided before it lapsed; its user code is released.
+        AuthorizationLapsed(DeviceAuthorizationLapsed) = "authorization_lapsed",
     }
 }
 
@@ -260,7 +273,9 @@ impl DeviceFacts {
             }
             DeviceEvent::Locked(_) => self.locked = true,
             DeviceEvent::Unlocked(_) => self.locked = false,
-            DeviceEvent::AuthorizationRequested(_) | DeviceEvent::Deleted(_) => {}
+            DeviceEvent::AuthorizationRequested(_)
+            | DeviceEvent::Deleted(_)
+            | DeviceEvent::AuthorizationLapsed(_) => {}
         }
     }
 
@@ -311,6 +326,10 @@ pub struct DeviceView {
     /// The owner's id, copied out of `facts` for filtering by owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_id: Option<UserId>,
+    /// Whether nobody approved or denied the request yet (what the lapse sweep looks for;
+    /// a recorded lapse removes the view).
+    #[serde(default)]
+    pub awaiting_decision: bool,
     /// Requested at.
     pub created: DateTime<Utc>,
     /// Last changed at.

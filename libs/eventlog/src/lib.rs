@@ -19,6 +19,7 @@ pub mod postgres;
 pub mod projector;
 pub mod relay;
 pub mod store;
+pub mod sweep;
 pub mod views;
 pub mod writer;
 

@@ -114,6 +114,11 @@ impl EventStore for MemoryEventStore {
                         state.claims.remove(&key);
                     }
                 }
+                UniqueClaim::ReleaseAll { scope } => {
+                    state.claims.retain(|(claim_scope, _), holder| {
+                        *claim_scope != scope || *holder != request.stream_id
+                    });
+                }
             }
         }
         for op in request.secrets {

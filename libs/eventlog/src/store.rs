@@ -79,6 +79,12 @@ pub enum UniqueClaim {
         /// E.g. `ci-bot`.
         value: String,
     },
+    /// Release every value in `scope` that the appending stream holds: for a holder that
+    /// no longer knows its values (e.g. a keyed hash of a code nobody typed again).
+    ReleaseAll {
+        /// E.g. `device_user_code`.
+        scope: String,
+    },
 }
 
 /// A change to the appending stream's secret slots: credential material (password hashes,

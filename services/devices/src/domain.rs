@@ -4,12 +4,15 @@
 //! Lifecycle: requested (pending) → verified by a person (or denied) → activated by the
 //! device's first successful poll → locked / unlocked → deleted. A pending or verified
 //! authorization lapses at its `expires_at`; an active device's session ends at its
-//! token's expiry. Those are read from the clock, not recorded as events.
+//! token's expiry. Those are read from the clock; the one event about time is
+//! `authorization_lapsed`, which the sweep records for a request nobody decided on, to
+//! release its user code (see [`lapse`]).
 
 use chrono::{DateTime, Duration, Utc};
 use gatehouse_contracts::devices::{
-    DeviceActivated, DeviceAuthorizationRequested, DeviceDeleted, DeviceDenied, DeviceEvent,
-    DeviceFacts, DeviceLocked, DeviceMetadata, DeviceStatus, DeviceUnlocked, DeviceVerified,
+    DeviceActivated, DeviceAuthorizationLapsed, DeviceAuthorizationRequested, DeviceDeleted,
+    DeviceDenied, DeviceEvent, DeviceFacts, DeviceLocked, DeviceMetadata, DeviceStatus,
+    DeviceUnlocked, DeviceVerified,
 };
 use gatehouse_contracts::ids::UserId;
 use gatehouse_eventlog::Aggregate;
@@ -109,6 +112,8 @@ pub struct Device {
     pub device_code_hash: String,
     /// Owner, trust, lock and the times that decide its status.
     pub facts: DeviceFacts,
+    /// Whether its lapse without a decision was recorded (its user code released).
+    pub lapse_recorded: bool,
 }
 
 impl Device {
@@ -150,9 +155,14 @@ impl Aggregate for DeviceState {
                     interval_seconds: e.interval_seconds,
                     device_code_hash: e.device_code_hash.clone(),
                     facts: DeviceFacts::requested(e),
+                    lapse_recorded: false,
                 }))
             }
             (DeviceState::Present(_), DeviceEvent::Deleted(_)) => DeviceState::Deleted,
+            (DeviceState::Present(mut device), DeviceEvent::AuthorizationLapsed(_)) => {
+                device.lapse_recorded = true;
+                DeviceState::Present(device)
+            }
             (DeviceState::Present(mut device), event) => {
                 device.facts.evolve(event);
                 DeviceState::Present(device)
@@ -341,6 +351,27 @@ pub fn delete(state: &DeviceState, actor: &Actor) -> Result<Vec<DeviceEvent>, Re
     Ok(vec![DeviceEvent::Deleted(DeviceDeleted {
         user_id: device.facts.owner,
     })])
+}
+
+/// Records that a request nobody approved or denied lapsed, once `now` is `grace` past its
+/// expiry; nothing otherwise (not lapsed yet, decided, already recorded, or gone). The
+/// caller releases the user code with the event.
+pub fn lapse(state: &DeviceState, now: DateTime<Utc>, grace: Duration) -> Vec<DeviceEvent> {
+    match state.device() {
+        Some(device)
+            if !device.lapse_recorded
+                && device.facts.owner.is_none()
+                && !device.facts.denied
+                && now >= device.facts.expires_at + grace =>
+        {
+            vec![DeviceEvent::AuthorizationLapsed(
+                DeviceAuthorizationLapsed {
+                    expired_at: device.facts.expires_at,
+                },
+            )]
+        }
+        _ => vec![],
+    }
 }
 
 #[cfg(test)]
@@ -682,6 +713,54 @@ mod tests {
             Err(Rejection::NotFound)
         );
         assert!(delete(&pending, &admin()).is_ok());
+    }
+
+    #[test]
+    fn an_undecided_request_lapses_once_after_the_grace_and_stays_expired() {
+        let grace = Duration::minutes(10);
+        let (mut history, state) = requested();
+        let expiry = at(600);
+        assert!(lapse(&state, expiry, grace).is_empty(), "within the grace");
+        assert_eq!(
+            state.device().map(|d| d.status(expiry)),
+            Some(DeviceStatus::Expired)
+        );
+        let events = lapse(&state, expiry + grace, grace);
+        assert_eq!(
+            events,
+            vec![DeviceEvent::AuthorizationLapsed(
+                DeviceAuthorizationLapsed { expired_at: expiry }
+            )]
+        );
+        let state = apply(&mut history, events);
+        assert!(
+            lapse(&state, expiry + grace * 3, grace).is_empty(),
+            "recorded once"
+        );
+        assert_eq!(
+            state.device().map(|d| d.status(expiry + grace)),
+            Some(DeviceStatus::Expired)
+        );
+        assert_eq!(
+            verify(&state, alice(), true, expiry + grace),
+            Err(Rejection::NotPending)
+        );
+    }
+
+    #[test]
+    fn decided_and_deleted_requests_never_lapse_by_event() {
+        let late = at(600) + Duration::days(1);
+        let grace = Duration::minutes(10);
+        // Approved (the code was released with the approval), redeemed or not.
+        assert!(lapse(&verified(false).1, late, grace).is_empty());
+        assert!(lapse(&active(false).1, late, grace).is_empty());
+        // Denied.
+        let (mut history, state) = requested();
+        let state = apply(&mut history, deny(&state, alice(), at(30)).unwrap());
+        assert!(lapse(&state, late, grace).is_empty());
+        // Gone.
+        assert!(lapse(&DeviceState::Deleted, late, grace).is_empty());
+        assert!(lapse(&DeviceState::Absent, late, grace).is_empty());
     }
 
     #[test]

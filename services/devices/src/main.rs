@@ -36,6 +36,11 @@ async fn main() -> anyhow::Result<()> {
         .bus
         .serve("devices", Arc::new(service.router()))
         .await?;
+    let sweeper = tokio::spawn(service.clone().run_lapse_sweeper(
+        infra.views.clone(),
+        service.lapse_sweep_interval(),
+        shutdown.clone(),
+    ));
     let relay = tokio::spawn(infra.relay().run(shutdown.clone()));
     tracing::info!(settings = ?service.settings(), "devices service ready");
 
@@ -43,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("shutting down");
     stop.send_replace(true);
     serving.stop().await;
+    let _ = sweeper.await;
     let _ = relay.await;
     Ok(())
 }

@@ -42,13 +42,21 @@ impl ViewProjection for DeviceProjection {
                     device_code_hash: e.device_code_hash.clone(),
                     facts: DeviceFacts::requested(e),
                     owner_id: None,
+                    awaiting_decision: true,
                     created: at,
                     updated: at,
                 }
             }
-            (Some(_), DeviceEvent::Deleted(_)) => return Ok(ViewChange::Delete),
+            // A lapsed request nobody decided on was never anyone's device: it leaves the
+            // list (and every gateway's memory); its events stay in the log.
+            (Some(_), DeviceEvent::Deleted(_) | DeviceEvent::AuthorizationLapsed(_)) => {
+                return Ok(ViewChange::Delete);
+            }
             (Some(mut v), event) => {
                 v.facts.evolve(event);
+                if matches!(event, DeviceEvent::Verified(_) | DeviceEvent::Denied(_)) {
+                    v.awaiting_decision = false;
+                }
                 v
             }
             (None, _) => return Ok(ViewChange::Unchanged),

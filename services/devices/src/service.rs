@@ -9,21 +9,24 @@ use gatehouse_contracts::commands::{
     Accepted, Caller, Command, CommandEnvelope, Failure, FailureKind,
 };
 use gatehouse_contracts::devices::{
-    DecideDevice, DeleteDevice, DeviceAuthorizationIssued, DeviceDecision, DeviceRedeemed,
-    FindPendingDevice, RedeemDeviceCode, RequestDeviceAuthorization, SetDeviceLock,
-    USER_CODE_ALPHABET, USER_CODE_LEN, USER_CODE_SCOPE, device_stream, normalize_user_code,
+    DEVICE_VIEW, DecideDevice, DeleteDevice, DeviceAuthorizationIssued, DeviceDecision,
+    DeviceRedeemed, DeviceView, FindPendingDevice, RedeemDeviceCode, RequestDeviceAuthorization,
+    SetDeviceLock, USER_CODE_ALPHABET, USER_CODE_LEN, USER_CODE_SCOPE, device_stream,
+    normalize_user_code,
 };
 use gatehouse_contracts::envelope::StreamId;
 use gatehouse_contracts::identity::Role;
 use gatehouse_contracts::ids::UserId;
+use gatehouse_eventlog::sweep::{list_all, run_every};
 use gatehouse_eventlog::writer::{require_caller, store_failure};
-use gatehouse_eventlog::{CommandWriter, EventStore, Extras, UniqueClaim};
+use gatehouse_eventlog::{CommandWriter, EventStore, Extras, UniqueClaim, ViewStore};
 use gatehouse_secrets::{BusSealer, MasterKey, SealedSecret};
 use gatehouse_tokens::{ApiKeyHash, ApiKeyHasher, ApiKeySecret, DEVICE_CODE_FORMAT};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::domain::{
@@ -151,6 +154,25 @@ pub struct DeviceSettings {
         value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL)
     )]
     pub trusted_device_token_ttl: u64,
+    /// Seconds between sweeps that record requests nobody decided on as lapsed
+    /// (`device.authorization_lapsed`), releasing their user codes.
+    #[arg(
+        long,
+        env = "GATEHOUSE_DEVICE_LAPSE_SWEEP_SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub device_lapse_sweep_seconds: u64,
+    /// Seconds after its expiry that an undecided request is recorded as lapsed. Until then
+    /// its device code still gets `expired_token` (gateways forget it on the event), for
+    /// clients that poll past `expires_in`.
+    #[arg(
+        long,
+        env = "GATEHOUSE_DEVICE_LAPSE_GRACE_SECONDS",
+        default_value_t = 600,
+        value_parser = clap::value_parser!(u64).range(0..=MAX_AUTHORIZATION_TTL)
+    )]
+    pub device_lapse_grace_seconds: u64,
 }
 
 impl Default for DeviceSettings {
@@ -160,6 +182,8 @@ impl Default for DeviceSettings {
             device_poll_interval: 5,
             device_token_ttl: 24 * 3600,
             trusted_device_token_ttl: 30 * 24 * 3600,
+            device_lapse_sweep_seconds: 60,
+            device_lapse_grace_seconds: 600,
         }
     }
 }
@@ -177,6 +201,13 @@ impl DeviceSettings {
             authorization_ttl: seconds(self.device_authorization_ttl, MAX_AUTHORIZATION_TTL),
             interval_seconds: self.device_poll_interval.clamp(1, MAX_POLL_INTERVAL),
         }
+    }
+
+    /// How long after its expiry an undecided request is recorded as lapsed.
+    pub fn lapse_grace(&self) -> Duration {
+        Duration::seconds(
+            i64::try_from(self.device_lapse_grace_seconds.min(MAX_AUTHORIZATION_TTL)).unwrap_or(0),
+        )
     }
 
     /// The token lifetimes.
@@ -198,6 +229,14 @@ impl From<Rejection> for Failure {
             }
             Rejection::Invalid(_) => Failure::new(FailureKind::Invalid, "invalid", message),
         }
+    }
+}
+
+/// Frees whatever user code the appending device stream holds (its value is a keyed hash
+/// of a code the service no longer knows).
+fn release_user_code() -> UniqueClaim {
+    UniqueClaim::ReleaseAll {
+        scope: USER_CODE_SCOPE.into(),
     }
 }
 
@@ -556,9 +595,77 @@ impl DevicesService {
             .update_with_retry::<DeviceState, _, _, _>(
                 device_stream(env.command.id),
                 &env.metadata,
-                |state| Ok::<_, Rejection>((domain::delete(state, &actor)?, Extras::default(), ())),
+                |state| {
+                    // A pending request still holds its user code: free it with the device.
+                    let extras = Extras {
+                        claims: vec![release_user_code()],
+                        secrets: vec![],
+                    };
+                    Ok::<_, Rejection>((domain::delete(state, &actor)?, extras, ()))
+                },
             )
             .await
+    }
+
+    /// Records the lapse of request `id` if nobody decided on it and the lapse grace has
+    /// passed since its expiry, releasing its user code; writes nothing otherwise.
+    pub async fn record_lapse(&self, id: Uuid) -> Result<Accepted<()>, Failure> {
+        let now = self.writer.clock().now();
+        let grace = self.settings.lapse_grace();
+        let metadata = gatehouse_contracts::EventMetadata {
+            actor: Some(gatehouse_contracts::Actor::system()),
+            ..Default::default()
+        };
+        self.writer
+            .update_with_retry::<DeviceState, _, _, _>(device_stream(id), &metadata, |state| {
+                let extras = Extras {
+                    claims: vec![release_user_code()],
+                    secrets: vec![],
+                };
+                Ok::<_, Failure>((domain::lapse(state, now, grace), extras, ()))
+            })
+            .await
+    }
+
+    /// How often [`Self::run_lapse_sweeper`] should sweep (from the settings).
+    pub fn lapse_sweep_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.settings.device_lapse_sweep_seconds.clamp(1, 3600))
+    }
+
+    /// Records lapses every `interval` until `shutdown`. Requests lapse at their expiry
+    /// regardless; this releases the user codes they hold and lets gateways forget them.
+    /// Safe to run in several replicas: recording a lapse twice appends nothing.
+    pub async fn run_lapse_sweeper(
+        self,
+        views: Arc<dyn ViewStore>,
+        interval: std::time::Duration,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        run_every("device lapses", interval, shutdown, || {
+            self.sweep(views.as_ref())
+        })
+        .await;
+    }
+
+    /// One sweep; returns how many lapses were recorded.
+    pub async fn sweep(&self, views: &dyn ViewStore) -> anyhow::Result<usize> {
+        let due_before = self.writer.clock().now() - self.settings.lapse_grace();
+        let awaiting = vec![("awaiting_decision".into(), serde_json::Value::Bool(true))];
+        let mut recorded = 0;
+        for doc in list_all(views, DEVICE_VIEW, awaiting).await? {
+            let view: DeviceView = serde_json::from_value(doc.doc)?;
+            if view.facts.expires_at > due_before {
+                continue;
+            }
+            match self.record_lapse(view.id).await {
+                Ok(a) if a.written.is_some() => recorded += 1,
+                Ok(_) => {}
+                Err(f) => {
+                    tracing::warn!(device = %view.id, failure = %f, "recording a lapse failed")
+                }
+            }
+        }
+        Ok(recorded)
     }
 
     fn seal(&self, code: &SecretString, context: &str) -> Result<SealedSecret, Failure> {

@@ -18,7 +18,8 @@ use gatehouse_devices::service::{USER_CODE_ATTEMPTS, generate_user_code, seal_co
 use gatehouse_devices::{
     DeviceCodes, DeviceProjection, DeviceSettings, DevicesService, UserCodeGenerator,
 };
-use gatehouse_eventlog::memory::MemoryEventStore;
+use gatehouse_eventlog::memory::{MemoryEventStore, MemoryViewStore};
+use gatehouse_eventlog::projector::ProjectionRunner;
 use gatehouse_eventlog::{EventStore, ViewChange, ViewProjection};
 use gatehouse_secrets::{BusSealer, MasterKey};
 use secrecy::{ExposeSecret, SecretString};
@@ -601,12 +602,12 @@ async fn a_decision_releases_the_user_code_so_it_can_be_issued_again() {
 }
 
 #[tokio::test]
-async fn a_lapsed_authorization_keeps_its_claim_but_its_code_finds_nothing() {
+async fn a_lapsed_authorization_keeps_its_claim_until_the_sweep_but_its_code_finds_nothing() {
     let h = harness();
     let (issued, _) = h.request().await;
     h.clock.advance(Duration::minutes(10));
-    // Nothing records a lapse, so the claim stays with the stream; the code is refused
-    // anyway because the authorization is no longer pending.
+    // Until the sweep records the lapse the claim stays with the stream; the code is
+    // refused anyway because the authorization is no longer pending.
     assert!(h.claim_holder(&issued.user_code).await.is_some());
     let failure = h
         .decide(&issued.user_code, DeviceDecision::Deny, alice())
@@ -721,6 +722,7 @@ async fn an_untrusted_device_gets_the_short_lifetime_from_the_settings() {
         device_poll_interval: 7,
         device_token_ttl: 3600,
         trusted_device_token_ttl: 7200,
+        ..DeviceSettings::default()
     };
     let h = harness_with(settings, None);
     let (issued, code) = h.request().await;
@@ -920,6 +922,105 @@ async fn an_admin_manages_anyones_device_and_repeats_change_nothing() {
         deleted.payload["user_id"],
         serde_json::json!(alice().id),
         "the deletion says whose device it was"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Lapsed and deleted requests give their user codes back
+// ---------------------------------------------------------------------------------------
+
+impl Harness {
+    /// The read model rebuilt from the whole log, as the projector keeps it.
+    async fn view_store(&self) -> Arc<MemoryViewStore> {
+        let views = Arc::new(MemoryViewStore::new());
+        ProjectionRunner::new("devices-test", views.clone(), self.store.clone())
+            .with(Arc::new(DeviceProjection))
+            .rebuild()
+            .await
+            .expect("the projection rebuilds");
+        views
+    }
+}
+
+#[tokio::test]
+async fn an_undecided_request_is_recorded_as_lapsed_after_the_grace_and_frees_its_code() {
+    let h = harness();
+    let (undecided, _) = h.request().await;
+    let (approved, _) = h.request().await;
+    let (denied, _) = h.request().await;
+    h.decide(
+        &approved.user_code,
+        DeviceDecision::Approve { trusted: false },
+        alice(),
+    )
+    .await
+    .unwrap();
+    h.decide(&denied.user_code, DeviceDecision::Deny, alice())
+        .await
+        .unwrap();
+    let holder = StreamId::new("device", undecided.device_id);
+    assert_eq!(h.claim_holder(&undecided.user_code).await, Some(holder));
+
+    // Lapsed, but within the grace: nothing recorded, the code still held.
+    h.clock.advance(Duration::seconds(600));
+    let views = h.view_store().await;
+    assert_eq!(h.service.sweep(views.as_ref()).await.unwrap(), 0);
+    assert!(h.claim_holder(&undecided.user_code).await.is_some());
+
+    h.clock.advance(DeviceSettings::default().lapse_grace());
+    assert_eq!(h.service.sweep(views.as_ref()).await.unwrap(), 1);
+    assert_eq!(
+        h.events(undecided.device_id).await,
+        vec![
+            "device.authorization_requested",
+            "device.authorization_lapsed"
+        ]
+    );
+    assert_eq!(h.claim_holder(&undecided.user_code).await, None);
+    for decided in [&approved, &denied] {
+        assert_eq!(h.events(decided.device_id).await.len(), 2, "no lapse event");
+    }
+    assert_eq!(
+        view(&h, undecided.device_id).await,
+        None,
+        "no longer listed"
+    );
+    for decided in [&approved, &denied] {
+        let view = view(&h, decided.device_id).await.expect("still listed");
+        assert!(!view.awaiting_decision);
+    }
+
+    // Recorded once, whether the view has caught up or not.
+    assert_eq!(
+        h.service.sweep(views.as_ref()).await.unwrap(),
+        0,
+        "stale view"
+    );
+    let views = h.view_store().await;
+    assert_eq!(h.service.sweep(views.as_ref()).await.unwrap(), 0);
+    assert_eq!(h.events(undecided.device_id).await.len(), 2);
+}
+
+#[tokio::test]
+async fn deleting_a_pending_request_frees_its_code() {
+    let h = harness();
+    let (issued, _) = h.request().await;
+    h.service
+        .delete(env(
+            DeleteDevice {
+                id: issued.device_id,
+            },
+            Some(admin()),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(h.claim_holder(&issued.user_code).await, None);
+    assert_eq!(
+        h.decide(&issued.user_code, DeviceDecision::Deny, alice())
+            .await
+            .unwrap_err()
+            .code,
+        "invalid_user_code"
     );
 }
 

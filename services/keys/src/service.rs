@@ -13,9 +13,10 @@ use gatehouse_contracts::keys::{
     CreateApiKey, DeleteApiKey, ExpireApiKey, IssuedKey, KeyRefusal, RotateApiKey, UpdateApiKey,
     api_key_name_claim, api_key_stream,
 };
+use gatehouse_eventlog::sweep::{list_all, run_every};
 use gatehouse_eventlog::writer::{create_failure, require_caller, store_failure};
 use gatehouse_eventlog::{
-    AppendError, CommandWriter, EventStore, Extras, ListQuery, SecretOp, UniqueClaim, ViewStore,
+    AppendError, CommandWriter, EventStore, Extras, SecretOp, UniqueClaim, ViewStore,
 };
 use gatehouse_secrets::{BusSealer, MasterKey, SealedSecret};
 use gatehouse_tokens::{ApiKeyHash, ApiKeyHasher, generate_api_key, parse_api_key};
@@ -409,40 +410,23 @@ impl KeysService {
         self,
         views: Arc<dyn ViewStore>,
         interval: Duration,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) {
-        loop {
-            if let Err(e) = self.sweep(views.as_ref()).await {
-                tracing::warn!(error = %e, "the API key expiry sweep failed; retrying later");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
+        run_every("API key expiries", interval, shutdown, || {
+            self.sweep(views.as_ref())
+        })
+        .await;
     }
 
     /// One sweep; returns how many expiries were recorded.
     pub async fn sweep(&self, views: &dyn ViewStore) -> anyhow::Result<usize> {
         let now = self.writer.clock().now();
+        let pending = vec![("expiry_pending".into(), serde_json::Value::Bool(true))];
         let mut due = Vec::new();
-        let mut offset = 0;
-        loop {
-            let query = ListQuery {
-                filters: vec![("expiry_pending".into(), serde_json::Value::Bool(true))],
-                offset,
-                limit: 500,
-            };
-            let page = views.list(API_KEY_VIEW, &query).await?;
-            for doc in &page.items {
-                let view: ApiKeyView = serde_json::from_value(doc.doc.clone())?;
-                if view.validity.expires_at.is_some_and(|at| at <= now) {
-                    due.push(view.id);
-                }
-            }
-            offset += page.items.len() as u64;
-            if page.items.is_empty() || offset >= page.total {
-                break;
+        for doc in list_all(views, API_KEY_VIEW, pending).await? {
+            let view: ApiKeyView = serde_json::from_value(doc.doc)?;
+            if view.validity.expires_at.is_some_and(|at| at <= now) {
+                due.push(view.id);
             }
         }
         let mut recorded = 0;

@@ -47,6 +47,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "last_used",
         sql: include_str!("../../migrations/0004_last_used.sql"),
     },
+    Migration {
+        version: 5,
+        name: "claims_by_stream",
+        sql: include_str!("../../migrations/0005_claims_by_stream.sql"),
+    },
 ];
 
 /// Brings the schema up to date. Idempotent, and safe to call from several processes at

@@ -318,6 +318,13 @@ async fn apply_claim(
                 .map_err(unavailable)?;
             Ok(())
         }
+        UniqueClaim::ReleaseAll { scope } => {
+            let sql = "DELETE FROM unique_claims WHERE stream_id = $1 AND scope = $2";
+            execute(tx, sql, &[&stream_id, scope])
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        }
     }
 }
 

@@ -207,6 +207,57 @@ async fn a_unique_claim_belongs_to_one_stream_until_it_releases_it(
     Ok(())
 }
 
+both!(a_stream_releases_all_it_holds_in_a_scope_without_naming_the_values);
+async fn a_stream_releases_all_it_holds_in_a_scope_without_naming_the_values(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let (a, b) = (new_stream(), new_stream());
+    let claim = |scope: &str, value: &str| UniqueClaim::Claim {
+        scope: scope.into(),
+        value: value.into(),
+    };
+    let release_all = || UniqueClaim::ReleaseAll {
+        scope: "user_code".into(),
+    };
+    let mut req = append(&a, ExpectedVersion::NoStream, bumps(1));
+    req.claims.extend([
+        claim("user_code", "one"),
+        claim("user_code", "two"),
+        claim("principal_name", "keep"),
+    ]);
+    s.log.append(req).await?;
+    let mut req = append(&b, ExpectedVersion::NoStream, bumps(1));
+    req.claims.push(claim("user_code", "three"));
+    s.log.append(req).await?;
+
+    // Another stream's release-all leaves a's claims alone.
+    let mut req = append(&b, ExpectedVersion::Exactly(1), bumps(1));
+    req.claims.push(release_all());
+    s.log.append(req).await?;
+    assert_eq!(
+        s.log.claim_holder("user_code", "one").await?,
+        Some(a.clone())
+    );
+    assert_eq!(s.log.claim_holder("user_code", "three").await?, None);
+
+    let mut req = append(&a, ExpectedVersion::Exactly(1), bumps(1));
+    req.claims.push(release_all());
+    s.log.append(req).await?;
+    assert_eq!(s.log.claim_holder("user_code", "one").await?, None);
+    assert_eq!(s.log.claim_holder("user_code", "two").await?, None);
+    assert_eq!(
+        s.log.claim_holder("principal_name", "keep").await?,
+        Some(a),
+        "other scopes are untouched"
+    );
+    // Released values are free for anyone.
+    let mut req = append(&b, ExpectedVersion::Exactly(2), bumps(1));
+    req.claims.push(claim("user_code", "one"));
+    s.log.append(req).await?;
+    assert_eq!(s.log.claim_holder("user_code", "one").await?, Some(b));
+    Ok(())
+}
+
 both!(secret_slots_change_with_their_append_only);
 async fn secret_slots_change_with_their_append_only(s: Stores) -> anyhow::Result<()> {
     let stream = new_stream();
