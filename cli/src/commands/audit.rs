@@ -241,7 +241,8 @@ mod tests {
             "position": 42, "stream_id": "api_key-0190f0a8-3b1c-7000-8000-00000000abcd",
             "version": 3, "event_id": "0190f0a8-3b1c-7000-8000-000000000099",
             "event_type": "api_key.rotated", "schema_version": 1,
-            "payload": {"retain_minutes": 60, "generation": 3},
+            "payload": {"rotated_at": "2025-01-02T03:04:05.600Z", "generation": 3,
+                        "previous_generation": 2, "previous_valid_until": null},
             "metadata": {"actor": {"id": "0190f0a8-3b1c-7000-8000-000000000002", "kind": "user", "name": "alice"},
                          "request_id": "r1", "client_ip": "10.0.0.7"},
             "recorded_at": "2025-01-02T03:04:05.678Z",
@@ -254,7 +255,7 @@ mod tests {
         let line = table_line(&serde_json::to_vec(&event())?)?;
         assert_eq!(
             line,
-            "2025-01-02 03:04:05  api_key.rotated               api_key-0190f0a8-3b1c-7000-8000-00000000abcd  alice (user)  10.0.0.7  {\"generation\":3,\"retain_minutes\":60}\n"
+            "2025-01-02 03:04:05  api_key.rotated               api_key-0190f0a8-3b1c-7000-8000-00000000abcd  alice (user)  10.0.0.7  {\"generation\":3,\"previous_generation\":2,\"previous_valid_until\":null,\"rotated_at\":\"2025-01-02T03:04:05.600Z\"}\n"
         );
         Ok(())
     }
