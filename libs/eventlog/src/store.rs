@@ -197,6 +197,9 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The connection settings are unusable (a bad URL, an unreadable certificate file).
+    #[error("invalid database settings: {0}")]
+    Config(String),
 }
 
 /// Why an append was not made. Nothing was written in any of these cases.

@@ -11,12 +11,12 @@
 pub mod leader;
 mod migrate;
 mod store;
+pub mod tls;
 mod views;
 
-use std::str::FromStr;
-
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{AsyncMessage, NoTls, Notification};
+use tokio_postgres::{AsyncMessage, Notification};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::store::StoreError;
 
@@ -36,6 +36,7 @@ pub const PROJECTED_CHANNEL: &str = "gatehouse_projected";
 pub struct PgDatabase {
     pool: Pool,
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for PgDatabase {
@@ -50,23 +51,27 @@ impl std::fmt::Debug for PgDatabase {
 }
 
 impl PgDatabase {
-    /// Connects to `url` (a `postgres://` URL or a `key=value` string) with a pool of at
-    /// most `max_connections`, and brings the schema up to date.
+    /// Connects to `url` (a `postgres://` URL or a `key=value` string, with libpq's
+    /// `sslmode` and `sslrootcert`: see [`tls`]) with a pool of at most
+    /// `max_connections`, and brings the schema up to date.
     pub async fn connect(url: &str, max_connections: usize) -> Result<Self, StoreError> {
-        let config = tokio_postgres::Config::from_str(url).map_err(unavailable)?;
-        let database = Self::from_config(config, max_connections)?;
+        let database = Self::new(url, max_connections)?;
         migrate(database.pool()).await?;
         Ok(database)
     }
 
-    /// A pool over `config`, without touching the database yet (no migration).
-    pub fn from_config(
-        config: tokio_postgres::Config,
-        max_connections: usize,
-    ) -> Result<Self, StoreError> {
+    /// A pool over `url`, without touching the database yet (no migration).
+    pub fn new(url: &str, max_connections: usize) -> Result<Self, StoreError> {
+        let (config, tls, mode) = tls::connect_settings(url)?;
+        if mode == tls::SslMode::Require {
+            tracing::debug!(
+                "sslmode=require encrypts but does not authenticate the database server unless \
+                 sslrootcert is set; verify-full does both"
+            );
+        }
         let manager = Manager::from_config(
             config.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -75,7 +80,7 @@ impl PgDatabase {
             .max_size(max_connections.max(1))
             .build()
             .map_err(unavailable)?;
-        Ok(Self { pool, config })
+        Ok(Self { pool, config, tls })
     }
 
     /// The pool.
@@ -95,7 +100,11 @@ impl PgDatabase {
     where
         F: Fn(Notification) + Send + 'static,
     {
-        let (client, mut connection) = self.config.connect(NoTls).await.map_err(unavailable)?;
+        let (client, mut connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(unavailable)?;
         // tokio-postgres hands notifications out of `Connection::poll_message`; whoever
         // drives the connection (this task) has to read them.
         let driver = tokio::spawn(async move {

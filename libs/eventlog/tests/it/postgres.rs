@@ -251,3 +251,76 @@ async fn when_the_leading_relay_stops_another_takes_over() -> anyhow::Result<()>
     second.await?;
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------
+// TLS to Postgres (libpq's sslmode and sslrootcert; scripts/test-deps serves TLS with a
+// certificate for "localhost" and exports it as GATEHOUSE_TEST_PG_CA)
+// ---------------------------------------------------------------------------------------
+
+/// The test database's URL on `host`, with `params` added.
+fn tls_url(
+    test_database: &gatehouse_testsupport::TestDatabase,
+    host: &str,
+    params: &str,
+) -> String {
+    let url = test_database
+        .url()
+        .replacen("@127.0.0.1:", &format!("@{host}:"), 1);
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{params}")
+}
+
+fn test_ca() -> anyhow::Result<String> {
+    std::env::var("GATEHOUSE_TEST_PG_CA").map_err(|_| {
+        anyhow::anyhow!(
+            "GATEHOUSE_TEST_PG_CA is not set: run the tests through scripts/test (or eval \
+             \"$(scripts/test-deps)\"), which serves TLS from the test Postgres and names its \
+             certificate; with your own GATEHOUSE_TEST_DATABASE_URL, point it at that server's \
+             CA certificate (issued for localhost)"
+        )
+    })
+}
+
+/// Whether the pool's session runs over TLS, as the server sees it.
+async fn encrypted(url: &str) -> anyhow::Result<bool> {
+    let database = gatehouse_eventlog::postgres::PgDatabase::connect(url, 2).await?;
+    let client = database.pool().get().await?;
+    let row = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+#[tokio::test]
+async fn verify_full_connects_over_tls_only_to_the_server_its_ca_names() -> anyhow::Result<()> {
+    let ca = test_ca()?;
+    let db = gatehouse_testsupport::TestDatabase::create().await?;
+    let full = format!("sslmode=verify-full&sslrootcert={ca}");
+    assert!(encrypted(&tls_url(&db, "localhost", &full)).await?);
+
+    // The certificate names localhost, not 127.0.0.1: verify-full refuses, verify-ca (the
+    // chain alone) accepts.
+    let refused = encrypted(&tls_url(&db, "127.0.0.1", &full)).await;
+    assert!(refused.is_err(), "a name mismatch must not connect");
+    let ca_only = format!("sslmode=verify-ca&sslrootcert={ca}");
+    assert!(encrypted(&tls_url(&db, "127.0.0.1", &ca_only)).await?);
+
+    // The system's roots do not include the test CA: the server is not trusted.
+    let refused = encrypted(&tls_url(&db, "localhost", "sslmode=verify-full")).await;
+    assert!(refused.is_err(), "an unknown CA must not connect");
+    Ok(())
+}
+
+#[tokio::test]
+async fn require_and_prefer_encrypt_and_disable_does_not() -> anyhow::Result<()> {
+    test_ca()?; // the server serves TLS
+    let db = gatehouse_testsupport::TestDatabase::create().await?;
+    // libpq's meaning: encrypted, the certificate not checked (self-signed here).
+    assert!(encrypted(&tls_url(&db, "127.0.0.1", "sslmode=require")).await?);
+    assert!(encrypted(db.url()).await?, "prefer is the default");
+    assert!(!encrypted(&tls_url(&db, "127.0.0.1", "sslmode=disable")).await?);
+    Ok(())
+}
