@@ -529,6 +529,27 @@ pub enum DevicePoll {
     },
 }
 
+/// A token-signing key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningKey {
+    /// The key id (`kid` of the tokens it signs).
+    pub kid: String,
+    /// `pending`, `signing`, `verifying` or `retired`.
+    pub status: String,
+    /// From when it signs.
+    pub active_from: chrono::DateTime<chrono::Utc>,
+    /// When it was retired.
+    #[serde(default)]
+    pub retired_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The signing keys, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningKeyList {
+    /// The keys.
+    pub items: Vec<SigningKey>,
+}
+
 /// An authorized device (a device authorization, from request to deletion).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Device {
@@ -1265,6 +1286,37 @@ impl GatehouseClient {
             })
             .await?;
         device_not_found(id, self.expect_empty(response).await)
+    }
+
+    /// `GET /api/v1/signing-keys` (admins).
+    pub async fn list_signing_keys(&self) -> Result<SigningKeyList, ClientError> {
+        self.get(self.api(&["signing-keys"])).await
+    }
+
+    /// `POST /api/v1/signing-keys`: a key that verifies at once and signs after
+    /// `activate_in_seconds`. Sent once (a retry would add a second key).
+    pub async fn add_signing_key(
+        &self,
+        activate_in_seconds: u32,
+    ) -> Result<SigningKey, ClientError> {
+        let url = self.api(&["signing-keys"]);
+        let body = serde_json::json!({ "activate_in_seconds": activate_in_seconds });
+        let response = self
+            .send_api(Retry::Never, || {
+                self.authorized(Method::POST, url.clone()).json(&body)
+            })
+            .await?;
+        self.expect_json(response).await
+    }
+
+    /// `POST /api/v1/signing-keys/{kid}/retire`: tokens the key signed are refused.
+    /// Retiring twice ends the same way: safe to repeat.
+    pub async fn retire_signing_key(&self, kid: &str) -> Result<SigningKey, ClientError> {
+        let url = self.api(&["signing-keys", kid, "retire"]);
+        let response = self
+            .send_api(Retry::Safe, || self.authorized(Method::POST, url.clone()))
+            .await?;
+        self.expect_json(response).await
     }
 
     /// `POST /api/v1/devices/lookup`: the pending device that shows `user_code` (what is

@@ -13,7 +13,8 @@ mod testing;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    AuditCommand, DeviceCommand, Globals, LoginArgs, ServiceAccountCommand, UserCommand,
+    AuditCommand, DeviceCommand, Globals, LoginArgs, ServiceAccountCommand, SigningKeyCommand,
+    UserCommand,
 };
 
 /// Gatehouse: the authentication plane for ML platforms.
@@ -78,6 +79,19 @@ See docs/cli-devices.md."
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Rotate and retire the keys that sign access tokens (admins).
+    #[command(
+        name = "signing-key",
+        after_long_help = "\
+Examples:
+  gatehouse signing-key list
+  gatehouse signing-key add --activate-in 300     # verifies now, signs in 5 minutes
+  gatehouse signing-key add --activate-in 0 && gatehouse signing-key retire OLD_KID   # a leaked key"
+    )]
+    SigningKey {
+        #[command(subcommand)]
+        command: SigningKeyCommand,
+    },
     /// Follow the audit trail (events on NATS JetStream).
     Audit {
         #[command(subcommand)]
@@ -105,6 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User { command } => command.run(&cli.globals).await,
         Command::ServiceAccount { command } => command.run(&cli.globals).await,
         Command::AuthorizedDevice { command } => command.run(&cli.globals).await,
+        Command::SigningKey { command } => command.run(&cli.globals).await,
         Command::Audit { command } => command.run(&cli.globals).await,
     }
 }

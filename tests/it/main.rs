@@ -13,3 +13,4 @@ mod oauth_client;
 mod outbox;
 mod restart;
 mod revocation;
+mod signing_keys;

@@ -16,12 +16,14 @@ mod devices;
 mod login;
 mod prompt;
 mod service_accounts;
+mod signing_keys;
 mod users;
 
 pub use audit::AuditCommand;
 pub use devices::DeviceCommand;
 pub use login::{LoginArgs, current_user, login, logout};
 pub use service_accounts::ServiceAccountCommand;
+pub use signing_keys::SigningKeyCommand;
 pub use users::UserCommand;
 
 use std::sync::Arc;

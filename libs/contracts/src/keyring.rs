@@ -22,10 +22,102 @@ pub struct SigningKeyAdded {
     pub active_from: DateTime<Utc>,
 }
 
+/// `keyring.signing_key_retired`: tokens signed with the key are refused from now on, and
+/// it leaves the JWKS.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SigningKeyRetired {
+    /// The key id.
+    pub kid: String,
+    /// When.
+    pub retired_at: DateTime<Utc>,
+}
+
 aggregate_events! {
     /// Events of the signing keyring.
     pub enum KeyringEvent: "keyring" {
         /// A signing key was added; the newest active key signs.
         SigningKeyAdded(SigningKeyAdded) = "signing_key_added",
+        /// A signing key was retired; its tokens stop verifying.
+        SigningKeyRetired(SigningKeyRetired) = "signing_key_retired",
+    }
+}
+
+/// The read-model kind of the keyring (one document, for the nil id).
+pub const KEYRING_VIEW: &str = "keyring";
+
+/// The keyring's public state: every key added (public half), and which are retired.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyringView {
+    /// Keys in the order they were added.
+    pub keys: Vec<SigningKeyAdded>,
+    /// When each retired key was retired.
+    #[serde(default)]
+    pub retired: Vec<SigningKeyRetired>,
+}
+
+impl KeyringView {
+    /// Folds one event.
+    pub fn apply(&mut self, event: &KeyringEvent) {
+        match event {
+            KeyringEvent::SigningKeyAdded(added) => {
+                if !self.keys.iter().any(|k| k.kid == added.kid) {
+                    self.keys.push(added.clone());
+                }
+            }
+            KeyringEvent::SigningKeyRetired(retired) => {
+                if !self.is_retired(&retired.kid) {
+                    self.retired.push(retired.clone());
+                }
+            }
+        }
+    }
+
+    /// Whether `kid` is retired.
+    pub fn is_retired(&self, kid: &str) -> bool {
+        self.retired.iter().any(|r| r.kid == kid)
+    }
+
+    /// The key that signs new tokens at `now`: the newest key that is active and not retired.
+    pub fn signer(&self, now: DateTime<Utc>) -> Option<&SigningKeyAdded> {
+        self.keys
+            .iter()
+            .filter(|k| k.active_from <= now && !self.is_retired(&k.kid))
+            .max_by_key(|k| k.active_from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap_or_default()
+    }
+
+    fn added(kid: &str, from: i64) -> KeyringEvent {
+        KeyringEvent::SigningKeyAdded(SigningKeyAdded {
+            kid: kid.into(),
+            public_key: format!("x-{kid}"),
+            active_from: at(from),
+        })
+    }
+
+    #[test]
+    fn the_newest_active_key_that_is_not_retired_signs() {
+        let mut view = KeyringView::default();
+        view.apply(&added("k0", 0));
+        view.apply(&added("k1", 60));
+        assert_eq!(view.signer(at(59)).map(|k| k.kid.as_str()), Some("k0"));
+        assert_eq!(view.signer(at(60)).map(|k| k.kid.as_str()), Some("k1"));
+        view.apply(&KeyringEvent::SigningKeyRetired(SigningKeyRetired {
+            kid: "k1".into(),
+            retired_at: at(61),
+        }));
+        assert_eq!(view.signer(at(120)).map(|k| k.kid.as_str()), Some("k0"));
+        assert!(view.is_retired("k1"));
+        // Folding an event twice changes nothing.
+        let before = view.clone();
+        view.apply(&added("k0", 0));
+        assert_eq!(view, before);
     }
 }

@@ -64,6 +64,7 @@ pub fn read_model_projector(
         .with(Arc::new(ServiceAccountProjection))
         .with(Arc::new(gatehouse_keys::projections::ApiKeyProjection))
         .with(Arc::new(gatehouse_devices::projections::DeviceProjection))
+        .with(Arc::new(crate::keyring::KeyringProjection))
 }
 
 /// Creates the `admin` user unless a principal of that name exists, and waits until this

@@ -14,6 +14,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::issuer::TokenIssuer;
 use futures::FutureExt;
 use gatehouse_contracts::commands::Caller;
 use gatehouse_contracts::devices::{DEVICE_VIEW, DeviceFacts, DeviceView};
@@ -21,6 +23,7 @@ use gatehouse_contracts::envelope::StreamId;
 use gatehouse_contracts::identity::{
     Role, SERVICE_ACCOUNT_VIEW, ServiceAccountView, USER_VIEW, UserView,
 };
+use gatehouse_contracts::keyring::{KEYRING_VIEW, KeyringView};
 use gatehouse_contracts::keys::{API_KEY_VIEW, ApiKeyView, KeyValidity};
 use gatehouse_eventlog::memory::MemoryViewStore;
 use gatehouse_eventlog::views::{BatchWrite, StreamState, StreamWrite};
@@ -92,11 +95,12 @@ pub struct DeviceEntry {
 }
 
 /// The aggregates the directory follows, with the view kind of each.
-const FOLLOWED: [(&str, &str); 4] = [
+const FOLLOWED: [(&str, &str); 5] = [
     ("user", USER_VIEW),
     ("service_account", SERVICE_ACCOUNT_VIEW),
     ("api_key", API_KEY_VIEW),
     ("device", DEVICE_VIEW),
+    ("keyring", KEYRING_VIEW),
 ];
 
 fn view_kind_of(aggregate: &str) -> Option<&'static str> {
@@ -139,6 +143,8 @@ struct DirectoryStore {
     principals: Arc<RwLock<HashMap<Uuid, Arc<Principal>>>>,
     keys: Arc<RwLock<HashMap<Uuid, Arc<KeyEntry>>>>,
     devices: Arc<RwLock<HashMap<Uuid, Arc<DeviceEntry>>>>,
+    /// Told of every keyring change (rotations, retirements).
+    issuer: Arc<TokenIssuer>,
 }
 
 #[async_trait]
@@ -205,6 +211,14 @@ impl ViewStore for DirectoryStore {
                 let (Some(kind), Some(id)) = (kind, stream_id.id()) else {
                     continue;
                 };
+                if kind == KEYRING_VIEW {
+                    if let Some(view) =
+                        doc.and_then(|d| serde_json::from_value::<KeyringView>(d).ok())
+                    {
+                        self.issuer.apply_view(view);
+                    }
+                    continue;
+                }
                 if kind == DEVICE_VIEW {
                     let entry = doc
                         .and_then(|d| serde_json::from_value::<DeviceView>(d).ok())
@@ -284,12 +298,13 @@ impl std::fmt::Debug for Directory {
 impl Directory {
     /// An empty directory that will fold events with the identity projections, filling
     /// gaps from `log`.
-    pub fn new(log: Arc<dyn EventStore>) -> Self {
+    pub fn new(log: Arc<dyn EventStore>, issuer: Arc<TokenIssuer>) -> Self {
         let store = DirectoryStore {
             docs: MemoryViewStore::new(),
             principals: Arc::default(),
             keys: Arc::default(),
             devices: Arc::default(),
+            issuer,
         };
         let runner = ProjectionRunner::new(DIRECTORY_PROJECTOR, Arc::new(store.clone()), log)
             .with(Arc::new(gatehouse_identity::projections::UserProjection))
@@ -297,7 +312,8 @@ impl Directory {
                 gatehouse_identity::projections::ServiceAccountProjection,
             ))
             .with(Arc::new(gatehouse_keys::projections::ApiKeyProjection))
-            .with(Arc::new(gatehouse_devices::projections::DeviceProjection));
+            .with(Arc::new(gatehouse_devices::projections::DeviceProjection))
+            .with(Arc::new(crate::keyring::KeyringProjection));
         Self {
             store,
             runner,

@@ -14,16 +14,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use gatehouse_contracts::clock::Clock;
+use gatehouse_contracts::commands::Written;
 use gatehouse_contracts::envelope::{Actor, EventMetadata, StreamId};
 use gatehouse_contracts::events::DomainEvent;
-use gatehouse_contracts::keyring::{KEYRING_AGGREGATE, KeyringEvent, SigningKeyAdded};
+use gatehouse_contracts::keyring::{
+    KEYRING_AGGREGATE, KeyringEvent, KeyringView, SigningKeyAdded, SigningKeyRetired,
+};
 use gatehouse_eventlog::{
     AppendError, AppendRequest, EventStore, ExpectedVersion, NewEvent, SecretOp, StoreError,
 };
 use gatehouse_secrets::{DerivedKey, MasterKey};
 use gatehouse_tokens::{
-    AccessTokenClaims, Jwks, PrincipalKind, SessionSource, SigningKey, TokenError, Verifier,
+    AccessTokenClaims, Jwk, Jwks, PrincipalKind, SessionSource, SigningKey, TokenError,
+    VerificationKey, Verifier,
 };
 use uuid::Uuid;
 
@@ -72,24 +77,89 @@ pub enum IssuerError {
 
 /// Signs and verifies access tokens.
 pub struct TokenIssuer {
-    signing: SigningKey,
-    verifier: Verifier,
-    jwks: Jwks,
+    store: Arc<dyn EventStore>,
+    seal: DerivedKey,
     issuer: String,
     audience: String,
+    keys: RwLock<Arc<Keys>>,
     cache: RwLock<HashMap<Box<str>, Arc<AccessTokenClaims>>>,
+}
+
+/// What the keyring holds now, as this replica knows it.
+struct Keys {
+    /// The public state (every key added, which are retired), from the log.
+    view: KeyringView,
+    /// The private halves loaded so far, by kid (retired keys are dropped).
+    seeds: HashMap<String, SigningKey>,
+    /// Verifies with every key that is not retired.
+    verifier: Verifier,
+    /// Publishes every key that is not retired (keys that sign later too, so that
+    /// verifiers can fetch them ahead).
+    jwks: Jwks,
+}
+
+impl Keys {
+    fn new(
+        view: KeyringView,
+        mut seeds: HashMap<String, SigningKey>,
+        issuer: &str,
+        audience: &str,
+    ) -> Self {
+        seeds.retain(|kid, _| !view.is_retired(kid));
+        let valid: Vec<VerificationKey> = view
+            .keys
+            .iter()
+            .filter(|k| !view.is_retired(&k.kid))
+            .filter_map(|k| public_key(k).ok())
+            .collect();
+        let jwks = Jwks {
+            keys: valid.iter().map(VerificationKey::to_jwk).collect(),
+        };
+        Self {
+            verifier: Verifier::new(issuer, audience, valid),
+            jwks,
+            view,
+            seeds,
+        }
+    }
+
+    /// The key to sign with at `now`: the newest active, unretired key whose private half
+    /// this replica has (a key another replica just added signs here once loaded).
+    fn signer(&self, now: DateTime<Utc>) -> Option<&SigningKey> {
+        self.view
+            .keys
+            .iter()
+            .filter(|k| k.active_from <= now && !self.view.is_retired(&k.kid))
+            .filter(|k| self.seeds.contains_key(&k.kid))
+            .max_by_key(|k| k.active_from)
+            .and_then(|k| self.seeds.get(&k.kid))
+    }
+}
+
+fn public_key(added: &SigningKeyAdded) -> Result<VerificationKey, IssuerError> {
+    Jwk {
+        kty: "OKP".into(),
+        crv: "Ed25519".into(),
+        x: added.public_key.clone(),
+        kid: added.kid.clone(),
+        alg: None,
+        key_use: None,
+    }
+    .to_verification_key()
+    .map_err(|e| IssuerError::Corrupt(format!("public key {}: {e}", added.kid)))
 }
 
 impl std::fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenIssuer")
-            .field("kid", &self.signing.kid())
+            .field("keys", &self.keys().view.keys.len())
             .field("issuer", &self.issuer)
             .finish()
     }
 }
 
-fn keyring_stream() -> StreamId {
+/// The keyring's stream.
+pub fn keyring_stream() -> StreamId {
     StreamId::new(KEYRING_AGGREGATE, Uuid::nil())
 }
 
@@ -97,10 +167,40 @@ fn slot(kid: &str) -> String {
     format!("signing_key:{kid}")
 }
 
+/// A signing key as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct SigningKeyInfo {
+    /// The key id (the `kid` header of the tokens it signs).
+    pub kid: String,
+    /// `pending` (signs from `active_from`), `signing` (signs new tokens now), `verifying`
+    /// (superseded: its tokens still work until they expire) or `retired` (its tokens are
+    /// refused).
+    pub status: &'static str,
+    /// From when it signs.
+    pub active_from: DateTime<Utc>,
+    /// When it was retired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+/// Why a keyring change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringChangeError {
+    /// No such key.
+    #[error("no signing key {0}")]
+    NotFound(String),
+    /// Retiring it would leave nothing to sign with.
+    #[error("{0} is the only key that can sign now: add a key (and let it become active) first")]
+    LastSigner(String),
+    /// The log failed, or another change won the race too often.
+    #[error("the keyring could not be changed: {0}")]
+    Store(String),
+}
+
 impl TokenIssuer {
     /// Loads the keyring from the log, creating the first key if there is none.
     pub async fn load_or_create(
-        store: &dyn EventStore,
+        store: Arc<dyn EventStore>,
         master: &MasterKey,
         issuer: &str,
         audience: &str,
@@ -110,15 +210,19 @@ impl TokenIssuer {
         for _ in 0..3 {
             let events = store.read_stream(&keyring_stream(), 0).await?;
             if events.is_empty() {
-                Self::create_first_key(store, &seal, clock).await?;
+                Self::create_first_key(store.as_ref(), &seal, clock).await?;
                 continue;
             }
-            let mut keys = Vec::new();
+            let mut view = KeyringView::default();
             for recorded in &events {
-                let KeyringEvent::SigningKeyAdded(added) = KeyringEvent::from_recorded(recorded)
-                    .map_err(|e| IssuerError::Corrupt(e.to_string()))?;
-                let sealed = store
-                    .read_secret(&keyring_stream(), &slot(&added.kid))
+                view.apply(
+                    &KeyringEvent::from_recorded(recorded)
+                        .map_err(|e| IssuerError::Corrupt(e.to_string()))?,
+                );
+            }
+            let mut seeds = HashMap::new();
+            for added in view.keys.iter().filter(|k| !view.is_retired(&k.kid)) {
+                let key = load_seed(store.as_ref(), &seal, &added.kid)
                     .await?
                     .ok_or_else(|| {
                         IssuerError::Corrupt(format!(
@@ -126,36 +230,25 @@ impl TokenIssuer {
                             added.kid
                         ))
                     })?;
-                let seed =
-                    seal.open(&sealed, added.kid.as_bytes())
-                        .map_err(|_| IssuerError::Unseal {
-                            kid: added.kid.clone(),
-                        })?;
-                let seed: [u8; 32] = seed
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| IssuerError::Corrupt("a seed is not 32 bytes".into()))?;
-                keys.push(SigningKey::from_seed(seed));
+                seeds.insert(added.kid.clone(), key);
             }
-            let Some(signing) = keys.last().cloned() else {
-                continue;
-            };
-            let verifier =
-                Verifier::new(issuer, audience, keys.iter().map(SigningKey::verifying_key));
-            let jwks = Jwks {
-                keys: keys.iter().map(SigningKey::jwk).collect(),
+            let keys = Keys::new(view, seeds, issuer, audience);
+            let Some(signing) = keys.signer(clock.now()) else {
+                return Err(IssuerError::Corrupt(
+                    "no signing key is active and unretired".into(),
+                ));
             };
             tracing::info!(
                 kid = signing.kid(),
-                keys = keys.len(),
+                keys = keys.seeds.len(),
                 "token signing keys loaded"
             );
             return Ok(Self {
-                signing,
-                verifier,
-                jwks,
+                store,
+                seal,
                 issuer: issuer.to_owned(),
                 audience: audience.to_owned(),
+                keys: RwLock::new(Arc::new(keys)),
                 cache: RwLock::new(HashMap::new()),
             });
         }
@@ -200,8 +293,224 @@ impl TokenIssuer {
         }
     }
 
+    fn keys(&self) -> Arc<Keys> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes in the keyring's public state as the directory folded it: keys added by any
+    /// replica start verifying (and, once their private half is loaded, signing); retired
+    /// keys stop verifying at once.
+    pub fn apply_view(self: &Arc<Self>, view: KeyringView) {
+        let missing: Vec<String> = {
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            // The keyring only grows (keys added, keys retired): merging never loses what
+            // this replica loaded from the log, even from a read model that began late.
+            let mut merged = keys.view.clone();
+            for added in view.keys {
+                merged.apply(&KeyringEvent::SigningKeyAdded(added));
+            }
+            for retired in view.retired {
+                merged.apply(&KeyringEvent::SigningKeyRetired(retired));
+            }
+            if merged == keys.view {
+                return;
+            }
+            let next = Keys::new(merged, keys.seeds.clone(), &self.issuer, &self.audience);
+            let missing = next
+                .view
+                .keys
+                .iter()
+                .filter(|k| !next.view.is_retired(&k.kid) && !next.seeds.contains_key(&k.kid))
+                .map(|k| k.kid.clone())
+                .collect();
+            *keys = Arc::new(next);
+            missing
+        };
+        // A retired key's tokens may sit in the cache of verified claims.
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        for kid in missing {
+            let issuer = self.clone();
+            tokio::spawn(async move {
+                match load_seed(issuer.store.as_ref(), &issuer.seal, &kid).await {
+                    Ok(Some(key)) => issuer.add_seed(key),
+                    Ok(None) => tracing::error!(kid, "a signing key's private half is missing"),
+                    Err(error) => {
+                        tracing::error!(kid, error = %error, "loading a signing key failed")
+                    }
+                }
+            });
+        }
+    }
+
+    fn add_seed(&self, key: SigningKey) {
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        if keys.view.is_retired(key.kid()) {
+            return;
+        }
+        let mut seeds = keys.seeds.clone();
+        seeds.insert(key.kid().to_owned(), key);
+        *keys = Arc::new(Keys::new(
+            keys.view.clone(),
+            seeds,
+            &self.issuer,
+            &self.audience,
+        ));
+    }
+
+    /// The keys, newest first, as the API lists them.
+    pub fn list(&self, now: DateTime<Utc>) -> Vec<SigningKeyInfo> {
+        let keys = self.keys();
+        let signer = keys.view.signer(now).map(|k| k.kid.clone());
+        let mut list: Vec<SigningKeyInfo> = keys
+            .view
+            .keys
+            .iter()
+            .map(|k| {
+                let retired_at = keys
+                    .view
+                    .retired
+                    .iter()
+                    .find(|r| r.kid == k.kid)
+                    .map(|r| r.retired_at);
+                let status = if retired_at.is_some() {
+                    "retired"
+                } else if k.active_from > now {
+                    "pending"
+                } else if signer.as_deref() == Some(k.kid.as_str()) {
+                    "signing"
+                } else {
+                    "verifying"
+                };
+                SigningKeyInfo {
+                    kid: k.kid.clone(),
+                    status,
+                    active_from: k.active_from,
+                    retired_at,
+                }
+            })
+            .collect();
+        list.reverse();
+        list
+    }
+
+    /// One key, as the API shows it.
+    pub fn info(&self, kid: &str, now: DateTime<Utc>) -> Option<SigningKeyInfo> {
+        self.list(now).into_iter().find(|k| k.kid == kid)
+    }
+
+    /// Adds a new key that signs from `active_from` on (verifying at once, everywhere);
+    /// returns what was written and the new key's id.
+    pub async fn add_key(
+        self: &Arc<Self>,
+        active_from: DateTime<Utc>,
+        metadata: EventMetadata,
+        now: DateTime<Utc>,
+    ) -> Result<(Written, String), KeyringChangeError> {
+        let key = SigningKey::generate();
+        let kid = key.kid().to_owned();
+        let sealed = self
+            .seal
+            .seal(key.seed().as_slice(), kid.as_bytes())
+            .map_err(|e| KeyringChangeError::Store(e.to_string()))?;
+        let event = KeyringEvent::SigningKeyAdded(SigningKeyAdded {
+            kid: kid.clone(),
+            public_key: key.jwk().x,
+            active_from,
+        });
+        let secret = SecretOp::Put {
+            name: slot(&kid),
+            value: sealed,
+        };
+        let written = self
+            .append(|_| Ok(event.clone()), Some(secret), metadata, now)
+            .await?;
+        // This replica has the private half already.
+        self.add_seed(key);
+        Ok((written, kid))
+    }
+
+    /// Retires key `kid`: tokens it signed are refused, and it leaves the JWKS. Refused when
+    /// no other key could sign now.
+    pub async fn retire_key(
+        self: &Arc<Self>,
+        kid: &str,
+        metadata: EventMetadata,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Written>, KeyringChangeError> {
+        let event = |view: &KeyringView| {
+            if !view.keys.iter().any(|k| k.kid == kid) {
+                return Err(KeyringChangeError::NotFound(kid.to_owned()));
+            }
+            let mut after = view.clone();
+            after.apply(&KeyringEvent::SigningKeyRetired(SigningKeyRetired {
+                kid: kid.to_owned(),
+                retired_at: now,
+            }));
+            if after.signer(now).is_none() {
+                return Err(KeyringChangeError::LastSigner(kid.to_owned()));
+            }
+            Ok(KeyringEvent::SigningKeyRetired(SigningKeyRetired {
+                kid: kid.to_owned(),
+                retired_at: now,
+            }))
+        };
+        if self.keys().view.is_retired(kid) {
+            return Ok(None);
+        }
+        self.append(event, None, metadata, now).await.map(Some)
+    }
+
+    /// Appends the event `decide` returns for the keyring as the log has it, retrying when
+    /// another replica changed it meanwhile.
+    async fn append(
+        &self,
+        decide: impl Fn(&KeyringView) -> Result<KeyringEvent, KeyringChangeError>,
+        secret: Option<SecretOp>,
+        metadata: EventMetadata,
+        now: DateTime<Utc>,
+    ) -> Result<Written, KeyringChangeError> {
+        let store_error = |e: &dyn std::fmt::Display| KeyringChangeError::Store(e.to_string());
+        for _ in 0..5 {
+            let events = self
+                .store
+                .read_stream(&keyring_stream(), 0)
+                .await
+                .map_err(|e| store_error(&e))?;
+            let mut view = KeyringView::default();
+            for recorded in &events {
+                view.apply(&KeyringEvent::from_recorded(recorded).map_err(|e| store_error(&e))?);
+            }
+            let version = events.last().map_or(0, |e| e.version);
+            let event = decide(&view)?;
+            let mut request = AppendRequest::new(
+                keyring_stream(),
+                ExpectedVersion::Exactly(version),
+                vec![NewEvent::from_domain(&event, metadata.clone(), now)],
+            );
+            request.secrets.extend(secret.clone());
+            match self.store.append(request).await {
+                Ok(appended) => {
+                    return Ok(Written {
+                        stream_id: keyring_stream(),
+                        version: appended.version,
+                        position: appended.position,
+                    });
+                }
+                Err(AppendError::WrongExpectedVersion { .. }) => continue,
+                Err(e) => return Err(store_error(&e)),
+            }
+        }
+        Err(KeyringChangeError::Store(
+            "other changes kept winning the race".into(),
+        ))
+    }
+
     /// Mints a token; returns it with its lifetime in seconds.
-    pub fn mint(&self, session: &Session, now: i64) -> (String, u64) {
+    pub fn mint(&self, session: &Session, at: DateTime<Utc>) -> (String, u64) {
+        let now = at.timestamp();
         let ttl = session.ttl.as_secs();
         let claims = AccessTokenClaims {
             iss: self.issuer.clone(),
@@ -217,7 +526,14 @@ impl TokenIssuer {
             source: session.source.clone(),
             principal_epoch: session.epoch,
         };
-        (gatehouse_tokens::sign(&claims, &self.signing), ttl)
+        let keys = self.keys();
+        // Load refuses a keyring without a signer and retiring the last one is refused, so
+        // there is always one; the fallback only guards against a clock gone backwards.
+        let signing = keys
+            .signer(at)
+            .or_else(|| keys.seeds.values().next())
+            .expect("the keyring always holds a key that can sign");
+        (gatehouse_tokens::sign(&claims, signing), ttl)
     }
 
     /// Verifies a token (signature, issuer, audience, lifetime), from the cache when it
@@ -235,12 +551,15 @@ impl TokenIssuer {
             return Err(ApiError::unauthenticated("the access token has expired")
                 .with_code("token_expired"));
         }
-        let claims = self.verifier.verify(token, now).map_err(|e| match e {
-            TokenError::Expired => {
-                ApiError::unauthenticated("the access token has expired").with_code("token_expired")
-            }
-            _ => ApiError::unauthenticated("invalid access token").with_code("invalid_token"),
-        })?;
+        let claims = self
+            .keys()
+            .verifier
+            .verify(token, now)
+            .map_err(|e| match e {
+                TokenError::Expired => ApiError::unauthenticated("the access token has expired")
+                    .with_code("token_expired"),
+                _ => ApiError::unauthenticated("invalid access token").with_code("invalid_token"),
+            })?;
         let claims = Arc::new(claims);
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_CAPACITY {
@@ -250,8 +569,29 @@ impl TokenIssuer {
         Ok(claims)
     }
 
-    /// The public keys (JWKS).
-    pub fn jwks(&self) -> &Jwks {
-        &self.jwks
+    /// The public keys (JWKS): every key that is not retired.
+    pub fn jwks(&self) -> Jwks {
+        self.keys().jwks.clone()
     }
+}
+
+/// The private half of `kid`, unsealed from the keyring's secret slot.
+async fn load_seed(
+    store: &dyn EventStore,
+    seal: &DerivedKey,
+    kid: &str,
+) -> Result<Option<SigningKey>, IssuerError> {
+    let Some(sealed) = store.read_secret(&keyring_stream(), &slot(kid)).await? else {
+        return Ok(None);
+    };
+    let seed = seal
+        .open(&sealed, kid.as_bytes())
+        .map_err(|_| IssuerError::Unseal {
+            kid: kid.to_owned(),
+        })?;
+    let seed: [u8; 32] = seed
+        .as_slice()
+        .try_into()
+        .map_err(|_| IssuerError::Corrupt("a seed is not 32 bytes".into()))?;
+    Ok(Some(SigningKey::from_seed(seed)))
 }

@@ -12,6 +12,7 @@ pub mod context;
 pub mod directory;
 pub mod errors;
 pub mod issuer;
+pub mod keyring;
 pub mod limiter;
 pub mod openapi;
 pub mod peers;
@@ -77,14 +78,15 @@ pub async fn build(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<AppState> {
     let issuer = TokenIssuer::load_or_create(
-        deps.log.as_ref(),
+        deps.log.clone(),
         &deps.master,
         &settings.issuer,
         &settings.audience,
         deps.clock.as_ref(),
     )
     .await?;
-    let directory = Directory::new(deps.log.clone());
+    let issuer = Arc::new(issuer);
+    let directory = Directory::new(deps.log.clone(), issuer.clone());
     let peers = match deps.nats {
         Some(client) => Peers::join(client, directory.clone(), shutdown.clone())
             .await
@@ -105,7 +107,7 @@ pub async fn build(
         views: deps.views,
         directory,
         peers,
-        issuer: Arc::new(issuer),
+        issuer,
         sealer: Arc::new(BusSealer::new(&deps.master)),
         limiter: Arc::new(limiter::FailureLimiter::default()),
         user_code_guesses: Arc::new(limiter::GuessLimiter::default()),

@@ -58,6 +58,9 @@ impl Modify for BearerAuth {
         routes::devices::delete_device,
         routes::devices::verify_device,
         routes::devices::lookup_device,
+        routes::signing_keys::list_signing_keys,
+        routes::signing_keys::add_signing_key,
+        routes::signing_keys::retire_signing_key,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -66,6 +69,7 @@ impl Modify for BearerAuth {
         (name = "service_accounts", description = "Service accounts for non-interactive work"),
         (name = "api_keys", description = "API keys of service accounts: shown once, rotated with retention, revoked at once"),
         (name = "devices", description = "Authorized devices (RFC 8628 device login): list, describe, lock, unlock, delete, approve by user code"),
+        (name = "signing_keys", description = "Token-signing keys (admins): rotate with an overlap, retire a leaked key everywhere at once"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

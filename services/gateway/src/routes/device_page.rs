@@ -328,7 +328,7 @@ pub async fn sign_in(
     .await;
     match session {
         Ok(session) => {
-            let (token, _) = state.issuer.mint(&session, state.clock.now().timestamp());
+            let (token, _) = state.issuer.mint(&session, state.clock.now());
             let target = if form.user_code.trim().is_empty() {
                 "/device".to_owned()
             } else {

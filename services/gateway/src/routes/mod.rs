@@ -9,6 +9,7 @@ pub mod health;
 pub mod oauth;
 pub mod paging;
 pub mod service_accounts;
+pub mod signing_keys;
 pub mod users;
 
 use actix_web::web;
@@ -54,7 +55,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(devices::get_device)
                 .service(devices::lock_device)
                 .service(devices::unlock_device)
-                .service(devices::delete_device),
+                .service(devices::delete_device)
+                .service(signing_keys::list_signing_keys)
+                .service(signing_keys::add_signing_key)
+                .service(signing_keys::retire_signing_key),
         );
 }
 

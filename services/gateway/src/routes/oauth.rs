@@ -249,7 +249,7 @@ async fn api_key_grant(
 /// Mints the token of `session` and answers RFC 6749 §5.1.
 pub fn token_response(state: &AppState, session: Session) -> HttpResponse {
     let scope = session.scope.clone();
-    let (access_token, expires_in) = state.issuer.mint(&session, state.clock.now().timestamp());
+    let (access_token, expires_in) = state.issuer.mint(&session, state.clock.now());
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::PRAGMA, "no-cache"))
