@@ -13,4 +13,5 @@ mod oauth_client;
 mod outbox;
 mod restart;
 mod revocation;
+mod shared_limits;
 mod signing_keys;

@@ -211,19 +211,17 @@ pub async fn authenticate_key(
     let subject = parse_api_key(key.expose_secret())
         .map(|parsed| parsed.key_id.to_string())
         .unwrap_or_default();
-    if let Err(wait) = state.limiter.check(ctx.client_ip, &subject, Instant::now()) {
+    if let Err(wait) = state.limits.check_login(ctx.client_ip, &subject) {
         return Err(KeyError::RateLimited(wait));
     }
     let result = verify(state, ctx, key).await;
     match &result {
         Ok(verified) => {
-            state.limiter.succeeded(ctx.client_ip, &subject);
+            state.limits.login_succeeded(ctx.client_ip, &subject);
             record_use(state, verified.id);
         }
         Err(KeyError::Unavailable(_)) => {}
-        Err(_) => state
-            .limiter
-            .failed(ctx.client_ip, &subject, Instant::now()),
+        Err(_) => state.limits.login_failed(ctx.client_ip, &subject),
     }
     result
 }

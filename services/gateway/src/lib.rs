@@ -14,6 +14,7 @@ pub mod errors;
 pub mod issuer;
 pub mod keyring;
 pub mod limiter;
+pub mod limits;
 pub mod openapi;
 pub mod peers;
 pub mod routes;
@@ -35,6 +36,7 @@ use gatehouse_eventlog::{EventFeed, EventStore, ViewStore};
 use gatehouse_secrets::{BusSealer, MasterKey};
 use tokio::sync::watch;
 
+use crate::limits::Limits;
 use crate::peers::Peers;
 
 pub use directory::{Directory, READ_MODEL_PROJECTOR};
@@ -87,20 +89,26 @@ pub async fn build(
     .await?;
     let issuer = Arc::new(issuer);
     let directory = Directory::new(deps.log.clone(), issuer.clone());
-    let peers = match deps.nats {
-        Some(client) => Peers::join(client, directory.clone(), shutdown.clone())
-            .await
-            .context("joining the gateway replica set over NATS")?,
-        None => Peers::alone(),
+    let limits = Limits::alone(settings.device_authorizations_per_minute);
+    let (peers, limits) = match deps.nats {
+        Some(client) => {
+            let peers = Peers::join(client.clone(), directory.clone(), shutdown.clone())
+                .await
+                .context("joining the gateway replica set over NATS")?;
+            let replica = peers.replica().unwrap_or_else(uuid::Uuid::new_v4);
+            let limits = limits
+                .shared(client, replica, shutdown.clone())
+                .await
+                .context("sharing request limits with the other replicas over NATS")?;
+            (peers, limits)
+        }
+        None => (Peers::alone(), limits),
     };
     tokio::spawn(
         directory
             .clone()
             .run(deps.views.clone(), deps.feed.clone(), shutdown),
     );
-    let device_starts = Arc::new(limiter::StartLimiter::new(
-        settings.device_authorizations_per_minute,
-    ));
     Ok(AppState {
         settings,
         bus: deps.bus,
@@ -109,9 +117,7 @@ pub async fn build(
         peers,
         issuer,
         sealer: Arc::new(BusSealer::new(&deps.master)),
-        limiter: Arc::new(limiter::FailureLimiter::default()),
-        user_code_guesses: Arc::new(limiter::GuessLimiter::default()),
-        device_starts,
+        limits,
         key_cache: Arc::new(apikeys::KeyCache::default()),
         device_codes: Arc::new(gatehouse_devices::DeviceCodes::new(&deps.master)),
         device_polls: Arc::default(),

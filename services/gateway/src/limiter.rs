@@ -274,6 +274,13 @@ impl StartLimiter {
     pub fn start(&self, ip: Option<IpAddr>, now: Instant) -> Result<(), u64> {
         ip.map_or(Ok(()), |ip| self.per_address.admit(ip, now))
     }
+
+    /// Counts a start another replica admitted.
+    pub fn record(&self, ip: Option<IpAddr>, now: Instant) {
+        if let Some(ip) = ip {
+            self.per_address.failed(ip, now);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use crate::context::RequestContext;
 use crate::directory::Directory;
 use crate::errors::ApiError;
 use crate::issuer::TokenIssuer;
-use crate::limiter::{FailureLimiter, GuessLimiter, StartLimiter};
 use crate::peers::{BarrierOutcome, Peers};
 
 /// Gateway settings (from flags and `GATEHOUSE_*` environment variables).
@@ -107,12 +106,9 @@ pub struct AppState {
     pub issuer: Arc<TokenIssuer>,
     /// Seals secrets for the bus.
     pub sealer: Arc<BusSealer>,
-    /// Failed-login limiter.
-    pub limiter: Arc<FailureLimiter>,
-    /// Wrong user codes (device login), per person and per address.
-    pub user_code_guesses: Arc<GuessLimiter>,
-    /// New device authorizations, per address.
-    pub device_starts: Arc<StartLimiter>,
+    /// Failed logins and key attempts, wrong user codes, new device authorizations: counted
+    /// alike on every replica.
+    pub limits: crate::limits::Limits,
     /// API keys verified before, and their use records.
     pub key_cache: Arc<crate::apikeys::KeyCache>,
     /// Checks polled device codes against their stored hashes.

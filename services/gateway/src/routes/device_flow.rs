@@ -143,7 +143,7 @@ pub async fn device_authorization(
         .client_id
         .filter(|c| !c.trim().is_empty())
         .ok_or_else(|| OAuthError::new("invalid_client", "client_id is required"))?;
-    if let Err(wait) = state.device_starts.start(ctx.client_ip, Instant::now()) {
+    if let Err(wait) = state.limits.start_device(ctx.client_ip) {
         return Err(OAuthError::new(
             "slow_down",
             format!("too many device authorizations from this address: try again in {wait} s"),

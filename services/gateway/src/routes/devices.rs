@@ -2,8 +2,6 @@
 //! approval of a pending device by its user code — the same function the `/device` page
 //! uses.
 
-use std::time::Instant;
-
 use actix_web::{HttpResponse, delete, get, post, web};
 use chrono::{DateTime, Utc};
 use gatehouse_contracts::devices::{
@@ -341,8 +339,7 @@ async fn counted<T>(
     subject: &str,
     command: impl std::future::Future<Output = Result<T, ApiError>>,
 ) -> Result<T, ApiError> {
-    let guesses = &state.user_code_guesses;
-    if let Err(wait) = guesses.check(ctx.client_ip, subject, Instant::now()) {
+    if let Err(wait) = state.limits.check_user_code(ctx.client_ip, subject) {
         return Err(ApiError {
             message: "too many wrong codes".to_owned(),
             ..ApiError::rate_limited(wait)
@@ -350,7 +347,7 @@ async fn counted<T>(
     }
     match command.await {
         Err(e) if e.code.as_deref() == Some("invalid_user_code") => {
-            guesses.failed(ctx.client_ip, subject, Instant::now());
+            state.limits.user_code_failed(ctx.client_ip, subject);
             Err(e)
         }
         other => other,

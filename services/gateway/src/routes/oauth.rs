@@ -1,8 +1,6 @@
 //! OAuth 2.0 endpoints: the token endpoint (RFC 6749 §3.2), JWKS and the authorization
 //! server metadata (RFC 8414).
 
-use std::time::Instant;
-
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use gatehouse_contracts::commands::Command;
@@ -147,7 +145,7 @@ pub async fn password_session(
     ttl: std::time::Duration,
 ) -> Result<Session, OAuthError> {
     let subject = username.to_lowercase();
-    if let Err(wait) = state.limiter.check(ctx.client_ip, &subject, Instant::now()) {
+    if let Err(wait) = state.limits.check_login(ctx.client_ip, &subject) {
         return Err(OAuthError::new(
             "too_many_attempts",
             format!("too many failed logins from this address; retry in {wait} s"),
@@ -172,9 +170,7 @@ pub async fn password_session(
     let user = match result {
         Ok(accepted) => accepted.output,
         Err(e) if e.status.as_u16() == 401 || e.code.as_deref() == Some("invalid_grant") => {
-            state
-                .limiter
-                .failed(ctx.client_ip, &subject, Instant::now());
+            state.limits.login_failed(ctx.client_ip, &subject);
             return Err(OAuthError::new(
                 "invalid_grant",
                 "invalid username or password",
@@ -187,7 +183,7 @@ pub async fn password_session(
         }
         Err(e) => return Err(OAuthError::new("invalid_request", e.message)),
     };
-    state.limiter.succeeded(ctx.client_ip, &subject);
+    state.limits.login_succeeded(ctx.client_ip, &subject);
     Ok(Session {
         subject: user.user_id.as_uuid(),
         kind: PrincipalKind::User,
