@@ -39,8 +39,11 @@ RUN apt-get update \
         --shell /usr/sbin/nologin gatehouse
 COPY --from=builder /out/ /usr/local/bin/
 USER 10001:10001
+# The user has no home: the CLI, when run inside the container (`docker compose exec gateway
+# gatehouse login ...`), keeps its session under /tmp instead.
 ENV GATEHOUSE_BIND=0.0.0.0:8080 \
     GATEHOUSE_LOG=info \
-    GATEHOUSE_LOG_FORMAT=json
+    GATEHOUSE_LOG_FORMAT=json \
+    GATEHOUSE_CONFIG_DIR=/tmp/gatehouse
 EXPOSE 8080
 CMD ["gatehouse-gateway"]
