@@ -3,7 +3,9 @@
 //! The signing keys live in the event log's `keyring` stream (public halves in events,
 //! private halves sealed under the master key in the stream's secret slots), so every
 //! gateway replica signs with the same key and verifies every replica's tokens. The first
-//! gateway to start creates the key; the others load it.
+//! gateway to start creates the key; the others load it. Admins add keys (verifying at once,
+//! signing from `active_from`) and retire them (their tokens are refused); each replica
+//! hears of both through its directory's `keyring` read model ([`TokenIssuer::apply_view`]).
 //!
 //! Verification is the per-request hot path: a verified token's claims are cached by the
 //! token string, so a client that reuses its token costs one hash-map lookup rather than
