@@ -190,6 +190,51 @@ async fn an_idempotency_key_makes_a_create_safe_to_retry() -> anyhow::Result<()>
 }
 
 #[tokio::test]
+async fn an_idempotency_key_makes_creating_a_user_safe_to_retry() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let admin = app.admin_token().await?;
+    let send = |name: &'static str, key: &'static str| {
+        app.http
+            .post(app.at("/api/v1/users"))
+            .bearer_auth(&admin)
+            .header("Idempotency-Key", key)
+            .json(&json!({"name": name, "password": "bob-password-1", "role": "member"}))
+            .send()
+    };
+    let first = send("bob", "user-1").await?;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: serde_json::Value = first.json().await?;
+    let second = send("bob", "user-1").await?;
+    assert_eq!(
+        second.status(),
+        StatusCode::CREATED,
+        "a retry gets the first answer"
+    );
+    let second: serde_json::Value = second.json().await?;
+    assert_eq!(first["id"], second["id"]);
+    // The same key for another user is refused; a new key for the same name is a conflict.
+    assert_eq!(
+        send("carol", "user-1").await?.status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(send("bob", "user-2").await?.status(), StatusCode::CONFLICT);
+    let response = app
+        .http
+        .post(app.at("/api/v1/users"))
+        .bearer_auth(&admin)
+        .header("Idempotency-Key", "")
+        .json(&json!({"name": "dave", "password": "dave-password-1"}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let (_, list) = app
+        .call(Method::GET, "/api/v1/users", Some(&admin), None)
+        .await?;
+    assert_eq!(list["total"], 2, "admin and bob: {list}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_user_changes_their_password_and_old_sessions_end() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
     let admin = app.admin_token().await?;

@@ -12,7 +12,7 @@ pub mod service_accounts;
 pub mod signing_keys;
 pub mod users;
 
-use actix_web::web;
+use actix_web::{HttpRequest, web};
 use gatehouse_eventlog::{ViewDoc, ViewStore};
 use uuid::Uuid;
 
@@ -84,4 +84,22 @@ pub async fn find_by_name_or_id(
 pub fn decode<T: serde::de::DeserializeOwned>(doc: &ViewDoc) -> Result<T, ApiError> {
     serde_json::from_value(doc.doc.clone())
         .map_err(|e| ApiError::internal(&format!("undecodable {} view {}: {e}", doc.kind, doc.id)))
+}
+
+/// The `Idempotency-Key` header of a creating request, checked.
+pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    match req.headers().get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => {
+            let key = v
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Idempotency-Key must be ASCII"))?;
+            if key.is_empty() || key.len() > 255 {
+                return Err(ApiError::bad_request(
+                    "Idempotency-Key must have 1 to 255 characters",
+                ));
+            }
+            Ok(Some(key.to_owned()))
+        }
+    }
 }

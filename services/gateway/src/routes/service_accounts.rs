@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::paging::{Page, PageParams};
-use super::{decode, find_by_name_or_id};
+use super::{decode, find_by_name_or_id, idempotency_key};
 use crate::auth::Authenticated;
 use crate::context::RequestContext;
 use crate::errors::{ApiError, ErrorBody};
@@ -106,23 +106,6 @@ pub(crate) async fn visible(
         return Err(not_found());
     }
     Ok(view)
-}
-
-fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    match req.headers().get("idempotency-key") {
-        None => Ok(None),
-        Some(v) => {
-            let key = v
-                .to_str()
-                .map_err(|_| ApiError::bad_request("Idempotency-Key must be ASCII"))?;
-            if key.is_empty() || key.len() > 255 {
-                return Err(ApiError::bad_request(
-                    "Idempotency-Key must have 1 to 255 characters",
-                ));
-            }
-            Ok(Some(key.to_owned()))
-        }
-    }
 }
 
 /// Creates a service account owned by the caller. Send an `Idempotency-Key` header to make

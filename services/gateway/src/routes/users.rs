@@ -1,6 +1,6 @@
 //! Users (admins only).
 
-use actix_web::{HttpResponse, get, patch, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use gatehouse_contracts::commands::Command;
 use gatehouse_contracts::identity::{CreateUser, Role, USER_VIEW, UpdateUser, UserView};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::paging::{Page, PageParams};
-use super::{decode, find_by_name_or_id};
+use super::{decode, find_by_name_or_id, idempotency_key};
 use crate::auth::Authenticated;
 use crate::context::RequestContext;
 use crate::errors::{ApiError, ErrorBody};
@@ -87,17 +87,21 @@ async fn load(state: &AppState, name_or_id: &str) -> Result<UserView, ApiError> 
     decode(&doc)
 }
 
-/// Creates a user.
+/// Creates a user. Send an `Idempotency-Key` header to make retries safe: a retry with the
+/// same key (and the same name and role) returns the first result.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("bearer" = [])), request_body = NewUser,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
     responses((status = 201, body = UserResponse), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 #[post("/users")]
 pub async fn create_user(
     state: web::Data<AppState>,
     ctx: RequestContext,
     auth: Authenticated,
+    req: HttpRequest,
     body: web::Json<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
     auth.require_admin()?;
+    let key = idempotency_key(&req)?;
     let body = body.into_inner();
     let password = state.seal(&body.password, &CreateUser::subject())?;
     let command = CreateUser {
@@ -106,7 +110,7 @@ pub async fn create_user(
         password,
     };
     let accepted = state
-        .command(&ctx, Some(&auth.caller()), command, None)
+        .command(&ctx, Some(&auth.caller()), command, key)
         .await?;
     let view = load(&state, &accepted.output.to_string()).await?;
     Ok(HttpResponse::Created().json(UserResponse::from(view)))
