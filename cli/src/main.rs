@@ -13,8 +13,8 @@ mod testing;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    AuditCommand, DeviceCommand, Globals, LoginArgs, ServiceAccountCommand, SigningKeyCommand,
-    UserCommand,
+    AuditCommand, DeviceCommand, Globals, LoginArgs, LogoutArgs, ServiceAccountCommand,
+    SigningKeyCommand, UserCommand,
 };
 
 /// Gatehouse: the authentication plane for ML platforms.
@@ -46,8 +46,9 @@ enum Command {
     /// Log in and keep the session for later commands: in a browser (the default), with
     /// --username and a password, or with --api-key.
     Login(LoginArgs),
-    /// Forget the saved session.
-    Logout,
+    /// Forget the saved session; after a device login, also revoke the device on the
+    /// server (unless --keep-device).
+    Logout(LogoutArgs),
     /// Show who you are logged in as.
     CurrentUser,
     /// Manage users (admins).
@@ -114,7 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => runtime::dev(args).await,
         Command::Serve(args) => runtime::serve(args).await,
         Command::Login(args) => commands::login(args, &cli.globals).await,
-        Command::Logout => commands::logout(&cli.globals).await,
+        Command::Logout(args) => commands::logout(args, &cli.globals).await,
         Command::CurrentUser => commands::current_user(&cli.globals).await,
         Command::User { command } => command.run(&cli.globals).await,
         Command::ServiceAccount { command } => command.run(&cli.globals).await,

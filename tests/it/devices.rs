@@ -753,11 +753,103 @@ async fn user_code_from(
     anyhow::bail!("the CLI never showed a code; stderr:\n{seen}")
 }
 
+/// Starts `gatehouse login --no-browser` with its session in `dir`; returns the running
+/// process and the code it shows.
+async fn start_cli_device_login(
+    app: &TestApp,
+    dir: &std::path::Path,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let mut login = tokio::process::Command::new(gatehouse_e2e::workspace_bin("gatehouse")?)
+        .args(["login", "--no-browser"])
+        .env("GATEHOUSE_CONFIG_DIR", dir)
+        .env("GATEHOUSE_URL", &app.url)
+        .env_remove("GATEHOUSE_API_KEY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stderr = tokio::io::BufReader::new(login.stderr.take().context("no stderr")?).lines();
+    let user_code = tokio::time::timeout(Duration::from_secs(30), user_code_from(&mut stderr))
+        .await
+        .context("no code within 30 s")??;
+    Ok((login, user_code))
+}
+
+/// A device login of the CLI in `dir`, approved for the person of `token`; returns the
+/// saved access token.
+async fn cli_device_session(
+    app: &TestApp,
+    dir: &std::path::Path,
+    token: &str,
+) -> anyhow::Result<String> {
+    let (login, user_code) = start_cli_device_login(app, dir).await?;
+    let (status, body) = verify(
+        app,
+        token,
+        json!({"user_code": user_code, "trusted_device": false}),
+    )
+    .await?;
+    anyhow::ensure!(status == StatusCode::OK, "verify: {status} {body}");
+    let finished = tokio::time::timeout(Duration::from_secs(30), login.wait_with_output())
+        .await
+        .context("the device login did not finish")??;
+    anyhow::ensure!(
+        finished.status.success(),
+        "{}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    let saved: Value = serde_json::from_slice(&std::fs::read(dir.join("credentials.json"))?)?;
+    Ok(saved["access_token"]
+        .as_str()
+        .context("no saved token")?
+        .to_owned())
+}
+
+#[tokio::test]
+async fn logging_out_of_a_device_session_revokes_the_device_unless_kept() -> anyhow::Result<()> {
+    let app = app("600").await?;
+    let admin = app.admin_token().await?;
+    let alice = app.user_with_token(&admin, "alice", "member").await?;
+    let dir = tempfile::tempdir()?;
+    let devices = || app.call(Method::GET, "/api/v1/devices", Some(&alice), None);
+
+    let token = cli_device_session(&app, dir.path(), &alice).await?;
+    let (code, out, err) = app.cli(dir.path(), &["logout"], None).await?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("was revoked on the server"), "{out}");
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/current-user", Some(&token), None)
+        .await?;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the device's token is refused"
+    );
+    assert_eq!(devices().await?.1["total"], 0);
+
+    let token = cli_device_session(&app, dir.path(), &alice).await?;
+    let (code, out, err) = app
+        .cli(dir.path(), &["logout", "--keep-device"], None)
+        .await?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("stays authorized"), "{out}");
+    assert!(
+        !dir.path().join("credentials.json").exists(),
+        "forgotten here"
+    );
+    let (status, _) = app
+        .call(Method::GET, "/api/v1/current-user", Some(&token), None)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "kept on the server");
+    assert_eq!(devices().await?.1["items"][0]["status"], "active");
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_cli_logs_in_with_a_code_approved_from_another_terminal_and_manages_the_device()
 -> anyhow::Result<()> {
-    use tokio::io::AsyncBufReadExt;
-
     let app = app("600").await?;
     let admin = app.admin_token().await?;
     app.user_with_token(&admin, "alice", "member").await?;
@@ -772,20 +864,7 @@ async fn the_cli_logs_in_with_a_code_approved_from_another_terminal_and_manages_
     assert_eq!(code, 0, "{err}");
 
     // The headless server runs `gatehouse login` (the device flow is the default).
-    let mut login = tokio::process::Command::new(gatehouse_e2e::workspace_bin("gatehouse")?)
-        .args(["login", "--no-browser"])
-        .env("GATEHOUSE_CONFIG_DIR", server.path())
-        .env("GATEHOUSE_URL", &app.url)
-        .env_remove("GATEHOUSE_API_KEY")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stderr = tokio::io::BufReader::new(login.stderr.take().context("no stderr")?).lines();
-    let user_code = tokio::time::timeout(Duration::from_secs(30), user_code_from(&mut stderr))
-        .await
-        .context("no code within 30 s")??;
+    let (login, user_code) = start_cli_device_login(&app, server.path()).await?;
 
     // Approving from a script needs --yes: nothing is approved without it.
     let (code, _, err) = app

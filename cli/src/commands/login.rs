@@ -417,22 +417,49 @@ async fn login_with_api_key(ctx: &Context, client: GatehouseClient) -> anyhow::R
 }
 
 /// `gatehouse logout`: forgets the saved session.
-pub async fn logout(globals: &Globals) -> anyhow::Result<()> {
+pub async fn logout(args: LogoutArgs, globals: &Globals) -> anyhow::Result<()> {
     let ctx = Context::new(globals)?;
     let saved = ctx.store.load().ok().flatten();
+    // A device session ends on the server too (its token is refused at once), unless asked
+    // to keep it; a password or key session is only forgotten (its token lapses by itself).
+    let device = saved.as_ref().and_then(|c| c.device_id);
+    let revoked = match device {
+        Some(id) if !args.keep_device && ctx.env_api_key.is_none() => {
+            let deleted = match ctx.client().await {
+                Ok(client) => client.delete_device(id).await.map_err(anyhow::Error::from),
+                Err(error) => Err(error),
+            };
+            match deleted {
+                Ok(()) => Some(Ok(id)),
+                Err(error) => Some(Err((id, error))),
+            }
+        }
+        _ => None,
+    };
     let removed = ctx.store.clear()?;
+    if let Some(Err((id, error))) = &revoked {
+        eprintln!(
+            "warning: this device ({id}) could not be revoked on the server ({error:#}); it stays \
+             authorized until its token expires: `gatehouse authorized-device delete {id}` \
+             from any session of yours revokes it"
+        );
+    }
     if ctx.output() == OutputFormat::Table {
         let text = match (removed, saved) {
-            (true, Some(c)) if c.device_id.is_some() => format!(
-                "Logged out of {} ({} forgotten)\nThe device stays authorized until its token \
-                 expires: `gatehouse authorized-device delete {}` (from any session of yours) \
-                 revokes it now.\n",
-                c.url,
-                c.principal.name,
-                c.device_id.map(|id| id.to_string()).unwrap_or_default()
-            ),
             (true, Some(c)) => {
-                format!("Logged out of {} ({} forgotten)\n", c.url, c.principal.name)
+                let mut text =
+                    format!("Logged out of {} ({} forgotten)\n", c.url, c.principal.name);
+                match (&revoked, c.device_id) {
+                    (Some(Ok(id)), _) => {
+                        text.push_str(&format!("This device ({id}) was revoked on the server.\n"));
+                    }
+                    (None, Some(id)) => text.push_str(&format!(
+                        "The device stays authorized until its token expires: `gatehouse \
+                         authorized-device delete {id}` revokes it now.\n"
+                    )),
+                    _ => {}
+                }
+                text
             }
             (true, None) => "Logged out\n".to_owned(),
             (false, _) => "Not logged in\n".to_owned(),
@@ -440,6 +467,15 @@ pub async fn logout(globals: &Globals) -> anyhow::Result<()> {
         output::emit(&text)?;
     }
     Ok(())
+}
+
+/// `gatehouse logout`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LogoutArgs {
+    /// After a device login, keep the device authorized on the server (only forget the
+    /// session here). By default logging out revokes it.
+    #[arg(long)]
+    pub keep_device: bool,
 }
 
 /// `gatehouse current-user`: who the saved session belongs to, according to the server.

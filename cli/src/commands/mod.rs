@@ -21,7 +21,7 @@ mod users;
 
 pub use audit::AuditCommand;
 pub use devices::DeviceCommand;
-pub use login::{LoginArgs, current_user, login, logout};
+pub use login::{LoginArgs, LogoutArgs, current_user, login, logout};
 pub use service_accounts::ServiceAccountCommand;
 pub use signing_keys::SigningKeyCommand;
 pub use users::UserCommand;
@@ -273,7 +273,7 @@ mod tests {
         /// Log in.
         Login(LoginArgs),
         /// Log out.
-        Logout,
+        Logout(LogoutArgs),
         /// Who am I.
         CurrentUser,
         /// Users.
