@@ -148,6 +148,20 @@ async fn a_new_key_signs_after_its_delay_and_a_retired_key_is_refused_on_every_r
         .await?;
     assert_eq!(status, StatusCode::OK, "{retired}");
     assert_eq!(retired["status"], "retired");
+    // Its sealed private half is gone from the database (crypto-shredded).
+    let (db, connection) = tokio_postgres::connect(app.db.url(), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let slots: Vec<String> = db
+        .query(
+            "SELECT name FROM secret_slots WHERE stream_id LIKE 'keyring-%'",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(!slots.contains(&format!("signing_key:{k0}")), "{slots:?}");
+    assert!(slots.contains(&format!("signing_key:{k1}")), "{slots:?}");
     for base in [&app.url, &replica.url] {
         assert_eq!(
             whoami(&app.http, base, &t0).await?,

@@ -434,8 +434,8 @@ impl TokenIssuer {
         Ok((written, kid))
     }
 
-    /// Retires key `kid`: tokens it signed are refused, and it leaves the JWKS. Refused when
-    /// no other key could sign now.
+    /// Retires key `kid`: tokens it signed are refused, it leaves the JWKS, and its sealed
+    /// private half is deleted. Refused when no other key could sign now.
     pub async fn retire_key(
         self: &Arc<Self>,
         kid: &str,
@@ -462,7 +462,12 @@ impl TokenIssuer {
         if self.keys().view.is_retired(kid) {
             return Ok(None);
         }
-        self.append(event, None, metadata, now).await.map(Some)
+        // The sealed private half goes with it: a retired key can never sign again, even
+        // for someone holding the master key and a copy of the database from now on.
+        let shred = SecretOp::Delete { name: slot(kid) };
+        self.append(event, Some(shred), metadata, now)
+            .await
+            .map(Some)
     }
 
     /// Appends the event `decide` returns for the keyring as the log has it, retrying when
