@@ -69,14 +69,15 @@ pub struct ServeArgs {
     pub master_key: SecretString,
 }
 
-fn settings(args: &ServerArgs) -> GatewaySettings {
+fn settings(args: &ServerArgs) -> anyhow::Result<GatewaySettings> {
     let mut settings = GatewaySettings::new(args.bind);
     if let Some(issuer) = &args.issuer {
         settings.issuer = issuer.clone();
     }
     settings.trusted_proxies = args.trusted_proxies.clone();
+    args.gateway.check()?;
     args.gateway.apply(&mut settings);
-    settings
+    Ok(settings)
 }
 
 fn generated_password() -> SecretString {
@@ -165,7 +166,7 @@ async fn run_all(
         probes: backends.probes,
         nats: backends.nats,
     };
-    let state = gatehouse_gateway::build(settings(args), deps, shutdown.clone()).await?;
+    let state = gatehouse_gateway::build(settings(args)?, deps, shutdown.clone()).await?;
     let (password, generated) = match &args.admin_password {
         Some(p) => (p.clone(), false),
         None => (generated_password(), true),

@@ -338,3 +338,63 @@ async fn an_admin_replaces_a_leaked_key_from_the_cli_and_its_sessions_end() -> a
     assert_ne!(kid(&token)?, old);
     Ok(())
 }
+
+#[tokio::test]
+async fn keys_rotate_on_schedule_and_a_retirement_sooner_than_tokens_live_is_refused()
+-> anyhow::Result<()> {
+    let app = TestApp::spawn_with(&[
+        ("GATEHOUSE_SIGNING_KEY_ROTATE_SECONDS", "2"),
+        ("GATEHOUSE_SIGNING_KEY_ACTIVATE_SECONDS", "1"),
+        ("GATEHOUSE_SIGNING_KEY_RETIRE_SECONDS", "0"),
+    ])
+    .await?;
+    let t0 = app.admin_token().await?;
+    let k0 = kid(&t0)?;
+    // The first key has signed for 2 s: a new one is added (pending 1 s), then signs.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let rotated = loop {
+        let token = app.admin_token().await?;
+        if kid(&token)? != k0 {
+            break token;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled rotation within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let (_, list) = app
+        .call(Method::GET, "/api/v1/signing-keys", Some(&rotated), None)
+        .await?;
+    let old = list["items"]
+        .as_array()
+        .context("no items")?
+        .iter()
+        .find(|k| k["kid"] == k0.as_str())
+        .cloned()
+        .context("the first key is listed")?;
+    assert_eq!(old["status"], "verifying", "{list}");
+    assert_eq!(
+        whoami(&app.http, &app.url, &t0).await?,
+        StatusCode::OK,
+        "retirement is off: old tokens keep working"
+    );
+
+    // Retiring keys sooner than tokens live would end sessions early: refused at start.
+    let (code, _, err) = gatehouse_e2e::run_cli_env(
+        &["dev", "--bind", "127.0.0.1:0"],
+        None,
+        &[
+            ("HOME", "/tmp"),
+            ("GATEHOUSE_SIGNING_KEY_RETIRE_SECONDS", "3600"),
+        ],
+        Duration::from_secs(30),
+    )
+    .await?;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("GATEHOUSE_SIGNING_KEY_RETIRE_SECONDS (3600) must exceed the longest token lifetime (86400 s)"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -295,6 +295,11 @@ impl TokenIssuer {
         }
     }
 
+    /// The keyring's public state as this replica knows it.
+    pub fn view(&self) -> KeyringView {
+        self.keys().view.clone()
+    }
+
     fn keys(&self) -> Arc<Keys> {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -411,6 +416,20 @@ impl TokenIssuer {
         metadata: EventMetadata,
         now: DateTime<Utc>,
     ) -> Result<(Written, String), KeyringChangeError> {
+        self.add_key_when(|_| true, active_from, metadata, now)
+            .await?
+            .ok_or_else(|| KeyringChangeError::Store("the key was not added".into()))
+    }
+
+    /// [`Self::add_key`] if `due` holds for the keyring as the log has it (checked again on
+    /// every retry, so that replicas on the same schedule add one key, not one each).
+    pub async fn add_key_when(
+        self: &Arc<Self>,
+        due: impl Fn(&KeyringView) -> bool,
+        active_from: DateTime<Utc>,
+        metadata: EventMetadata,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Written, String)>, KeyringChangeError> {
         let key = SigningKey::generate();
         let kid = key.kid().to_owned();
         let sealed = self
@@ -427,11 +446,19 @@ impl TokenIssuer {
             value: sealed,
         };
         let written = self
-            .append(|_| Ok(event.clone()), Some(secret), metadata, now)
+            .append(
+                |view| Ok(due(view).then(|| event.clone())),
+                Some(secret),
+                metadata,
+                now,
+            )
             .await?;
+        let Some(written) = written else {
+            return Ok(None);
+        };
         // This replica has the private half already.
         self.add_seed(key);
-        Ok((written, kid))
+        Ok(Some((written, kid)))
     }
 
     /// Retires key `kid`: tokens it signed are refused, it leaves the JWKS, and its sealed
@@ -446,6 +473,9 @@ impl TokenIssuer {
             if !view.keys.iter().any(|k| k.kid == kid) {
                 return Err(KeyringChangeError::NotFound(kid.to_owned()));
             }
+            if view.is_retired(kid) {
+                return Ok(None);
+            }
             let mut after = view.clone();
             after.apply(&KeyringEvent::SigningKeyRetired(SigningKeyRetired {
                 kid: kid.to_owned(),
@@ -454,10 +484,10 @@ impl TokenIssuer {
             if after.signer(now).is_none() {
                 return Err(KeyringChangeError::LastSigner(kid.to_owned()));
             }
-            Ok(KeyringEvent::SigningKeyRetired(SigningKeyRetired {
+            Ok(Some(KeyringEvent::SigningKeyRetired(SigningKeyRetired {
                 kid: kid.to_owned(),
                 retired_at: now,
-            }))
+            })))
         };
         if self.keys().view.is_retired(kid) {
             return Ok(None);
@@ -465,20 +495,18 @@ impl TokenIssuer {
         // The sealed private half goes with it: a retired key can never sign again, even
         // for someone holding the master key and a copy of the database from now on.
         let shred = SecretOp::Delete { name: slot(kid) };
-        self.append(event, Some(shred), metadata, now)
-            .await
-            .map(Some)
+        self.append(event, Some(shred), metadata, now).await
     }
 
-    /// Appends the event `decide` returns for the keyring as the log has it, retrying when
-    /// another replica changed it meanwhile.
+    /// Appends the event `decide` returns for the keyring as the log has it (nothing when it
+    /// returns none), retrying when another replica changed it meanwhile.
     async fn append(
         &self,
-        decide: impl Fn(&KeyringView) -> Result<KeyringEvent, KeyringChangeError>,
+        decide: impl Fn(&KeyringView) -> Result<Option<KeyringEvent>, KeyringChangeError>,
         secret: Option<SecretOp>,
         metadata: EventMetadata,
         now: DateTime<Utc>,
-    ) -> Result<Written, KeyringChangeError> {
+    ) -> Result<Option<Written>, KeyringChangeError> {
         let store_error = |e: &dyn std::fmt::Display| KeyringChangeError::Store(e.to_string());
         for _ in 0..5 {
             let events = self
@@ -491,7 +519,9 @@ impl TokenIssuer {
                 view.apply(&KeyringEvent::from_recorded(recorded).map_err(|e| store_error(&e))?);
             }
             let version = events.last().map_or(0, |e| e.version);
-            let event = decide(&view)?;
+            let Some(event) = decide(&view)? else {
+                return Ok(None);
+            };
             let mut request = AppendRequest::new(
                 keyring_stream(),
                 ExpectedVersion::Exactly(version),
@@ -500,11 +530,11 @@ impl TokenIssuer {
             request.secrets.extend(secret.clone());
             match self.store.append(request).await {
                 Ok(appended) => {
-                    return Ok(Written {
+                    return Ok(Some(Written {
                         stream_id: keyring_stream(),
                         version: appended.version,
                         position: appended.position,
-                    });
+                    }));
                 }
                 Err(AppendError::WrongExpectedVersion { .. }) => continue,
                 Err(e) => return Err(store_error(&e)),

@@ -104,6 +104,12 @@ pub async fn build(
         }
         None => (Peers::alone(), limits),
     };
+    tokio::spawn(keyring::run_rotation(
+        issuer.clone(),
+        settings.key_rotation,
+        deps.clock.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(
         directory
             .clone()
