@@ -455,6 +455,20 @@ async fn wrong_user_codes_are_limited_and_never_say_whether_a_code_exists() -> a
     // Being limited holds for the real code too: the count is per person, not per code.
     let (status, _) = verify(&app, &mallory, json!({"user_code": started["user_code"]})).await?;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // The page counts for the same person: limited there too, saying for how long.
+    let response = app
+        .http
+        .get(app.at("/device?user_code=BCDF-GHST"))
+        .header("cookie", format!("gh_device_session={mallory}"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().get("retry-after").is_some());
+    let html = response.text().await?;
+    assert!(
+        html.contains("too many wrong codes: try again in"),
+        "{html}"
+    );
     // Malformed codes get the same answer as well-formed wrong ones.
     let (status, body) = verify(&app, &admin, json!({"user_code": "AEIOU"})).await?;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");

@@ -253,6 +253,21 @@ fn code_error(error: &ApiError) -> String {
     }
 }
 
+/// The page for a refused code: its status, and `Retry-After` when limited.
+fn code_error_page(name: &str, error: &ApiError) -> HttpResponse {
+    let mut response = page(
+        status_of(error),
+        "Log in a device",
+        &code_form(name, Some(&code_error(error))),
+    );
+    if let Some(wait) = error.retry_after {
+        if let Ok(value) = header::HeaderValue::from_str(&wait.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    response
+}
+
 fn status_of(error: &ApiError) -> StatusCode {
     StatusCode::from_u16(error.status.as_u16()).unwrap_or(StatusCode::BAD_REQUEST)
 }
@@ -284,11 +299,7 @@ pub async fn device_page(
                     &confirm_form(&name, &csrf, &code, &device),
                 )
             }
-            Err(error) => page(
-                status_of(&error),
-                "Log in a device",
-                &code_form(&name, Some(&code_error(&error))),
-            ),
+            Err(error) => code_error_page(&name, &error),
         }
     };
     with_csrf_cookie(&state, response, &csrf, fresh)
@@ -427,11 +438,7 @@ pub async fn decide(
                 &format!("<p id=\"result\">{}</p>", escape(message)),
             )
         }
-        Err(error) => page(
-            status_of(&error),
-            "Log in a device",
-            &code_form(&auth.principal.name, Some(&code_error(&error))),
-        ),
+        Err(error) => code_error_page(&auth.principal.name, &error),
     }
 }
 
