@@ -79,11 +79,13 @@ impl<K: Eq + Hash> Counter<K> {
         }
     }
 
-    fn forget(&self, key: &K) {
+    /// Forgets `key`'s failures; whether there were any.
+    fn forget(&self, key: &K) -> bool {
         self.records
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+            .remove(key)
+            .is_some()
     }
 }
 
@@ -123,11 +125,10 @@ impl FailureLimiter {
         self.per_address.failed(ip, now);
     }
 
-    /// Forgets `ip`'s failures for `subject` after a success (not the address's count).
-    pub fn succeeded(&self, ip: Option<IpAddr>, subject: &str) {
-        if let Some(ip) = ip {
-            self.per_subject.forget(&(ip, subject.to_owned()));
-        }
+    /// Forgets `ip`'s failures for `subject` after a success (not the address's count);
+    /// whether there were any.
+    pub fn succeeded(&self, ip: Option<IpAddr>, subject: &str) -> bool {
+        ip.is_some_and(|ip| self.per_subject.forget(&(ip, subject.to_owned())))
     }
 }
 
@@ -340,10 +341,13 @@ mod tests {
         }
         assert!(limiter.check(ip(1), "alice", t0).is_err());
         // Mallory logs in successfully from the same address: alice stays blocked.
-        limiter.succeeded(ip(1), "mallory");
+        assert!(!limiter.succeeded(ip(1), "mallory"), "nothing to clear");
         assert!(limiter.check(ip(1), "alice", t0).is_err());
         // Alice's own success clears her count.
-        limiter.succeeded(ip(1), "alice");
+        assert!(
+            limiter.succeeded(ip(1), "alice"),
+            "her failures were cleared"
+        );
         limiter.failed(ip(1), "alice", t0);
         assert_eq!(limiter.check(ip(1), "alice", t0), Ok(()));
     }

@@ -112,7 +112,9 @@ impl Limits {
     fn apply(&self, count: &CountMessage, now: Instant) {
         match count.counted {
             Counted::LoginFailed => self.logins.failed(count.ip, &count.subject, now),
-            Counted::LoginSucceeded => self.logins.succeeded(count.ip, &count.subject),
+            Counted::LoginSucceeded => {
+                self.logins.succeeded(count.ip, &count.subject);
+            }
             Counted::UserCodeFailed => self.user_codes.failed(count.ip, &count.subject, now),
             Counted::DeviceStarted => self.device_starts.record(count.ip, now),
         }
@@ -149,10 +151,13 @@ impl Limits {
         self.tell_others(Counted::LoginFailed, ip, subject);
     }
 
-    /// Clears `ip`'s failures for `subject` after a success.
+    /// Clears `ip`'s failures for `subject` after a success. The others are told only when
+    /// there was something to clear: their counts are this replica's (every failure is
+    /// told), and successes are the hot path (every request with a bearer API key).
     pub fn login_succeeded(&self, ip: Option<IpAddr>, subject: &str) {
-        self.logins.succeeded(ip, subject);
-        self.tell_others(Counted::LoginSucceeded, ip, subject);
+        if self.logins.succeeded(ip, subject) {
+            self.tell_others(Counted::LoginSucceeded, ip, subject);
+        }
     }
 
     /// `Err(seconds)` when `person` must wait before entering another user code.
