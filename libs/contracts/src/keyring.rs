@@ -79,9 +79,19 @@ impl KeyringView {
 
     /// The key that signs new tokens at `now`: the newest key that is active and not retired.
     pub fn signer(&self, now: DateTime<Utc>) -> Option<&SigningKeyAdded> {
+        self.signer_where(now, |_| true)
+    }
+
+    /// [`Self::signer`] among the keys `usable` accepts (e.g. those whose private half a
+    /// replica has loaded).
+    pub fn signer_where(
+        &self,
+        now: DateTime<Utc>,
+        usable: impl Fn(&str) -> bool,
+    ) -> Option<&SigningKeyAdded> {
         self.keys
             .iter()
-            .filter(|k| k.active_from <= now && !self.is_retired(&k.kid))
+            .filter(|k| k.active_from <= now && !self.is_retired(&k.kid) && usable(&k.kid))
             .max_by_key(|k| k.active_from)
     }
 }

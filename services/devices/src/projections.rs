@@ -54,14 +54,14 @@ impl ViewProjection for DeviceProjection {
             }
             (Some(mut v), event) => {
                 v.facts.evolve(event);
-                if matches!(event, DeviceEvent::Verified(_) | DeviceEvent::Denied(_)) {
-                    v.awaiting_decision = false;
-                }
                 v
             }
             (None, _) => return Ok(ViewChange::Unchanged),
         };
         next.owner_id = next.facts.owner;
+        // Copied out of `facts` for the lapse sweep's filter (a lapsed request's view is
+        // removed, so undecided means nobody approved or denied it).
+        next.awaiting_decision = next.facts.owner.is_none() && !next.facts.denied;
         next.updated = at;
         upsert_view(DEVICE_VIEW, &next, event)
     }

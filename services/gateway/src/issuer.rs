@@ -129,11 +129,7 @@ impl Keys {
     /// this replica has (a key another replica just added signs here once loaded).
     fn signer(&self, now: DateTime<Utc>) -> Option<&SigningKey> {
         self.view
-            .keys
-            .iter()
-            .filter(|k| k.active_from <= now && !self.view.is_retired(&k.kid))
-            .filter(|k| self.seeds.contains_key(&k.kid))
-            .max_by_key(|k| k.active_from)
+            .signer_where(now, |kid| self.seeds.contains_key(kid))
             .and_then(|k| self.seeds.get(&k.kid))
     }
 }
@@ -264,13 +260,8 @@ impl TokenIssuer {
         seal: &DerivedKey,
         clock: &dyn Clock,
     ) -> Result<(), IssuerError> {
-        let key = SigningKey::generate();
-        let kid = key.kid().to_owned();
-        let event = KeyringEvent::SigningKeyAdded(SigningKeyAdded {
-            kid: kid.clone(),
-            public_key: key.jwk().x,
-            active_from: clock.now(),
-        });
+        let (_, event, secret) =
+            new_key(seal, clock.now()).map_err(|e| IssuerError::Corrupt(e.to_string()))?;
         let metadata = EventMetadata {
             actor: Some(Actor::system()),
             ..EventMetadata::default()
@@ -280,13 +271,7 @@ impl TokenIssuer {
             ExpectedVersion::NoStream,
             vec![NewEvent::from_domain(&event, metadata, clock.now())],
         );
-        let sealed = seal
-            .seal(key.seed().as_slice(), kid.as_bytes())
-            .map_err(|e| IssuerError::Corrupt(e.to_string()))?;
-        request.secrets.push(SecretOp::Put {
-            name: slot(&kid),
-            value: sealed,
-        });
+        request.secrets.push(secret);
         match store.append(request).await {
             // Another gateway created it first: load theirs.
             Ok(_) | Err(AppendError::WrongExpectedVersion { .. }) => Ok(()),
@@ -430,21 +415,9 @@ impl TokenIssuer {
         metadata: EventMetadata,
         now: DateTime<Utc>,
     ) -> Result<Option<(Written, String)>, KeyringChangeError> {
-        let key = SigningKey::generate();
-        let kid = key.kid().to_owned();
-        let sealed = self
-            .seal
-            .seal(key.seed().as_slice(), kid.as_bytes())
+        let (key, event, secret) = new_key(&self.seal, active_from)
             .map_err(|e| KeyringChangeError::Store(e.to_string()))?;
-        let event = KeyringEvent::SigningKeyAdded(SigningKeyAdded {
-            kid: kid.clone(),
-            public_key: key.jwk().x,
-            active_from,
-        });
-        let secret = SecretOp::Put {
-            name: slot(&kid),
-            value: sealed,
-        };
+        let kid = key.kid().to_owned();
         let written = self
             .append(
                 |view| Ok(due(view).then(|| event.clone())),
@@ -469,6 +442,10 @@ impl TokenIssuer {
         metadata: EventMetadata,
         now: DateTime<Utc>,
     ) -> Result<Option<Written>, KeyringChangeError> {
+        let retired = KeyringEvent::SigningKeyRetired(SigningKeyRetired {
+            kid: kid.to_owned(),
+            retired_at: now,
+        });
         let event = |view: &KeyringView| {
             if !view.keys.iter().any(|k| k.kid == kid) {
                 return Err(KeyringChangeError::NotFound(kid.to_owned()));
@@ -477,21 +454,12 @@ impl TokenIssuer {
                 return Ok(None);
             }
             let mut after = view.clone();
-            after.apply(&KeyringEvent::SigningKeyRetired(SigningKeyRetired {
-                kid: kid.to_owned(),
-                retired_at: now,
-            }));
+            after.apply(&retired);
             if after.signer(now).is_none() {
                 return Err(KeyringChangeError::LastSigner(kid.to_owned()));
             }
-            Ok(Some(KeyringEvent::SigningKeyRetired(SigningKeyRetired {
-                kid: kid.to_owned(),
-                retired_at: now,
-            })))
+            Ok(Some(retired.clone()))
         };
-        if self.keys().view.is_retired(kid) {
-            return Ok(None);
-        }
         // The sealed private half goes with it: a retired key can never sign again, even
         // for someone holding the master key and a copy of the database from now on.
         let shred = SecretOp::Delete { name: slot(kid) };
@@ -610,6 +578,27 @@ impl TokenIssuer {
     pub fn jwks(&self) -> Jwks {
         self.keys().jwks.clone()
     }
+}
+
+/// A fresh key, the event that adds it (signing from `active_from`) and the secret-slot
+/// write of its sealed private half.
+fn new_key(
+    seal: &DerivedKey,
+    active_from: DateTime<Utc>,
+) -> Result<(SigningKey, KeyringEvent, SecretOp), gatehouse_secrets::SecretsError> {
+    let key = SigningKey::generate();
+    let kid = key.kid().to_owned();
+    let sealed = seal.seal(key.seed().as_slice(), kid.as_bytes())?;
+    let event = KeyringEvent::SigningKeyAdded(SigningKeyAdded {
+        kid: kid.clone(),
+        public_key: key.jwk().x,
+        active_from,
+    });
+    let secret = SecretOp::Put {
+        name: slot(&kid),
+        value: sealed,
+    };
+    Ok((key, event, secret))
 }
 
 /// The private half of `kid`, unsealed from the keyring's secret slot.

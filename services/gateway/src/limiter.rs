@@ -187,11 +187,12 @@ impl<K: Eq + Hash> SlidingCounter<K> {
         K: Clone,
     {
         self.check(&key, now)?;
-        self.failed(key, now);
+        self.record(key, now);
         Ok(())
     }
 
-    fn failed(&self, key: K, now: Instant) {
+    /// Records one attempt (a failure, or a start) at `now`.
+    fn record(&self, key: K, now: Instant) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if failures.len() > 100_000 {
             // Bound memory under a spray of addresses: forget what left the window.
@@ -243,9 +244,9 @@ impl GuessLimiter {
 
     /// Records a wrong code entered by `person` from `ip`.
     pub fn failed(&self, ip: Option<IpAddr>, person: &str, now: Instant) {
-        self.per_person.failed(person.to_owned(), now);
+        self.per_person.record(person.to_owned(), now);
         if let Some(ip) = ip {
-            self.per_address.failed(ip, now);
+            self.per_address.record(ip, now);
         }
     }
 }
@@ -279,7 +280,7 @@ impl StartLimiter {
     /// Counts a start another replica admitted.
     pub fn record(&self, ip: Option<IpAddr>, now: Instant) {
         if let Some(ip) = ip {
-            self.per_address.failed(ip, now);
+            self.per_address.record(ip, now);
         }
     }
 }
