@@ -56,13 +56,10 @@ pub struct ServeArgs {
     /// Postgres URL of the event log and read models.
     #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
-    /// NATS URL (JetStream must be enabled, nats-server 2.10 or newer).
-    #[arg(
-        long,
-        env = "GATEHOUSE_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
+    /// NATS: URL, credentials (this process publishes events and commands: give it the
+    /// `gatehouse` user of deploy/nats/accounts.conf), TLS.
+    #[command(flatten)]
+    pub nats: gatehouse_bus::nats::NatsArgs,
     /// Base64 of 32 random bytes: wraps the token signing keys and seals secrets on the
     /// bus. Keep it safe and stable: tokens and stored secrets depend on it.
     #[arg(long, env = "GATEHOUSE_MASTER_KEY", hide_env_values = true)]
@@ -226,7 +223,7 @@ pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let master =
         MasterKey::from_base64(args.master_key.expose_secret()).context("GATEHOUSE_MASTER_KEY")?;
-    let infra = Infra::connect(&args.database_url, &args.nats_url, "gatehouse-serve").await?;
+    let infra = Infra::connect(&args.database_url, &args.nats, &master, "gatehouse-serve").await?;
     let backends = Backends {
         log: infra.log.clone(),
         feed: infra.feed.clone(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use gatehouse_e2e::{ADMIN_PASSWORD, TestApp, call, claims, run_cli_env};
+use gatehouse_e2e::{ADMIN_PASSWORD, NatsUser, TestApp, call, claims, run_cli_env};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -323,7 +323,7 @@ async fn key_events(
 
 /// The JetStream events stream of the app's NATS server (created by the app at start).
 async fn events_stream(app: &TestApp) -> anyhow::Result<async_nats::jetstream::stream::Stream> {
-    let client = async_nats::connect(app.nats.url()).await?;
+    let client = app.nats.connect_as(NatsUser::Audit).await?;
     let js = async_nats::jetstream::new(client);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -1549,15 +1549,22 @@ async fn every_key_event_reaches_a_jetstream_subscriber_once_in_order_and_withou
     }
 
     // `gatehouse audit tail` prints the same events, in the same order, as JSON lines.
-    let nats_url = app.nats.url();
+    // As the read-only audit user, over TLS, as an auditor would.
     let count = total.to_string();
     let home = tempfile::tempdir()?;
+    let mut env = app.nats.env(NatsUser::Audit);
+    env.push((
+        "HOME".to_owned(),
+        home.path()
+            .to_str()
+            .context("temp dir is not UTF-8")?
+            .to_owned(),
+    ));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let (code, out, err) = run_cli_env(
         &[
             "audit",
             "tail",
-            "--nats-url",
-            &nats_url,
             "--subject",
             "gatehouse.events.api_key.>",
             "--from-start",
@@ -1567,10 +1574,7 @@ async fn every_key_event_reaches_a_jetstream_subscriber_once_in_order_and_withou
             "json",
         ],
         None,
-        &[(
-            "HOME",
-            home.path().to_str().context("temp dir is not UTF-8")?,
-        )],
+        &env,
         Duration::from_secs(20),
     )
     .await?;

@@ -5,6 +5,7 @@ mod api_keys;
 mod authorization;
 mod bad_input;
 mod browser_smoke;
+mod bus_security;
 mod cli;
 mod dev_mode;
 mod devices;

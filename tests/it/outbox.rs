@@ -13,7 +13,7 @@ use gatehouse_eventlog::relay::OutboxRelay;
 use gatehouse_eventlog::{
     AppendRequest, EventFeed, EventStore, ExpectedVersion, NewEvent, StartFrom, SubscriptionSpec,
 };
-use gatehouse_testsupport::{NatsServer, TestDatabase};
+use gatehouse_testsupport::{NatsServer, NatsUser, TestDatabase};
 use uuid::Uuid;
 
 fn event(n: usize) -> NewEvent {
@@ -60,9 +60,7 @@ async fn events_appended_while_nats_is_down_are_published_once_it_returns() -> a
     let database = PgDatabase::connect(db.url(), 4).await?;
     migrate(database.pool()).await?;
     let store = PostgresEventStore::new(database.pool().clone());
-    let client = async_nats::ConnectOptions::new()
-        .connect(nats.url())
-        .await?;
+    let client = nats.connect_as(NatsUser::Identity).await?;
     let js = async_nats::jetstream::new(client.clone());
     ensure_stream(&js).await?;
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use base64::Engine;
+pub use gatehouse_testsupport::NatsUser;
 use gatehouse_testsupport::{NatsServer, TestDatabase, free_port};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -123,8 +124,14 @@ impl TestApp {
             .create(true)
             .append(true)
             .open(log)?;
+        // Each process connects as its own NATS user, over TLS, as deployed.
+        let nats_user = if binary == "gatehouse" {
+            NatsUser::Gatehouse
+        } else {
+            NatsUser::Gateway
+        };
         cmd.env("GATEHOUSE_DATABASE_URL", self.db.url())
-            .env("GATEHOUSE_NATS_URL", self.nats.url())
+            .envs(self.nats.env(nats_user))
             .env("GATEHOUSE_BIND", format!("127.0.0.1:{port}"))
             .env("GATEHOUSE_MASTER_KEY", &self.master_key)
             .env("GATEHOUSE_ADMIN_PASSWORD", ADMIN_PASSWORD)

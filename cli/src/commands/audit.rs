@@ -4,8 +4,6 @@
 //! by subject. It needs the NATS server `gatehouse serve` (or the per-service deployment)
 //! publishes to; `gatehouse dev` keeps its events in memory.
 
-use std::time::Duration;
-
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt as _;
@@ -16,7 +14,6 @@ use super::Globals;
 use crate::output::{self, OutputFormat};
 
 /// How long connecting to NATS may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest payload shown on a line; `-o json` shows it whole.
 const MAX_PAYLOAD_CHARS: usize = 300;
 
@@ -54,14 +51,10 @@ pub struct TailArgs {
     /// [default: gatehouse.events.>].
     #[arg(long = "subject", value_name = "SUBJECT")]
     pub subjects: Vec<String>,
-    /// NATS server URL.
-    #[arg(
-        long,
-        env = "GATEHOUSE_NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        value_name = "URL"
-    )]
-    pub nats_url: String,
+    /// NATS: URL, credentials (the read-only `audit` user of deploy/nats/accounts.conf),
+    /// TLS.
+    #[command(flatten)]
+    pub nats: gatehouse_bus::nats::NatsArgs,
     /// Start with the oldest event the stream keeps instead of only new ones.
     #[arg(long)]
     pub from_start: bool,
@@ -111,18 +104,15 @@ impl TailArgs {
         }
         let hint = "gatehouse dev keeps events in memory; audit tail needs `gatehouse serve` \
                     (or the per-service deployment) with NATS";
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(CONNECT_TIMEOUT)
-            .name("gatehouse-cli audit tail")
-            .connect(self.nats_url.as_str())
+        let client = gatehouse_bus::nats::connect(&self.nats, "gatehouse-cli audit tail")
             .await
-            .with_context(|| format!("cannot reach NATS at {} ({hint})", self.nats_url))?;
+            .with_context(|| format!("cannot reach NATS at {} ({hint})", self.nats.nats_url))?;
         let js = async_nats::jetstream::new(client);
         let stream = js.get_stream(STREAM_NAME).await.with_context(|| {
             format!(
                 "NATS at {} has no JetStream stream {STREAM_NAME} ({hint}; JetStream must be \
                  enabled)",
-                self.nats_url
+                self.nats.nats_url
             )
         })?;
         // "New" is pinned to the stream's last sequence, and anything at or before it is
@@ -274,7 +264,7 @@ mod tests {
     fn subjects_default_to_every_event_and_must_be_event_subjects() -> anyhow::Result<()> {
         let args = |subjects: &[&str]| TailArgs {
             subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
-            nats_url: "nats://127.0.0.1:4222".into(),
+            nats: gatehouse_bus::nats::NatsArgs::open("nats://127.0.0.1:4222"),
             from_start: false,
             count: None,
         };
@@ -300,7 +290,9 @@ mod tests {
 
     /// Against a real nats-server (2.10+, see `scripts/test-deps`).
     mod against_nats {
-        use gatehouse_testsupport::NatsServer;
+        use std::time::Duration;
+
+        use gatehouse_testsupport::{NatsServer, NatsUser};
 
         use super::*;
 
@@ -312,7 +304,9 @@ mod tests {
         ) -> TailArgs {
             TailArgs {
                 subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
-                nats_url: server.url(),
+                nats: gatehouse_bus::nats::NatsArgs::open(server.url())
+                    .with_user("audit", server.password(NatsUser::Audit))
+                    .with_tls_ca(server.tls_ca()),
                 from_start,
                 count: Some(count),
             }
@@ -339,7 +333,9 @@ mod tests {
         async fn tail_prints_new_events_of_the_chosen_subjects_and_stops_after_count()
         -> anyhow::Result<()> {
             let server = NatsServer::start().await?;
-            let js = async_nats::jetstream::new(async_nats::connect(server.url()).await?);
+            // Events are published as a service's outbox relay would; the tail reads them as
+            // the read-only audit user.
+            let js = async_nats::jetstream::new(server.connect_as(NatsUser::Identity).await?);
             let stream = gatehouse_bus::jetstream::ensure_stream(&js).await?;
             publish(&js, "api_key.created", 1).await?;
 
@@ -415,7 +411,7 @@ mod tests {
                     .expect_err("no server")
             );
             assert!(
-                error.contains("cannot reach NATS at nats://127.0.0.1:")
+                error.contains("cannot reach NATS at tls://127.0.0.1:")
                     && error.contains("gatehouse dev keeps events in memory"),
                 "{error}"
             );

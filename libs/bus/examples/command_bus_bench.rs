@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use gatehouse_bus::nats::{NatsCommandBus, connect};
+use gatehouse_bus::nats::{NatsArgs, NatsCommandBus, connect};
+use gatehouse_bus::proof::CommandProofs;
 use gatehouse_bus::{CommandBus, CommandHandler, Headers};
-use gatehouse_testsupport::NatsServer;
+use gatehouse_secrets::MasterKey;
+use gatehouse_testsupport::{NatsServer, NatsUser};
 
 struct Echo;
 
@@ -46,7 +48,7 @@ async fn run(bus: &NatsCommandBus, concurrency: usize, duration: Duration) -> an
     // Warm up connections and the server's subject cache.
     for _ in 0..200 {
         bus.request(
-            "gatehouse.cmd.bench.echo",
+            "gatehouse.cmd.identity.echo",
             payload.clone(),
             headers.clone(),
             Duration::from_secs(5),
@@ -67,7 +69,7 @@ async fn run(bus: &NatsCommandBus, concurrency: usize, duration: Duration) -> an
                 let sent = Instant::now();
                 match bus
                     .request(
-                        "gatehouse.cmd.bench.echo",
+                        "gatehouse.cmd.identity.echo",
                         payload.clone(),
                         headers.clone(),
                         Duration::from_secs(5),
@@ -111,9 +113,22 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(5);
     let mut server = NatsServer::start().await?;
     // Service and caller on separate connections, as in production.
-    let service = NatsCommandBus::new(connect(&server.url(), "bench-service").await?);
-    let caller = NatsCommandBus::new(connect(&server.url(), "bench-caller").await?);
-    let serving = service.serve("bench", Arc::new(Echo)).await?;
+    // Each side proves itself as in production: its own NATS user, TLS, command proofs.
+    let proofs = Arc::new(CommandProofs::new(&MasterKey::generate()));
+    let as_user = |user: NatsUser| {
+        NatsArgs::open(server.url())
+            .with_user(user.name(), server.password(user))
+            .with_tls_ca(server.tls_ca())
+    };
+    let service = NatsCommandBus::new(
+        connect(&as_user(NatsUser::Identity), "bench-service").await?,
+        proofs.clone(),
+    );
+    let caller = NatsCommandBus::new(
+        connect(&as_user(NatsUser::Gateway), "bench-caller").await?,
+        proofs,
+    );
+    let serving = service.serve("identity", Arc::new(Echo)).await?;
 
     println!(
         "echo over nats-server at {}, 300-byte payload, {seconds} s per run",

@@ -7,8 +7,13 @@ use async_trait::async_trait;
 use gatehouse_eventlog::postgres::{PgDatabase, PostgresEventStore, PostgresViewStore};
 use gatehouse_eventlog::relay::OutboxRelay;
 
+use gatehouse_eventlog::EventFeed;
+use gatehouse_eventlog::checked::LogCheckedFeed;
+use gatehouse_secrets::MasterKey;
+
 use crate::jetstream::{JetStreamFeed, JetStreamPublisher, ensure_stream};
-use crate::nats::{NatsCommandBus, connect};
+use crate::nats::{NatsArgs, NatsCommandBus, connect};
+use crate::proof::CommandProofs;
 
 /// A readiness check of one dependency.
 #[async_trait]
@@ -47,8 +52,8 @@ pub struct Infra {
     pub views: Arc<PostgresViewStore>,
     /// The NATS connection.
     pub nats: async_nats::Client,
-    /// The event feed.
-    pub feed: Arc<JetStreamFeed>,
+    /// The event feed, each delivery checked against the log ([`LogCheckedFeed`]).
+    pub feed: Arc<dyn EventFeed>,
     /// The command bus.
     pub bus: Arc<NatsCommandBus>,
 }
@@ -60,19 +65,22 @@ impl std::fmt::Debug for Infra {
 }
 
 impl Infra {
-    /// Connects, creates the schema and the JetStream stream when missing.
+    /// Connects, creates the schema and the JetStream stream when missing. Commands are
+    /// signed and checked with proofs derived from `master` ([`crate::proof`]).
     pub async fn connect(
         database_url: &str,
-        nats_url: &str,
+        nats: &NatsArgs,
+        master: &MasterKey,
         client_name: &str,
     ) -> Result<Self, InfraError> {
+        let nats_url = nats.nats_url.as_str();
         let database = PgDatabase::connect(database_url, 16)
             .await
             .map_err(InfraError::Database)?;
         gatehouse_eventlog::postgres::migrate(database.pool())
             .await
             .map_err(InfraError::Database)?;
-        let nats = connect(nats_url, client_name)
+        let nats = connect(nats, client_name)
             .await
             .map_err(|source| InfraError::Nats {
                 url: nats_url.to_owned(),
@@ -85,11 +93,18 @@ impl Infra {
                 url: nats_url.to_owned(),
                 source,
             })?;
+        let log = Arc::new(PostgresEventStore::new(database.pool().clone()));
         Ok(Self {
-            log: Arc::new(PostgresEventStore::new(database.pool().clone())),
+            feed: Arc::new(LogCheckedFeed::new(
+                Arc::new(JetStreamFeed::new(js)),
+                log.clone(),
+            )),
+            log,
             views: Arc::new(PostgresViewStore::new(&database)),
-            feed: Arc::new(JetStreamFeed::new(js)),
-            bus: Arc::new(NatsCommandBus::new(nats.clone())),
+            bus: Arc::new(NatsCommandBus::new(
+                nats.clone(),
+                Arc::new(CommandProofs::new(master)),
+            )),
             nats,
             database,
         })
@@ -208,13 +223,9 @@ pub struct ProcessArgs {
     /// Postgres URL of the event log and read models.
     #[arg(long, env = "GATEHOUSE_DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
-    /// NATS URL (JetStream enabled, nats-server 2.10 or newer).
-    #[arg(
-        long,
-        env = "GATEHOUSE_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
+    /// NATS: URL, credentials, TLS.
+    #[command(flatten)]
+    pub nats: NatsArgs,
     /// Base64 of 32 random bytes, the same in every Gatehouse process.
     #[arg(long, env = "GATEHOUSE_MASTER_KEY", hide_env_values = true)]
     pub master_key: secrecy::SecretString,
@@ -238,7 +249,7 @@ impl ProcessArgs {
         gatehouse_telemetry::init(&self.log, self.log_format);
         let master = gatehouse_secrets::MasterKey::from_base64(self.master_key.expose_secret())
             .context("GATEHOUSE_MASTER_KEY")?;
-        let infra = Infra::connect(&self.database_url, &self.nats_url, client_name).await?;
+        let infra = Infra::connect(&self.database_url, &self.nats, &master, client_name).await?;
         Ok((master, infra))
     }
 }

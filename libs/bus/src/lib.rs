@@ -11,6 +11,7 @@ pub mod infra;
 pub mod jetstream;
 pub mod local;
 pub mod nats;
+pub mod proof;
 pub mod router;
 
 use std::sync::Arc;

@@ -17,6 +17,9 @@ use futures::StreamExt;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
+use gatehouse_contracts::commands::{Failure, FailureKind, Reply};
+
+use crate::proof::{CommandProofs, PROOF_HEADER, ProofError};
 use crate::{BusError, CommandBus, CommandHandler, Headers, Serving};
 
 /// Subject prefix of every command.
@@ -29,31 +32,149 @@ pub const MAX_IN_FLIGHT: usize = 256;
 /// How long [`connect`] waits for the server before giving up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connects to NATS as `name` (shown in the server's connection list).
+/// How a process reaches NATS: the URL, who it is, and how the server is verified. The
+/// same flags and `GATEHOUSE_NATS_*` variables for every Gatehouse process (`gatehouse
+/// serve`, each service binary, `gatehouse audit tail`); `#[command(flatten)]` it.
+///
+/// The bus is not a trusted network: give every process its own NATS user
+/// (`deploy/nats/accounts.conf` defines them and their subject permissions) and TLS. A
+/// process given no credentials still connects, but says loudly at start that the bus is
+/// open.
+#[derive(Clone, Debug, clap::Args)]
+pub struct NatsArgs {
+    /// NATS URL (JetStream enabled, nats-server 2.10 or newer); `tls://` requires TLS.
+    #[arg(
+        long,
+        env = "GATEHOUSE_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// NATS user name of this process (see deploy/nats/accounts.conf). Also names its
+    /// reply inboxes (`_INBOX.<user>.>`), the only ones it may subscribe to.
+    #[arg(long, env = "GATEHOUSE_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// Password of --nats-user.
+    #[arg(long, env = "GATEHOUSE_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<secrecy::SecretString>,
+    /// CA certificate (PEM) that the NATS server's certificate must chain to; implies TLS.
+    /// Without it, TLS (when required) is verified against the system's roots.
+    #[arg(long, env = "GATEHOUSE_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<std::path::PathBuf>,
+    /// Require TLS to NATS (the server's certificate and host name are always verified).
+    #[arg(long, env = "GATEHOUSE_NATS_TLS", default_value_t = false)]
+    pub nats_tls: bool,
+}
+
+impl NatsArgs {
+    /// Settings for `url` with no credentials and no TLS (tests and `gatehouse dev` tools).
+    pub fn open(url: impl Into<String>) -> Self {
+        Self {
+            nats_url: url.into(),
+            nats_user: None,
+            nats_password: None,
+            nats_tls_ca: None,
+            nats_tls: false,
+        }
+    }
+
+    /// The same, connecting as `user` with `password`.
+    pub fn with_user(mut self, user: &str, password: &str) -> Self {
+        self.nats_user = Some(user.to_owned());
+        self.nats_password = Some(password.to_owned().into());
+        self
+    }
+
+    /// The same, verifying the server's certificate against `ca` (when given).
+    pub fn with_tls_ca(mut self, ca: Option<&std::path::Path>) -> Self {
+        self.nats_tls_ca = ca.map(std::path::Path::to_path_buf);
+        self
+    }
+
+    /// Whether this process proves who it is to the server.
+    pub fn has_credentials(&self) -> bool {
+        self.nats_user.is_some()
+    }
+
+    /// Whether the connection must be TLS.
+    pub fn requires_tls(&self) -> bool {
+        self.nats_tls || self.nats_tls_ca.is_some() || self.nats_url.starts_with("tls://")
+    }
+
+    /// The reply-inbox prefix: `_INBOX.<user>` for a named user, so that the server can let
+    /// each user subscribe only to its own replies.
+    pub fn inbox_prefix(&self) -> Option<String> {
+        self.nats_user.as_ref().map(|user| format!("_INBOX.{user}"))
+    }
+
+    fn options(&self, name: &str) -> ConnectOptions {
+        use secrecy::ExposeSecret as _;
+        let mut options = match &self.nats_user {
+            Some(user) => {
+                let password = self
+                    .nats_password
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_owned())
+                    .unwrap_or_default();
+                ConnectOptions::with_user_and_password(user.clone(), password)
+            }
+            None => ConnectOptions::new(),
+        };
+        if let Some(prefix) = self.inbox_prefix() {
+            options = options.custom_inbox_prefix(prefix);
+        }
+        if let Some(ca) = &self.nats_tls_ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if self.requires_tls() {
+            options = options.require_tls(true);
+        }
+        options
+            .name(name)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .max_reconnects(None)
+    }
+}
+
+/// Connects to NATS as `name` (shown in the server's connection list) with `settings`.
 ///
 /// Fails if the server cannot be reached now: a service should not start and look healthy
 /// without its bus. Once connected, the client reconnects on its own after a lost connection
 /// (with back-off, without limit), re-creating its subscriptions.
-pub async fn connect(url: &str, name: &str) -> Result<Client, BusError> {
-    ConnectOptions::new()
-        .name(name)
-        .connection_timeout(CONNECT_TIMEOUT)
-        .max_reconnects(None)
-        .connect(url)
+pub async fn connect(settings: &NatsArgs, name: &str) -> Result<Client, BusError> {
+    if !settings.has_credentials() {
+        tracing::warn!(
+            url = %settings.nats_url,
+            "NATS: THE BUS IS OPEN. This process was given no NATS credentials \
+             (GATEHOUSE_NATS_USER and GATEHOUSE_NATS_PASSWORD): anyone who \
+             can reach the server can read and publish on it. Give every process its own user \
+             (deploy/nats/accounts.conf) and turn on TLS (GATEHOUSE_NATS_TLS_CA)."
+        );
+    } else if !settings.requires_tls() {
+        tracing::warn!(
+            url = %settings.nats_url,
+            "NATS: credentials are sent without TLS; set GATEHOUSE_NATS_TLS_CA or GATEHOUSE_NATS_TLS=true"
+        );
+    }
+    settings
+        .options(name)
+        .connect(settings.nats_url.as_str())
         .await
         .map_err(|e| BusError::Unavailable(Box::new(e)))
 }
 
-/// [`CommandBus`] over core NATS.
+/// [`CommandBus`] over core NATS. Every request it sends carries a proof
+/// ([`crate::proof`]); every command it serves is handled only when its proof checks out,
+/// and answered `command_refused` (and logged) otherwise.
 #[derive(Clone, Debug)]
 pub struct NatsCommandBus {
     client: Client,
+    proofs: Arc<CommandProofs>,
 }
 
 impl NatsCommandBus {
-    /// A bus over `client`.
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    /// A bus over `client`, signing and checking commands with `proofs`.
+    pub fn new(client: Client, proofs: Arc<CommandProofs>) -> Self {
+        Self { client, proofs }
     }
 
     /// The underlying client.
@@ -93,9 +214,11 @@ impl CommandBus for NatsCommandBus {
         headers: Headers,
         timeout: Duration,
     ) -> Result<bytes::Bytes, BusError> {
+        let mut headers = to_header_map(headers);
+        headers.insert(PROOF_HEADER, self.proofs.sign(subject, &payload));
         let request = async_nats::Request::new()
             .payload(payload)
-            .headers(to_header_map(headers))
+            .headers(headers)
             .timeout(Some(timeout));
         // The client bounds the wait for the reply; this bounds the whole call, including
         // a send that waits on a full client buffer while the connection is down.
@@ -138,6 +261,7 @@ impl CommandBus for NatsCommandBus {
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(serve_loop(
             self.client.clone(),
+            self.proofs.clone(),
             subject,
             subscriber,
             handler,
@@ -171,6 +295,7 @@ async fn round_trip(client: &Client) -> Result<(), BusError> {
 
 async fn serve_loop(
     client: Client,
+    proofs: Arc<CommandProofs>,
     subject: String,
     mut subscriber: async_nats::Subscriber,
     handler: Arc<dyn CommandHandler>,
@@ -204,11 +329,24 @@ async fn serve_loop(
                     continue;
                 };
                 let command = message.subject.rsplit('.').next().unwrap_or_default().to_owned();
-                let headers = from_header_map(message.headers.as_ref());
+                let proof = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(PROOF_HEADER))
+                    .map(|v| v.as_str());
+                let checked = proofs.verify(&message.subject, &message.payload, proof);
+                // The proof is the transport's business, not the handler's.
+                let headers: Headers = from_header_map(message.headers.as_ref())
+                    .into_iter()
+                    .filter(|(name, _)| !name.eq_ignore_ascii_case(PROOF_HEADER))
+                    .collect();
                 let handler = handler.clone();
                 let client = client.clone();
                 in_flight.spawn(async move {
-                    let answer = handler.handle(&command, message.payload, headers).await;
+                    let answer = match checked {
+                        Ok(()) => handler.handle(&command, message.payload, headers).await,
+                        Err(refusal) => refuse(&command, &refusal),
+                    };
                     if let Err(error) = client.publish(reply, answer).await {
                         tracing::warn!(command = %command, error = %error, "cannot send a command reply");
                     }
@@ -231,6 +369,24 @@ async fn serve_loop(
     if let Err(error) = client.flush().await {
         tracing::warn!(subject = %subject, error = %error, "flushing command replies failed");
     }
+}
+
+/// The answer to a command whose proof did not check out; logged, since only a broken
+/// deployment or someone forging commands on the bus sends one.
+fn refuse(command: &str, refusal: &ProofError) -> bytes::Bytes {
+    tracing::warn!(
+        command = %command,
+        reason = %refusal,
+        "refused a command without a valid gateway proof (forged, replayed, or signed with another master key)"
+    );
+    let reply: Reply<()> = Reply::Err(Failure::new(
+        FailureKind::Forbidden,
+        "command_refused",
+        format!("{refusal}; commands are accepted only from a gateway"),
+    ));
+    serde_json::to_vec(&reply)
+        .map(bytes::Bytes::from)
+        .unwrap_or_default()
 }
 
 struct NatsServing {

@@ -45,6 +45,12 @@ impl Caller {
         self.role == Role::Admin
     }
 
+    /// Whether the caller may manage something `owner` created (a service account and its
+    /// API keys): see [`may_manage`].
+    pub fn may_manage(&self, owner: Uuid) -> bool {
+        may_manage(self.is_admin(), self.id, owner)
+    }
+
     /// The actor recorded in event metadata.
     pub fn actor(&self) -> Actor {
         Actor {
@@ -53,6 +59,12 @@ impl Caller {
             name: self.name.clone(),
         }
     }
+}
+
+/// Who manages what a principal created: admins, and its creator. One rule for the identity
+/// service (accounts), the keys service (their keys) and the gateway (what a caller sees).
+pub fn may_manage(caller_is_admin: bool, caller_id: Uuid, owner: Uuid) -> bool {
+    caller_is_admin || caller_id == owner
 }
 
 /// A command with its context, as sent over the bus.

@@ -110,6 +110,23 @@ pub struct ServiceAccountCreated {
     pub owner: Uuid,
 }
 
+/// A service account's owner as its events tell it: `None` before it is created and after
+/// it is deleted. What a service other than identity folds to decide who may manage the
+/// account (the keys service, for its keys), with [`crate::commands::Caller::may_manage`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccountOwner(pub Option<Uuid>);
+
+impl AccountOwner {
+    /// Folds one event.
+    pub fn evolve(self, event: &ServiceAccountEvent) -> Self {
+        match event {
+            ServiceAccountEvent::Created(created) => AccountOwner(Some(created.owner)),
+            ServiceAccountEvent::Deleted(_) => AccountOwner(None),
+            _ => self,
+        }
+    }
+}
+
 /// `service_account.description_changed`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DescriptionChanged {

@@ -13,6 +13,7 @@
 //! fast unit tests) and [`postgres`] (for everything else).
 
 pub mod aggregate;
+pub mod checked;
 pub mod feed;
 pub mod memory;
 pub mod postgres;

@@ -202,6 +202,16 @@ impl EventStore for MemoryEventStore {
             .collect())
     }
 
+    async fn read_events(&self, event_ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let wanted: std::collections::HashSet<&Uuid> = event_ids.iter().collect();
+        Ok(lock(&self.state)
+            .events
+            .iter()
+            .filter(|e| wanted.contains(&e.event_id))
+            .cloned()
+            .collect())
+    }
+
     async fn idempotent_outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {
         Ok(lock(&self.state).idempotency.get(key).cloned())
     }

@@ -256,6 +256,10 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// The committed events with these ids, in position order (ids the log does not hold
+    /// are left out). How a consumer checks that an event it was handed is in the log.
+    async fn read_events(&self, event_ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError>;
+
     /// The outcome stored under an idempotency key.
     async fn idempotent_outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError>;
 

@@ -336,6 +336,88 @@ fn parse_nats_version(text: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// Gatehouse's NATS users and their permissions, as shipped (`deploy/nats/accounts.conf`):
+/// the tests run against the same configuration as deployments.
+const ACCOUNTS_CONF: &str = include_str!("../../../deploy/nats/accounts.conf");
+
+/// The users of `deploy/nats/accounts.conf`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NatsUser {
+    /// `gatehouse-gateway`.
+    Gateway,
+    /// `gatehouse-identity`.
+    Identity,
+    /// `gatehouse-keys`.
+    Keys,
+    /// `gatehouse-devices`.
+    Devices,
+    /// `gatehouse serve` (everything in one process).
+    Gatehouse,
+    /// Audit consumers: read-only.
+    Audit,
+}
+
+impl NatsUser {
+    /// Every user.
+    pub const ALL: [NatsUser; 6] = [
+        NatsUser::Gateway,
+        NatsUser::Identity,
+        NatsUser::Keys,
+        NatsUser::Devices,
+        NatsUser::Gatehouse,
+        NatsUser::Audit,
+    ];
+
+    /// The user name.
+    pub fn name(self) -> &'static str {
+        match self {
+            NatsUser::Gateway => "gateway",
+            NatsUser::Identity => "identity",
+            NatsUser::Keys => "keys",
+            NatsUser::Devices => "devices",
+            NatsUser::Gatehouse => "gatehouse",
+            NatsUser::Audit => "audit",
+        }
+    }
+
+    /// The environment variable nats-server reads the password from.
+    fn password_env(self) -> String {
+        format!("GATEHOUSE_NATS_{}_PASSWORD", self.name().to_uppercase())
+    }
+}
+
+/// Environment variable naming the directory with the NATS test certificates (`ca.crt`,
+/// `server.crt`, `server.key`; made by `scripts/test-deps`).
+pub const NATS_TLS_DIR_ENV: &str = "GATEHOUSE_TEST_NATS_TLS_DIR";
+
+#[derive(Debug)]
+struct NatsTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl NatsTls {
+    /// `$GATEHOUSE_TEST_NATS_TLS_DIR`, else `nats-tls` in the tools directory where
+    /// `scripts/test-deps` makes it.
+    fn find() -> Option<NatsTls> {
+        let dirs = match std::env::var_os(NATS_TLS_DIR_ENV).filter(|v| !v.is_empty()) {
+            Some(dir) => vec![PathBuf::from(dir)],
+            None => tools_dir_candidates()
+                .into_iter()
+                .map(|dir| dir.join("nats-tls"))
+                .collect(),
+        };
+        dirs.into_iter()
+            .map(|dir| NatsTls {
+                ca: dir.join("ca.crt"),
+                cert: dir.join("server.crt"),
+                key: dir.join("server.key"),
+            })
+            .find(|tls| tls.ca.is_file() && tls.cert.is_file() && tls.key.is_file())
+    }
+}
+
 /// A real `nats-server` with JetStream on a free 127.0.0.1 port and its own temporary
 /// store directory; killed on drop.
 ///
@@ -346,6 +428,10 @@ fn parse_nats_version(text: &str) -> Option<(u32, u32)> {
 /// [`restart`](Self::restart) starts it again on both, so JetStream data survives.
 pub struct NatsServer {
     bin: PathBuf,
+    /// One password per user of `deploy/nats/accounts.conf`, made for this server.
+    passwords: Vec<(NatsUser, String)>,
+    /// The server's TLS files, when TLS is on.
+    tls: Option<NatsTls>,
     port: u16,
     monitor_port: u16,
     dir: tempfile::TempDir,
@@ -374,8 +460,19 @@ impl NatsServer {
             .prefix("gatehouse-nats-")
             .tempdir()
             .context("creating a temporary directory for nats-server")?;
+        let tls = NatsTls::find();
+        if tls.is_none() {
+            tracing::warn!(
+                "no NATS test certificates (run scripts/test-deps): nats-server runs without TLS"
+            );
+        }
         let mut server = NatsServer {
             bin,
+            passwords: NatsUser::ALL
+                .iter()
+                .map(|user| (*user, uuid::Uuid::new_v4().simple().to_string()))
+                .collect(),
+            tls,
             port: 0,
             monitor_port: 0,
             dir,
@@ -401,9 +498,58 @@ impl NatsServer {
         }
     }
 
-    /// `nats://127.0.0.1:PORT`.
+    /// `tls://127.0.0.1:PORT` (`nats://` when the server runs without TLS).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// `user`'s password on this server.
+    pub fn password(&self, user: NatsUser) -> &str {
+        self.passwords
+            .iter()
+            .find(|(u, _)| *u == user)
+            .map_or("", |(_, p)| p.as_str())
+    }
+
+    /// The CA certificate that the server's certificate chains to, when TLS is on.
+    pub fn tls_ca(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.ca.as_path())
+    }
+
+    /// The `GATEHOUSE_NATS_*` settings of a Gatehouse process connecting as `user`.
+    pub fn env(&self, user: NatsUser) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("GATEHOUSE_NATS_URL".to_owned(), self.url()),
+            ("GATEHOUSE_NATS_USER".to_owned(), user.name().to_owned()),
+            (
+                "GATEHOUSE_NATS_PASSWORD".to_owned(),
+                self.password(user).to_owned(),
+            ),
+        ];
+        if let Some(ca) = self.tls_ca() {
+            env.push(("GATEHOUSE_NATS_TLS_CA".to_owned(), ca.display().to_string()));
+        }
+        env
+    }
+
+    /// A plain NATS client connected as `user` (its inbox prefix and TLS set as a Gatehouse
+    /// process sets them).
+    pub async fn connect_as(&self, user: NatsUser) -> anyhow::Result<async_nats::Client> {
+        let mut options = async_nats::ConnectOptions::with_user_and_password(
+            user.name().to_owned(),
+            self.password(user).to_owned(),
+        )
+        .custom_inbox_prefix(format!("_INBOX.{}", user.name()));
+        if let Some(ca) = self.tls_ca() {
+            options = options
+                .add_root_certificates(ca.to_owned())
+                .require_tls(true);
+        }
+        options
+            .connect(self.url())
+            .await
+            .with_context(|| format!("connecting to {} as {}", self.url(), user.name()))
     }
 
     /// The client port (kept across [`stop`](Self::stop) and [`restart`](Self::restart)).
@@ -483,7 +629,15 @@ impl NatsServer {
             .with_context(|| format!("opening {}", log_path.display()))?;
         self.log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
         let log_err = log.try_clone().context("duplicating the log file handle")?;
+        let config = self.write_config()?;
         let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&config)
+            .envs(
+                self.passwords
+                    .iter()
+                    .map(|(user, password)| (user.password_env(), password)),
+            )
             .arg("-a")
             .arg("127.0.0.1")
             .arg("-p")
@@ -512,6 +666,26 @@ impl NatsServer {
             )));
         }
         Ok(())
+    }
+
+    /// Writes the server's configuration: the users and permissions of
+    /// `deploy/nats/accounts.conf` (the file Gatehouse ships) and TLS. Ports and the store
+    /// come as flags.
+    fn write_config(&self) -> anyhow::Result<PathBuf> {
+        let dir = self.dir.path();
+        std::fs::write(dir.join("accounts.conf"), ACCOUNTS_CONF)
+            .context("writing accounts.conf")?;
+        let mut config = String::from("include \"accounts.conf\"\n");
+        if let Some(tls) = &self.tls {
+            config.push_str(&format!(
+                "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\n",
+                tls.cert.display().to_string(),
+                tls.key.display().to_string()
+            ));
+        }
+        let path = dir.join("gatehouse.conf");
+        std::fs::write(&path, config).context("writing the nats-server configuration")?;
+        Ok(path)
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {

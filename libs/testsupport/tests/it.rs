@@ -5,7 +5,7 @@ use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use gatehouse_testsupport::{NatsServer, TestDatabase, admin_database_url, free_port};
+use gatehouse_testsupport::{NatsServer, NatsUser, TestDatabase, admin_database_url, free_port};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -115,7 +115,11 @@ async fn jetstream_healthy(monitor_port: u16) -> bool {
 async fn nats_server_starts_stops_and_restarts_on_the_same_port() {
     let mut nats = NatsServer::start().await.expect("start nats-server");
     let port = nats.port();
-    assert_eq!(nats.url(), format!("nats://127.0.0.1:{port}"));
+    assert!(
+        nats.url().ends_with(&format!("://127.0.0.1:{port}")),
+        "{}",
+        nats.url()
+    );
     assert!(nats.is_running());
     let info = read_info(port).await.expect("connect to nats-server");
     assert!(info.starts_with("INFO "), "{info}");
@@ -151,17 +155,18 @@ async fn nats_server_starts_stops_and_restarts_on_the_same_port() {
 async fn jetstream_data_survives_a_restart() {
     let mut nats = NatsServer::start().await.expect("start nats-server");
     {
-        let client = async_nats::connect(nats.url()).await.expect("connect");
+        // As `gatehouse serve`, which may manage the events stream and publish events.
+        let client = nats.connect_as(NatsUser::Gatehouse).await.expect("connect");
         let js = async_nats::jetstream::new(client);
         js.create_stream(async_nats::jetstream::stream::Config {
-            name: "SURVIVOR".into(),
-            subjects: vec!["survivor.>".into()],
+            name: "GATEHOUSE_EVENTS".into(),
+            subjects: vec!["gatehouse.events.>".into()],
             ..Default::default()
         })
         .await
         .expect("create stream");
         for i in 0..3 {
-            js.publish(format!("survivor.{i}"), "x".into())
+            js.publish(format!("gatehouse.events.survivor.{i}"), "x".into())
                 .await
                 .expect("publish")
                 .await
@@ -171,9 +176,12 @@ async fn jetstream_data_survives_a_restart() {
     nats.stop().await.expect("stop");
     nats.restart().await.expect("restart");
 
-    let client = async_nats::connect(nats.url()).await.expect("reconnect");
+    let client = nats.connect_as(NatsUser::Audit).await.expect("reconnect");
     let js = async_nats::jetstream::new(client);
-    let mut stream = js.get_stream("SURVIVOR").await.expect("stream survives");
+    let mut stream = js
+        .get_stream("GATEHOUSE_EVENTS")
+        .await
+        .expect("stream survives");
     let info = stream.info().await.expect("stream info");
     assert_eq!(info.state.messages, 3);
 }

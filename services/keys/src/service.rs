@@ -5,9 +5,14 @@ use std::time::Duration;
 
 use gatehouse_bus::CommandRouter;
 use gatehouse_contracts::clock::Clock;
-use gatehouse_contracts::commands::{Accepted, Command, CommandEnvelope, Failure, FailureKind};
+use gatehouse_contracts::commands::{
+    Accepted, Caller, Command, CommandEnvelope, Failure, FailureKind,
+};
 use gatehouse_contracts::envelope::StreamId;
+use gatehouse_contracts::events::DomainEvent as _;
+use gatehouse_contracts::identity::{AccountOwner, ServiceAccountEvent};
 use gatehouse_contracts::ids::ApiKeyId;
+use gatehouse_contracts::ids::ServiceAccountId;
 use gatehouse_contracts::keys::{
     API_KEY_NAME_SCOPE, API_KEY_VIEW, ApiKeyView, AuthenticateApiKey, AuthenticatedKey,
     CreateApiKey, DeleteApiKey, ExpireApiKey, IssuedKey, KeyRefusal, RotateApiKey, UpdateApiKey,
@@ -16,7 +21,7 @@ use gatehouse_contracts::keys::{
 use gatehouse_eventlog::sweep::{list_all, run_every};
 use gatehouse_eventlog::writer::{create_failure, require_caller, store_failure};
 use gatehouse_eventlog::{
-    AppendError, CommandWriter, EventStore, Extras, SecretOp, UniqueClaim, ViewStore,
+    Aggregate, AppendError, CommandWriter, EventStore, Extras, SecretOp, UniqueClaim, ViewStore,
 };
 use gatehouse_secrets::{BusSealer, MasterKey, SealedSecret};
 use gatehouse_tokens::{ApiKeyHash, ApiKeyHasher, generate_api_key, parse_api_key};
@@ -47,6 +52,19 @@ impl From<Rejection> for Failure {
             Rejection::NotFound => Failure::new(FailureKind::NotFound, "not_found", message),
             Rejection::Invalid(_) => Failure::new(FailureKind::Invalid, "invalid", message),
         }
+    }
+}
+
+/// A service account's owner, folded from the identity service's events: what the keys
+/// service needs to decide who may manage the account's keys (the rule is
+/// [`Caller::may_manage`], shared with identity and the gateway).
+#[derive(Debug, Default)]
+struct AccountAuthority(AccountOwner);
+
+impl Aggregate for AccountAuthority {
+    type Event = ServiceAccountEvent;
+    fn evolve(self, event: &ServiceAccountEvent) -> Self {
+        AccountAuthority(self.0.evolve(event))
     }
 }
 
@@ -149,6 +167,28 @@ impl KeysService {
             .unwrap_or_default())
     }
 
+    /// The caller, when it may manage the keys of `account` (admins, and whoever created
+    /// the account). Everyone else is told the account does not exist, as the gateway
+    /// tells them: the keys service does not take the gateway's word for it.
+    async fn authorize(
+        &self,
+        caller: Option<Caller>,
+        account: ServiceAccountId,
+    ) -> Result<Caller, Failure> {
+        let caller = require_caller(caller)?;
+        let stream = StreamId::new(ServiceAccountEvent::AGGREGATE, account.as_uuid());
+        let (AccountAuthority(AccountOwner(owner)), _) =
+            self.writer.load::<AccountAuthority>(&stream).await?;
+        match owner {
+            Some(owner) if caller.may_manage(owner) => Ok(caller),
+            _ => Err(Failure::new(
+                FailureKind::NotFound,
+                "not_found",
+                "no such service account",
+            )),
+        }
+    }
+
     fn hashes_slot(hashes: &[StoredHash]) -> SecretOp {
         SecretOp::Put {
             name: HASHES_SLOT.into(),
@@ -162,8 +202,9 @@ impl KeysService {
         &self,
         env: CommandEnvelope<CreateApiKey>,
     ) -> Result<Accepted<IssuedKey>, Failure> {
-        require_caller(env.caller.clone())?;
         let c = &env.command;
+        self.authorize(env.caller.clone(), c.service_account_id)
+            .await?;
         let now = self.writer.clock().now();
         let events = domain::create(
             &ApiKey::Absent,
@@ -218,8 +259,9 @@ impl KeysService {
         &self,
         env: CommandEnvelope<RotateApiKey>,
     ) -> Result<Accepted<IssuedKey>, Failure> {
-        require_caller(env.caller.clone())?;
         let c = &env.command;
+        self.authorize(env.caller.clone(), c.service_account_id)
+            .await?;
         let stream_id = api_key_stream(c.id);
         let generated = generate_api_key(c.id.as_uuid());
         let hash = self.hasher.hash(c.id.as_uuid(), &generated.secret);
@@ -293,8 +335,9 @@ impl KeysService {
         &self,
         env: CommandEnvelope<UpdateApiKey>,
     ) -> Result<Accepted<()>, Failure> {
-        require_caller(env.caller.clone())?;
         let c = &env.command;
+        self.authorize(env.caller.clone(), c.service_account_id)
+            .await?;
         let now = self.writer.clock().now();
         let changes = KeyChanges {
             active: c.active,
@@ -315,8 +358,9 @@ impl KeysService {
         &self,
         env: CommandEnvelope<DeleteApiKey>,
     ) -> Result<Accepted<()>, Failure> {
-        require_caller(env.caller.clone())?;
         let c = &env.command;
+        self.authorize(env.caller.clone(), c.service_account_id)
+            .await?;
         self.writer
             .update_with_retry::<ApiKey, _, _, _>(api_key_stream(c.id), &env.metadata, |state| {
                 let events = domain::delete(state, c.service_account_id)?;

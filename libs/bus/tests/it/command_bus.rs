@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use gatehouse_bus::nats::{NatsCommandBus, connect};
+use gatehouse_bus::nats::NatsCommandBus;
 use gatehouse_bus::{BusError, CommandBus, CommandHandler, CommandRouter, Headers, send};
 use gatehouse_contracts::commands::{Accepted, Command, CommandEnvelope};
 use gatehouse_contracts::envelope::EventMetadata;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::support::nats;
+use gatehouse_testsupport::NatsUser;
+
+use crate::support::{connect_as, nats, proofs};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -65,7 +67,7 @@ impl CommandHandler for Slow {
 async fn a_served_handler_answers_with_the_command_name_payload_and_headers() -> anyhow::Result<()>
 {
     let (_server, client) = nats().await?;
-    let bus = NatsCommandBus::new(client);
+    let bus = NatsCommandBus::new(client, proofs());
     let serving = bus.serve("echo", Arc::new(Echo)).await?;
 
     let reply = bus
@@ -92,12 +94,18 @@ async fn replicas_in_one_queue_group_share_the_requests_and_each_is_answered_onc
     let replica_a = Arc::new(Counting(AtomicUsize::new(0)));
     let replica_b = Arc::new(Counting(AtomicUsize::new(0)));
     // Two processes: two connections.
-    let bus_a = NatsCommandBus::new(connect(&server.url(), "replica-a").await?);
-    let bus_b = NatsCommandBus::new(connect(&server.url(), "replica-b").await?);
+    let bus_a = NatsCommandBus::new(
+        connect_as(&server, NatsUser::Gatehouse, "replica-a").await?,
+        proofs(),
+    );
+    let bus_b = NatsCommandBus::new(
+        connect_as(&server, NatsUser::Gatehouse, "replica-b").await?,
+        proofs(),
+    );
     let serving_a = bus_a.serve("shared", replica_a.clone()).await?;
     let serving_b = bus_b.serve("shared", replica_b.clone()).await?;
 
-    let caller = NatsCommandBus::new(client);
+    let caller = NatsCommandBus::new(client, proofs());
     let replies: Vec<(usize, Result<Bytes, BusError>)> = futures::stream::iter(0..200usize)
         .map(|i| {
             let caller = caller.clone();
@@ -147,7 +155,7 @@ async fn replicas_in_one_queue_group_share_the_requests_and_each_is_answered_onc
 async fn a_request_to_a_service_nobody_serves_fails_at_once_with_no_responders()
 -> anyhow::Result<()> {
     let (_server, client) = nats().await?;
-    let bus = NatsCommandBus::new(client);
+    let bus = NatsCommandBus::new(client, proofs());
 
     let started = Instant::now();
     let result = bus
@@ -174,7 +182,7 @@ async fn a_request_to_a_service_nobody_serves_fails_at_once_with_no_responders()
 #[tokio::test]
 async fn a_handler_slower_than_the_timeout_makes_the_request_time_out() -> anyhow::Result<()> {
     let (_server, client) = nats().await?;
-    let bus = NatsCommandBus::new(client);
+    let bus = NatsCommandBus::new(client, proofs());
     let handler = Slow {
         delay: Duration::from_secs(3),
         started: Arc::new(Notify::new()),
@@ -208,7 +216,7 @@ async fn a_handler_slower_than_the_timeout_makes_the_request_time_out() -> anyho
 async fn stop_finishes_the_request_in_flight_and_then_the_service_no_longer_answers()
 -> anyhow::Result<()> {
     let (_server, client) = nats().await?;
-    let bus = NatsCommandBus::new(client);
+    let bus = NatsCommandBus::new(client, proofs());
     let started = Arc::new(Notify::new());
     let finished = Arc::new(AtomicBool::new(false));
     let handler = Slow {
@@ -273,7 +281,7 @@ impl Command for Shout {
 #[tokio::test]
 async fn a_typed_command_goes_through_the_router_and_back() -> anyhow::Result<()> {
     let (_server, client) = nats().await?;
-    let bus = NatsCommandBus::new(client);
+    let bus = NatsCommandBus::new(client, proofs());
     let router =
         CommandRouter::new().on::<Shout, _, _>(|envelope: CommandEnvelope<Shout>| async move {
             Ok(Accepted {

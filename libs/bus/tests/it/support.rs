@@ -1,23 +1,50 @@
 //! Shared helpers: a server per test, events, bounded waits on subscriptions.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use futures::StreamExt;
 use gatehouse_bus::jetstream::{JetStreamFeed, JetStreamPublisher, ensure_stream};
+use gatehouse_bus::nats::NatsArgs;
+use gatehouse_bus::proof::CommandProofs;
 use gatehouse_contracts::envelope::{EventMetadata, RecordedEvent, StreamId};
 use gatehouse_eventlog::feed::{Delivery, Publisher, Subscription};
-use gatehouse_testsupport::NatsServer;
+use gatehouse_secrets::MasterKey;
+use gatehouse_testsupport::{NatsServer, NatsUser};
 use uuid::Uuid;
 
 /// Upper bound on any single wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A fresh server and a client connected to it.
+/// A fresh server and a client connected to it (as `gatehouse serve` would).
 pub async fn nats() -> anyhow::Result<(NatsServer, async_nats::Client)> {
     let server = NatsServer::start().await?;
-    let client = gatehouse_bus::nats::connect(&server.url(), "bus-tests").await?;
+    let client = connect_as(&server, NatsUser::Gatehouse, "bus-tests").await?;
     Ok((server, client))
+}
+
+/// The settings of a Gatehouse process connecting to `server` as `user`.
+pub fn settings(server: &NatsServer, user: NatsUser) -> NatsArgs {
+    NatsArgs::open(server.url())
+        .with_user(user.name(), server.password(user))
+        .with_tls_ca(server.tls_ca())
+}
+
+/// A client connected through [`gatehouse_bus::nats::connect`] as `user`.
+pub async fn connect_as(
+    server: &NatsServer,
+    user: NatsUser,
+    name: &str,
+) -> anyhow::Result<async_nats::Client> {
+    Ok(gatehouse_bus::nats::connect(&settings(server, user), name).await?)
+}
+
+/// Command proofs under one master key shared by every bus of this test binary (as every
+/// process of a deployment shares one).
+pub fn proofs() -> Arc<CommandProofs> {
+    static MASTER: std::sync::OnceLock<MasterKey> = std::sync::OnceLock::new();
+    Arc::new(CommandProofs::new(MASTER.get_or_init(MasterKey::generate)))
 }
 
 /// A JetStream context whose API requests and acks give up after `timeout`.

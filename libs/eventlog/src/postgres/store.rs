@@ -190,6 +190,20 @@ impl EventStore for PostgresEventStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn read_events(&self, event_ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = ANY($1) ORDER BY position"
+        );
+        let rows = query(&client, &sql, &[&event_ids])
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn idempotent_outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
         let sql = "SELECT fingerprint, response, stream_id, version, position FROM idempotency WHERE key = $1";

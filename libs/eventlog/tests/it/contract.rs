@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
+use gatehouse_eventlog::checked::LogCheckedFeed;
+use gatehouse_eventlog::feed::{EventFeed, FeedError, StartFrom, Subscription, SubscriptionSpec};
 use gatehouse_eventlog::{
     AppendError, ExpectedVersion, ListQuery, ProjectionRunner, SecretOp, UniqueClaim,
 };
@@ -591,5 +594,88 @@ async fn waiting_for_a_projection_returns_once_it_is_applied_or_at_the_timeout(
     assert!(reached);
     assert!(waited < Duration::from_secs(2), "waited {waited:?}");
     assert!(s.views.wait_applied(&stream, 1, Duration::ZERO).await?);
+    Ok(())
+}
+
+both!(read_events_finds_committed_events_by_id_and_nothing_else);
+async fn read_events_finds_committed_events_by_id_and_nothing_else(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let stream = new_stream();
+    s.log
+        .append(append(&stream, ExpectedVersion::NoStream, bumps(3)))
+        .await?;
+    let all = s.log.read_stream(&stream, 0).await?;
+    let wanted = [all[2].event_id, uuid::Uuid::new_v4(), all[0].event_id];
+    let found = s.log.read_events(&wanted).await?;
+    assert_eq!(
+        found,
+        vec![all[0].clone(), all[2].clone()],
+        "in position order"
+    );
+    assert!(s.log.read_events(&[]).await?.is_empty());
+    Ok(())
+}
+
+/// A feed that hands out fixed deliveries: what a bus anyone could publish on might deliver.
+struct Handed(std::sync::Mutex<Vec<Delivery>>);
+
+#[async_trait::async_trait]
+impl EventFeed for Handed {
+    async fn subscribe(&self, _spec: SubscriptionSpec) -> Result<Subscription, FeedError> {
+        let handed = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(futures::stream::iter(handed.into_iter().map(Ok)).boxed())
+    }
+    async fn last_sequence(&self) -> Result<u64, FeedError> {
+        Ok(0)
+    }
+}
+
+both!(a_log_checked_feed_hands_on_the_logs_copy_and_refuses_what_the_log_does_not_hold);
+async fn a_log_checked_feed_hands_on_the_logs_copy_and_refuses_what_the_log_does_not_hold(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let stream = new_stream();
+    s.log
+        .append(append(&stream, ExpectedVersion::NoStream, bumps(2)))
+        .await?;
+    let logged = s.log.read_stream(&stream, 0).await?;
+    // As the bus carries it: the JSON envelope, decoded again.
+    let genuine: gatehouse_contracts::envelope::RecordedEvent =
+        serde_json::from_slice(&serde_json::to_vec(&logged[0])?)?;
+    let mut forged = logged[0].clone();
+    forged.event_id = uuid::Uuid::new_v4();
+    forged.stream_id = new_stream();
+    let mut tampered = logged[1].clone();
+    tampered.payload = json!({ "label": "edited on the bus" });
+    let handed = [genuine, forged, tampered]
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| Delivery::new(e, i as u64 + 1, None))
+        .collect();
+    let feed = LogCheckedFeed::new(
+        Arc::new(Handed(std::sync::Mutex::new(handed))),
+        s.log.clone(),
+    );
+    let got: Vec<_> = feed
+        .subscribe(SubscriptionSpec {
+            durable_name: None,
+            subjects: vec![],
+            start: StartFrom::Beginning,
+        })
+        .await?
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let events: Vec<_> = got.iter().map(|d: &Delivery| d.event.clone()).collect();
+    assert_eq!(
+        events, logged,
+        "the forged event is dropped, the tampered one is the log's"
+    );
+    assert_eq!(
+        got.iter().map(|d| d.sequence).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
     Ok(())
 }

@@ -102,7 +102,7 @@ pub(crate) async fn visible(
         .await?
         .ok_or_else(not_found)?;
     let view: ServiceAccountView = decode(&doc)?;
-    if !auth.is_admin() && view.owner != auth.principal.id {
+    if !gatehouse_contracts::commands::may_manage(auth.is_admin(), auth.principal.id, view.owner) {
         return Err(not_found());
     }
     Ok(view)

@@ -22,7 +22,8 @@ pub enum Rejection {
     Invalid(&'static str),
 }
 
-/// Whether `caller` may manage something owned by `owner`.
+/// Whether `caller` may manage something owned by `owner` (the rule shared with the keys
+/// service and the gateway: [`Caller::may_manage`]).
 pub fn may_manage(caller: &Caller, owner: uuid::Uuid) -> bool {
-    caller.is_admin() || caller.id == owner
+    caller.may_manage(owner)
 }
