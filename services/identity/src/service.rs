@@ -339,7 +339,7 @@ impl IdentityService {
         if !passwords::verify(current, stored).await {
             return Err(Failure::new(
                 FailureKind::Invalid,
-                "wrong_password",
+                ChangePassword::WRONG_PASSWORD,
                 "the current password is not correct",
             ));
         }
