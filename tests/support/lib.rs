@@ -103,6 +103,13 @@ impl TestApp {
 
     /// Another gateway process (a second replica) sharing this app's database and NATS.
     pub async fn replica(&self) -> anyhow::Result<Replica> {
+        let replica = self.replica_listening().await?;
+        replica.wait_ready(&self.http).await?;
+        Ok(replica)
+    }
+
+    /// Another gateway process, as soon as it answers `/healthz` (it may not be ready).
+    pub async fn replica_listening(&self) -> anyhow::Result<Replica> {
         let port = free_port()?;
         let log = self._dir.path().join(format!("replica-{port}.log"));
         let child = self
@@ -110,8 +117,8 @@ impl TestApp {
             .spawn()
             .context("spawning a gateway replica")?;
         let url = format!("http://127.0.0.1:{port}");
-        wait_ready(&self.http, &url, &log).await?;
-        Ok(Replica { url, child })
+        wait_for(&self.http, &url, "/healthz", &log).await?;
+        Ok(Replica { url, child, log })
     }
 
     fn command(&self, binary: &str, port: u16, log: &std::path::Path) -> anyhow::Result<Command> {
@@ -290,9 +297,20 @@ pub struct Replica {
     /// Its base URL.
     pub url: String,
     child: Child,
+    log: PathBuf,
 }
 
 impl Replica {
+    /// Waits until it is ready.
+    pub async fn wait_ready(&self, http: &reqwest::Client) -> anyhow::Result<()> {
+        wait_ready(http, &self.url, &self.log).await
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The process id (to pause or kill it in fault tests).
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
@@ -386,16 +404,26 @@ async fn wait_ready(
     url: &str,
     log: &std::path::Path,
 ) -> anyhow::Result<()> {
+    wait_for(http, url, "/readyz", log).await
+}
+
+/// Waits (30 s at most) until `path` answers 200.
+async fn wait_for(
+    http: &reqwest::Client,
+    url: &str,
+    path: &str,
+    log: &std::path::Path,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(response) = http.get(format!("{url}/readyz")).send().await {
+        if let Ok(response) = http.get(format!("{url}{path}")).send().await {
             if response.status() == StatusCode::OK {
                 return Ok(());
             }
         }
         if Instant::now() > deadline {
             let log = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("{url} did not become ready in 30 s; log:\n{log}");
+            bail!("{url}{path} did not answer 200 in 30 s; log:\n{log}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

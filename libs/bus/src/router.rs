@@ -41,6 +41,19 @@ fn encode<T: serde::Serialize>(reply: &Reply<T>) -> Bytes {
     }
 }
 
+/// Logs a failed command by whose failure it is: ours at ERROR, a rejection of the
+/// client's request (a taken name, a weak password, a wrong key) at INFO, so that nobody
+/// can flood the error log by sending bad requests. The one place every service's
+/// outcomes are logged; handlers do not log their own `Err`.
+fn log_failure(command: &str, request_id: Option<&str>, failure: &Failure) {
+    let (kind, code, detail) = (failure.kind, &failure.code, &failure.message);
+    if kind.is_ours() {
+        tracing::error!(command, request_id, ?kind, %code, %detail, "command failed");
+    } else {
+        tracing::info!(command, request_id, ?kind, %code, %detail, "command rejected");
+    }
+}
+
 impl CommandRouter {
     /// An empty router.
     pub fn new() -> Self {
@@ -60,7 +73,14 @@ impl CommandRouter {
             Box::pin(async move {
                 let reply: Reply<C::Output> =
                     match serde_json::from_slice::<CommandEnvelope<C>>(&payload) {
-                        Ok(envelope) => handler(envelope).await.into(),
+                        Ok(envelope) => {
+                            let request_id = envelope.metadata.request_id.clone();
+                            let outcome = handler(envelope).await;
+                            if let Err(failure) = &outcome {
+                                log_failure(C::NAME, request_id.as_deref(), failure);
+                            }
+                            outcome.into()
+                        }
                         Err(e) => Reply::Err(Failure::new(
                             FailureKind::Invalid,
                             "malformed_command",

@@ -127,6 +127,18 @@ pub enum FailureKind {
     Unknown,
 }
 
+impl FailureKind {
+    /// Whether the failure is ours (a bug, a dependency down, or a kind this build does not
+    /// know) rather than a rejection of the client's request. Only ours belong in the error
+    /// log: anyone can send requests that are rejected.
+    pub fn is_ours(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Internal | FailureKind::Unavailable | FailureKind::Unknown
+        )
+    }
+}
+
 /// A failed command: a stable machine-readable kind and code plus a human message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{kind:?}: {message}")]

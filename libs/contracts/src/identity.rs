@@ -287,6 +287,12 @@ impl Command for ChangePassword {
     type Output = ();
 }
 
+impl ChangePassword {
+    /// The failure code of a wrong current password (the gateway counts it as a failed
+    /// login).
+    pub const WRONG_PASSWORD: &'static str = "wrong_password";
+}
+
 /// Checks a username and password (the password grant). Appends nothing.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuthenticatePassword {

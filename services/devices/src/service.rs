@@ -355,7 +355,7 @@ impl DevicesService {
 
     /// Starts an authorization: a device code (sealed for the gateway, hashed in the
     /// event) and a user code (claimed, as a keyed hash, until a person decides).
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all)]
     pub async fn request(
         &self,
         env: CommandEnvelope<RequestDeviceAuthorization>,
@@ -443,7 +443,7 @@ impl DevicesService {
     }
 
     /// Finds the pending authorization a person typed the code of.
-    #[tracing::instrument(skip_all, err(level = "info", Debug))]
+    #[tracing::instrument(skip_all)]
     pub async fn find_pending(
         &self,
         env: CommandEnvelope<FindPendingDevice>,
@@ -466,7 +466,7 @@ impl DevicesService {
     }
 
     /// A person approves or denies; the user code is released with the decision.
-    #[tracing::instrument(skip_all, err(level = "info", Debug))]
+    #[tracing::instrument(skip_all)]
     pub async fn decide(
         &self,
         env: CommandEnvelope<DecideDevice>,
@@ -510,7 +510,7 @@ impl DevicesService {
     }
 
     /// The device redeems its code once a person approved it.
-    #[tracing::instrument(skip_all, err(level = "info", Debug))]
+    #[tracing::instrument(skip_all)]
     pub async fn redeem(
         &self,
         env: CommandEnvelope<RedeemDeviceCode>,
@@ -558,7 +558,7 @@ impl DevicesService {
     }
 
     /// Locks or unlocks a device.
-    #[tracing::instrument(skip_all, fields(id = %env.command.id), err(Debug))]
+    #[tracing::instrument(skip_all, fields(id = %env.command.id))]
     pub async fn set_lock(
         &self,
         env: CommandEnvelope<SetDeviceLock>,
@@ -584,7 +584,7 @@ impl DevicesService {
     }
 
     /// Deletes a device.
-    #[tracing::instrument(skip_all, fields(id = %env.command.id), err(Debug))]
+    #[tracing::instrument(skip_all, fields(id = %env.command.id))]
     pub async fn delete(
         &self,
         env: CommandEnvelope<DeleteDevice>,

@@ -61,6 +61,12 @@ pub enum KeyError {
     Unavailable(String),
 }
 
+impl From<crate::directory::NotLoaded> for KeyError {
+    fn from(e: crate::directory::NotLoaded) -> Self {
+        KeyError::Unavailable(e.to_string())
+    }
+}
+
 impl KeyError {
     /// The short reason given to clients (`gatehouse_reason`).
     pub fn reason(&self) -> &'static str {
@@ -208,6 +214,7 @@ pub async fn authenticate_key(
     ctx: &RequestContext,
     key: &SecretString,
 ) -> Result<VerifiedKey, KeyError> {
+    state.directory.loaded()?;
     let subject = parse_api_key(key.expose_secret())
         .map(|parsed| parsed.key_id.to_string())
         .unwrap_or_default();

@@ -95,6 +95,7 @@ impl From<KeyError> for ApiError {
 
 /// Authenticates a request that carries a token (not an API key) against `state`.
 pub fn authenticate_token(state: &AppState, token: &str) -> Result<Authenticated, ApiError> {
+    state.directory.loaded()?;
     let claims = state.issuer.verify(token, state.clock.now().timestamp())?;
     let id = uuid::Uuid::parse_str(&claims.sub)
         .map_err(|_| ApiError::unauthenticated("invalid token subject"))?;

@@ -279,6 +279,13 @@ impl ViewStore for DirectoryStore {
     }
 }
 
+/// The directory has not loaded its snapshot yet: it cannot tell a revoked credential
+/// from one it has not heard of, so it must not answer either way (a 401 would make
+/// clients throw valid tokens away). Answered with 503 and Retry-After.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("this gateway is starting and cannot check credentials yet; retry shortly")]
+pub struct NotLoaded;
+
 /// The directory.
 #[derive(Clone)]
 pub struct Directory {
@@ -354,6 +361,16 @@ impl Directory {
     /// Whether the snapshot is loaded and the backlog applied.
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()
+    }
+
+    /// `Err(NotLoaded)` until the directory is ready: call it before any lookup whose
+    /// "not found" would refuse a credential.
+    pub fn loaded(&self) -> Result<(), NotLoaded> {
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err(NotLoaded)
+        }
     }
 
     /// Waits until the directory is ready.

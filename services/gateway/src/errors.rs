@@ -128,6 +128,20 @@ impl From<Failure> for ApiError {
     }
 }
 
+impl From<crate::directory::NotLoaded> for ApiError {
+    fn from(e: crate::directory::NotLoaded) -> Self {
+        ApiError::unavailable(e.to_string()).with_code("starting")
+    }
+}
+
+impl From<crate::directory::NotLoaded> for OAuthError {
+    fn from(e: crate::directory::NotLoaded) -> Self {
+        OAuthError::new("temporarily_unavailable", e.to_string())
+            .status(503)
+            .retry_after(1)
+    }
+}
+
 impl From<gatehouse_eventlog::StoreError> for ApiError {
     fn from(e: gatehouse_eventlog::StoreError) -> Self {
         tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "read store failure");

@@ -14,6 +14,12 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// A wait in whole seconds for `Retry-After`, rounded up (and at least 1): a client that
+/// honours it must not be refused again for arriving a fraction of a second early.
+fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Record {
     failures: u32,
@@ -43,7 +49,7 @@ impl<K: Eq + Hash> Counter<K> {
     fn check(&self, key: &K, now: Instant) -> Result<(), u64> {
         let records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         match records.get(key).and_then(|r| r.blocked_until) {
-            Some(until) if until > now => Err((until - now).as_secs().max(1)),
+            Some(until) if until > now => Err(whole_seconds(until - now)),
             _ => Ok(()),
         }
     }
@@ -175,7 +181,7 @@ impl<K: Eq + Hash> SlidingCounter<K> {
         match times.front() {
             Some(oldest) if times.len() >= self.limit => {
                 let free_at = *oldest + self.window;
-                Err(free_at.saturating_duration_since(now).as_secs().max(1))
+                Err(whole_seconds(free_at.saturating_duration_since(now)))
             }
             _ => Ok(()),
         }
@@ -320,6 +326,35 @@ mod tests {
         // Other subjects and other addresses are unaffected.
         assert_eq!(limiter.check(ip(1), "bob", t1), Ok(()));
         assert_eq!(limiter.check(ip(2), "alice", t1), Ok(()));
+    }
+
+    #[test]
+    fn retry_after_rounds_up_so_that_honouring_it_is_never_refused() {
+        let limiter = limiter();
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            limiter.failed(ip(1), "alice", t0);
+        }
+        let mut at = t0;
+        // Blocks of 1, 2, 4 and 8 s, each asked about a moment after the failure.
+        for block in [1, 2, 4, 8] {
+            let asked = at + Duration::from_millis(10);
+            let wait = limiter.check(ip(1), "alice", asked);
+            assert_eq!(wait, Err(block), "a {block} s block");
+            let wait = Duration::from_secs(wait.err().unwrap_or_default());
+            assert_eq!(limiter.check(ip(1), "alice", asked + wait), Ok(()));
+            at = asked + wait;
+            limiter.failed(ip(1), "alice", at);
+        }
+        // The sliding window's wait rounds up too.
+        let guesses = GuessLimiter::new(1, 20, Duration::from_secs(600));
+        guesses.failed(ip(1), "mallory", t0);
+        let asked = t0 + Duration::from_millis(240_500);
+        assert_eq!(guesses.check(ip(1), "mallory", asked), Err(360));
+        assert_eq!(
+            guesses.check(ip(1), "mallory", asked + Duration::from_secs(360)),
+            Ok(())
+        );
     }
 
     #[test]

@@ -181,7 +181,7 @@ impl IdentityService {
     }
 
     /// Creates the initial admin if no principal has its name yet.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all)]
     pub async fn bootstrap_admin(
         &self,
         env: CommandEnvelope<BootstrapAdmin>,
@@ -249,7 +249,7 @@ impl IdentityService {
     }
 
     /// Creates a user.
-    #[tracing::instrument(skip_all, fields(name = %env.command.name), err(Debug))]
+    #[tracing::instrument(skip_all, fields(name = %env.command.name))]
     pub async fn create_user(
         &self,
         env: CommandEnvelope<CreateUser>,
@@ -297,7 +297,7 @@ impl IdentityService {
     }
 
     /// Changes a user's role or active flag.
-    #[tracing::instrument(skip_all, fields(user_id = %env.command.user_id), err(Debug))]
+    #[tracing::instrument(skip_all, fields(user_id = %env.command.user_id))]
     pub async fn update_user(
         &self,
         env: CommandEnvelope<UpdateUser>,
@@ -313,7 +313,7 @@ impl IdentityService {
     }
 
     /// Changes the caller's own password after checking the current one.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all)]
     pub async fn change_password(
         &self,
         env: CommandEnvelope<ChangePassword>,
@@ -339,7 +339,7 @@ impl IdentityService {
         if !passwords::verify(current, stored).await {
             return Err(Failure::new(
                 FailureKind::Invalid,
-                "wrong_password",
+                ChangePassword::WRONG_PASSWORD,
                 "the current password is not correct",
             ));
         }
@@ -365,7 +365,7 @@ impl IdentityService {
 
     /// Checks a username and password. The answer for an unknown name, a wrong password
     /// and a deactivated user is the same, and costs the same time.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all)]
     pub async fn authenticate_password(
         &self,
         env: CommandEnvelope<AuthenticatePassword>,
@@ -415,7 +415,7 @@ impl IdentityService {
     }
 
     /// Creates a service account owned by the caller.
-    #[tracing::instrument(skip_all, fields(name = %env.command.name), err(Debug))]
+    #[tracing::instrument(skip_all, fields(name = %env.command.name))]
     pub async fn create_service_account(
         &self,
         env: CommandEnvelope<CreateServiceAccount>,
@@ -460,7 +460,7 @@ impl IdentityService {
     }
 
     /// Changes a service account.
-    #[tracing::instrument(skip_all, fields(id = %env.command.id), err(Debug))]
+    #[tracing::instrument(skip_all, fields(id = %env.command.id))]
     pub async fn update_service_account(
         &self,
         env: CommandEnvelope<UpdateServiceAccount>,
@@ -480,7 +480,7 @@ impl IdentityService {
     }
 
     /// Deletes a service account and frees its name.
-    #[tracing::instrument(skip_all, fields(id = %env.command.id), err(Debug))]
+    #[tracing::instrument(skip_all, fields(id = %env.command.id))]
     pub async fn delete_service_account(
         &self,
         env: CommandEnvelope<DeleteServiceAccount>,

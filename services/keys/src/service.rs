@@ -197,7 +197,7 @@ impl KeysService {
     }
 
     /// Creates a key (generation 1) and returns it sealed, once.
-    #[tracing::instrument(skip_all, fields(name = %env.command.name), err(Debug))]
+    #[tracing::instrument(skip_all, fields(name = %env.command.name))]
     pub async fn create_api_key(
         &self,
         env: CommandEnvelope<CreateApiKey>,
@@ -254,7 +254,7 @@ impl KeysService {
 
     /// Rotates a key: a new secret, the previous one retained for the asked window. Each
     /// attempt reloads the stream and the hashes, so concurrent rotations never lose one.
-    #[tracing::instrument(skip_all, fields(id = %env.command.id), err(Debug))]
+    #[tracing::instrument(skip_all, fields(id = %env.command.id))]
     pub async fn rotate_api_key(
         &self,
         env: CommandEnvelope<RotateApiKey>,
@@ -330,7 +330,7 @@ impl KeysService {
     }
 
     /// Changes a key's active flag, description or expiry.
-    #[tracing::instrument(skip_all, fields(id = %env.command.id), err(Debug))]
+    #[tracing::instrument(skip_all, fields(id = %env.command.id))]
     pub async fn update_api_key(
         &self,
         env: CommandEnvelope<UpdateApiKey>,
@@ -353,7 +353,7 @@ impl KeysService {
     }
 
     /// Deletes a key: its hashes are erased and its name freed in the same transaction.
-    #[tracing::instrument(skip_all, fields(id = %env.command.id), err(Debug))]
+    #[tracing::instrument(skip_all, fields(id = %env.command.id))]
     pub async fn delete_api_key(
         &self,
         env: CommandEnvelope<DeleteApiKey>,
@@ -380,7 +380,7 @@ impl KeysService {
     }
 
     /// Records a key's expiry once it has passed (the sweeper sends this).
-    #[tracing::instrument(skip_all, fields(id = %env.command.id), err(Debug))]
+    #[tracing::instrument(skip_all, fields(id = %env.command.id))]
     pub async fn expire_api_key(
         &self,
         env: CommandEnvelope<ExpireApiKey>,
@@ -397,7 +397,7 @@ impl KeysService {
 
     /// Checks a presented key. The secret is verified (constant-time, against every live
     /// generation) before anything about the key's state is revealed.
-    #[tracing::instrument(skip_all, err(Debug))]
+    #[tracing::instrument(skip_all)]
     pub async fn authenticate_api_key(
         &self,
         env: CommandEnvelope<AuthenticateApiKey>,

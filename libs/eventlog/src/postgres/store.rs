@@ -149,7 +149,9 @@ impl PostgresEventStore {
 
 #[async_trait]
 impl EventStore for PostgresEventStore {
-    #[tracing::instrument(skip_all, fields(stream_id = %request.stream_id), err)]
+    // Errors at DEBUG: most are a client's or a race's (a taken name, a stale version) and
+    // the writer maps them; a store failure is logged at ERROR where it becomes a reply.
+    #[tracing::instrument(skip_all, fields(stream_id = %request.stream_id), err(level = "debug"))]
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
         let mut client = self.pool.get().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;

@@ -62,10 +62,12 @@ pub struct PasswordChange {
 }
 
 /// Changes the caller's password. Every existing session of the user ends, including
-/// this one: log in again with the new password.
+/// this one: log in again with the new password. Wrong current passwords count as failed
+/// logins (429 with Retry-After past the allowance).
 #[utoipa::path(post, path = "/api/v1/current-user/password", tag = "users", security(("bearer" = [])),
     request_body = PasswordChange,
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, description = "too many wrong passwords (counted with failed logins)", body = ErrorBody)))]
 #[post("/current-user/password")]
 pub async fn change_password(
     state: web::Data<AppState>,
@@ -74,13 +76,28 @@ pub async fn change_password(
     body: web::Json<PasswordChange>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    // A wrong current password is a failed login: the same counts (per address and user
+    // name, on every replica), so a stolen session cannot guess its way past them.
+    let subject = auth.principal.name.to_lowercase();
+    state
+        .limits
+        .check_login(ctx.client_ip, &subject)
+        .map_err(ApiError::rate_limited)?;
     let context = ChangePassword::subject();
     let command = ChangePassword {
         current_password: state.seal(&body.current_password, &context)?,
         new_password: state.seal(&body.new_password, &context)?,
     };
-    state
+    match state
         .command(&ctx, Some(&auth.caller()), command, None)
-        .await?;
+        .await
+    {
+        Ok(_) => state.limits.login_succeeded(ctx.client_ip, &subject),
+        Err(e) if e.code.as_deref() == Some(ChangePassword::WRONG_PASSWORD) => {
+            state.limits.login_failed(ctx.client_ip, &subject);
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -218,6 +218,7 @@ pub async fn device_code_grant(
         .parse(code.expose_secret())
         .map_err(|_| invalid())?
         .key_id;
+    state.directory.loaded()?;
     let device = state.directory.device(&id).ok_or_else(invalid)?;
     if !state
         .device_codes
