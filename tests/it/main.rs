@@ -9,6 +9,7 @@ mod cli;
 mod dev_mode;
 mod devices;
 mod flows;
+mod fuzz;
 mod oauth_client;
 mod outbox;
 mod restart;
