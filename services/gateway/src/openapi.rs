@@ -33,8 +33,9 @@ impl Modify for BearerAuth {
 ///
 /// - with bearer security: 401 (no, a malformed, an invalid or a revoked credential) and
 ///   429 (a raw API key used as the bearer credential, under the failed-attempts limiter);
-/// - with a JSON body: 400 (wrong content type, malformed JSON, bad `Idempotency-Key`),
-///   413 (body too large) and 422 (well-formed JSON of the wrong shape or values);
+/// - with a JSON body: 400 (wrong content type, malformed JSON, bad `Idempotency-Key`)
+///   and 422 (well-formed JSON of the wrong shape or values);
+/// - with any body: 413 (larger than the gateway accepts);
 /// - with query parameters: 400 (a malformed or out-of-range query string).
 struct CommonResponses;
 
@@ -118,8 +119,11 @@ impl CommonResponses {
         };
         if json_body {
             Self::add(operation, "400", Self::BAD_REQUEST);
-            Self::add(operation, "413", Self::PAYLOAD_TOO_LARGE);
             Self::add(operation, "422", Self::INVALID);
+        }
+        if operation.request_body.is_some() {
+            // The body limit holds for forms too (the OAuth endpoints).
+            Self::add(operation, "413", Self::PAYLOAD_TOO_LARGE);
         }
         let query = operation
             .parameters
