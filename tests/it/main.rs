@@ -10,6 +10,7 @@ mod cli;
 mod dev_mode;
 mod devices;
 mod flows;
+mod fuzz;
 mod hardening_limits;
 mod oauth_client;
 mod outbox;

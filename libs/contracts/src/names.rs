@@ -39,8 +39,15 @@ pub enum NameError {
 /// The name of a principal (user or service account) or of an API key: 1 to 64 characters
 /// from `[A-Za-z0-9._-]`, starting with a letter or digit, and not a UUID (paths accept a
 /// name or an id in the same place).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, JsonSchema, utoipa::ToSchema,
+)]
 #[serde(transparent)]
+#[schema(
+    pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    min_length = 1,
+    max_length = 64
+)]
 pub struct Name(
     #[schemars(
         regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
@@ -96,8 +103,9 @@ impl std::fmt::Display for Name {
 }
 
 /// Free text describing a resource: at most 1,024 characters.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, JsonSchema, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(max_length = 1024)]
 pub struct Description(#[schemars(length(max = 1024))] String);
 
 impl Description {

@@ -161,6 +161,26 @@ impl IdentityService {
         })
     }
 
+    /// A retried creation answers with the account the first attempt created, unless it has
+    /// been deleted since: then the key is spent (409), rather than an answer about an
+    /// account that is gone.
+    async fn replayed_service_account(
+        &self,
+        done: Accepted<ServiceAccountId>,
+    ) -> Result<Accepted<ServiceAccountId>, Failure> {
+        let stream_id = service_account_stream(done.output.as_uuid());
+        let (state, _) = self.writer.load::<ServiceAccount>(&stream_id).await?;
+        if matches!(state, ServiceAccount::Deleted) {
+            return Err(Failure::new(
+                FailureKind::Conflict,
+                "idempotency_key_spent",
+                "the service account this idempotency key created has been deleted since; \
+                 send a new key to create another",
+            ));
+        }
+        Ok(done)
+    }
+
     fn name_taken(name: &Name) -> impl FnOnce() -> Failure {
         let message = format!("a user or service account named \"{name}\" already exists");
         move || Failure::new(FailureKind::Conflict, "name_taken", message)
@@ -429,7 +449,7 @@ impl IdentityService {
             &(&c.name, &c.description, c.role),
         );
         if let Some(done) = self.writer.replay(key.as_ref()).await? {
-            return Ok(done);
+            return self.replayed_service_account(done).await;
         }
         let events = service_account::create(
             &ServiceAccount::Absent,

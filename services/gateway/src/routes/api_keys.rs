@@ -97,12 +97,11 @@ pub struct ApiKeyWithSecret {
 #[serde(deny_unknown_fields)]
 pub struct NewApiKey {
     /// 1–64 of `[A-Za-z0-9._-]`, unique within the service account.
-    #[schema(value_type = String)]
     pub name: Name,
     /// What it is for.
-    #[schema(value_type = Option<String>)]
     pub description: Option<Description>,
-    /// Lifetime in seconds (default: no expiry).
+    /// Lifetime in seconds (default: no expiry; at most ten years).
+    #[schema(minimum = 1, maximum = 316_224_000)]
     pub expires_in_seconds: Option<u64>,
 }
 
@@ -113,9 +112,9 @@ pub struct ApiKeyUpdate {
     /// `false` deactivates it: it and its tokens are refused at once, everywhere.
     pub active: Option<bool>,
     /// New description.
-    #[schema(value_type = Option<String>)]
     pub description: Option<Description>,
-    /// New lifetime from now, in seconds.
+    /// New lifetime from now, in seconds (at most ten years).
+    #[schema(minimum = 1, maximum = 316_224_000)]
     pub expires_in_seconds: Option<u64>,
     /// New expiry; `null` removes it.
     #[serde(
@@ -130,9 +129,12 @@ pub struct ApiKeyUpdate {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rotation {
-    /// How many minutes the previous secret keeps working (default 0: not at all).
+    /// How many minutes the previous secret keeps working (default 0: not at all; at
+    /// most 30 days).
+    #[schema(maximum = 43_200)]
     pub retain_period_minutes: Option<u32>,
     /// The same in seconds, for short overlaps; give one of the two, not both.
+    #[schema(maximum = 2_592_000)]
     pub retain_period_seconds: Option<u32>,
 }
 
@@ -153,6 +155,7 @@ impl Rotation {
 
 /// Listing filters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ApiKeyFilters {
     /// Exact name.
     pub name: Option<String>,

@@ -29,7 +29,7 @@ pub struct CurrentUser {
 
 /// Who am I?
 #[utoipa::path(get, path = "/api/v1/current-user", tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = CurrentUser), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = CurrentUser)))]
 #[get("/current-user")]
 pub async fn get_current_user(auth: Authenticated) -> HttpResponse {
     let p = &auth.principal;
@@ -54,10 +54,10 @@ pub async fn get_current_user(auth: Authenticated) -> HttpResponse {
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     /// The current password.
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, min_length = 1)]
     pub current_password: SecretString,
-    /// The new password (at least 8 characters).
-    #[schema(value_type = String, format = Password)]
+    /// The new password (8 to 1,024 characters).
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 1024)]
     pub new_password: SecretString,
 }
 
@@ -66,7 +66,7 @@ pub struct PasswordChange {
 /// logins (429 with Retry-After past the allowance).
 #[utoipa::path(post, path = "/api/v1/current-user/password", tag = "users", security(("bearer" = [])),
     request_body = PasswordChange,
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
+    responses((status = 204), (status = 403, description = "only users have passwords", body = ErrorBody), (status = 422, description = "the current password is wrong, or the new one breaks the policy", body = ErrorBody),
         (status = 429, description = "too many wrong passwords (counted with failed logins)", body = ErrorBody)))]
 #[post("/current-user/password")]
 pub async fn change_password(

@@ -6,7 +6,7 @@ use actix_web::{HttpResponse, delete, get, post, web};
 use chrono::{DateTime, Utc};
 use gatehouse_contracts::devices::{
     DEVICE_VIEW, DecideDevice, DeleteDevice, DeviceDecision, DeviceStatus, DeviceView,
-    FindPendingDevice, SetDeviceLock,
+    FindPendingDevice, SetDeviceLock, USER_CODE_ALPHABET, USER_CODE_LEN,
 };
 use gatehouse_eventlog::ListQuery;
 use gatehouse_tokens::PrincipalKind;
@@ -84,9 +84,25 @@ impl DeviceResponse {
 
 /// Listing filters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeviceFilters {
     /// Only devices in this status.
+    #[param(value_type = Option<DeviceStatus>, inline)]
     pub status: Option<String>,
+}
+
+/// What a user code can be (see `normalize_user_code`): eight letters of the user-code
+/// alphabet, in any case, with dashes and spaces anywhere.
+fn user_code_schema() -> utoipa::openapi::Object {
+    let letters = String::from_utf8_lossy(USER_CODE_ALPHABET);
+    let letter = format!("[{letters}{}]", letters.to_ascii_lowercase());
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(format!("^[- ]*({letter}[- ]*){{{USER_CODE_LEN}}}$")))
+        .description(Some(
+            "The code the device shows, `XXXX-XXXX` (case, dashes and spaces do not matter).",
+        ))
+        .build()
 }
 
 /// A person's answer to a pending device, by its user code.
@@ -94,6 +110,7 @@ pub struct DeviceFilters {
 #[serde(deny_unknown_fields)]
 pub struct Verification {
     /// The code the device shows, `XXXX-XXXX` (case and dash do not matter).
+    #[schema(schema_with = user_code_schema)]
     pub user_code: String,
     /// Trust the device: its token lives 30 days instead of 24 hours.
     #[serde(default)]
@@ -132,7 +149,7 @@ async fn respond(
 /// Lists the caller's devices (an admin's: every device), newest first.
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices", security(("bearer" = [])),
     params(PageParams, DeviceFilters),
-    responses((status = 200, body = Page<DeviceResponse>), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Page<DeviceResponse>), (status = 422, description = "unknown status", body = ErrorBody)))]
 #[get("/devices")]
 pub async fn list_devices(
     state: web::Data<AppState>,
@@ -357,8 +374,8 @@ async fn counted<T>(
 /// Approves (optionally trusting the device) or denies a pending device by its user code.
 #[utoipa::path(post, path = "/api/v1/devices/verify", tag = "devices", security(("bearer" = [])),
     request_body = Verification,
-    responses((status = 200, body = DeviceResponse), (status = 404, description = "no pending device has this code", body = ErrorBody),
-        (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = DeviceResponse), (status = 403, description = "only a person can approve a device", body = ErrorBody),
+        (status = 404, description = "no pending device has this code", body = ErrorBody)))]
 #[post("/devices/verify")]
 pub async fn verify_device(
     state: web::Data<AppState>,
@@ -388,7 +405,8 @@ pub async fn verify_device(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Lookup {
-    /// The code the device shows.
+    /// The code the device shows, `XXXX-XXXX` (case and dash do not matter).
+    #[schema(schema_with = user_code_schema)]
     pub user_code: String,
 }
 
@@ -397,8 +415,8 @@ pub struct Lookup {
 /// as a guess, like a decision.
 #[utoipa::path(post, path = "/api/v1/devices/lookup", tag = "devices", security(("bearer" = [])),
     request_body = Lookup,
-    responses((status = 200, body = DeviceResponse), (status = 404, description = "no pending device has this code", body = ErrorBody),
-        (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = DeviceResponse), (status = 403, description = "only a person can approve a device", body = ErrorBody),
+        (status = 404, description = "no pending device has this code", body = ErrorBody)))]
 #[post("/devices/lookup")]
 pub async fn lookup_device(
     state: web::Data<AppState>,

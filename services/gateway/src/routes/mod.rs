@@ -86,6 +86,24 @@ pub fn decode<T: serde::de::DeserializeOwned>(doc: &ViewDoc) -> Result<T, ApiErr
         .map_err(|e| ApiError::internal(&format!("undecodable {} view {}: {e}", doc.kind, doc.id)))
 }
 
+/// The `Idempotency-Key` header as the OpenAPI document describes it (read by
+/// [`idempotency_key`], which answers 400 to anything else).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // only described, never built: the header is read by `idempotency_key`
+pub(crate) struct IdempotencyKey {
+    /// Makes retries safe: a retry with the same key returns the first result. 1 to 255
+    /// visible ASCII characters.
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[\x21-\x7E]([\x20-\x7E]*[\x21-\x7E])?$"
+    )]
+    idempotency_key: Option<String>,
+}
+
 /// The `Idempotency-Key` header of a creating request, checked.
 pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     match req.headers().get("idempotency-key") {

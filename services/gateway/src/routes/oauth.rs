@@ -21,8 +21,10 @@ use crate::state::AppState;
 pub struct TokenForm {
     /// `password`, `urn:ietf:params:oauth:grant-type:device_code`, or
     /// `urn:gatehouse:params:oauth:grant-type:api-key` (alias `api_key`).
+    #[schema(schema_with = grant_type_schema)]
     pub grant_type: String,
     /// Password grant: the user name.
+    #[schema(min_length = 1)]
     pub username: Option<String>,
     /// Password grant: the password.
     #[schema(value_type = Option<String>, format = Password)]
@@ -37,6 +39,21 @@ pub struct TokenForm {
     pub client_id: Option<String>,
     /// Requested scope (currently informational).
     pub scope: Option<String>,
+}
+
+/// The grant types the token endpoint supports; any other is answered
+/// `unsupported_grant_type` (400).
+fn grant_type_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some([
+            "password",
+            DEVICE_CODE_GRANT,
+            API_KEY_GRANT,
+            "api_key",
+        ]))
+        .description(Some("The grant: `password`, `urn:ietf:params:oauth:grant-type:device_code`, or `urn:gatehouse:params:oauth:grant-type:api-key` (alias `api_key`)."))
+        .build()
 }
 
 /// A successful token response (RFC 6749 §5.1).

@@ -7,10 +7,13 @@ pub const MAX_PAGE_SIZE: u64 = 1000;
 
 /// Paging parameters.
 #[derive(Debug, Clone, Copy, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// 1-based page number (default 1).
+    #[param(minimum = 1)]
     pub page: Option<u64>,
     /// Items per page (default 20, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub size: Option<u64>,
 }
 

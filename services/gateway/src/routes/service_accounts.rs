@@ -60,10 +60,8 @@ impl From<ServiceAccountView> for ServiceAccountResponse {
 #[serde(deny_unknown_fields)]
 pub struct NewServiceAccount {
     /// 1–64 of `[A-Za-z0-9._-]`, unique among users and service accounts.
-    #[schema(value_type = String)]
     pub name: Name,
     /// What it is for (at most 1,024 characters).
-    #[schema(value_type = Option<String>)]
     pub description: Option<Description>,
     /// Role (default `member`; only admins may ask for `admin`).
     pub role: Option<Role>,
@@ -74,7 +72,6 @@ pub struct NewServiceAccount {
 #[serde(deny_unknown_fields)]
 pub struct ServiceAccountUpdate {
     /// New description.
-    #[schema(value_type = Option<String>)]
     pub description: Option<Description>,
     /// `false` deactivates it: its tokens are refused at once, everywhere.
     pub active: Option<bool>,
@@ -84,6 +81,7 @@ pub struct ServiceAccountUpdate {
 
 /// Listing filters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ServiceAccountFilters {
     /// Exact name.
     pub name: Option<String>,
@@ -112,9 +110,10 @@ pub(crate) async fn visible(
 /// retries safe: a retry with the same key returns the first result.
 #[utoipa::path(post, path = "/api/v1/service_accounts", tag = "service_accounts", security(("bearer" = [])),
     request_body = NewServiceAccount,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
-    responses((status = 201, body = ServiceAccountResponse), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    params(super::IdempotencyKey),
+    responses((status = 201, body = ServiceAccountResponse),
+        (status = 403, description = "only admins may ask for the admin role", body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 #[post("/service_accounts")]
 pub async fn create_service_account(
     state: web::Data<AppState>,
@@ -140,7 +139,7 @@ pub async fn create_service_account(
 /// Lists the service accounts the caller may see.
 #[utoipa::path(get, path = "/api/v1/service_accounts", tag = "service_accounts", security(("bearer" = [])),
     params(PageParams, ServiceAccountFilters),
-    responses((status = 200, body = Page<ServiceAccountResponse>), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Page<ServiceAccountResponse>)))]
 #[get("/service_accounts")]
 pub async fn list_service_accounts(
     state: web::Data<AppState>,

@@ -31,6 +31,7 @@ pub struct SigningKeyList {
 pub struct NewSigningKey {
     /// Seconds until it signs new tokens (0 to 86400; default 60). It verifies at once.
     #[serde(default)]
+    #[schema(maximum = 86_400)]
     pub activate_in_seconds: Option<u32>,
 }
 

@@ -52,10 +52,9 @@ impl From<UserView> for UserResponse {
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// Login name: 1–64 of `[A-Za-z0-9._-]`, unique among users and service accounts.
-    #[schema(value_type = String)]
     pub name: Name,
-    /// Initial password (at least 8 characters).
-    #[schema(value_type = String, format = Password)]
+    /// Initial password (8 to 1,024 characters).
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 1024)]
     pub password: SecretString,
     /// Role (default `member`).
     pub role: Option<Role>,
@@ -73,6 +72,7 @@ pub struct UserUpdate {
 
 /// Listing filters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UserFilters {
     /// Exact name.
     pub name: Option<String>,
@@ -90,7 +90,7 @@ async fn load(state: &AppState, name_or_id: &str) -> Result<UserView, ApiError> 
 /// Creates a user. Send an `Idempotency-Key` header to make retries safe: a retry with the
 /// same key (and the same name and role) returns the first result.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("bearer" = [])), request_body = NewUser,
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes retries safe")),
+    params(super::IdempotencyKey),
     responses((status = 201, body = UserResponse), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 #[post("/users")]
 pub async fn create_user(
