@@ -43,10 +43,12 @@ pub enum ClientError {
         url: Option<String>,
     },
     /// The gateway refused the token (401).
-    #[error("your session has expired or was revoked ({message}): run `gatehouse login`")]
+    #[error("{}", session_refused(message, code.as_deref()))]
     Unauthenticated {
         /// The server's (or the CLI's) explanation.
         message: String,
+        /// The server's code (`device_locked`, `token_revoked`, ...), when it gave one.
+        code: Option<String>,
     },
     /// The API answered with its JSON error body.
     #[error("{error}{}: {message}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default(),
@@ -157,6 +159,29 @@ pub enum ClientError {
         /// Why it is refused.
         reason: String,
     },
+}
+
+/// What a refused session means for the person, by the server's 401 `code`: what
+/// happened, and who can undo it when logging in again does not help.
+fn session_refused(message: &str, code: Option<&str>) -> String {
+    match code {
+        Some("device_locked") => format!(
+            "this device is locked ({message}): its owner or an admin locked it, and either can \
+             unlock it from another session with `gatehouse authorized-device unlock DEVICE_ID` \
+             (`gatehouse authorized-device list --status locked` shows it); until then its \
+             session is refused"
+        ),
+        Some("account_deactivated") => format!(
+            "your account is deactivated ({message}): an admin can reactivate it with \
+             `gatehouse user update NAME --active true`; then run `gatehouse login`"
+        ),
+        Some("token_revoked") => format!(
+            "your session was revoked ({message}): if an admin deactivated your account, only \
+             an admin can undo it (`gatehouse user update NAME --active true`); otherwise (a \
+             changed password, a deleted device, a retired signing key) run `gatehouse login`"
+        ),
+        _ => format!("your session has expired or was revoked ({message}): run `gatehouse login`"),
+    }
 }
 
 impl ClientError {
@@ -1598,6 +1623,7 @@ pub fn decode_api_error(
         if status == 401 {
             return ClientError::Unauthenticated {
                 message: "the gateway refused the token".into(),
+                code: None,
             };
         }
         return ClientError::Decode {
@@ -1608,6 +1634,7 @@ pub fn decode_api_error(
     if status == 401 {
         return ClientError::Unauthenticated {
             message: parsed.message,
+            code: parsed.code.filter(|c| !c.is_empty()),
         };
     }
     let request_id = parsed
@@ -1790,6 +1817,33 @@ mod tests {
             decode_api_error(401, None, b""),
             ClientError::Unauthenticated { .. }
         ));
+    }
+
+    #[test]
+    fn a_locked_device_or_a_revoked_session_says_who_can_undo_it() {
+        let refused = |code: &str| {
+            let body = serde_json::json!({"error": "unauthenticated", "code": code,
+                "message": "refused", "request_id": "1"});
+            decode_api_error(401, None, body.to_string().as_bytes()).to_string()
+        };
+        let locked = refused("device_locked");
+        assert!(
+            locked.contains("this device is locked")
+                && locked.contains("gatehouse authorized-device unlock")
+                && !locked.contains("run `gatehouse login`"),
+            "{locked}"
+        );
+        let deactivated = refused("account_deactivated");
+        assert!(
+            deactivated.contains("an admin can reactivate it")
+                && deactivated.contains("gatehouse user update NAME --active true"),
+            "{deactivated}"
+        );
+        let revoked = refused("token_revoked");
+        assert!(
+            revoked.contains("deactivated") && revoked.contains("only an admin can undo it"),
+            "{revoked}"
+        );
     }
 
     #[test]

@@ -1,6 +1,98 @@
-use std::os::unix::fs::PermissionsExt;
+//! The `gatehouse` CLI end to end: the README session, and what a new user trips over
+//! (issue 10), against the real server.
 
-use gatehouse_e2e::{ADMIN_PASSWORD, TestApp};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use gatehouse_e2e::{ADMIN_PASSWORD, TestApp, run_cli_env};
+
+use crate::api_keys::{cli_ok as ok, printed_keys};
+
+/// Runs the CLI as a CI job would: `GATEHOUSE_API_KEY=key`, `dir` as config dir (where the
+/// token cache lives), nothing else from the environment.
+async fn cli_with_key(
+    app: &TestApp,
+    dir: &Path,
+    key: &str,
+    args: &[&str],
+) -> anyhow::Result<(i32, String, String)> {
+    let dir = dir.to_string_lossy();
+    run_cli_env(
+        args,
+        None,
+        &[
+            ("GATEHOUSE_CONFIG_DIR", dir.as_ref()),
+            ("GATEHOUSE_URL", app.url.as_str()),
+            ("GATEHOUSE_API_KEY", key),
+        ],
+        Duration::from_secs(60),
+    )
+    .await
+}
+
+/// An admin session saved in `dir`.
+async fn admin_login(app: &TestApp, dir: &Path) -> anyhow::Result<()> {
+    ok(
+        app,
+        dir,
+        &["login", "--username", "admin", "--password-stdin"],
+        Some(&format!("{ADMIN_PASSWORD}\n")),
+    )
+    .await
+    .map(drop)
+}
+
+/// The one key `out` prints.
+fn the_printed_key(out: &str) -> anyhow::Result<String> {
+    match printed_keys(out).as_slice() {
+        [key] => Ok(key.clone()),
+        other => anyhow::bail!("expected one key, found {}: {out}", other.len()),
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_away_secret_never_rides_on_the_token_its_successor_cached() -> anyhow::Result<()>
+{
+    let app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    let old = the_printed_key(
+        &ok(
+            &app,
+            admin.path(),
+            &["service-account", "create", "ci-bot"],
+            None,
+        )
+        .await?,
+    )?;
+
+    // The CI job's machine: one config dir, so one token cache, for both secrets.
+    let ci = tempfile::tempdir()?;
+    let (code, out, err) = cli_with_key(&app, ci.path(), &old, &["current-user"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ci-bot"), "{out}");
+
+    let rotated = ok(
+        &app,
+        admin.path(),
+        &["service-account", "api-key", "ci-bot", "rotate", "default"],
+        None,
+    )
+    .await?;
+    let new = the_printed_key(&rotated)?;
+    assert_ne!(new, old);
+    let (code, out, err) = cli_with_key(&app, ci.path(), &new, &["current-user"]).await?;
+    assert_eq!(code, 0, "the new secret works: {out}{err}");
+
+    // The old secret (retain 0) stopped working: it must not find the new one's token.
+    let (code, out, err) = cli_with_key(&app, ci.path(), &old, &["current-user"]).await?;
+    assert_eq!(code, 1, "the old secret was accepted: {out}{err}");
+    assert!(!err.contains(&old) && !err.contains(&new), "{err}");
+    let (code, out, err) = cli_with_key(&app, ci.path(), &new, &["current-user"]).await?;
+    assert_eq!(code, 0, "the new secret still works: {out}{err}");
+    Ok(())
+}
 
 #[tokio::test]
 async fn the_cli_session_from_the_readme_works() -> anyhow::Result<()> {
@@ -131,5 +223,101 @@ async fn the_cli_session_from_the_readme_works() -> anyhow::Result<()> {
 
     run(vec!["logout"], None).await?;
     assert!(!credentials.exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn after_a_second_rotation_the_cli_says_what_is_true_of_each_secret() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    let key = |rest: &[&'static str]| {
+        let mut args = vec!["service-account", "api-key", "ci-bot"];
+        args.extend_from_slice(rest);
+        args
+    };
+    ok(
+        &app,
+        admin.path(),
+        &["service-account", "create", "ci-bot", "--no-api-key"],
+        None,
+    )
+    .await?;
+    let gen1 = the_printed_key(&ok(&app, admin.path(), &key(&["create", "deploy"]), None).await?)?;
+    let out = ok(
+        &app,
+        admin.path(),
+        &key(&["rotate", "deploy", "--retain", "60"]),
+        None,
+    )
+    .await?;
+    let gen2 = the_printed_key(&out)?;
+    assert!(out.contains("(generation 1) keeps working until"), "{out}");
+    let out = ok(&app, admin.path(), &key(&["rotate", "deploy"]), None).await?;
+    let gen3 = the_printed_key(&out)?;
+
+    // What the server does: generation 2 stopped, 1 and 3 work.
+    let works = |k: String| {
+        let app = &app;
+        async move {
+            let (status, _) = crate::api_keys::exchange(&app.http, &app.url, &k).await?;
+            anyhow::Ok(status.is_success())
+        }
+    };
+    assert!(works(gen1).await? && !works(gen2).await? && works(gen3).await?);
+    // What the CLI says about it.
+    assert!(
+        out.contains("(generation 2) stopped working now"),
+        "the replaced secret: {out}"
+    );
+    assert!(
+        out.contains("(generation 1) keeps working until"),
+        "the secret an earlier rotation retained: {out}"
+    );
+    assert!(!out.contains("(generation 2) keeps working"), "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deactivated_user_is_told_that_an_admin_can_undo_it() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    ok(
+        &app,
+        admin.path(),
+        &[
+            "user",
+            "create",
+            "alice",
+            "--role",
+            "member",
+            "--password-stdin",
+        ],
+        Some("alice-password-1\n"),
+    )
+    .await?;
+    let alice = tempfile::tempdir()?;
+    ok(
+        &app,
+        alice.path(),
+        &["login", "--username", "alice", "--password-stdin"],
+        Some("alice-password-1\n"),
+    )
+    .await?;
+    ok(
+        &app,
+        admin.path(),
+        &["user", "update", "alice", "--active", "false"],
+        None,
+    )
+    .await?;
+
+    let (code, _, err) = app.cli(alice.path(), &["current-user"], None).await?;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("deactivated") && err.contains("--active true") && err.contains("admin"),
+        "{err}"
+    );
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use secrecy::ExposeSecret as _;
 
-use super::prompt::{self, blocking};
+use super::prompt;
 use super::users::page_footer;
 use super::{Context, require_change};
 use crate::client::{ApiKey, ApiKeyUpdate, ExpiryChange, ListFilters, NewApiKey, Page};
@@ -295,19 +295,13 @@ impl DeleteArgs {
     pub async fn run(self, ctx: &Context, account: &str) -> anyhow::Result<()> {
         let client = ctx.client().await?;
         if !self.yes {
-            if !prompt::stdin_is_terminal() {
-                anyhow::bail!(
-                    "refusing to delete without confirmation: stdin is not a terminal, pass --yes"
-                );
-            }
+            prompt::ensure_can_confirm("delete")?;
             let question = format!(
                 "Delete API key {:?} of service account {account:?}? It and its tokens stop \
                  working at once.",
                 self.key
             );
-            if !blocking(move || prompt::confirm(&question)).await? {
-                anyhow::bail!("aborted: nothing was deleted");
-            }
+            prompt::confirm_or_abort(question, "deleted").await?;
         }
         client.delete_api_key(account, &self.key).await?;
         if ctx.output() == OutputFormat::Table {
@@ -394,28 +388,44 @@ pub(super) fn shown_once(key: &NewApiKey, account: &str) -> String {
     )
 }
 
-/// After a rotation: until when the previous secret works.
+/// After a rotation: what is true of each earlier secret. The secret just replaced
+/// (generation - 1) is retained or stopped now; secrets retained by earlier rotations keep
+/// their own windows.
 fn old_secret_note(key: &ApiKey, retain_minutes: u64) -> String {
-    let previous = key
+    let replaced = key.generation.saturating_sub(1);
+    let mut note = match key
         .retained_secrets
         .iter()
-        .filter(|r| r.generation < key.generation)
-        .max_by_key(|r| r.generation);
-    match previous {
+        .find(|r| r.generation == replaced)
+    {
         Some(r) => format!(
-            "The previous key (generation {}) keeps working until {} UTC.\n",
-            r.generation,
+            "The replaced secret (generation {replaced}) keeps working until {} UTC.\n",
             output::server_timestamp(&r.valid_until)
         ),
-        None if retain_minutes == 0 => {
-            "The previous key stopped working now; so did the tokens it was exchanged for.\n"
-                .to_owned()
-        }
-        None => format!(
-            "The previous key keeps working for {retain_minutes} more minute(s) (the server did \
-             not say until when).\n"
+        None if retain_minutes == 0 => format!(
+            "The replaced secret (generation {replaced}) stopped working now; so did the tokens \
+             it was exchanged for.\n"
         ),
+        None => format!(
+            "The replaced secret (generation {replaced}) keeps working for {retain_minutes} more \
+             minute(s) (the server did not say until when).\n"
+        ),
+    };
+    let mut earlier: Vec<_> = key
+        .retained_secrets
+        .iter()
+        .filter(|r| r.generation < replaced)
+        .collect();
+    earlier.sort_by_key(|r| std::cmp::Reverse(r.generation));
+    for r in earlier {
+        note.push_str(&format!(
+            "An earlier secret (generation {}) keeps working until {} UTC, as an earlier \
+             rotation retained it.\n",
+            r.generation,
+            output::server_timestamp(&r.valid_until)
+        ));
     }
+    note
 }
 
 fn key_table(page: &Page<ApiKey>) -> Table {
@@ -514,7 +524,26 @@ mod tests {
         assert!(text.contains("EXPIRES          never\n"), "{text}");
         assert_eq!(
             old_secret_note(&key, 60),
-            "The previous key (generation 1) keeps working until 2025-01-02 11:00:00 UTC.\n"
+            "The replaced secret (generation 1) keeps working until 2025-01-02 11:00:00 UTC.\n"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn after_a_second_rotation_each_retained_secret_is_told_apart() -> Result<(), serde_json::Error>
+    {
+        // Rotated with --retain 60 (generation 1 kept), then with --retain 0: generation 2
+        // stopped at once, generation 1 keeps its window.
+        let mut json = key_json();
+        json["generation"] = 3.into();
+        let key: ApiKey = serde_json::from_value(json)?;
+        let note = old_secret_note(&key, 0);
+        assert_eq!(
+            note,
+            "The replaced secret (generation 2) stopped working now; so did the tokens it was \
+             exchanged for.\n\
+             An earlier secret (generation 1) keeps working until 2025-01-02 11:00:00 UTC, as an \
+             earlier rotation retained it.\n"
         );
         Ok(())
     }

@@ -143,17 +143,10 @@ impl DeleteArgs {
         let client = ctx.client().await?;
         let current = this_device(ctx) == Some(self.id);
         if !self.yes {
-            if !prompt::stdin_is_terminal() {
-                anyhow::bail!(
-                    "refusing to delete without confirmation: stdin is not a terminal, pass --yes"
-                );
-            }
+            prompt::ensure_can_confirm("delete")?;
             // Show what is about to go (and fail early on a wrong id).
             let device = client.get_device(self.id).await?;
-            let question = delete_question(&device, current);
-            if !blocking(move || prompt::confirm(&question)).await? {
-                anyhow::bail!("aborted: nothing was deleted");
-            }
+            prompt::confirm_or_abort(delete_question(&device, current), "deleted").await?;
         }
         client.delete_device(self.id).await?;
         if ctx.output() == OutputFormat::Table {

@@ -131,7 +131,11 @@ impl Context {
             } else {
                 format!("the token expired at {expired_at} UTC")
             };
-            return Err(ClientError::Unauthenticated { message }.into());
+            return Err(ClientError::Unauthenticated {
+                message,
+                code: None,
+            }
+            .into());
         }
         Ok(GatehouseClient::new(
             &credentials.url,
@@ -151,11 +155,10 @@ impl Context {
         };
         let client = GatehouseClient::new(url, None)?;
         let url = client.url();
-        let key_id = key.key_id();
         let cached = self
             .token_cache
             .as_ref()
-            .and_then(|cache| cache.load(&url, key_id))
+            .and_then(|cache| cache.load(&url, &key))
             .filter(|token| token.is_fresh(Utc::now()));
         let token = match cached {
             Some(token) => {
@@ -168,13 +171,14 @@ impl Context {
                     .login_api_key(key.secret())
                     .await
                     .with_context(|| format!("exchanging {API_KEY_ENV} for a token at {url}"))?;
-                cache_token(self.token_cache.as_ref(), &url, key_id, &answer, now);
+                cache_token(self.token_cache.as_ref(), &url, &key, &answer, now);
                 answer.access_token
             }
         };
         let cache = self.token_cache.clone();
-        let renewal = KeyRenewal::new(key.secret().clone(), move |answer: &TokenResponse| {
-            cache_token(cache.as_ref(), &url, key_id, answer, Utc::now());
+        let secret = key.secret().clone();
+        let renewal = KeyRenewal::new(secret, move |answer: &TokenResponse| {
+            cache_token(cache.as_ref(), &url, &key, answer, Utc::now());
         });
         Ok(client.with_token(token).with_api_key_renewal(renewal))
     }
@@ -220,12 +224,12 @@ impl Context {
 fn cache_token(
     cache: Option<&TokenCache>,
     url: &str,
-    key_id: uuid::Uuid,
+    key: &CheckedApiKey,
     answer: &TokenResponse,
     now: chrono::DateTime<Utc>,
 ) {
     let Some(cache) = cache else { return };
-    let saved = CachedToken::new(url, answer, now).and_then(|token| cache.save(key_id, &token));
+    let saved = CachedToken::new(url, answer, now).and_then(|token| cache.save(key, &token));
     if let Err(e) = saved {
         tracing::warn!(error = %format!("{e:#}"), "cannot cache the API key's token; set GATEHOUSE_TOKEN_CACHE=off to keep it in memory only");
     }
@@ -650,7 +654,7 @@ mod tests {
             let state = Arc::new(Mutex::new(Gateway::default()));
             let url = spawn_gateway(state.clone()).await?;
             let dir = tempfile::tempdir()?;
-            let (key, key_id) = key();
+            let (key, _) = key();
 
             let ctx = context(&url, dir.path(), Some(&key), true);
             assert_eq!(ctx.client().await?.current_user().await?.name, "ci-bot");
@@ -658,7 +662,8 @@ mod tests {
             // The next command reuses the cached token: no exchange.
             assert_eq!(ctx.client().await?.current_user().await?.name, "ci-bot");
             assert_eq!(state.lock().map(|g| g.exchanges).unwrap_or(0), 1);
-            let cache_file = TokenCache::in_config_dir(dir.path()).path(&url, key_id);
+            let checked = CheckedApiKey::parse(&key, "the key")?;
+            let cache_file = TokenCache::in_config_dir(dir.path()).path(&url, &checked);
             let cached = std::fs::read_to_string(&cache_file)?;
             assert!(
                 cached.contains("token-1") && !cached.contains(&key),

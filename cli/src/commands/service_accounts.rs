@@ -1,7 +1,7 @@
 //! `gatehouse service-account ...`.
 
 use super::api_keys::{ApiKeyArgs, describe_key, shown_once};
-use super::prompt::{self, blocking};
+use super::prompt;
 use super::users::page_footer;
 use super::{Context, Globals, require_change};
 use crate::client::{ListFilters, Page, Role, ServiceAccount};
@@ -230,18 +230,12 @@ impl DeleteArgs {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
         let client = ctx.client().await?;
         if !self.yes {
-            if !prompt::stdin_is_terminal() {
-                anyhow::bail!(
-                    "refusing to delete without confirmation: stdin is not a terminal, pass --yes"
-                );
-            }
+            prompt::ensure_can_confirm("delete")?;
             let question = format!(
                 "Delete service account {:?}? Its tokens stop working at once.",
                 self.name_or_id
             );
-            if !blocking(move || prompt::confirm(&question)).await? {
-                anyhow::bail!("aborted: nothing was deleted");
-            }
+            prompt::confirm_or_abort(question, "deleted").await?;
         }
         client.delete_service_account(&self.name_or_id).await?;
         if ctx.output() == OutputFormat::Table {

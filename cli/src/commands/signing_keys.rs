@@ -1,6 +1,6 @@
 //! `gatehouse signing-key ...`: the keys that sign access tokens (admins only).
 
-use super::{Context, Globals};
+use super::{Context, Globals, prompt};
 use crate::client::{SigningKey, SigningKeyList};
 use crate::output::{self, OutputFormat, Table};
 
@@ -31,6 +31,9 @@ pub struct RetireArgs {
     /// The key id (from `gatehouse signing-key list`).
     #[arg(value_name = "KID")]
     pub kid: String,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 impl SigningKeyCommand {
@@ -51,6 +54,15 @@ impl SigningKeyCommand {
                 emit_key(&ctx, &key, "Added")
             }
             SigningKeyCommand::Retire(args) => {
+                if !args.yes {
+                    prompt::ensure_can_confirm("retire a signing key")?;
+                    let question = format!(
+                        "Retire signing key {:?}? Every token it signed is refused at once: \
+                         everyone logged in with one (possibly you) must log in again.",
+                        output::sanitize(&args.kid)
+                    );
+                    prompt::confirm_or_abort(question, "retired").await?;
+                }
                 let key = client.retire_signing_key(&args.kid).await?;
                 emit_key(&ctx, &key, "Retired")
             }
