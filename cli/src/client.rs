@@ -256,7 +256,7 @@ impl ApiKeyRefusal {
             }
             Self::Rotated => {
                 "use the new key that `gatehouse service-account api-key ACCOUNT rotate KEY` \
-                 printed; rotate with `--retain MINUTES` to keep the old one working while you \
+                 printed; rotate with `--retain 1h` (any duration) to keep the old one working while you \
                  roll out the new one"
             }
             Self::Other(_) => "ask an administrator",
@@ -1155,20 +1155,20 @@ impl GatehouseClient {
     }
 
     /// `POST /api/v1/service_accounts/{account}/api_keys/{key}/rotate`: a new secret, shown
-    /// this once; the previous one keeps working for `retain_period_minutes`.
+    /// this once; the previous one keeps working for `retain_period_seconds`.
     pub async fn rotate_api_key(
         &self,
         account: &str,
         key: &str,
-        retain_period_minutes: u64,
+        retain_period_seconds: u64,
     ) -> Result<NewApiKey, ClientError> {
         #[derive(Serialize)]
         struct Body {
-            retain_period_minutes: u64,
+            retain_period_seconds: u64,
         }
         let url = self.api(&["service_accounts", account, "api_keys", key, "rotate"]);
         let body = Body {
-            retain_period_minutes,
+            retain_period_seconds,
         };
         let response = self
             .send_api(Retry::Never, || {

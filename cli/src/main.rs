@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod credentials;
 mod device_flow;
+mod duration;
 mod output;
 mod runtime;
 #[cfg(test)]

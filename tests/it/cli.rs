@@ -321,3 +321,104 @@ async fn a_deactivated_user_is_told_that_an_admin_can_undo_it() -> anyhow::Resul
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn retain_and_expires_in_share_one_duration_grammar() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    let dir = admin.path();
+    let key = |rest: &[&'static str]| {
+        let mut args = vec!["service-account", "api-key", "ci-bot"];
+        args.extend_from_slice(rest);
+        args
+    };
+    ok(
+        &app,
+        dir,
+        &["service-account", "create", "ci-bot", "--no-api-key"],
+        None,
+    )
+    .await?;
+    ok(
+        &app,
+        dir,
+        &key(&["create", "deploy", "--expires-in", "2d"]),
+        None,
+    )
+    .await?;
+
+    // --retain takes a unit like --expires-in...
+    ok(
+        &app,
+        dir,
+        &key(&["rotate", "deploy", "--retain", "90s"]),
+        None,
+    )
+    .await?;
+    let described: serde_json::Value = serde_json::from_str(
+        &ok(&app, dir, &key(&["describe", "deploy", "-o", "json"]), None).await?,
+    )?;
+    let until = described["retained_secrets"][0]["valid_until"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .ok_or_else(|| anyhow::anyhow!("no retained secret: {described}"))?;
+    let left = until
+        .signed_duration_since(chrono::Utc::now())
+        .num_seconds();
+    assert!((60..=90).contains(&left), "--retain 90s kept it {left} s");
+    // ...and a bare number keeps meaning minutes.
+    ok(
+        &app,
+        dir,
+        &key(&["rotate", "deploy", "--retain", "2"]),
+        None,
+    )
+    .await?;
+    let described: serde_json::Value = serde_json::from_str(
+        &ok(&app, dir, &key(&["describe", "deploy", "-o", "json"]), None).await?,
+    )?;
+    let left = described["retained_secrets"]
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["generation"] == 2))
+        .and_then(|r| r["valid_until"].as_str())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.signed_duration_since(chrono::Utc::now()).num_seconds())
+        .ok_or_else(|| anyhow::anyhow!("generation 2 not retained: {described}"))?;
+    assert!((90..=120).contains(&left), "--retain 2 kept it {left} s");
+
+    // Limits in the unit typed; a usage error exits 2 and sends nothing.
+    for (retain, limit) in [
+        ("50000", "at most 43200 minutes (30 days)"),
+        ("800h", "at most 720 hours (30 days)"),
+    ] {
+        let (code, _, err) = app
+            .cli(dir, &key(&["rotate", "deploy", "--retain", retain]), None)
+            .await?;
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(limit), "{retain}: {err}");
+    }
+    let (code, _, err) = app
+        .cli(
+            dir,
+            &key(&["create", "later", "--expires-in", "3661d"]),
+            None,
+        )
+        .await?;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("at most 3660 days (10 years)"), "{err}");
+    let described: serde_json::Value = serde_json::from_str(
+        &ok(&app, dir, &key(&["describe", "deploy", "-o", "json"]), None).await?,
+    )?;
+    assert_eq!(
+        described["generation"], 3,
+        "nothing was rotated: {described}"
+    );
+
+    // Each --help says what a bare number means.
+    let help = ok(&app, dir, &key(&["rotate", "--help"]), None).await?;
+    assert!(help.contains("a bare number is minutes"), "{help}");
+    let help = ok(&app, dir, &key(&["create", "--help"]), None).await?;
+    assert!(help.contains("a bare number is seconds"), "{help}");
+    Ok(())
+}

@@ -9,47 +9,8 @@ use super::prompt;
 use super::users::page_footer;
 use super::{Context, require_change};
 use crate::client::{ApiKey, ApiKeyUpdate, ExpiryChange, ListFilters, NewApiKey, Page};
+use crate::duration;
 use crate::output::{self, OutputFormat, Table};
-
-/// The longest key lifetime the server accepts (10 years of 366 days): checked here too so
-/// that a typo fails before anything is sent.
-const MAX_DURATION_SECS: u64 = 10 * 366 * 24 * 3600;
-
-/// Parses a duration: a number with `s`, `m`, `h` or `d`, or a plain number of seconds.
-/// Zero, negative and malformed values are refused. Returns seconds.
-pub fn parse_duration(input: &str) -> Result<u64, String> {
-    let text = input.trim();
-    let invalid = || {
-        format!(
-            "invalid duration {input:?}: use a whole number of seconds, or a number followed by s, \
-             m, h or d (e.g. 90s, 15m, 12h, 30d)"
-        )
-    };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    if digits.is_empty() {
-        return Err(invalid());
-    }
-    let multiplier: u64 = match unit.trim() {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(invalid()),
-    };
-    let value: u64 = digits.parse().map_err(|_| invalid())?;
-    if value == 0 {
-        return Err(format!(
-            "invalid duration {input:?}: it must be greater than zero"
-        ));
-    }
-    value
-        .checked_mul(multiplier)
-        .filter(|secs| *secs <= MAX_DURATION_SECS)
-        .ok_or_else(|| format!("invalid duration {input:?}: at most 10 years (3660d)"))
-}
 
 /// Manage the API keys of a service account.
 #[derive(Debug, Clone, clap::Args)]
@@ -81,7 +42,7 @@ pub enum ApiKeyCommand {
     /// rotation.
     Describe(DescribeArgs),
     /// Replace a key's secret and print the new key, the only time it is shown. The old
-    /// secret keeps working for --retain minutes.
+    /// secret keeps working for --retain (default 0: it stops at once).
     Rotate(RotateArgs),
     /// Activate or deactivate a key, or change its description or expiry. Deactivation
     /// refuses its tokens at once.
@@ -113,8 +74,9 @@ pub struct CreateArgs {
     /// What the key is for.
     #[arg(long, short = 'd')]
     pub description: Option<String>,
-    /// Expire after this long: 90s, 15m, 12h, 30d, or seconds [default: never].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Expire after this long: 90s, 15m, 12h, 30d (at most 3660d); a bare number is
+    /// seconds [default: never].
+    #[arg(long, value_name = "DURATION", value_parser = duration::expires_in)]
     pub expires_in: Option<u64>,
 }
 
@@ -198,16 +160,18 @@ impl DescribeArgs {
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_long_help = "\
 With --retain 0 (the default) the old key stops working at once, and tokens it was
-exchanged for are refused. With --retain N both keys work for N minutes, time to roll the
-new key out.
+exchanged for are refused. With --retain 1h both keys work for an hour, time to roll the
+new key out. Secrets retained by earlier rotations keep their own windows.
 
-Example:
-  gatehouse service-account api-key ci-bot rotate deploy --retain 60")]
+Examples:
+  gatehouse service-account api-key ci-bot rotate deploy --retain 1h
+  gatehouse service-account api-key ci-bot rotate deploy --retain 60    # 60 minutes")]
 pub struct RotateArgs {
     /// The key's name or id.
     pub key: String,
-    /// Minutes the old secret keeps working.
-    #[arg(long, value_name = "MINUTES", default_value_t = 0)]
+    /// How long the old secret keeps working: 90s, 15m, 1h, 2d (at most 30d); a bare
+    /// number is minutes.
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = duration::retain)]
     pub retain: u64,
 }
 
@@ -241,8 +205,9 @@ pub struct UpdateArgs {
     /// New description.
     #[arg(long, short = 'd')]
     pub description: Option<String>,
-    /// Expire this long from now: 90s, 15m, 12h, 30d, or seconds.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "no_expiry")]
+    /// Expire this long from now: 90s, 15m, 12h, 30d (at most 3660d); a bare number is
+    /// seconds.
+    #[arg(long, value_name = "DURATION", value_parser = duration::expires_in, conflicts_with = "no_expiry")]
     pub expires_in: Option<u64>,
     /// Remove the expiry: the key works until deactivated or deleted.
     #[arg(long)]
@@ -391,7 +356,7 @@ pub(super) fn shown_once(key: &NewApiKey, account: &str) -> String {
 /// After a rotation: what is true of each earlier secret. The secret just replaced
 /// (generation - 1) is retained or stopped now; secrets retained by earlier rotations keep
 /// their own windows.
-fn old_secret_note(key: &ApiKey, retain_minutes: u64) -> String {
+fn old_secret_note(key: &ApiKey, retain_secs: u64) -> String {
     let replaced = key.generation.saturating_sub(1);
     let mut note = match key
         .retained_secrets
@@ -402,13 +367,14 @@ fn old_secret_note(key: &ApiKey, retain_minutes: u64) -> String {
             "The replaced secret (generation {replaced}) keeps working until {} UTC.\n",
             output::server_timestamp(&r.valid_until)
         ),
-        None if retain_minutes == 0 => format!(
+        None if retain_secs == 0 => format!(
             "The replaced secret (generation {replaced}) stopped working now; so did the tokens \
              it was exchanged for.\n"
         ),
         None => format!(
-            "The replaced secret (generation {replaced}) keeps working for {retain_minutes} more \
-             minute(s) (the server did not say until when).\n"
+            "The replaced secret (generation {replaced}) keeps working for {} (the server did \
+             not say until when).\n",
+            duration::human(retain_secs)
         ),
     };
     let mut earlier: Vec<_> = key
@@ -458,47 +424,6 @@ fn key_table(page: &Page<ApiKey>) -> Table {
 mod tests {
     use super::*;
 
-    #[test]
-    fn durations_take_a_unit_or_mean_seconds() {
-        assert_eq!(parse_duration("90s"), Ok(90));
-        assert_eq!(parse_duration("15m"), Ok(900));
-        assert_eq!(parse_duration("12h"), Ok(43_200));
-        assert_eq!(parse_duration("30d"), Ok(2_592_000));
-        assert_eq!(parse_duration("3600"), Ok(3600));
-        assert_eq!(parse_duration(" 2h "), Ok(7200));
-        assert_eq!(parse_duration("3660d"), Ok(MAX_DURATION_SECS));
-    }
-
-    #[test]
-    fn zero_and_garbage_durations_are_refused_clearly() {
-        for zero in ["0", "0s", "0d", "000m"] {
-            let error = parse_duration(zero).expect_err(zero);
-            assert!(error.contains("greater than zero"), "{zero}: {error}");
-        }
-        for garbage in [
-            "",
-            "d",
-            "-5m",
-            "1.5h",
-            "10 minutes",
-            "1w",
-            "1h30m",
-            "abc",
-            "5x",
-            "+5",
-        ] {
-            let error = parse_duration(garbage).expect_err(garbage);
-            assert!(
-                error.contains("invalid duration") && error.contains("30d"),
-                "{garbage}: {error}"
-            );
-        }
-        let error = parse_duration("99999999999999999999d").expect_err("overflow");
-        assert!(error.contains("invalid duration"), "{error}");
-        let error = parse_duration("3661d").expect_err("too long");
-        assert!(error.contains("at most 10 years"), "{error}");
-    }
-
     fn key_json() -> serde_json::Value {
         serde_json::json!({
             "id": "0190f0a8-3b1c-7000-8000-00000000abcd", "name": "deploy",
@@ -523,7 +448,7 @@ mod tests {
         assert!(text.contains("LAST USED        never\n"), "{text}");
         assert!(text.contains("EXPIRES          never\n"), "{text}");
         assert_eq!(
-            old_secret_note(&key, 60),
+            old_secret_note(&key, 3600),
             "The replaced secret (generation 1) keeps working until 2025-01-02 11:00:00 UTC.\n"
         );
         Ok(())

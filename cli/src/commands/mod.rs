@@ -367,6 +367,9 @@ mod tests {
         assert!(sa(&["describe", "deploy"]).is_ok());
         assert!(sa(&["rotate", "deploy", "--retain", "60"]).is_ok());
         assert!(sa(&["rotate", "deploy", "--retain", "-1"]).is_err());
+        assert!(sa(&["rotate", "deploy", "--retain", "90s"]).is_ok());
+        assert!(sa(&["rotate", "deploy", "--retain", "2d"]).is_ok());
+        assert!(sa(&["rotate", "deploy", "--retain", "31d"]).is_err());
         assert!(sa(&["update", "deploy", "--active", "false"]).is_ok());
         assert!(sa(&["update", "deploy", "--expires-in", "1h", "--no-expiry"]).is_err());
         assert!(sa(&["delete", "deploy", "--yes"]).is_ok());
@@ -714,7 +717,7 @@ mod tests {
                 ("invalid", "the API key is invalid"),
                 ("deactivated", "--active true"),
                 ("expired", "has expired"),
-                ("rotated", "--retain MINUTES"),
+                ("rotated", "--retain 1h"),
             ] {
                 if let Ok(mut gw) = state.lock() {
                     gw.refuse = Some(reason);

@@ -18,10 +18,10 @@ pub enum SigningKeyCommand {
 /// `signing-key add`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AddArgs {
-    /// Seconds until the new key signs (0 to 86400): time for services that cache the JWKS
-    /// to fetch it.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60,
-          value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    /// How long until the new key signs: 90s, 15m, 1h (at most 1d); a bare number is
+    /// seconds. Time for services that cache the JWKS to fetch it.
+    #[arg(long, value_name = "DURATION", default_value = "60",
+          value_parser = crate::duration::activate_in)]
     pub activate_in: u32,
 }
 
