@@ -57,15 +57,21 @@ async fn a_rotated_away_secret_never_rides_on_the_token_its_successor_cached() -
     let app = TestApp::spawn().await?;
     let admin = tempfile::tempdir()?;
     admin_login(&app, admin.path()).await?;
-    let old = the_printed_key(
-        &ok(
-            &app,
-            admin.path(),
-            &["service-account", "create", "ci-bot"],
-            None,
-        )
-        .await?,
-    )?;
+    let created = ok(
+        &app,
+        admin.path(),
+        &["service-account", "create", "ci-bot"],
+        None,
+    )
+    .await?;
+    let old = the_printed_key(&created)?;
+    // The key stands alone at the end, under what to do with it.
+    assert_eq!(created.lines().last(), Some(old.as_str()), "{created}");
+    assert!(
+        created.contains("as GATEHOUSE_API_KEY")
+            && created.contains(&format!("gatehouse login --url {} --api-key", app.url)),
+        "{created}"
+    );
 
     // The CI job's machine: one config dir, so one token cache, for both secrets.
     let ci = tempfile::tempdir()?;
@@ -80,6 +86,10 @@ async fn a_rotated_away_secret_never_rides_on_the_token_its_successor_cached() -
         None,
     )
     .await?;
+    assert!(
+        rotated.contains("(generation 1) stopped working now"),
+        "{rotated}"
+    );
     let new = the_printed_key(&rotated)?;
     assert_ne!(new, old);
     let (code, out, err) = cli_with_key(&app, ci.path(), &new, &["current-user"]).await?;
@@ -275,6 +285,13 @@ async fn after_a_second_rotation_the_cli_says_what_is_true_of_each_secret() -> a
         "the secret an earlier rotation retained: {out}"
     );
     assert!(!out.contains("(generation 2) keeps working"), "{out}");
+    // The new key stands alone at the end, under the next step.
+    assert_eq!(out.lines().last(), Some(gen3.as_str()), "{out}");
+    assert!(
+        out.contains("replace GATEHOUSE_API_KEY")
+            && out.contains(&format!("GATEHOUSE_URL={}", app.url)),
+        "{out}"
+    );
     Ok(())
 }
 

@@ -83,9 +83,8 @@ pub struct CreateArgs {
 impl CreateArgs {
     /// Runs `api-key create`.
     pub async fn run(self, ctx: &Context, account: &str) -> anyhow::Result<()> {
-        let key = ctx
-            .client()
-            .await?
+        let client = ctx.client().await?;
+        let key = client
             .create_api_key(
                 account,
                 &self.name,
@@ -97,7 +96,12 @@ impl CreateArgs {
             OutputFormat::Json => output::emit_json(&key.json_with_key()?),
             OutputFormat::Table => {
                 output::emit(&describe_key(&key.api_key))?;
-                output::emit(&shown_once(&key, account))
+                output::emit(&shown_once(
+                    &key,
+                    account,
+                    &client.url(),
+                    NewSecret::Created,
+                ))
             }
         }
     }
@@ -178,17 +182,21 @@ pub struct RotateArgs {
 impl RotateArgs {
     /// Runs `api-key rotate`.
     pub async fn run(self, ctx: &Context, account: &str) -> anyhow::Result<()> {
-        let key = ctx
-            .client()
-            .await?
+        let client = ctx.client().await?;
+        let key = client
             .rotate_api_key(account, &self.key, self.retain)
             .await?;
         match ctx.output() {
             OutputFormat::Json => output::emit_json(&key.json_with_key()?),
             OutputFormat::Table => {
                 output::emit(&describe_key(&key.api_key))?;
-                output::emit(&shown_once(&key, account))?;
-                output::emit(&old_secret_note(&key.api_key, self.retain))
+                output::emit(&format!("\n{}", old_secret_note(&key.api_key, self.retain)))?;
+                output::emit(&shown_once(
+                    &key,
+                    account,
+                    &client.url(),
+                    NewSecret::Rotated,
+                ))
             }
         }
     }
@@ -343,11 +351,26 @@ pub(super) fn describe_key(key: &ApiKey) -> String {
     output::describe(rows)
 }
 
-/// The block that shows a new key, the one time it is shown.
-pub(super) fn shown_once(key: &NewApiKey, account: &str) -> String {
+/// Whether a key is new or replaces a secret, for the next step [`shown_once`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NewSecret {
+    /// `create`, `service-account create`.
+    Created,
+    /// `rotate`.
+    Rotated,
+}
+
+/// The block that shows a new key, the one time it is shown: last, after everything else,
+/// with the next step above it and the key alone on the last line (`| tail -1` gets it).
+pub(super) fn shown_once(key: &NewApiKey, account: &str, url: &str, how: NewSecret) -> String {
+    let store = match how {
+        NewSecret::Created => "store it in your CI system's secret store as GATEHOUSE_API_KEY",
+        NewSecret::Rotated => "replace GATEHOUSE_API_KEY in your CI system's secret store with it",
+    };
     format!(
-        "\nAPI key {:?} of service account {account} (shown only this once: store it now, it \
-         cannot be shown again):\n\n{}\n\n",
+        "\nNext: {store},\nbeside GATEHOUSE_URL={url}.\nOr log in with it here (it prompts for \
+         the key):\n  gatehouse login --url {url} --api-key\n\nAPI key {:?} of service account \
+         {account}, shown only this once:\n\n{}\n",
         key.api_key.name,
         key.key.expose_secret()
     )
@@ -508,9 +531,24 @@ mod tests {
         assert!(!key.api_key.extra.contains_key("key"));
         assert!(!describe_key(&key.api_key).contains("the-secret-key"));
         assert!(!format!("{key:?}").contains("the-secret-key"));
-        let block = shown_once(&key, "ci-bot");
+        let block = shown_once(&key, "ci-bot", "https://gh.example", NewSecret::Created);
         assert!(block.contains("\ngatehouse_the-secret-key\n"), "{block}");
         assert!(block.contains("shown only this once"), "{block}");
+        // The key stands alone at the end, under the next step.
+        assert_eq!(
+            block.lines().last(),
+            Some("gatehouse_the-secret-key"),
+            "{block}"
+        );
+        assert!(
+            block.contains("GATEHOUSE_API_KEY")
+                && block.contains("GATEHOUSE_URL=https://gh.example")
+                && block.contains("gatehouse login --url https://gh.example --api-key"),
+            "{block}"
+        );
+        let rotated = shown_once(&key, "ci-bot", "https://gh.example", NewSecret::Rotated);
+        assert!(rotated.contains("replace GATEHOUSE_API_KEY"), "{rotated}");
+        assert!(block.lines().all(|l| l.chars().count() <= 80), "{block}");
         assert_eq!(key.json_with_key()?["key"], "gatehouse_the-secret-key");
         assert_eq!(key.json_with_key()?["name"], "deploy");
         Ok(())

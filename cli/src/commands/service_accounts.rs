@@ -1,6 +1,6 @@
 //! `gatehouse service-account ...`.
 
-use super::api_keys::{ApiKeyArgs, describe_key, shown_once};
+use super::api_keys::{ApiKeyArgs, NewSecret, describe_key, shown_once};
 use super::prompt;
 use super::users::page_footer;
 use super::{Context, Globals, require_change};
@@ -115,7 +115,12 @@ impl CreateArgs {
                 output::emit(&describe_account(&account))?;
                 output::emit("\n")?;
                 output::emit(&describe_key(&key.api_key))?;
-                output::emit(&shown_once(&key, &account.name))
+                output::emit(&shown_once(
+                    &key,
+                    &account.name,
+                    &client.url(),
+                    NewSecret::Created,
+                ))
             }
         }
     }
