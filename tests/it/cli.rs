@@ -439,3 +439,77 @@ async fn retain_and_expires_in_share_one_duration_grammar() -> anyhow::Result<()
     assert!(help.contains("a bare number is seconds"), "{help}");
     Ok(())
 }
+
+#[tokio::test]
+async fn list_tables_fit_80_columns_and_an_expired_key_says_so() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    let dir = admin.path();
+    ok(
+        &app,
+        dir,
+        &[
+            "service-account",
+            "create",
+            "recommendation-training",
+            "--description",
+            "Nightly training pipeline for the recommendation models, owned by the ML platform team",
+        ],
+        None,
+    )
+    .await?;
+    let key = |rest: &[&'static str]| {
+        let mut args = vec!["service-account", "api-key", "recommendation-training"];
+        args.extend_from_slice(rest);
+        args
+    };
+    ok(
+        &app,
+        dir,
+        &key(&["create", "deploy-production", "--expires-in", "30d"]),
+        None,
+    )
+    .await?;
+    ok(
+        &app,
+        dir,
+        &key(&["create", "short-lived", "--expires-in", "1s"]),
+        None,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let fits = |what: &str, out: &str| {
+        for line in out.lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "{what}: {} wide:\n{out}",
+                line.chars().count()
+            );
+        }
+    };
+    let keys = ok(&app, dir, &key(&["list"]), None).await?;
+    fits("api-key list", &keys);
+    assert!(keys.contains("(UTC)"), "times say they are UTC: {keys}");
+    let short = keys
+        .lines()
+        .find(|l| l.starts_with("short-lived"))
+        .unwrap_or_default();
+    assert!(short.contains("EXPIRED"), "{keys}");
+    let wide = ok(&app, dir, &key(&["list", "--wide"]), None).await?;
+    assert!(wide.contains("GENERATION") && wide.contains("ID"), "{wide}");
+    let accounts = ok(&app, dir, &["service-account", "list"], None).await?;
+    fits("service-account list", &accounts);
+    fits("user list", &ok(&app, dir, &["user", "list"], None).await?);
+    fits(
+        "signing-key list",
+        &ok(&app, dir, &["signing-key", "list"], None).await?,
+    );
+    let wide = ok(&app, dir, &["service-account", "list", "--wide"], None).await?;
+    assert!(
+        wide.contains("owned by the ML platform team"),
+        "--wide is whole: {wide}"
+    );
+    Ok(())
+}

@@ -10,7 +10,7 @@ use super::users::page_footer;
 use super::{Context, require_change};
 use crate::client::{ApiKey, ApiKeyUpdate, ExpiryChange, ListFilters, NewApiKey, Page};
 use crate::duration;
-use crate::output::{self, OutputFormat, Table};
+use crate::output::{self, Col, OutputFormat, Table, View};
 
 /// Manage the API keys of a service account.
 #[derive(Debug, Clone, clap::Args)]
@@ -122,6 +122,8 @@ pub struct ListArgs {
     /// Keys per page (1 to 1000) [server default: 20].
     #[arg(long, value_name = "N")]
     pub size: Option<u64>,
+    #[command(flatten)]
+    pub wide: output::WideArg,
 }
 
 impl ListArgs {
@@ -137,7 +139,7 @@ impl ListArgs {
         match ctx.output() {
             OutputFormat::Json => output::emit_json(&page),
             OutputFormat::Table => {
-                output::emit(&key_table(&page).render())?;
+                output::emit(&key_table(&page, self.wide.view()).render())?;
                 page_footer(&page, "API keys");
                 Ok(())
             }
@@ -294,16 +296,15 @@ fn print_key(ctx: &Context, key: &ApiKey) -> anyhow::Result<()> {
     }
 }
 
-fn optional_timestamp(value: Option<&str>, none: &str) -> String {
-    value.map_or_else(|| none.to_owned(), output::server_timestamp)
-}
-
-fn expiry_cell(key: &ApiKey) -> String {
-    let text = optional_timestamp(key.expires_at.as_deref(), "never");
+/// `ACTIVE`, `INACTIVE` or `EXPIRED` (whether deactivated or not, an expired key does not
+/// work).
+fn key_status(key: &ApiKey) -> &'static str {
     if key.expired {
-        format!("{text} (expired)")
+        "EXPIRED"
+    } else if key.active {
+        "ACTIVE"
     } else {
-        text
+        "INACTIVE"
     }
 }
 
@@ -320,18 +321,22 @@ pub(super) fn describe_key(key: &ApiKey) -> String {
             "service account".to_owned(),
             key.service_account_id.to_string(),
         ),
+        ("status".to_owned(), key_status(key).to_owned()),
         ("active".to_owned(), output::boolean(key.active)),
-        ("expires".to_owned(), expiry_cell(key)),
+        (
+            "expires".to_owned(),
+            output::optional_time_utc(key.expires_at.as_deref(), "never"),
+        ),
         ("generation".to_owned(), key.generation.to_string()),
-        ("created".to_owned(), output::server_timestamp(&key.created)),
-        ("updated".to_owned(), output::server_timestamp(&key.updated)),
+        ("created".to_owned(), output::server_time_utc(&key.created)),
+        ("updated".to_owned(), output::server_time_utc(&key.updated)),
         (
             "last rotated".to_owned(),
-            optional_timestamp(key.last_rotated.as_deref(), "never"),
+            output::optional_time_utc(key.last_rotated.as_deref(), "never"),
         ),
         (
             "last used".to_owned(),
-            optional_timestamp(key.last_used.as_deref(), "never"),
+            output::optional_time_utc(key.last_used.as_deref(), "never"),
         ),
     ];
     if key.retained_secrets.is_empty() {
@@ -417,27 +422,30 @@ fn old_secret_note(key: &ApiKey, retain_secs: u64) -> String {
     note
 }
 
-fn key_table(page: &Page<ApiKey>) -> Table {
-    let mut table = Table::new([
-        "name",
-        "id",
-        "active",
-        "generation",
-        "created",
-        "last rotated",
-        "last used",
-        "expires",
-    ]);
+pub(super) fn key_table(page: &Page<ApiKey>, view: View) -> Table {
+    let mut table = Table::list(
+        &[
+            ("name", Col::Always),
+            ("id", Col::Wide),
+            ("status", Col::Always),
+            ("generation", Col::Wide),
+            (&output::utc("created"), Col::Wide),
+            (&output::utc("last rotated"), Col::Wide),
+            (&output::utc("last used"), Col::Always),
+            (&output::utc("expires"), Col::Always),
+        ],
+        view,
+    );
     for k in &page.items {
         table.push([
             k.name.clone(),
             k.id.to_string(),
-            output::boolean(k.active),
+            key_status(k).to_owned(),
             k.generation.to_string(),
             output::server_timestamp(&k.created),
-            optional_timestamp(k.last_rotated.as_deref(), "-"),
-            optional_timestamp(k.last_used.as_deref(), "-"),
-            expiry_cell(k),
+            output::optional_time(k.last_rotated.as_deref(), "-"),
+            output::optional_time(k.last_used.as_deref(), "-"),
+            output::optional_time(k.expires_at.as_deref(), "never"),
         ]);
     }
     table
@@ -470,6 +478,11 @@ mod tests {
         );
         assert!(text.contains("LAST USED        never\n"), "{text}");
         assert!(text.contains("EXPIRES          never\n"), "{text}");
+        assert!(text.contains("STATUS           ACTIVE\n"), "{text}");
+        assert!(
+            text.contains("CREATED          2025-01-01 10:00:00 UTC\n"),
+            "{text}"
+        );
         assert_eq!(
             old_secret_note(&key, 3600),
             "The replaced secret (generation 1) keeps working until 2025-01-02 11:00:00 UTC.\n"
@@ -514,10 +527,16 @@ mod tests {
             extra: Default::default(),
         };
         assert_eq!(
-            key_table(&page).render(),
-            "NAME    ID                                    ACTIVE  GENERATION  CREATED              LAST ROTATED         LAST USED  EXPIRES\n\
-             deploy  0190f0a8-3b1c-7000-8000-00000000abcd  true    2           2025-01-01 10:00:00  2025-01-02 10:00:00  -          never\n\
-             old     0190f0a8-3b1c-7000-8000-00000000abcd  true    2           2025-01-01 10:00:00  2025-01-02 10:00:00  -          2025-01-03 00:00:00 (expired)\n"
+            key_table(&page, View::Default).render(),
+            "NAME    STATUS   LAST USED (UTC)  EXPIRES (UTC)\n\
+             deploy  ACTIVE   -                never\n\
+             old     EXPIRED  -                2025-01-03 00:00:00\n"
+        );
+        assert_eq!(
+            key_table(&page, View::Wide).render(),
+            "NAME    ID                                    STATUS   GENERATION  CREATED (UTC)        LAST ROTATED (UTC)   LAST USED (UTC)  EXPIRES (UTC)\n\
+             deploy  0190f0a8-3b1c-7000-8000-00000000abcd  ACTIVE   2           2025-01-01 10:00:00  2025-01-02 10:00:00  -                never\n\
+             old     0190f0a8-3b1c-7000-8000-00000000abcd  EXPIRED  2           2025-01-01 10:00:00  2025-01-02 10:00:00  -                2025-01-03 00:00:00\n"
         );
         Ok(())
     }

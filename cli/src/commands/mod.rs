@@ -498,6 +498,115 @@ mod tests {
         assert!(create.contains("Examples:"), "{create}");
     }
 
+    /// Every list command's default table, filled with what real listings hold (names and
+    /// descriptions of the lengths people use, host names, every time column set), fits an
+    /// 80-column terminal; `--wide` shows more.
+    mod eighty_columns {
+        use crate::client::{ApiKey, Device, Page, ServiceAccount, SigningKeyList, User};
+        use crate::output::{Table, View, WIDTH};
+
+        fn page<T: serde::de::DeserializeOwned>(items: Vec<serde_json::Value>) -> Page<T> {
+            serde_json::from_value(serde_json::json!({
+                "index": 1, "max_size": 20, "total_pages": 1, "total": items.len(), "items": items,
+            }))
+            .expect("page")
+        }
+
+        fn assert_fits(what: &str, table: &Table, wide: &Table) {
+            let text = table.render();
+            for line in text.lines() {
+                assert!(
+                    line.chars().count() <= WIDTH,
+                    "{what}: a line of {} columns:\n{text}",
+                    line.chars().count()
+                );
+            }
+            assert!(
+                wide.render().lines().map(|l| l.chars().count()).max()
+                    > text.lines().map(|l| l.chars().count()).max(),
+                "{what}: --wide shows more"
+            );
+        }
+
+        const T: &str = "2026-12-03T11:15:42.123456Z";
+
+        #[test]
+        fn every_list_table_fits_80_columns_by_default() {
+            let users: Page<User> = page(
+                ["admin", "alice.martin", "data-platform-oncall"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| {
+                        serde_json::json!({
+                        "id": format!("0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f40{i:02}"), "name": name,
+                        "role": "member", "active": true, "created": T, "updated": T})
+                    })
+                    .collect(),
+            );
+            let table = |view| super::super::users::user_table(&users, view);
+            assert_fits("user list", &table(View::Default), &table(View::Wide));
+
+            let accounts: Page<ServiceAccount> = page(vec![
+                serde_json::json!({"id": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "name": "ci-bot",
+                    "description": "Nightly training pipeline for the recommendation models, owned by the ML platform team",
+                    "active": true, "role": "member", "owner": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a00",
+                    "created": T, "updated": T}),
+                serde_json::json!({"id": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", "name": "feature-store-sync",
+                    "description": "", "active": false, "role": "admin",
+                    "owner": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a00", "created": T, "updated": T}),
+            ]);
+            let table = |view| super::super::service_accounts::account_table(&accounts, view);
+            assert_fits(
+                "service-account list",
+                &table(View::Default),
+                &table(View::Wide),
+            );
+
+            let key = |name: &str, expired: bool| {
+                serde_json::json!({
+                "id": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "name": name, "description": "deploy job",
+                "service_account_id": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a00", "active": true,
+                "expired": expired, "created": T, "updated": T, "last_rotated": T, "last_used": T,
+                "expires_at": T, "generation": 12, "retained_secrets": []})
+            };
+            let keys: Page<ApiKey> =
+                page(vec![key("deploy-production", false), key("default", true)]);
+            let table = |view| super::super::api_keys::key_table(&keys, view);
+            assert_fits("api-key list", &table(View::Default), &table(View::Wide));
+
+            let device = |id: &str, host: &str| {
+                serde_json::json!({
+                "id": id, "status": "active", "trusted": true,
+                "owner_id": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a00", "owner": "alice.martin",
+                "client_id": "gatehouse-cli", "hostname": host, "os": "macos aarch64",
+                "client_version": "0.1.0", "ip_address": "2001:db8:85a3::8a2e:370:7334",
+                "created": T, "verified_at": T, "last_login": T, "expires": T})
+            };
+            let devices: Page<Device> = page(vec![
+                device(
+                    "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+                    "alice-macbook-pro.corp.example.com",
+                ),
+                device("0193a1c7-0000-7e5f-8a9b-0c1d2e3f4a5c", "gpu-node-17"),
+            ]);
+            let current = Some(devices.items[1].id);
+            let table = |view| super::super::devices::device_table(&devices, current, view);
+            assert_fits(
+                "authorized-device list",
+                &table(View::Default),
+                &table(View::Wide),
+            );
+
+            let signing: SigningKeyList = serde_json::from_value(serde_json::json!({"items": [
+                {"kid": "BV1FHrJJ2vdvbpnn", "status": "verifying", "active_from": T, "retired_at": T},
+                {"kid": "1EJeigjICcpyKc3w", "status": "signing", "active_from": T},
+            ]}))
+            .expect("signing keys");
+            let text = super::super::signing_keys::key_table(&signing).render();
+            assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+        }
+    }
+
     /// The API-key paths against a small stand-in gateway: the token endpoint and
     /// `current-user`, counting exchanges.
     mod api_key_sessions {

@@ -74,7 +74,7 @@ fn emit_key(ctx: &Context, key: &SigningKey, done: &str) -> anyhow::Result<()> {
     match ctx.output() {
         OutputFormat::Json => output::emit_json(key),
         OutputFormat::Table => output::emit(&format!(
-            "{done} signing key {} ({}, signs from {})\n",
+            "{done} signing key {} ({}, signs from {} UTC)\n",
             output::sanitize(&key.kid),
             output::sanitize(&key.status),
             output::timestamp(&key.active_from)
@@ -82,8 +82,13 @@ fn emit_key(ctx: &Context, key: &SigningKey, done: &str) -> anyhow::Result<()> {
     }
 }
 
-fn key_table(list: &SigningKeyList) -> Table {
-    let mut table = Table::new(["kid", "status", "active from", "retired"]);
+pub(super) fn key_table(list: &SigningKeyList) -> Table {
+    let mut table = Table::new([
+        "kid".to_owned(),
+        "status".to_owned(),
+        output::utc("active from"),
+        output::utc("retired"),
+    ]);
     for key in &list.items {
         table.push([
             output::sanitize(&key.kid),
@@ -110,7 +115,7 @@ mod tests {
         ]}))?;
         assert_eq!(
             key_table(&list).render(),
-            "KID               STATUS   ACTIVE FROM          RETIRED\n\
+            "KID               STATUS   ACTIVE FROM (UTC)    RETIRED (UTC)\n\
              BV1FHrJJ2vdvbpnn  signing  2026-12-03 08:00:00  -\n\
              1EJeigjICcpyKc3w  retired  2026-11-01 00:00:00  2026-12-03 08:01:00\n"
         );
