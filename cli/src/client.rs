@@ -51,7 +51,7 @@ pub enum ClientError {
         code: Option<String>,
     },
     /// The API answered with its JSON error body.
-    #[error("{error}{}: {message}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default(),
+    #[error("{error}{}: {message}{}", code.as_deref().filter(|c| c != error).map(|c| format!(" ({c})")).unwrap_or_default(),
         request_id.as_deref().map(|r| format!(" [request {r}]")).unwrap_or_default())]
     Api {
         /// HTTP status.
@@ -66,7 +66,7 @@ pub enum ClientError {
         request_id: Option<String>,
     },
     /// The token endpoint refused (RFC 6749 §5.2).
-    #[error("{description} ({error})")]
+    #[error("{description}{}", Some(error).filter(|e| !description.contains(e.as_str())).map(|e| format!(" ({e})")).unwrap_or_default())]
     OAuth {
         /// `invalid_grant`, `too_many_attempts`, ...
         error: String,
@@ -88,6 +88,17 @@ pub enum ClientError {
         retry_after: Option<u64>,
         /// The server's explanation.
         description: String,
+    },
+    /// Too many wrong passwords for this user name from this address (429 on the password
+    /// grant): the limit counts per user name and address.
+    #[error("too many wrong passwords for user {username:?} from this address: try again{}; the \
+        limit counts per user name and address, so other users are not affected",
+        retry_after.map(|s| format!(" in {s} s")).unwrap_or_else(|| " later".into()))]
+    LoginLimited {
+        /// The user name tried.
+        username: String,
+        /// Seconds to wait, from `Retry-After`.
+        retry_after: Option<u64>,
     },
     /// The server has no device authorization endpoint (an older Gatehouse, or another
     /// server).
@@ -185,6 +196,41 @@ fn session_refused(message: &str, code: Option<&str>) -> String {
 }
 
 impl ClientError {
+    /// The error object of `-o json` (`{"error","code","message","request_id"}`): the
+    /// API's own when it answered one, else one in the same shape for what the CLI saw.
+    pub fn json(&self) -> serde_json::Value {
+        let (error, code, request_id): (&str, Option<&str>, Option<&str>) = match self {
+            Self::Api {
+                error,
+                code,
+                request_id,
+                ..
+            } => (error, code.as_deref(), request_id.as_deref()),
+            Self::Unauthenticated { code, .. } => ("unauthenticated", code.as_deref(), None),
+            Self::NotLoggedIn { .. } => ("unauthenticated", Some("not_logged_in"), None),
+            Self::OAuth { error, .. } => (error, None, None),
+            Self::ApiKeyRefused { reason, .. } => ("invalid_grant", Some(reason.code()), None),
+            Self::TooManyAttempts { .. } | Self::LoginLimited { .. } => {
+                ("too_many_attempts", None, None)
+            }
+            Self::DeviceLoginUnsupported { .. } => ("not_found", Some("no_device_login"), None),
+            Self::DeviceNotFound { .. } => ("not_found", Some("device_not_found"), None),
+            Self::InvalidUserCode { .. } => ("not_found", Some("invalid_user_code"), None),
+            Self::Connect { .. } => ("unavailable", Some("connection_failed"), None),
+            Self::Timeout { .. } => ("unavailable", Some("timeout"), None),
+            Self::Transport { .. } => ("unavailable", Some("transport_failed"), None),
+            Self::Decode { .. } => ("unexpected_response", None, None),
+            Self::InvalidUrl { .. } => ("invalid_usage", Some("invalid_url"), None),
+        };
+        let message = match self {
+            Self::Api { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        serde_json::json!({
+            "error": error, "code": code, "message": message, "request_id": request_id,
+        })
+    }
+
     /// Whether the failure may pass by itself: no connection, a timeout, a broken
     /// connection, or a 5xx answer (an overloaded or restarting gateway, a proxy's 502).
     pub fn is_transient(&self) -> bool {
@@ -260,6 +306,19 @@ impl ApiKeyRefusal {
                  roll out the new one"
             }
             Self::Other(_) => "ask an administrator",
+        }
+    }
+}
+
+impl ApiKeyRefusal {
+    /// The reason as the server names it (`gatehouse_reason`).
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Deactivated => "deactivated",
+            Self::Expired => "expired",
+            Self::Rotated => "rotated",
+            Self::Other(reason) => reason,
         }
     }
 }
@@ -890,9 +949,20 @@ impl GatehouseClient {
             })
             .await?;
         let status = response.status();
+        let retry_after = retry_after_secs(response.headers());
         let body = self.body(response).await?;
         if !status.is_success() {
-            return Err(decode_oauth_error(status.as_u16(), &body));
+            return Err(match decode_oauth_error(status.as_u16(), &body) {
+                ClientError::OAuth { error, .. }
+                    if status == StatusCode::TOO_MANY_REQUESTS || error == "too_many_attempts" =>
+                {
+                    ClientError::LoginLimited {
+                        username: username.to_owned(),
+                        retry_after,
+                    }
+                }
+                other => other,
+            });
         }
         decode_token(status, &body)
     }
@@ -1631,9 +1701,10 @@ pub fn decode_api_error(
             detail: snippet(body),
         };
     };
+    let message = without_parser_position(&parsed.message);
     if status == 401 {
         return ClientError::Unauthenticated {
-            message: parsed.message,
+            message,
             code: parsed.code.filter(|c| !c.is_empty()),
         };
     }
@@ -1645,8 +1716,27 @@ pub fn decode_api_error(
         status,
         error: parsed.error,
         code: parsed.code.filter(|c| !c.is_empty()),
-        message: parsed.message,
+        message,
         request_id,
+    }
+}
+
+/// A server message without the JSON parser's position (`... at line 1 column 17`), which
+/// points into a request body the person never wrote.
+fn without_parser_position(message: &str) -> String {
+    let Some((head, tail)) = message.rsplit_once(" at line ") else {
+        return message.to_owned();
+    };
+    let position = tail.split_once(" column ").is_some_and(|(line, column)| {
+        !line.is_empty()
+            && !column.is_empty()
+            && line.chars().all(|c| c.is_ascii_digit())
+            && column.chars().all(|c| c.is_ascii_digit())
+    });
+    if position {
+        head.trim_end().to_owned()
+    } else {
+        message.to_owned()
     }
 }
 
@@ -1817,6 +1907,53 @@ mod tests {
             decode_api_error(401, None, b""),
             ClientError::Unauthenticated { .. }
         ));
+    }
+
+    #[test]
+    fn messages_carry_no_parser_positions_or_doubled_labels() {
+        let body = br#"{"error":"bad_request","code":"bad_request","message":"invalid name \"a b\": letters, digits, . _ - (found ' ') at line 1 column 17","request_id":"r1"}"#;
+        let text = decode_api_error(400, None, body).to_string();
+        assert_eq!(
+            text,
+            "bad_request: invalid name \"a b\": letters, digits, . _ - (found ' ') [request r1]"
+        );
+        assert_eq!(without_parser_position("at line 3"), "at line 3");
+        assert_eq!(
+            without_parser_position("the line at line one column 2"),
+            "the line at line one column 2"
+        );
+        let oauth =
+            decode_oauth_error(400, br#"{"error":"invalid","error_description":"invalid"}"#);
+        assert_eq!(oauth.to_string(), "invalid");
+        let oauth = decode_oauth_error(
+            400,
+            br#"{"error":"invalid_grant","error_description":"invalid username or password"}"#,
+        );
+        assert_eq!(
+            oauth.to_string(),
+            "invalid username or password (invalid_grant)"
+        );
+    }
+
+    #[test]
+    fn the_json_error_object_is_the_apis_or_has_its_shape() {
+        let body =
+            br#"{"error":"conflict","code":"name_taken","message":"taken","request_id":"r1"}"#;
+        assert_eq!(
+            decode_api_error(409, None, body).json(),
+            serde_json::json!({"error": "conflict", "code": "name_taken", "message": "taken", "request_id": "r1"})
+        );
+        let limited = ClientError::LoginLimited {
+            username: "alice".into(),
+            retry_after: Some(42),
+        };
+        let json = limited.json();
+        assert_eq!(json["error"], "too_many_attempts");
+        let message = json["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("per user name") && message.contains("in 42 s"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -126,8 +126,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Whether the command line asks for `-o json`, read before parsing so that a usage error
+/// can be told in JSON too.
+fn json_requested(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    args.iter()
+        .zip(args.iter().skip(1).map(Some).chain([None]))
+        .any(|(arg, next)| {
+            matches!(arg.as_str(), "-ojson" | "-o=json" | "--output=json")
+                || (matches!(arg.as_str(), "-o" | "--output") && next.is_some_and(|n| n == "json"))
+        })
+}
+
+/// A usage error from the parser: its own text (exit 2), or with `-o json` the error
+/// object on stderr. Help and version go to stdout as usual.
+fn parse_failed(e: &clap::Error, args: &[std::ffi::OsString]) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) || !json_requested(args)
+    {
+        let _ = e.print();
+        return std::process::ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+    }
+    let rendered = e.render().to_string();
+    let message = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    let object = serde_json::json!({
+        "error": "invalid_usage", "code": null, "message": message, "request_id": null,
+    });
+    eprintln!("{object}");
+    std::process::ExitCode::from(2)
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return parse_failed(&e, &args),
+    };
+    let output = cli.globals.output;
     init_logging(matches!(cli.command, Command::Dev(_) | Command::Serve(_)));
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -143,8 +190,9 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            let (line, status) = commands::report_error(&e, output);
+            eprintln!("{line}");
+            std::process::ExitCode::from(status)
         }
     }
 }

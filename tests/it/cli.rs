@@ -274,7 +274,7 @@ async fn after_a_second_rotation_the_cli_says_what_is_true_of_each_secret() -> a
             anyhow::Ok(status.is_success())
         }
     };
-    assert!(works(gen1).await? && !works(gen2).await? && works(gen3).await?);
+    assert!(works(gen1).await? && !works(gen2).await? && works(gen3.clone()).await?);
     // What the CLI says about it.
     assert!(
         out.contains("(generation 2) stopped working now"),
@@ -511,5 +511,107 @@ async fn list_tables_fit_80_columns_and_an_expired_key_says_so() -> anyhow::Resu
         wide.contains("owned by the ML platform team"),
         "--wide is whole: {wide}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn errors_read_cleanly_and_with_json_output_are_the_apis_error_object() -> anyhow::Result<()>
+{
+    let app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    let dir = admin.path();
+
+    // -o json: the API's error object on stderr, exit 1.
+    ok(
+        &app,
+        dir,
+        &["service-account", "create", "dup", "--no-api-key"],
+        None,
+    )
+    .await?;
+    let (code, out, err) = app
+        .cli(
+            dir,
+            &[
+                "service-account",
+                "create",
+                "dup",
+                "--no-api-key",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(code, 1, "{out}{err}");
+    let object: serde_json::Value = serde_json::from_str(err.trim())?;
+    assert_eq!(object["error"], "conflict", "{object}");
+    assert!(
+        object["code"].is_string() && object["message"].is_string(),
+        "{object}"
+    );
+    assert!(object["request_id"].is_string(), "{object}");
+
+    // Usage errors exit 2, in JSON too; nothing is sent.
+    let (code, _, err) = app.cli(dir, &["user", "update", "admin"], None).await?;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with("error: nothing to change"), "{err}");
+    let (code, _, err) = app
+        .cli(
+            dir,
+            &[
+                "service-account",
+                "api-key",
+                "dup",
+                "rotate",
+                "k",
+                "--retain",
+                "soon",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(code, 2, "{err}");
+    let object: serde_json::Value = serde_json::from_str(err.trim())?;
+    assert_eq!(object["error"], "invalid_usage", "{object}");
+
+    // No repeated OS error tails.
+    let (code, _, err) = app
+        .cli(
+            tempfile::tempdir()?.path(),
+            &[
+                "login",
+                "--url",
+                "http://127.0.0.1:1",
+                "--username",
+                "admin",
+                "--password-stdin",
+            ],
+            Some("x\n"),
+        )
+        .await?;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot reach Gatehouse"), "{err}");
+    assert!(err.matches("os error").count() <= 1, "{err}");
+
+    // The wrong-password limit says it counts per user name.
+    let fresh = tempfile::tempdir()?;
+    let mut last = String::new();
+    for _ in 0..7 {
+        let (code, _, err) = app
+            .cli(
+                fresh.path(),
+                &["login", "--username", "admin", "--password-stdin"],
+                Some("wrong-password\n"),
+            )
+            .await?;
+        assert_eq!(code, 1, "{err}");
+        last = err;
+    }
+    assert!(last.contains("per user name"), "{last}");
+    assert!(!last.contains("(too_many_attempts)"), "{last}");
     Ok(())
 }

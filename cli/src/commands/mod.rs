@@ -37,6 +37,62 @@ use crate::client::{ClientError, GatehouseClient, KeyRenewal, TokenResponse};
 use crate::credentials::{Credentials, CredentialsStore};
 pub use crate::output::OutputFormat;
 
+/// What `main` prints for a failed command, on stderr: the message with each cause once
+/// (reqwest's chain repeats the OS error), or with `-o json` the API's error object
+/// (`{"error","code","message","request_id"}`) so that scripts can read it. Returns the
+/// exit status: 2 for usage errors, 1 for the rest.
+pub fn report_error(error: &anyhow::Error, output: OutputFormat) -> (String, u8) {
+    let status = if error.chain().any(|c| c.is::<UsageError>()) {
+        2
+    } else {
+        1
+    };
+    let text = error_text(error);
+    let line = match output {
+        OutputFormat::Table => format!("error: {text}"),
+        OutputFormat::Json => {
+            let client = error.chain().find_map(|c| c.downcast_ref::<ClientError>());
+            let object = match client {
+                Some(e @ ClientError::Api { .. }) => e.json(),
+                Some(e) => {
+                    let mut object = e.json();
+                    object["message"] = text.into();
+                    object
+                }
+                None => serde_json::json!({
+                    "error": if status == 2 { "invalid_usage" } else { "failed" },
+                    "code": null, "message": text, "request_id": null,
+                }),
+            };
+            object.to_string()
+        }
+    };
+    (line, status)
+}
+
+/// The message of `error` and its causes, each once: a cause already contained in an
+/// earlier message is left out, and after a [`ClientError`] only the root cause is told
+/// (not reqwest's and hyper's layers in between).
+pub fn error_text(error: &anyhow::Error) -> String {
+    let chain: Vec<&(dyn std::error::Error + 'static)> = error.chain().collect();
+    let mut parts: Vec<String> = Vec::new();
+    let mut add = |text: String| {
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    };
+    for (i, cause) in chain.iter().enumerate() {
+        add(cause.to_string());
+        if cause.is::<ClientError>() {
+            if let Some(root) = chain.get(i + 1..).and_then(|rest| rest.last()) {
+                add(root.to_string());
+            }
+            break;
+        }
+    }
+    parts.join(": ")
+}
+
 /// The URL used when neither `--url` nor a saved session names one.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
@@ -248,10 +304,16 @@ fn renew_saved(
     store.save(credentials)
 }
 
+/// A mistake in how a command was called that the parser cannot see (exit status 2, like
+/// the parser's own usage errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Ensures an update changes something, naming the flags that would.
 fn require_change(any: bool, flags: &str) -> anyhow::Result<()> {
     if !any {
-        anyhow::bail!("nothing to change: pass {flags}");
+        return Err(UsageError(format!("nothing to change: pass {flags}")).into());
     }
     Ok(())
 }
@@ -306,6 +368,44 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("gatehouse").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn errors_tell_each_cause_once_and_in_json_keep_the_api_shape() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("Connection refused (os error 111)")]
+        struct Os;
+        #[derive(Debug, thiserror::Error)]
+        #[error("tcp connect error: Connection refused (os error 111)")]
+        struct Tcp(#[source] Os);
+        let e = anyhow::Error::new(Tcp(Os)).context("reaching the gateway");
+        assert_eq!(
+            error_text(&e),
+            "reaching the gateway: tcp connect error: Connection refused (os error 111)"
+        );
+        let api = crate::client::decode_api_error(
+            409,
+            None,
+            br#"{"error":"conflict","code":"name_taken","message":"taken","request_id":"r1"}"#,
+        );
+        let e = anyhow::Error::new(api).context("creating ci-bot");
+        let (line, status) = report_error(&e, OutputFormat::Json);
+        assert_eq!(status, 1);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&line).ok(),
+            Some(
+                serde_json::json!({"error": "conflict", "code": "name_taken",
+                "message": "taken", "request_id": "r1"})
+            )
+        );
+        let usage = require_change(false, "--active").expect_err("nothing to change");
+        let (line, status) = report_error(&usage, OutputFormat::Table);
+        assert_eq!(
+            (line.as_str(), status),
+            ("error: nothing to change: pass --active", 2)
+        );
+        let (line, _) = report_error(&usage, OutputFormat::Json);
+        assert!(line.contains("\"invalid_usage\""), "{line}");
     }
 
     #[test]
