@@ -89,10 +89,12 @@ pub enum ClientError {
         /// The server's explanation.
         description: String,
     },
-    /// Too many wrong passwords for this user name from this address (429 on the password
-    /// grant): the limit counts per user name and address.
-    #[error("too many wrong passwords for user {username:?} from this address: try again{}; the \
-        limit counts per user name and address, so other users are not affected",
+    /// Too many failed logins (429 on the password grant): the gateway counts failures per
+    /// user name and address, and per address over all names at a higher limit; its answer
+    /// does not say which tripped.
+    #[error("too many failed logins as {username:?} from this address: try again{}; the limit \
+        counts per user name and address (other names are not affected, unless this address \
+        failed for many names)",
         retry_after.map(|s| format!(" in {s} s")).unwrap_or_else(|| " later".into()))]
     LoginLimited {
         /// The user name tried.
