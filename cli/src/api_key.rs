@@ -2,7 +2,9 @@
 //! token cache that lets `GATEHOUSE_API_KEY` work without a login step.
 //!
 //! The cache keeps the access token an API key was exchanged for, one file per
-//! (gateway URL, key id) in `<config dir>/tokens/`, named by a SHA-256 of the two. The file
+//! (gateway URL, whole key) in `<config dir>/tokens/`, named by a SHA-256 of the two. The
+//! whole key, not its id: after a rotation the old and the new secret share the key id,
+//! and a stale secret must not ride on the token the new one cached. The file
 //! holds the token and its lifetime, never the key: whoever can read it can act as the
 //! service account until the token expires (an hour by default), not for the key's life.
 //! Files are private (0600, in a 0700 directory) like the credentials file.
@@ -16,7 +18,6 @@ use gatehouse_tokens::{API_KEY_LEN, API_KEY_PREFIX, ApiKeyFormatError, parse_api
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use uuid::Uuid;
 
 use crate::client::TokenResponse;
 use crate::credentials::{replace_private_file, warn_if_readable_by_others};
@@ -37,7 +38,6 @@ pub const MIN_REMAINING_SHARE: i32 = 10;
 #[derive(Debug, Clone)]
 pub struct CheckedApiKey {
     key: SecretString,
-    key_id: Uuid,
 }
 
 impl CheckedApiKey {
@@ -46,7 +46,7 @@ impl CheckedApiKey {
     /// quotes the key.
     pub fn parse(input: &str, source: &str) -> anyhow::Result<Self> {
         let trimmed = input.trim();
-        let parsed = parse_api_key(trimmed).map_err(|e| {
+        parse_api_key(trimmed).map_err(|e| {
             let why = match e {
                 ApiKeyFormatError::WrongPrefix => {
                     format!("Gatehouse API keys start with `{API_KEY_PREFIX}`")
@@ -71,18 +71,12 @@ impl CheckedApiKey {
         })?;
         Ok(Self {
             key: SecretString::from(trimmed.to_owned()),
-            key_id: parsed.key_id,
         })
     }
 
     /// The key, to send to the token endpoint.
     pub fn secret(&self) -> &SecretString {
         &self.key
-    }
-
-    /// The key id (its public part).
-    pub fn key_id(&self) -> Uuid {
-        self.key_id
     }
 }
 
@@ -160,27 +154,29 @@ impl TokenCache {
         }
     }
 
-    /// The file name for the token of key `key_id` at gateway `url`: a hash of both, so
-    /// that neither the key nor the URL can be read off the directory listing.
-    pub fn file_name(url: &str, key_id: Uuid) -> String {
+    /// The file name for the token of `key` at gateway `url`: a hash of the URL and the
+    /// whole key (secret included), so that only this exact key finds the token, and
+    /// neither the key nor the URL can be read off the directory listing.
+    pub fn file_name(url: &str, key: &CheckedApiKey) -> String {
         let mut hash = Sha256::new();
+        hash.update(b"gatehouse token cache v2\n");
         hash.update(url.trim_end_matches('/').as_bytes());
         hash.update(b"\n");
-        hash.update(key_id.simple().to_string().as_bytes());
+        hash.update(key.secret().expose_secret().as_bytes());
         let digest = hash.finalize();
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         format!("{hex}.json")
     }
 
-    /// The file of key `key_id` at gateway `url`.
-    pub fn path(&self, url: &str, key_id: Uuid) -> PathBuf {
-        self.dir.join(Self::file_name(url, key_id))
+    /// The file of `key` at gateway `url`.
+    pub fn path(&self, url: &str, key: &CheckedApiKey) -> PathBuf {
+        self.dir.join(Self::file_name(url, key))
     }
 
     /// The cached token, or `None` when there is none or it is unreadable (it is then
     /// simply replaced).
-    pub fn load(&self, url: &str, key_id: Uuid) -> Option<CachedToken> {
-        let path = self.path(url, key_id);
+    pub fn load(&self, url: &str, key: &CheckedApiKey) -> Option<CachedToken> {
+        let path = self.path(url, key);
         let bytes = std::fs::read(&path).ok()?;
         warn_if_readable_by_others(&path);
         match serde_json::from_slice::<CachedToken>(&bytes) {
@@ -195,15 +191,15 @@ impl TokenCache {
         }
     }
 
-    /// Saves `token` for key `key_id`, replacing the previous one atomically.
-    pub fn save(&self, key_id: Uuid, token: &CachedToken) -> anyhow::Result<()> {
+    /// Saves `token` for `key`, replacing the previous one atomically.
+    pub fn save(&self, key: &CheckedApiKey, token: &CachedToken) -> anyhow::Result<()> {
         let body = serde_json::to_vec_pretty(&OnDisk {
             url: &token.url,
             access_token: token.access_token.expose_secret(),
             obtained_at: token.obtained_at,
             expires_at: token.expires_at,
         })?;
-        replace_private_file(&self.dir, &Self::file_name(&token.url, key_id), &body)
+        replace_private_file(&self.dir, &Self::file_name(&token.url, key), &body)
             .context("saving the token cache")
     }
 }
@@ -220,6 +216,8 @@ pub fn cache_disabled(value: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
     use super::*;
 
     /// A well-formed key (made with the server's own generator).
@@ -239,7 +237,7 @@ mod tests {
     fn a_well_formed_key_is_accepted_and_its_id_read() -> anyhow::Result<()> {
         let (key, id) = sample_key();
         let checked = CheckedApiKey::parse(&format!("  {}\n", key.expose_secret()), "the key")?;
-        assert_eq!(checked.key_id(), id);
+        assert_eq!(parse_api_key(checked.secret().expose_secret())?.key_id, id);
         assert_eq!(checked.secret().expose_secret(), key.expose_secret());
         assert!(!format!("{checked:?}").contains(key.expose_secret()));
         Ok(())
@@ -309,11 +307,17 @@ mod tests {
         .expect("token response")
     }
 
+    fn checked(key: &SecretString) -> CheckedApiKey {
+        CheckedApiKey::parse(key.expose_secret(), "the key").expect("well-formed")
+    }
+
     #[test]
-    fn file_names_hash_url_and_key_id_and_reveal_neither() {
-        let (_, id) = sample_key();
-        let other = Uuid::new_v4();
-        let name = TokenCache::file_name("https://gh.example", id);
+    fn file_names_hash_url_and_the_whole_key_and_reveal_neither() {
+        let (key, id) = sample_key();
+        let key = checked(&key);
+        // A second secret of the same key id, as after a rotation.
+        let rotated = checked(&gatehouse_tokens::generate_api_key(id).full);
+        let name = TokenCache::file_name("https://gh.example", &key);
         assert_eq!(name.len(), 64 + ".json".len());
         assert!(
             name.trim_end_matches(".json")
@@ -322,10 +326,10 @@ mod tests {
         );
         assert!(!name.contains(&id.simple().to_string()) && !name.contains("gh.example"));
         // Stable, and a trailing slash on the URL does not matter...
-        assert_eq!(name, TokenCache::file_name("https://gh.example/", id));
-        // ...but the URL and the key id do.
-        assert_ne!(name, TokenCache::file_name("https://other.example", id));
-        assert_ne!(name, TokenCache::file_name("https://gh.example", other));
+        assert_eq!(name, TokenCache::file_name("https://gh.example/", &key));
+        // ...but the URL and the secret do, not only the key id.
+        assert_ne!(name, TokenCache::file_name("https://other.example", &key));
+        assert_ne!(name, TokenCache::file_name("https://gh.example", &rotated));
     }
 
     #[test]
@@ -333,14 +337,15 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let cache = TokenCache::in_config_dir(dir.path().join("gatehouse"));
         let (key, id) = sample_key();
+        let checked_key = checked(&key);
         let now = at("2030-01-01T00:00:00Z");
         let token = CachedToken::new(
             "http://127.0.0.1:8080",
             &token_response("eyJ.the-access-token.sig", 3600),
             now,
         )?;
-        cache.save(id, &token)?;
-        let path = cache.path("http://127.0.0.1:8080", id);
+        cache.save(&checked_key, &token)?;
+        let path = cache.path("http://127.0.0.1:8080", &checked_key);
         let text = std::fs::read_to_string(&path)?;
         assert!(text.contains("eyJ.the-access-token.sig"), "{text}");
         let key = key.expose_secret();
@@ -361,7 +366,9 @@ mod tests {
                 0o700
             );
         }
-        let loaded = cache.load("http://127.0.0.1:8080", id).expect("cached");
+        let loaded = cache
+            .load("http://127.0.0.1:8080", &checked_key)
+            .expect("cached");
         assert_eq!(
             loaded.access_token.expose_secret(),
             "eyJ.the-access-token.sig"
@@ -369,15 +376,15 @@ mod tests {
         assert_eq!(loaded.obtained_at, now);
         assert_eq!(loaded.expires_at, at("2030-01-01T01:00:00Z"));
         assert!(loaded.is_fresh(now) && !loaded.is_fresh(at("2030-01-01T00:55:00Z")));
-        // Another key or gateway has no token; a damaged file is no token either.
-        assert!(
-            cache
-                .load("http://127.0.0.1:8080", Uuid::new_v4())
-                .is_none()
-        );
-        assert!(cache.load("http://127.0.0.1:9090", id).is_none());
+        // Another key, another secret of the same key (a rotation) or another gateway has
+        // no token; a damaged file is no token either.
+        let other = checked(&gatehouse_tokens::generate_api_key(Uuid::new_v4()).full);
+        let rotated = checked(&gatehouse_tokens::generate_api_key(id).full);
+        assert!(cache.load("http://127.0.0.1:8080", &other).is_none());
+        assert!(cache.load("http://127.0.0.1:8080", &rotated).is_none());
+        assert!(cache.load("http://127.0.0.1:9090", &checked_key).is_none());
         std::fs::write(&path, b"{damaged")?;
-        assert!(cache.load("http://127.0.0.1:8080", id).is_none());
+        assert!(cache.load("http://127.0.0.1:8080", &checked_key).is_none());
         Ok(())
     }
 

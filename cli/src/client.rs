@@ -43,13 +43,15 @@ pub enum ClientError {
         url: Option<String>,
     },
     /// The gateway refused the token (401).
-    #[error("your session has expired or was revoked ({message}): run `gatehouse login`")]
+    #[error("{}", session_refused(message, code.as_deref()))]
     Unauthenticated {
         /// The server's (or the CLI's) explanation.
         message: String,
+        /// The server's code (`device_locked`, `token_revoked`, ...), when it gave one.
+        code: Option<String>,
     },
     /// The API answered with its JSON error body.
-    #[error("{error}{}: {message}{}", code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default(),
+    #[error("{error}{}: {message}{}", code.as_deref().filter(|c| c != error).map(|c| format!(" ({c})")).unwrap_or_default(),
         request_id.as_deref().map(|r| format!(" [request {r}]")).unwrap_or_default())]
     Api {
         /// HTTP status.
@@ -64,7 +66,7 @@ pub enum ClientError {
         request_id: Option<String>,
     },
     /// The token endpoint refused (RFC 6749 §5.2).
-    #[error("{description} ({error})")]
+    #[error("{description}{}", Some(error).filter(|e| !description.contains(e.as_str())).map(|e| format!(" ({e})")).unwrap_or_default())]
     OAuth {
         /// `invalid_grant`, `too_many_attempts`, ...
         error: String,
@@ -86,6 +88,19 @@ pub enum ClientError {
         retry_after: Option<u64>,
         /// The server's explanation.
         description: String,
+    },
+    /// Too many failed logins (429 on the password grant): the gateway counts failures per
+    /// user name and address, and per address over all names at a higher limit; its answer
+    /// does not say which tripped.
+    #[error("too many failed logins as {username:?} from this address: try again{}; the limit \
+        counts per user name and address (other names are not affected, unless this address \
+        failed for many names)",
+        retry_after.map(|s| format!(" in {s} s")).unwrap_or_else(|| " later".into()))]
+    LoginLimited {
+        /// The user name tried.
+        username: String,
+        /// Seconds to wait, from `Retry-After`.
+        retry_after: Option<u64>,
     },
     /// The server has no device authorization endpoint (an older Gatehouse, or another
     /// server).
@@ -159,7 +174,65 @@ pub enum ClientError {
     },
 }
 
+/// What a refused session means for the person, by the server's 401 `code`: what
+/// happened, and who can undo it when logging in again does not help.
+fn session_refused(message: &str, code: Option<&str>) -> String {
+    match code {
+        Some("device_locked") => format!(
+            "this device is locked ({message}): its owner or an admin locked it, and either can \
+             unlock it from another session with `gatehouse authorized-device unlock DEVICE_ID` \
+             (`gatehouse authorized-device list --status locked` shows it); until then its \
+             session is refused"
+        ),
+        Some("account_deactivated") => format!(
+            "your account is deactivated ({message}): an admin can reactivate it with \
+             `gatehouse user update NAME --active true`; then run `gatehouse login`"
+        ),
+        Some("token_revoked") => format!(
+            "your session was revoked ({message}): if an admin deactivated your account, only \
+             an admin can undo it (`gatehouse user update NAME --active true`); otherwise (a \
+             changed password, a deleted device, a retired signing key) run `gatehouse login`"
+        ),
+        _ => format!("your session has expired or was revoked ({message}): run `gatehouse login`"),
+    }
+}
+
 impl ClientError {
+    /// The error object of `-o json` (`{"error","code","message","request_id"}`): the
+    /// API's own when it answered one, else one in the same shape for what the CLI saw.
+    pub fn json(&self) -> serde_json::Value {
+        let (error, code, request_id): (&str, Option<&str>, Option<&str>) = match self {
+            Self::Api {
+                error,
+                code,
+                request_id,
+                ..
+            } => (error, code.as_deref(), request_id.as_deref()),
+            Self::Unauthenticated { code, .. } => ("unauthenticated", code.as_deref(), None),
+            Self::NotLoggedIn { .. } => ("unauthenticated", Some("not_logged_in"), None),
+            Self::OAuth { error, .. } => (error, None, None),
+            Self::ApiKeyRefused { reason, .. } => ("invalid_grant", Some(reason.code()), None),
+            Self::TooManyAttempts { .. } | Self::LoginLimited { .. } => {
+                ("too_many_attempts", None, None)
+            }
+            Self::DeviceLoginUnsupported { .. } => ("not_found", Some("no_device_login"), None),
+            Self::DeviceNotFound { .. } => ("not_found", Some("device_not_found"), None),
+            Self::InvalidUserCode { .. } => ("not_found", Some("invalid_user_code"), None),
+            Self::Connect { .. } => ("unavailable", Some("connection_failed"), None),
+            Self::Timeout { .. } => ("unavailable", Some("timeout"), None),
+            Self::Transport { .. } => ("unavailable", Some("transport_failed"), None),
+            Self::Decode { .. } => ("unexpected_response", None, None),
+            Self::InvalidUrl { .. } => ("invalid_usage", Some("invalid_url"), None),
+        };
+        let message = match self {
+            Self::Api { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        serde_json::json!({
+            "error": error, "code": code, "message": message, "request_id": request_id,
+        })
+    }
+
     /// Whether the failure may pass by itself: no connection, a timeout, a broken
     /// connection, or a 5xx answer (an overloaded or restarting gateway, a proxy's 502).
     pub fn is_transient(&self) -> bool {
@@ -231,10 +304,23 @@ impl ApiKeyRefusal {
             }
             Self::Rotated => {
                 "use the new key that `gatehouse service-account api-key ACCOUNT rotate KEY` \
-                 printed; rotate with `--retain MINUTES` to keep the old one working while you \
+                 printed; rotate with `--retain 1h` (any duration) to keep the old one working while you \
                  roll out the new one"
             }
             Self::Other(_) => "ask an administrator",
+        }
+    }
+}
+
+impl ApiKeyRefusal {
+    /// The reason as the server names it (`gatehouse_reason`).
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::Deactivated => "deactivated",
+            Self::Expired => "expired",
+            Self::Rotated => "rotated",
+            Self::Other(reason) => reason,
         }
     }
 }
@@ -865,9 +951,20 @@ impl GatehouseClient {
             })
             .await?;
         let status = response.status();
+        let retry_after = retry_after_secs(response.headers());
         let body = self.body(response).await?;
         if !status.is_success() {
-            return Err(decode_oauth_error(status.as_u16(), &body));
+            return Err(match decode_oauth_error(status.as_u16(), &body) {
+                ClientError::OAuth { error, .. }
+                    if status == StatusCode::TOO_MANY_REQUESTS || error == "too_many_attempts" =>
+                {
+                    ClientError::LoginLimited {
+                        username: username.to_owned(),
+                        retry_after,
+                    }
+                }
+                other => other,
+            });
         }
         decode_token(status, &body)
     }
@@ -1130,20 +1227,20 @@ impl GatehouseClient {
     }
 
     /// `POST /api/v1/service_accounts/{account}/api_keys/{key}/rotate`: a new secret, shown
-    /// this once; the previous one keeps working for `retain_period_minutes`.
+    /// this once; the previous one keeps working for `retain_period_seconds`.
     pub async fn rotate_api_key(
         &self,
         account: &str,
         key: &str,
-        retain_period_minutes: u64,
+        retain_period_seconds: u64,
     ) -> Result<NewApiKey, ClientError> {
         #[derive(Serialize)]
         struct Body {
-            retain_period_minutes: u64,
+            retain_period_seconds: u64,
         }
         let url = self.api(&["service_accounts", account, "api_keys", key, "rotate"]);
         let body = Body {
-            retain_period_minutes,
+            retain_period_seconds,
         };
         let response = self
             .send_api(Retry::Never, || {
@@ -1598,6 +1695,7 @@ pub fn decode_api_error(
         if status == 401 {
             return ClientError::Unauthenticated {
                 message: "the gateway refused the token".into(),
+                code: None,
             };
         }
         return ClientError::Decode {
@@ -1605,9 +1703,11 @@ pub fn decode_api_error(
             detail: snippet(body),
         };
     };
+    let message = without_parser_position(&parsed.message);
     if status == 401 {
         return ClientError::Unauthenticated {
-            message: parsed.message,
+            message,
+            code: parsed.code.filter(|c| !c.is_empty()),
         };
     }
     let request_id = parsed
@@ -1618,8 +1718,27 @@ pub fn decode_api_error(
         status,
         error: parsed.error,
         code: parsed.code.filter(|c| !c.is_empty()),
-        message: parsed.message,
+        message,
         request_id,
+    }
+}
+
+/// A server message without the JSON parser's position (`... at line 1 column 17`), which
+/// points into a request body the person never wrote.
+fn without_parser_position(message: &str) -> String {
+    let Some((head, tail)) = message.rsplit_once(" at line ") else {
+        return message.to_owned();
+    };
+    let position = tail.split_once(" column ").is_some_and(|(line, column)| {
+        !line.is_empty()
+            && !column.is_empty()
+            && line.chars().all(|c| c.is_ascii_digit())
+            && column.chars().all(|c| c.is_ascii_digit())
+    });
+    if position {
+        head.trim_end().to_owned()
+    } else {
+        message.to_owned()
     }
 }
 
@@ -1790,6 +1909,80 @@ mod tests {
             decode_api_error(401, None, b""),
             ClientError::Unauthenticated { .. }
         ));
+    }
+
+    #[test]
+    fn messages_carry_no_parser_positions_or_doubled_labels() {
+        let body = br#"{"error":"bad_request","code":"bad_request","message":"invalid name \"a b\": letters, digits, . _ - (found ' ') at line 1 column 17","request_id":"r1"}"#;
+        let text = decode_api_error(400, None, body).to_string();
+        assert_eq!(
+            text,
+            "bad_request: invalid name \"a b\": letters, digits, . _ - (found ' ') [request r1]"
+        );
+        assert_eq!(without_parser_position("at line 3"), "at line 3");
+        assert_eq!(
+            without_parser_position("the line at line one column 2"),
+            "the line at line one column 2"
+        );
+        let oauth =
+            decode_oauth_error(400, br#"{"error":"invalid","error_description":"invalid"}"#);
+        assert_eq!(oauth.to_string(), "invalid");
+        let oauth = decode_oauth_error(
+            400,
+            br#"{"error":"invalid_grant","error_description":"invalid username or password"}"#,
+        );
+        assert_eq!(
+            oauth.to_string(),
+            "invalid username or password (invalid_grant)"
+        );
+    }
+
+    #[test]
+    fn the_json_error_object_is_the_apis_or_has_its_shape() {
+        let body =
+            br#"{"error":"conflict","code":"name_taken","message":"taken","request_id":"r1"}"#;
+        assert_eq!(
+            decode_api_error(409, None, body).json(),
+            serde_json::json!({"error": "conflict", "code": "name_taken", "message": "taken", "request_id": "r1"})
+        );
+        let limited = ClientError::LoginLimited {
+            username: "alice".into(),
+            retry_after: Some(42),
+        };
+        let json = limited.json();
+        assert_eq!(json["error"], "too_many_attempts");
+        let message = json["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("per user name") && message.contains("in 42 s"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_locked_device_or_a_revoked_session_says_who_can_undo_it() {
+        let refused = |code: &str| {
+            let body = serde_json::json!({"error": "unauthenticated", "code": code,
+                "message": "refused", "request_id": "1"});
+            decode_api_error(401, None, body.to_string().as_bytes()).to_string()
+        };
+        let locked = refused("device_locked");
+        assert!(
+            locked.contains("this device is locked")
+                && locked.contains("gatehouse authorized-device unlock")
+                && !locked.contains("run `gatehouse login`"),
+            "{locked}"
+        );
+        let deactivated = refused("account_deactivated");
+        assert!(
+            deactivated.contains("an admin can reactivate it")
+                && deactivated.contains("gatehouse user update NAME --active true"),
+            "{deactivated}"
+        );
+        let revoked = refused("token_revoked");
+        assert!(
+            revoked.contains("deactivated") && revoked.contains("only an admin can undo it"),
+            "{revoked}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod credentials;
 mod device_flow;
+mod duration;
 mod output;
 mod runtime;
 #[cfg(test)]
@@ -13,8 +14,8 @@ mod testing;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    AuditCommand, DeviceCommand, Globals, LoginArgs, LogoutArgs, ServiceAccountCommand,
-    SigningKeyCommand, UserCommand,
+    AuditCommand, DeviceCommand, Globals, LoginArgs, LogoutArgs, OutputArg, OutputFormat,
+    ServiceAccountCommand, SigningKeyCommand, UserCommand,
 };
 
 /// Gatehouse: the authentication plane for ML platforms.
@@ -30,8 +31,6 @@ Environment:
                          (default $XDG_CONFIG_HOME/gatehouse or ~/.config/gatehouse)
   GATEHOUSE_NATS_URL     the NATS server of `gatehouse audit tail`")]
 struct Cli {
-    #[command(flatten)]
-    globals: Globals,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,20 +44,37 @@ enum Command {
     Serve(runtime::ServeArgs),
     /// Log in and keep the session for later commands: in a browser (the default), with
     /// --username and a password, or with --api-key.
-    Login(LoginArgs),
+    Login {
+        #[command(flatten)]
+        args: LoginArgs,
+        #[command(flatten)]
+        globals: Globals,
+    },
     /// Forget the saved session; after a device login, also revoke the device on the
     /// server (unless --keep-device).
-    Logout(LogoutArgs),
+    Logout {
+        #[command(flatten)]
+        args: LogoutArgs,
+        #[command(flatten)]
+        globals: Globals,
+    },
     /// Show who you are logged in as.
-    CurrentUser,
+    CurrentUser {
+        #[command(flatten)]
+        globals: Globals,
+    },
     /// Manage users (admins).
     User {
+        #[command(flatten)]
+        globals: Globals,
         #[command(subcommand)]
         command: UserCommand,
     },
     /// Manage service accounts.
     #[command(name = "service-account")]
     ServiceAccount {
+        #[command(flatten)]
+        globals: Globals,
         #[command(subcommand)]
         command: ServiceAccountCommand,
     },
@@ -74,9 +90,13 @@ Examples:
   gatehouse authorized-device delete 0190f0a8-3b1c-7000-8000-00000000d001 --yes
   gatehouse authorized-device approve WDJB-MJHT --trust
 
-See docs/cli-devices.md."
+A device is what logged in with `gatehouse login` in a browser; its token works until it
+expires, is locked (until unlocked) or deleted. IDs may be shortened to a unique prefix,
+as the list shows them (--wide shows them whole)."
     )]
     AuthorizedDevice {
+        #[command(flatten)]
+        globals: Globals,
         #[command(subcommand)]
         command: DeviceCommand,
     },
@@ -90,14 +110,35 @@ Examples:
   gatehouse signing-key add --activate-in 0 && gatehouse signing-key retire OLD_KID   # a leaked key"
     )]
     SigningKey {
+        #[command(flatten)]
+        globals: Globals,
         #[command(subcommand)]
         command: SigningKeyCommand,
     },
     /// Follow the audit trail (events on NATS JetStream).
     Audit {
+        #[command(flatten)]
+        output: OutputArg,
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+impl Command {
+    /// The output format asked for (errors are printed in it too).
+    fn output(&self) -> OutputFormat {
+        match self {
+            Command::Dev(_) | Command::Serve(_) => OutputFormat::Table,
+            Command::Login { globals, .. }
+            | Command::Logout { globals, .. }
+            | Command::CurrentUser { globals }
+            | Command::User { globals, .. }
+            | Command::ServiceAccount { globals, .. }
+            | Command::AuthorizedDevice { globals, .. }
+            | Command::SigningKey { globals, .. } => globals.output,
+            Command::Audit { output, .. } => output.output,
+        }
+    }
 }
 
 fn init_logging(server: bool) {
@@ -114,19 +155,66 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => runtime::dev(args).await,
         Command::Serve(args) => runtime::serve(args).await,
-        Command::Login(args) => commands::login(args, &cli.globals).await,
-        Command::Logout(args) => commands::logout(args, &cli.globals).await,
-        Command::CurrentUser => commands::current_user(&cli.globals).await,
-        Command::User { command } => command.run(&cli.globals).await,
-        Command::ServiceAccount { command } => command.run(&cli.globals).await,
-        Command::AuthorizedDevice { command } => command.run(&cli.globals).await,
-        Command::SigningKey { command } => command.run(&cli.globals).await,
-        Command::Audit { command } => command.run(&cli.globals).await,
+        Command::Login { args, globals } => commands::login(args, &globals).await,
+        Command::Logout { args, globals } => commands::logout(args, &globals).await,
+        Command::CurrentUser { globals } => commands::current_user(&globals).await,
+        Command::User { globals, command } => command.run(&globals).await,
+        Command::ServiceAccount { globals, command } => command.run(&globals).await,
+        Command::AuthorizedDevice { globals, command } => command.run(&globals).await,
+        Command::SigningKey { globals, command } => command.run(&globals).await,
+        Command::Audit { output, command } => command.run(output.output).await,
     }
 }
 
+/// Whether the command line asks for `-o json`, read before parsing so that a usage error
+/// can be told in JSON too.
+fn json_requested(args: &[std::ffi::OsString]) -> bool {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    args.iter()
+        .zip(args.iter().skip(1).map(Some).chain([None]))
+        .any(|(arg, next)| {
+            matches!(arg.as_str(), "-ojson" | "-o=json" | "--output=json")
+                || (matches!(arg.as_str(), "-o" | "--output") && next.is_some_and(|n| n == "json"))
+        })
+}
+
+/// A usage error from the parser: its own text (exit 2), or with `-o json` the error
+/// object on stderr. Help and version go to stdout as usual.
+fn parse_failed(e: &clap::Error, args: &[std::ffi::OsString]) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) || !json_requested(args)
+    {
+        let _ = e.print();
+        return std::process::ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+    }
+    let rendered = e.render().to_string();
+    let message = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    let object = serde_json::json!({
+        "error": "invalid_usage", "code": null, "message": message, "request_id": null,
+    });
+    eprintln!("{object}");
+    std::process::ExitCode::from(2)
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => return parse_failed(&e, &args),
+    };
+    let output = cli.command.output();
     init_logging(matches!(cli.command, Command::Dev(_) | Command::Serve(_)));
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -142,8 +230,79 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            let (line, status) = commands::report_error(&e, output);
+            eprintln!("{line}");
+            std::process::ExitCode::from(status)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    fn long_help(path: &[&str]) -> String {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut current = &mut cmd;
+        for name in path {
+            current = current
+                .find_subcommand_mut(name)
+                .unwrap_or_else(|| panic!("no subcommand {name}"));
+        }
+        current.render_long_help().to_string()
+    }
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_only_the_options_a_command_uses() {
+        for server in [&["dev"][..], &["serve"]] {
+            let help = long_help(server);
+            assert!(
+                !help.contains("--url") && !help.contains("--output"),
+                "{help}"
+            );
+            assert!(help.contains("--bind"), "{help}");
+        }
+        let audit = long_help(&["audit", "tail"]);
+        assert!(
+            !audit.contains("--url") && audit.contains("--output"),
+            "{audit}"
+        );
+        for client in [
+            &["login"][..],
+            &["current-user"],
+            &["user", "list"],
+            &["service-account", "api-key"],
+            &["authorized-device", "lock"],
+            &["signing-key", "retire"],
+        ] {
+            let help = long_help(client);
+            assert!(
+                help.contains("--url") && help.contains("--output"),
+                "{client:?}: {help}"
+            );
+        }
+        // Help carries what it needs, not a path into the repository.
+        let devices = long_help(&["authorized-device"]);
+        assert!(!devices.contains("docs/"), "{devices}");
+    }
+
+    #[test]
+    fn options_work_before_and_after_the_subcommand() {
+        for args in [
+            &["gatehouse", "user", "-o", "json", "list"][..],
+            &["gatehouse", "user", "list", "-o", "json"],
+        ] {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            assert_eq!(cli.command.output(), OutputFormat::Json, "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["gatehouse", "dev", "-o", "json"]).is_err());
     }
 }

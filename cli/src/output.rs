@@ -1,7 +1,10 @@
 //! What commands print: aligned tables for people, pretty JSON for scripts.
 //!
-//! Tables never truncate. Cells are sanitised (control characters escaped) because they
-//! carry server-supplied text such as descriptions, which must not drive the terminal.
+//! List tables fit [`WIDTH`] (80) columns by default: they show fewer columns, and shorten
+//! one free-text column (a description, a host name) with `…` when a line would be wider.
+//! `--wide` shows every column, whole. Times are UTC and say so. Cells are sanitised
+//! (control characters escaped) because they carry server-supplied text such as
+//! descriptions, which must not drive the terminal.
 
 use std::io::Write as _;
 
@@ -23,9 +26,53 @@ pub enum OutputFormat {
 pub struct Table {
     headers: Vec<String>,
     rows: Vec<Vec<String>>,
+    /// Which of the pushed cells are shown (all when empty).
+    keep: Vec<bool>,
+    /// The column shortened to fit [`WIDTH`], in the default view.
+    flex: Option<usize>,
 }
 
 const GAP: &str = "  ";
+
+/// The terminal width list tables fit by default.
+pub const WIDTH: usize = 80;
+
+/// How much of a list table to show (`--wide`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum View {
+    /// The columns people need, fitted to [`WIDTH`].
+    #[default]
+    Default,
+    /// Every column, nothing shortened.
+    Wide,
+}
+
+/// `--wide`, for every list command.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct WideArg {
+    /// Show every column (ids, all times), whole; by default tables fit 80 columns.
+    #[arg(long)]
+    pub wide: bool,
+}
+
+impl WideArg {
+    /// The view asked for.
+    pub fn view(self) -> View {
+        if self.wide { View::Wide } else { View::Default }
+    }
+}
+
+/// A column of a list table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Col {
+    /// Always shown.
+    Always,
+    /// Always shown; shortened with `…` in the default view when a line would be wider
+    /// than [`WIDTH`] (free text: a description, a host name). At most one per table.
+    Flex,
+    /// Shown only with `--wide`.
+    Wide,
+}
 
 impl Table {
     /// A table with these column headers (printed in upper case).
@@ -39,8 +86,25 @@ impl Table {
                 .into_iter()
                 .map(|h| h.as_ref().to_uppercase())
                 .collect(),
-            rows: Vec::new(),
+            ..Self::default()
         }
+    }
+
+    /// A list table of `columns` as `view` shows them: rows are pushed with a cell for
+    /// every column, and the columns the view hides are dropped.
+    pub fn list(columns: &[(&str, Col)], view: View) -> Self {
+        let keep: Vec<bool> = columns
+            .iter()
+            .map(|(_, col)| view == View::Wide || *col != Col::Wide)
+            .collect();
+        let shown = columns.iter().zip(&keep).filter(|(_, k)| **k);
+        let flex = (view == View::Default)
+            .then(|| shown.clone().position(|((_, col), _)| *col == Col::Flex))
+            .flatten();
+        let mut table = Self::new(shown.map(|((h, _), _)| *h));
+        table.keep = keep;
+        table.flex = flex;
+        table
     }
 
     /// Adds a row; missing cells print empty, extra cells get an empty header.
@@ -49,8 +113,15 @@ impl Table {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.rows
-            .push(cells.into_iter().map(|c| sanitize(&c.into())).collect());
+        let keep = &self.keep;
+        self.rows.push(
+            cells
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| keep.is_empty() || keep.get(*i).copied().unwrap_or(true))
+                .map(|(_, c)| sanitize(&c.into()))
+                .collect(),
+        );
     }
 
     /// The table as text, one line per row, each ending in a newline. Without headers
@@ -69,11 +140,12 @@ impl Table {
                 widths[i] = widths[i].max(cell.chars().count());
             }
         }
+        let rows = self.fitted(&mut widths);
         let mut out = String::new();
         let lines = (!self.headers.is_empty())
             .then_some(&self.headers)
             .into_iter()
-            .chain(&self.rows);
+            .chain(&rows);
         for line in lines {
             let mut text = String::new();
             for (i, width) in widths.iter().enumerate() {
@@ -92,6 +164,35 @@ impl Table {
     }
 }
 
+impl Table {
+    /// The rows with the flexible column shortened so that lines fit [`WIDTH`] (never
+    /// below its header's width), and `widths` updated to match.
+    fn fitted(&self, widths: &mut [usize]) -> Vec<Vec<String>> {
+        let total = widths.iter().sum::<usize>() + GAP.len() * widths.len().saturating_sub(1);
+        let Some(flex) = self.flex.filter(|_| total > WIDTH) else {
+            return self.rows.clone();
+        };
+        let header = self.headers.get(flex).map_or(0, |h| h.chars().count());
+        let room = widths[flex]
+            .saturating_sub(total - WIDTH)
+            .max(header)
+            .max(1);
+        widths[flex] = widths[flex].min(room);
+        self.rows
+            .iter()
+            .map(|row| {
+                let mut row = row.clone();
+                if let Some(cell) = row.get_mut(flex) {
+                    if cell.chars().count() > room {
+                        *cell = cell.chars().take(room - 1).chain(['…']).collect();
+                    }
+                }
+                row
+            })
+            .collect()
+    }
+}
+
 /// A two-column KEY  VALUE table describing one object (keys in upper case, no header).
 pub fn describe<K: AsRef<str>>(pairs: impl IntoIterator<Item = (K, String)>) -> String {
     let mut table = Table::default();
@@ -99,6 +200,29 @@ pub fn describe<K: AsRef<str>>(pairs: impl IntoIterator<Item = (K, String)>) -> 
         table.push([key.as_ref().to_uppercase(), value]);
     }
     table.render()
+}
+
+/// A column header for times, which are UTC: `CREATED (UTC)`.
+pub fn utc(header: &str) -> String {
+    format!("{header} (UTC)")
+}
+
+/// An RFC 3339 timestamp from the server for a describe view: `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn server_time_utc(text: &str) -> String {
+    match DateTime::parse_from_rfc3339(text) {
+        Ok(t) => format!("{} UTC", timestamp(&t.with_timezone(&Utc))),
+        Err(_) => text.to_owned(),
+    }
+}
+
+/// An optional server time for a table cell (`none` when absent).
+pub fn optional_time(value: Option<&str>, none: &str) -> String {
+    value.map_or_else(|| none.to_owned(), server_timestamp)
+}
+
+/// An optional server time for a describe view, labelled UTC (`none` when absent).
+pub fn optional_time_utc(value: Option<&str>, none: &str) -> String {
+    value.map_or_else(|| none.to_owned(), server_time_utc)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC, for tables.
@@ -225,6 +349,30 @@ mod tests {
         let mut table = Table::new(["d"]);
         table.push(["line1\nline2\u{1b}[31m"]);
         assert_eq!(table.render(), "D\nline1\\nline2\\u{1b}[31m\n");
+    }
+
+    #[test]
+    fn the_default_view_hides_wide_columns_and_shortens_the_flexible_one() {
+        let columns = [
+            ("name", Col::Always),
+            ("id", Col::Wide),
+            ("description", Col::Flex),
+        ];
+        let long = "d".repeat(200);
+        let row = ["ci-bot".to_owned(), "0190f0a8".to_owned(), long.clone()];
+        let mut narrow = Table::list(&columns, View::Default);
+        narrow.push(row.clone());
+        let text = narrow.render();
+        assert!(!text.contains("0190f0a8") && !text.contains("ID"), "{text}");
+        assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+        assert!(
+            text.lines().nth(1).is_some_and(|l| l.ends_with('…')),
+            "{text}"
+        );
+        let mut wide = Table::list(&columns, View::Wide);
+        wide.push(row);
+        let text = wide.render();
+        assert!(text.contains("0190f0a8") && text.contains(&long), "{text}");
     }
 
     #[test]

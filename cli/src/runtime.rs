@@ -27,8 +27,8 @@ use tokio::sync::watch;
 /// Options shared by `dev` and `serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// Address the gateway listens on.
-    #[arg(long, env = "GATEHOUSE_BIND", default_value = "127.0.0.1:8080")]
+    /// Address the gateway listens on, IP:PORT (e.g. 127.0.0.1:8081 when 8080 is taken).
+    #[arg(long, env = "GATEHOUSE_BIND", default_value = "127.0.0.1:8080", value_parser = parse_bind)]
     pub bind: SocketAddr,
     /// Public URL of the gateway, used as the token issuer (default: http://<bind>).
     #[arg(long, env = "GATEHOUSE_ISSUER")]
@@ -170,7 +170,7 @@ async fn run_all(
     };
     let created = bootstrap_admin(&state, &password).await?;
     let running = gatehouse_gateway::serve(state, shutdown.clone())
-        .with_context(|| format!("binding {}", args.bind))?;
+        .map_err(|e| anyhow::anyhow!(bind_failed(args.bind, &e)))?;
     banner(running.addr, (created && generated).then_some(&password));
 
     shutdown_signal().await;
@@ -244,4 +244,51 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     })
     .await
+}
+
+/// `--bind`: an IP address and a port, with an example when it is neither.
+fn parse_bind(input: &str) -> Result<SocketAddr, String> {
+    input.trim().parse().map_err(|_| {
+        format!(
+            "{input:?} is not an address to listen on: give an IP and a port, e.g. --bind \
+             127.0.0.1:8081 (0.0.0.0:8081 listens on every interface)"
+        )
+    })
+}
+
+/// Why the gateway cannot listen on `bind`, and how to choose another address.
+fn bind_failed(bind: SocketAddr, e: &std::io::Error) -> String {
+    let next = SocketAddr::new(bind.ip(), bind.port().wrapping_add(1).max(1));
+    let why = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "the port is already in use (another Gatehouse?)".to_owned()
+        }
+        std::io::ErrorKind::AddrNotAvailable => "this machine has no such address".to_owned(),
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges)".to_owned()
+        }
+        _ => e.to_string(),
+    };
+    format!("cannot listen on {bind}: {why}: choose another with --bind {next} (or GATEHOUSE_BIND)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_bind_or_a_busy_port_says_how_to_choose_another() -> std::io::Result<()> {
+        let error = parse_bind("localhost").expect_err("not an IP");
+        assert!(error.contains("--bind 127.0.0.1:8081"), "{error}");
+        let busy = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = busy.local_addr()?;
+        let taken = std::net::TcpListener::bind(addr).expect_err("the port is busy");
+        let text = bind_failed(addr, &taken);
+        assert!(text.contains("already in use"), "{text}");
+        assert!(
+            text.contains(&format!("--bind 127.0.0.1:{}", addr.port() + 1)),
+            "{text}"
+        );
+        Ok(())
+    }
 }

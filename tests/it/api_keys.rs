@@ -80,7 +80,7 @@ fn other_digit(c: u8) -> char {
 }
 
 /// The key strings in `text` (whitespace-separated words of the key's shape).
-fn printed_keys(text: &str) -> Vec<String> {
+pub(crate) fn printed_keys(text: &str) -> Vec<String> {
     text.split_whitespace()
         .map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_'))
         .filter(|w| w.starts_with(PREFIX) && w.len() == KEY_LEN)
@@ -192,7 +192,7 @@ async fn describe(app: &TestApp, admin: &str, account: &str, key: &str) -> anyho
 }
 
 /// `POST /oauth/token` with the API-key grant at `base`.
-async fn exchange(
+pub(crate) async fn exchange(
     http: &reqwest::Client,
     base: &str,
     key: &str,
@@ -405,7 +405,7 @@ async fn read_published(
 }
 
 /// Runs the CLI with the app's URL and `dir` as config dir; fails on a non-zero exit.
-async fn cli_ok(
+pub(crate) async fn cli_ok(
     app: &TestApp,
     dir: &std::path::Path,
     args: &[&str],

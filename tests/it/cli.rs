@@ -1,6 +1,108 @@
-use std::os::unix::fs::PermissionsExt;
+//! The `gatehouse` CLI end to end: the README session, and what a new user trips over
+//! (issue 10), against the real server.
 
-use gatehouse_e2e::{ADMIN_PASSWORD, TestApp};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use gatehouse_e2e::{ADMIN_PASSWORD, TestApp, run_cli_env};
+
+use crate::api_keys::{cli_ok as ok, printed_keys};
+
+/// Runs the CLI as a CI job would: `GATEHOUSE_API_KEY=key`, `dir` as config dir (where the
+/// token cache lives), nothing else from the environment.
+async fn cli_with_key(
+    app: &TestApp,
+    dir: &Path,
+    key: &str,
+    args: &[&str],
+) -> anyhow::Result<(i32, String, String)> {
+    let dir = dir.to_string_lossy();
+    run_cli_env(
+        args,
+        None,
+        &[
+            ("GATEHOUSE_CONFIG_DIR", dir.as_ref()),
+            ("GATEHOUSE_URL", app.url.as_str()),
+            ("GATEHOUSE_API_KEY", key),
+        ],
+        Duration::from_secs(60),
+    )
+    .await
+}
+
+/// An admin session saved in `dir`.
+async fn admin_login(app: &TestApp, dir: &Path) -> anyhow::Result<()> {
+    ok(
+        app,
+        dir,
+        &["login", "--username", "admin", "--password-stdin"],
+        Some(&format!("{ADMIN_PASSWORD}\n")),
+    )
+    .await
+    .map(drop)
+}
+
+/// The one key `out` prints.
+fn the_printed_key(out: &str) -> anyhow::Result<String> {
+    match printed_keys(out).as_slice() {
+        [key] => Ok(key.clone()),
+        other => anyhow::bail!("expected one key, found {}: {out}", other.len()),
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_away_secret_never_rides_on_the_token_its_successor_cached() -> anyhow::Result<()>
+{
+    let app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    let created = ok(
+        &app,
+        admin.path(),
+        &["service-account", "create", "ci-bot"],
+        None,
+    )
+    .await?;
+    let old = the_printed_key(&created)?;
+    // The key stands alone at the end, under what to do with it.
+    assert_eq!(created.lines().last(), Some(old.as_str()), "{created}");
+    assert!(
+        created.contains("as GATEHOUSE_API_KEY")
+            && created.contains(&format!("gatehouse login --url {} --api-key", app.url)),
+        "{created}"
+    );
+
+    // The CI job's machine: one config dir, so one token cache, for both secrets.
+    let ci = tempfile::tempdir()?;
+    let (code, out, err) = cli_with_key(&app, ci.path(), &old, &["current-user"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ci-bot"), "{out}");
+
+    let rotated = ok(
+        &app,
+        admin.path(),
+        &["service-account", "api-key", "ci-bot", "rotate", "default"],
+        None,
+    )
+    .await?;
+    assert!(
+        rotated.contains("(generation 1) stopped working now"),
+        "{rotated}"
+    );
+    let new = the_printed_key(&rotated)?;
+    assert_ne!(new, old);
+    let (code, out, err) = cli_with_key(&app, ci.path(), &new, &["current-user"]).await?;
+    assert_eq!(code, 0, "the new secret works: {out}{err}");
+
+    // The old secret (retain 0) stopped working: it must not find the new one's token.
+    let (code, out, err) = cli_with_key(&app, ci.path(), &old, &["current-user"]).await?;
+    assert_eq!(code, 1, "the old secret was accepted: {out}{err}");
+    assert!(!err.contains(&old) && !err.contains(&new), "{err}");
+    let (code, out, err) = cli_with_key(&app, ci.path(), &new, &["current-user"]).await?;
+    assert_eq!(code, 0, "the new secret still works: {out}{err}");
+    Ok(())
+}
 
 #[tokio::test]
 async fn the_cli_session_from_the_readme_works() -> anyhow::Result<()> {
@@ -131,5 +233,385 @@ async fn the_cli_session_from_the_readme_works() -> anyhow::Result<()> {
 
     run(vec!["logout"], None).await?;
     assert!(!credentials.exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn after_a_second_rotation_the_cli_says_what_is_true_of_each_secret() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    let key = |rest: &[&'static str]| {
+        let mut args = vec!["service-account", "api-key", "ci-bot"];
+        args.extend_from_slice(rest);
+        args
+    };
+    ok(
+        &app,
+        admin.path(),
+        &["service-account", "create", "ci-bot", "--no-api-key"],
+        None,
+    )
+    .await?;
+    let gen1 = the_printed_key(&ok(&app, admin.path(), &key(&["create", "deploy"]), None).await?)?;
+    let out = ok(
+        &app,
+        admin.path(),
+        &key(&["rotate", "deploy", "--retain", "60"]),
+        None,
+    )
+    .await?;
+    let gen2 = the_printed_key(&out)?;
+    assert!(out.contains("(generation 1) keeps working until"), "{out}");
+    let out = ok(&app, admin.path(), &key(&["rotate", "deploy"]), None).await?;
+    let gen3 = the_printed_key(&out)?;
+
+    // What the server does: generation 2 stopped, 1 and 3 work.
+    let works = |k: String| {
+        let app = &app;
+        async move {
+            let (status, _) = crate::api_keys::exchange(&app.http, &app.url, &k).await?;
+            anyhow::Ok(status.is_success())
+        }
+    };
+    assert!(works(gen1).await? && !works(gen2).await? && works(gen3.clone()).await?);
+    // What the CLI says about it.
+    assert!(
+        out.contains("(generation 2) stopped working now"),
+        "the replaced secret: {out}"
+    );
+    assert!(
+        out.contains("(generation 1) keeps working until"),
+        "the secret an earlier rotation retained: {out}"
+    );
+    assert!(!out.contains("(generation 2) keeps working"), "{out}");
+    // The new key stands alone at the end, under the next step.
+    assert_eq!(out.lines().last(), Some(gen3.as_str()), "{out}");
+    assert!(
+        out.contains("replace GATEHOUSE_API_KEY")
+            && out.contains(&format!("GATEHOUSE_URL={}", app.url)),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deactivated_user_is_told_that_an_admin_can_undo_it() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    ok(
+        &app,
+        admin.path(),
+        &[
+            "user",
+            "create",
+            "alice",
+            "--role",
+            "member",
+            "--password-stdin",
+        ],
+        Some("alice-password-1\n"),
+    )
+    .await?;
+    let alice = tempfile::tempdir()?;
+    ok(
+        &app,
+        alice.path(),
+        &["login", "--username", "alice", "--password-stdin"],
+        Some("alice-password-1\n"),
+    )
+    .await?;
+    ok(
+        &app,
+        admin.path(),
+        &["user", "update", "alice", "--active", "false"],
+        None,
+    )
+    .await?;
+
+    let (code, _, err) = app.cli(alice.path(), &["current-user"], None).await?;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("deactivated") && err.contains("--active true") && err.contains("admin"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn retain_and_expires_in_share_one_duration_grammar() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    let dir = admin.path();
+    let key = |rest: &[&'static str]| {
+        let mut args = vec!["service-account", "api-key", "ci-bot"];
+        args.extend_from_slice(rest);
+        args
+    };
+    ok(
+        &app,
+        dir,
+        &["service-account", "create", "ci-bot", "--no-api-key"],
+        None,
+    )
+    .await?;
+    ok(
+        &app,
+        dir,
+        &key(&["create", "deploy", "--expires-in", "2d"]),
+        None,
+    )
+    .await?;
+
+    // --retain takes a unit like --expires-in...
+    ok(
+        &app,
+        dir,
+        &key(&["rotate", "deploy", "--retain", "90s"]),
+        None,
+    )
+    .await?;
+    let described: serde_json::Value = serde_json::from_str(
+        &ok(&app, dir, &key(&["describe", "deploy", "-o", "json"]), None).await?,
+    )?;
+    let until = described["retained_secrets"][0]["valid_until"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .ok_or_else(|| anyhow::anyhow!("no retained secret: {described}"))?;
+    let left = until
+        .signed_duration_since(chrono::Utc::now())
+        .num_seconds();
+    assert!((60..=90).contains(&left), "--retain 90s kept it {left} s");
+    // ...and a bare number keeps meaning minutes.
+    ok(
+        &app,
+        dir,
+        &key(&["rotate", "deploy", "--retain", "2"]),
+        None,
+    )
+    .await?;
+    let described: serde_json::Value = serde_json::from_str(
+        &ok(&app, dir, &key(&["describe", "deploy", "-o", "json"]), None).await?,
+    )?;
+    let left = described["retained_secrets"]
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["generation"] == 2))
+        .and_then(|r| r["valid_until"].as_str())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.signed_duration_since(chrono::Utc::now()).num_seconds())
+        .ok_or_else(|| anyhow::anyhow!("generation 2 not retained: {described}"))?;
+    assert!((90..=120).contains(&left), "--retain 2 kept it {left} s");
+
+    // Limits in the unit typed; a usage error exits 2 and sends nothing.
+    for (retain, limit) in [
+        ("50000", "at most 43200 minutes (30 days)"),
+        ("800h", "at most 720 hours (30 days)"),
+    ] {
+        let (code, _, err) = app
+            .cli(dir, &key(&["rotate", "deploy", "--retain", retain]), None)
+            .await?;
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(limit), "{retain}: {err}");
+    }
+    let (code, _, err) = app
+        .cli(
+            dir,
+            &key(&["create", "later", "--expires-in", "3661d"]),
+            None,
+        )
+        .await?;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("at most 3660 days (10 years)"), "{err}");
+    let described: serde_json::Value = serde_json::from_str(
+        &ok(&app, dir, &key(&["describe", "deploy", "-o", "json"]), None).await?,
+    )?;
+    assert_eq!(
+        described["generation"], 3,
+        "nothing was rotated: {described}"
+    );
+
+    // Each --help says what a bare number means.
+    let help = ok(&app, dir, &key(&["rotate", "--help"]), None).await?;
+    assert!(help.contains("a bare number is minutes"), "{help}");
+    let help = ok(&app, dir, &key(&["create", "--help"]), None).await?;
+    assert!(help.contains("a bare number is seconds"), "{help}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn list_tables_fit_80_columns_and_an_expired_key_says_so() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    let dir = admin.path();
+    ok(
+        &app,
+        dir,
+        &[
+            "service-account",
+            "create",
+            "recommendation-training",
+            "--description",
+            "Nightly training pipeline for the recommendation models, owned by the ML platform team",
+        ],
+        None,
+    )
+    .await?;
+    let key = |rest: &[&'static str]| {
+        let mut args = vec!["service-account", "api-key", "recommendation-training"];
+        args.extend_from_slice(rest);
+        args
+    };
+    ok(
+        &app,
+        dir,
+        &key(&["create", "deploy-production", "--expires-in", "30d"]),
+        None,
+    )
+    .await?;
+    ok(
+        &app,
+        dir,
+        &key(&["create", "short-lived", "--expires-in", "1s"]),
+        None,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let fits = |what: &str, out: &str| {
+        for line in out.lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "{what}: {} wide:\n{out}",
+                line.chars().count()
+            );
+        }
+    };
+    let keys = ok(&app, dir, &key(&["list"]), None).await?;
+    fits("api-key list", &keys);
+    assert!(keys.contains("(UTC)"), "times say they are UTC: {keys}");
+    let short = keys
+        .lines()
+        .find(|l| l.starts_with("short-lived"))
+        .unwrap_or_default();
+    assert!(short.contains("EXPIRED"), "{keys}");
+    let wide = ok(&app, dir, &key(&["list", "--wide"]), None).await?;
+    assert!(wide.contains("GENERATION") && wide.contains("ID"), "{wide}");
+    let accounts = ok(&app, dir, &["service-account", "list"], None).await?;
+    fits("service-account list", &accounts);
+    fits("user list", &ok(&app, dir, &["user", "list"], None).await?);
+    fits(
+        "signing-key list",
+        &ok(&app, dir, &["signing-key", "list"], None).await?,
+    );
+    let wide = ok(&app, dir, &["service-account", "list", "--wide"], None).await?;
+    assert!(
+        wide.contains("owned by the ML platform team"),
+        "--wide is whole: {wide}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn errors_read_cleanly_and_with_json_output_are_the_apis_error_object() -> anyhow::Result<()>
+{
+    let app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    let dir = admin.path();
+
+    // -o json: the API's error object on stderr, exit 1.
+    ok(
+        &app,
+        dir,
+        &["service-account", "create", "dup", "--no-api-key"],
+        None,
+    )
+    .await?;
+    let (code, out, err) = app
+        .cli(
+            dir,
+            &[
+                "service-account",
+                "create",
+                "dup",
+                "--no-api-key",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(code, 1, "{out}{err}");
+    let object: serde_json::Value = serde_json::from_str(err.trim())?;
+    assert_eq!(object["error"], "conflict", "{object}");
+    assert!(
+        object["code"].is_string() && object["message"].is_string(),
+        "{object}"
+    );
+    assert!(object["request_id"].is_string(), "{object}");
+
+    // Usage errors exit 2, in JSON too; nothing is sent.
+    let (code, _, err) = app.cli(dir, &["user", "update", "admin"], None).await?;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with("error: nothing to change"), "{err}");
+    let (code, _, err) = app
+        .cli(
+            dir,
+            &[
+                "service-account",
+                "api-key",
+                "dup",
+                "rotate",
+                "k",
+                "--retain",
+                "soon",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(code, 2, "{err}");
+    let object: serde_json::Value = serde_json::from_str(err.trim())?;
+    assert_eq!(object["error"], "invalid_usage", "{object}");
+
+    // No repeated OS error tails.
+    let (code, _, err) = app
+        .cli(
+            tempfile::tempdir()?.path(),
+            &[
+                "login",
+                "--url",
+                "http://127.0.0.1:1",
+                "--username",
+                "admin",
+                "--password-stdin",
+            ],
+            Some("x\n"),
+        )
+        .await?;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("cannot reach Gatehouse"), "{err}");
+    assert!(err.matches("os error").count() <= 1, "{err}");
+
+    // The wrong-password limit says it counts per user name.
+    let fresh = tempfile::tempdir()?;
+    let mut last = String::new();
+    for _ in 0..7 {
+        let (code, _, err) = app
+            .cli(
+                fresh.path(),
+                &["login", "--username", "admin", "--password-stdin"],
+                Some("wrong-password\n"),
+            )
+            .await?;
+        assert_eq!(code, 1, "{err}");
+        last = err;
+    }
+    assert!(last.contains("per user name"), "{last}");
+    assert!(!last.contains("(too_many_attempts)"), "{last}");
     Ok(())
 }

@@ -956,7 +956,12 @@ async fn the_cli_logs_in_with_a_code_approved_from_another_terminal_and_manages_
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = app.cli(server.path(), &["current-user"], None).await?;
     assert_ne!(code, 0, "a locked device's session is refused");
-    assert!(err.contains("locked"), "{err}");
+    // What happened and who can undo it; logging in again is not the answer.
+    assert!(
+        err.contains("this device is locked") && err.contains("authorized-device unlock"),
+        "{err}"
+    );
+    assert!(!err.contains("run `gatehouse login`"), "{err}");
     let (code, _, err) = app
         .cli(laptop.path(), &["authorized-device", "unlock", &id], None)
         .await?;

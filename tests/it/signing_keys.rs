@@ -316,7 +316,19 @@ async fn an_admin_replaces_a_leaked_key_from_the_cli_and_its_sessions_end() -> a
         out.starts_with("Added signing key ") && out.contains("(signing,"),
         "{out}"
     );
-    let (code, out, err) = app.cli(dir, &["signing-key", "retire", &old], None).await?;
+    // Retiring logs everyone out: without a terminal to confirm on, it needs --yes.
+    let (code, _, err) = app.cli(dir, &["signing-key", "retire", &old], None).await?;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("pass --yes"), "{err}");
+    let (code, out, err) = run(vec!["signing-key", "list", "-o", "json"]).await?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("\"retired\""),
+        "nothing was retired without --yes: {out}"
+    );
+    let (code, out, err) = app
+        .cli(dir, &["signing-key", "retire", &old, "--yes"], None)
+        .await?;
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out.lines()

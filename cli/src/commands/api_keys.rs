@@ -5,51 +5,12 @@
 
 use secrecy::ExposeSecret as _;
 
-use super::prompt::{self, blocking};
+use super::prompt;
 use super::users::page_footer;
 use super::{Context, require_change};
 use crate::client::{ApiKey, ApiKeyUpdate, ExpiryChange, ListFilters, NewApiKey, Page};
-use crate::output::{self, OutputFormat, Table};
-
-/// The longest key lifetime the server accepts (10 years of 366 days): checked here too so
-/// that a typo fails before anything is sent.
-const MAX_DURATION_SECS: u64 = 10 * 366 * 24 * 3600;
-
-/// Parses a duration: a number with `s`, `m`, `h` or `d`, or a plain number of seconds.
-/// Zero, negative and malformed values are refused. Returns seconds.
-pub fn parse_duration(input: &str) -> Result<u64, String> {
-    let text = input.trim();
-    let invalid = || {
-        format!(
-            "invalid duration {input:?}: use a whole number of seconds, or a number followed by s, \
-             m, h or d (e.g. 90s, 15m, 12h, 30d)"
-        )
-    };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    if digits.is_empty() {
-        return Err(invalid());
-    }
-    let multiplier: u64 = match unit.trim() {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(invalid()),
-    };
-    let value: u64 = digits.parse().map_err(|_| invalid())?;
-    if value == 0 {
-        return Err(format!(
-            "invalid duration {input:?}: it must be greater than zero"
-        ));
-    }
-    value
-        .checked_mul(multiplier)
-        .filter(|secs| *secs <= MAX_DURATION_SECS)
-        .ok_or_else(|| format!("invalid duration {input:?}: at most 10 years (3660d)"))
-}
+use crate::duration;
+use crate::output::{self, Col, OutputFormat, Table, View};
 
 /// Manage the API keys of a service account.
 #[derive(Debug, Clone, clap::Args)]
@@ -81,7 +42,7 @@ pub enum ApiKeyCommand {
     /// rotation.
     Describe(DescribeArgs),
     /// Replace a key's secret and print the new key, the only time it is shown. The old
-    /// secret keeps working for --retain minutes.
+    /// secret keeps working for --retain (default 0: it stops at once).
     Rotate(RotateArgs),
     /// Activate or deactivate a key, or change its description or expiry. Deactivation
     /// refuses its tokens at once.
@@ -113,17 +74,17 @@ pub struct CreateArgs {
     /// What the key is for.
     #[arg(long, short = 'd')]
     pub description: Option<String>,
-    /// Expire after this long: 90s, 15m, 12h, 30d, or seconds [default: never].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Expire after this long: 90s, 15m, 12h, 30d (at most 3660d); a bare number is
+    /// seconds [default: never].
+    #[arg(long, value_name = "DURATION", value_parser = duration::expires_in)]
     pub expires_in: Option<u64>,
 }
 
 impl CreateArgs {
     /// Runs `api-key create`.
     pub async fn run(self, ctx: &Context, account: &str) -> anyhow::Result<()> {
-        let key = ctx
-            .client()
-            .await?
+        let client = ctx.client().await?;
+        let key = client
             .create_api_key(
                 account,
                 &self.name,
@@ -135,7 +96,12 @@ impl CreateArgs {
             OutputFormat::Json => output::emit_json(&key.json_with_key()?),
             OutputFormat::Table => {
                 output::emit(&describe_key(&key.api_key))?;
-                output::emit(&shown_once(&key, account))
+                output::emit(&shown_once(
+                    &key,
+                    account,
+                    &client.url(),
+                    NewSecret::Created,
+                ))
             }
         }
     }
@@ -156,6 +122,8 @@ pub struct ListArgs {
     /// Keys per page (1 to 1000) [server default: 20].
     #[arg(long, value_name = "N")]
     pub size: Option<u64>,
+    #[command(flatten)]
+    pub wide: output::WideArg,
 }
 
 impl ListArgs {
@@ -171,7 +139,7 @@ impl ListArgs {
         match ctx.output() {
             OutputFormat::Json => output::emit_json(&page),
             OutputFormat::Table => {
-                output::emit(&key_table(&page).render())?;
+                output::emit(&key_table(&page, self.wide.view()).render())?;
                 page_footer(&page, "API keys");
                 Ok(())
             }
@@ -198,33 +166,39 @@ impl DescribeArgs {
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_long_help = "\
 With --retain 0 (the default) the old key stops working at once, and tokens it was
-exchanged for are refused. With --retain N both keys work for N minutes, time to roll the
-new key out.
+exchanged for are refused. With --retain 1h both keys work for an hour, time to roll the
+new key out. Secrets retained by earlier rotations keep their own windows.
 
-Example:
-  gatehouse service-account api-key ci-bot rotate deploy --retain 60")]
+Examples:
+  gatehouse service-account api-key ci-bot rotate deploy --retain 1h
+  gatehouse service-account api-key ci-bot rotate deploy --retain 60    # 60 minutes")]
 pub struct RotateArgs {
     /// The key's name or id.
     pub key: String,
-    /// Minutes the old secret keeps working.
-    #[arg(long, value_name = "MINUTES", default_value_t = 0)]
+    /// How long the old secret keeps working: 90s, 15m, 1h, 2d (at most 30d); a bare
+    /// number is minutes.
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = duration::retain)]
     pub retain: u64,
 }
 
 impl RotateArgs {
     /// Runs `api-key rotate`.
     pub async fn run(self, ctx: &Context, account: &str) -> anyhow::Result<()> {
-        let key = ctx
-            .client()
-            .await?
+        let client = ctx.client().await?;
+        let key = client
             .rotate_api_key(account, &self.key, self.retain)
             .await?;
         match ctx.output() {
             OutputFormat::Json => output::emit_json(&key.json_with_key()?),
             OutputFormat::Table => {
                 output::emit(&describe_key(&key.api_key))?;
-                output::emit(&shown_once(&key, account))?;
-                output::emit(&old_secret_note(&key.api_key, self.retain))
+                output::emit(&format!("\n{}", old_secret_note(&key.api_key, self.retain)))?;
+                output::emit(&shown_once(
+                    &key,
+                    account,
+                    &client.url(),
+                    NewSecret::Rotated,
+                ))
             }
         }
     }
@@ -241,8 +215,9 @@ pub struct UpdateArgs {
     /// New description.
     #[arg(long, short = 'd')]
     pub description: Option<String>,
-    /// Expire this long from now: 90s, 15m, 12h, 30d, or seconds.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with = "no_expiry")]
+    /// Expire this long from now: 90s, 15m, 12h, 30d (at most 3660d); a bare number is
+    /// seconds.
+    #[arg(long, value_name = "DURATION", value_parser = duration::expires_in, conflicts_with = "no_expiry")]
     pub expires_in: Option<u64>,
     /// Remove the expiry: the key works until deactivated or deleted.
     #[arg(long)]
@@ -295,19 +270,13 @@ impl DeleteArgs {
     pub async fn run(self, ctx: &Context, account: &str) -> anyhow::Result<()> {
         let client = ctx.client().await?;
         if !self.yes {
-            if !prompt::stdin_is_terminal() {
-                anyhow::bail!(
-                    "refusing to delete without confirmation: stdin is not a terminal, pass --yes"
-                );
-            }
+            prompt::ensure_can_confirm("delete")?;
             let question = format!(
                 "Delete API key {:?} of service account {account:?}? It and its tokens stop \
                  working at once.",
                 self.key
             );
-            if !blocking(move || prompt::confirm(&question)).await? {
-                anyhow::bail!("aborted: nothing was deleted");
-            }
+            prompt::confirm_or_abort(question, "deleted").await?;
         }
         client.delete_api_key(account, &self.key).await?;
         if ctx.output() == OutputFormat::Table {
@@ -327,16 +296,15 @@ fn print_key(ctx: &Context, key: &ApiKey) -> anyhow::Result<()> {
     }
 }
 
-fn optional_timestamp(value: Option<&str>, none: &str) -> String {
-    value.map_or_else(|| none.to_owned(), output::server_timestamp)
-}
-
-fn expiry_cell(key: &ApiKey) -> String {
-    let text = optional_timestamp(key.expires_at.as_deref(), "never");
+/// `ACTIVE`, `INACTIVE` or `EXPIRED` (whether deactivated or not, an expired key does not
+/// work).
+fn key_status(key: &ApiKey) -> &'static str {
     if key.expired {
-        format!("{text} (expired)")
+        "EXPIRED"
+    } else if key.active {
+        "ACTIVE"
     } else {
-        text
+        "INACTIVE"
     }
 }
 
@@ -353,18 +321,22 @@ pub(super) fn describe_key(key: &ApiKey) -> String {
             "service account".to_owned(),
             key.service_account_id.to_string(),
         ),
+        ("status".to_owned(), key_status(key).to_owned()),
         ("active".to_owned(), output::boolean(key.active)),
-        ("expires".to_owned(), expiry_cell(key)),
+        (
+            "expires".to_owned(),
+            output::optional_time_utc(key.expires_at.as_deref(), "never"),
+        ),
         ("generation".to_owned(), key.generation.to_string()),
-        ("created".to_owned(), output::server_timestamp(&key.created)),
-        ("updated".to_owned(), output::server_timestamp(&key.updated)),
+        ("created".to_owned(), output::server_time_utc(&key.created)),
+        ("updated".to_owned(), output::server_time_utc(&key.updated)),
         (
             "last rotated".to_owned(),
-            optional_timestamp(key.last_rotated.as_deref(), "never"),
+            output::optional_time_utc(key.last_rotated.as_deref(), "never"),
         ),
         (
             "last used".to_owned(),
-            optional_timestamp(key.last_used.as_deref(), "never"),
+            output::optional_time_utc(key.last_used.as_deref(), "never"),
         ),
     ];
     if key.retained_secrets.is_empty() {
@@ -384,61 +356,96 @@ pub(super) fn describe_key(key: &ApiKey) -> String {
     output::describe(rows)
 }
 
-/// The block that shows a new key, the one time it is shown.
-pub(super) fn shown_once(key: &NewApiKey, account: &str) -> String {
+/// Whether a key is new or replaces a secret, for the next step [`shown_once`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NewSecret {
+    /// `create`, `service-account create`.
+    Created,
+    /// `rotate`.
+    Rotated,
+}
+
+/// The block that shows a new key, the one time it is shown: last, after everything else,
+/// with the next step above it and the key alone on the last line (`| tail -1` gets it).
+pub(super) fn shown_once(key: &NewApiKey, account: &str, url: &str, how: NewSecret) -> String {
+    let store = match how {
+        NewSecret::Created => "store it in your CI system's secret store as GATEHOUSE_API_KEY",
+        NewSecret::Rotated => "replace GATEHOUSE_API_KEY in your CI system's secret store with it",
+    };
     format!(
-        "\nAPI key {:?} of service account {account} (shown only this once: store it now, it \
-         cannot be shown again):\n\n{}\n\n",
+        "\nNext: {store},\nbeside GATEHOUSE_URL={url}.\nOr log in with it here (it prompts for \
+         the key):\n  gatehouse login --url {url} --api-key\n\nAPI key {:?} of service account \
+         {account}, shown only this once:\n\n{}\n",
         key.api_key.name,
         key.key.expose_secret()
     )
 }
 
-/// After a rotation: until when the previous secret works.
-fn old_secret_note(key: &ApiKey, retain_minutes: u64) -> String {
-    let previous = key
+/// After a rotation: what is true of each earlier secret. The secret just replaced
+/// (generation - 1) is retained or stopped now; secrets retained by earlier rotations keep
+/// their own windows.
+fn old_secret_note(key: &ApiKey, retain_secs: u64) -> String {
+    let replaced = key.generation.saturating_sub(1);
+    let mut note = match key
         .retained_secrets
         .iter()
-        .filter(|r| r.generation < key.generation)
-        .max_by_key(|r| r.generation);
-    match previous {
+        .find(|r| r.generation == replaced)
+    {
         Some(r) => format!(
-            "The previous key (generation {}) keeps working until {} UTC.\n",
-            r.generation,
+            "The replaced secret (generation {replaced}) keeps working until {} UTC.\n",
             output::server_timestamp(&r.valid_until)
         ),
-        None if retain_minutes == 0 => {
-            "The previous key stopped working now; so did the tokens it was exchanged for.\n"
-                .to_owned()
-        }
-        None => format!(
-            "The previous key keeps working for {retain_minutes} more minute(s) (the server did \
-             not say until when).\n"
+        None if retain_secs == 0 => format!(
+            "The replaced secret (generation {replaced}) stopped working now; so did the tokens \
+             it was exchanged for.\n"
         ),
+        None => format!(
+            "The replaced secret (generation {replaced}) keeps working for {} (the server did \
+             not say until when).\n",
+            duration::human(retain_secs)
+        ),
+    };
+    let mut earlier: Vec<_> = key
+        .retained_secrets
+        .iter()
+        .filter(|r| r.generation < replaced)
+        .collect();
+    earlier.sort_by_key(|r| std::cmp::Reverse(r.generation));
+    for r in earlier {
+        note.push_str(&format!(
+            "An earlier secret (generation {}) keeps working until {} UTC, as an earlier \
+             rotation retained it.\n",
+            r.generation,
+            output::server_timestamp(&r.valid_until)
+        ));
     }
+    note
 }
 
-fn key_table(page: &Page<ApiKey>) -> Table {
-    let mut table = Table::new([
-        "name",
-        "id",
-        "active",
-        "generation",
-        "created",
-        "last rotated",
-        "last used",
-        "expires",
-    ]);
+pub(super) fn key_table(page: &Page<ApiKey>, view: View) -> Table {
+    let mut table = Table::list(
+        &[
+            ("name", Col::Always),
+            ("id", Col::Wide),
+            ("status", Col::Always),
+            ("generation", Col::Wide),
+            (&output::utc("created"), Col::Wide),
+            (&output::utc("last rotated"), Col::Wide),
+            (&output::utc("last used"), Col::Always),
+            (&output::utc("expires"), Col::Always),
+        ],
+        view,
+    );
     for k in &page.items {
         table.push([
             k.name.clone(),
             k.id.to_string(),
-            output::boolean(k.active),
+            key_status(k).to_owned(),
             k.generation.to_string(),
             output::server_timestamp(&k.created),
-            optional_timestamp(k.last_rotated.as_deref(), "-"),
-            optional_timestamp(k.last_used.as_deref(), "-"),
-            expiry_cell(k),
+            output::optional_time(k.last_rotated.as_deref(), "-"),
+            output::optional_time(k.last_used.as_deref(), "-"),
+            output::optional_time(k.expires_at.as_deref(), "never"),
         ]);
     }
     table
@@ -447,47 +454,6 @@ fn key_table(page: &Page<ApiKey>) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_take_a_unit_or_mean_seconds() {
-        assert_eq!(parse_duration("90s"), Ok(90));
-        assert_eq!(parse_duration("15m"), Ok(900));
-        assert_eq!(parse_duration("12h"), Ok(43_200));
-        assert_eq!(parse_duration("30d"), Ok(2_592_000));
-        assert_eq!(parse_duration("3600"), Ok(3600));
-        assert_eq!(parse_duration(" 2h "), Ok(7200));
-        assert_eq!(parse_duration("3660d"), Ok(MAX_DURATION_SECS));
-    }
-
-    #[test]
-    fn zero_and_garbage_durations_are_refused_clearly() {
-        for zero in ["0", "0s", "0d", "000m"] {
-            let error = parse_duration(zero).expect_err(zero);
-            assert!(error.contains("greater than zero"), "{zero}: {error}");
-        }
-        for garbage in [
-            "",
-            "d",
-            "-5m",
-            "1.5h",
-            "10 minutes",
-            "1w",
-            "1h30m",
-            "abc",
-            "5x",
-            "+5",
-        ] {
-            let error = parse_duration(garbage).expect_err(garbage);
-            assert!(
-                error.contains("invalid duration") && error.contains("30d"),
-                "{garbage}: {error}"
-            );
-        }
-        let error = parse_duration("99999999999999999999d").expect_err("overflow");
-        assert!(error.contains("invalid duration"), "{error}");
-        let error = parse_duration("3661d").expect_err("too long");
-        assert!(error.contains("at most 10 years"), "{error}");
-    }
 
     fn key_json() -> serde_json::Value {
         serde_json::json!({
@@ -512,9 +478,33 @@ mod tests {
         );
         assert!(text.contains("LAST USED        never\n"), "{text}");
         assert!(text.contains("EXPIRES          never\n"), "{text}");
+        assert!(text.contains("STATUS           ACTIVE\n"), "{text}");
+        assert!(
+            text.contains("CREATED          2025-01-01 10:00:00 UTC\n"),
+            "{text}"
+        );
         assert_eq!(
-            old_secret_note(&key, 60),
-            "The previous key (generation 1) keeps working until 2025-01-02 11:00:00 UTC.\n"
+            old_secret_note(&key, 3600),
+            "The replaced secret (generation 1) keeps working until 2025-01-02 11:00:00 UTC.\n"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn after_a_second_rotation_each_retained_secret_is_told_apart() -> Result<(), serde_json::Error>
+    {
+        // Rotated with --retain 60 (generation 1 kept), then with --retain 0: generation 2
+        // stopped at once, generation 1 keeps its window.
+        let mut json = key_json();
+        json["generation"] = 3.into();
+        let key: ApiKey = serde_json::from_value(json)?;
+        let note = old_secret_note(&key, 0);
+        assert_eq!(
+            note,
+            "The replaced secret (generation 2) stopped working now; so did the tokens it was \
+             exchanged for.\n\
+             An earlier secret (generation 1) keeps working until 2025-01-02 11:00:00 UTC, as an \
+             earlier rotation retained it.\n"
         );
         Ok(())
     }
@@ -537,10 +527,16 @@ mod tests {
             extra: Default::default(),
         };
         assert_eq!(
-            key_table(&page).render(),
-            "NAME    ID                                    ACTIVE  GENERATION  CREATED              LAST ROTATED         LAST USED  EXPIRES\n\
-             deploy  0190f0a8-3b1c-7000-8000-00000000abcd  true    2           2025-01-01 10:00:00  2025-01-02 10:00:00  -          never\n\
-             old     0190f0a8-3b1c-7000-8000-00000000abcd  true    2           2025-01-01 10:00:00  2025-01-02 10:00:00  -          2025-01-03 00:00:00 (expired)\n"
+            key_table(&page, View::Default).render(),
+            "NAME    STATUS   LAST USED (UTC)  EXPIRES (UTC)\n\
+             deploy  ACTIVE   -                never\n\
+             old     EXPIRED  -                2025-01-03 00:00:00\n"
+        );
+        assert_eq!(
+            key_table(&page, View::Wide).render(),
+            "NAME    ID                                    STATUS   GENERATION  CREATED (UTC)        LAST ROTATED (UTC)   LAST USED (UTC)  EXPIRES (UTC)\n\
+             deploy  0190f0a8-3b1c-7000-8000-00000000abcd  ACTIVE   2           2025-01-01 10:00:00  2025-01-02 10:00:00  -                never\n\
+             old     0190f0a8-3b1c-7000-8000-00000000abcd  EXPIRED  2           2025-01-01 10:00:00  2025-01-02 10:00:00  -                2025-01-03 00:00:00\n"
         );
         Ok(())
     }
@@ -554,9 +550,24 @@ mod tests {
         assert!(!key.api_key.extra.contains_key("key"));
         assert!(!describe_key(&key.api_key).contains("the-secret-key"));
         assert!(!format!("{key:?}").contains("the-secret-key"));
-        let block = shown_once(&key, "ci-bot");
+        let block = shown_once(&key, "ci-bot", "https://gh.example", NewSecret::Created);
         assert!(block.contains("\ngatehouse_the-secret-key\n"), "{block}");
         assert!(block.contains("shown only this once"), "{block}");
+        // The key stands alone at the end, under the next step.
+        assert_eq!(
+            block.lines().last(),
+            Some("gatehouse_the-secret-key"),
+            "{block}"
+        );
+        assert!(
+            block.contains("GATEHOUSE_API_KEY")
+                && block.contains("GATEHOUSE_URL=https://gh.example")
+                && block.contains("gatehouse login --url https://gh.example --api-key"),
+            "{block}"
+        );
+        let rotated = shown_once(&key, "ci-bot", "https://gh.example", NewSecret::Rotated);
+        assert!(rotated.contains("replace GATEHOUSE_API_KEY"), "{rotated}");
+        assert!(block.lines().all(|l| l.chars().count() <= 80), "{block}");
         assert_eq!(key.json_with_key()?["key"], "gatehouse_the-secret-key");
         assert_eq!(key.json_with_key()?["name"], "deploy");
         Ok(())

@@ -10,7 +10,6 @@ use futures::StreamExt as _;
 use gatehouse_bus::jetstream::{STREAM_NAME, STREAM_SUBJECTS};
 use gatehouse_contracts::envelope::RecordedEvent;
 
-use super::Globals;
 use crate::output::{self, OutputFormat};
 
 /// How long connecting to NATS may take.
@@ -26,9 +25,9 @@ pub enum AuditCommand {
 
 impl AuditCommand {
     /// Runs the command.
-    pub async fn run(self, globals: &Globals) -> anyhow::Result<()> {
+    pub async fn run(self, output: OutputFormat) -> anyhow::Result<()> {
         match self {
-            AuditCommand::Tail(args) => args.run(globals.output).await,
+            AuditCommand::Tail(args) => args.run(output).await,
         }
     }
 }

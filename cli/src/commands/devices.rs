@@ -6,8 +6,9 @@ use uuid::Uuid;
 use super::prompt::{self, blocking};
 use super::users::page_footer;
 use super::{Context, Globals};
+use crate::client::GatehouseClient;
 use crate::client::{Device, DeviceDecision, DeviceFilters, DeviceStatus, Page};
-use crate::output::{self, OutputFormat, Table};
+use crate::output::{self, Col, OutputFormat, Table, View};
 
 /// Manage authorized devices.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -34,7 +35,9 @@ impl DeviceCommand {
         match self {
             DeviceCommand::List(args) => args.run(&ctx).await,
             DeviceCommand::Describe(args) => {
-                let device = ctx.client().await?.get_device(args.id).await?;
+                let client = ctx.client().await?;
+                let id = args.id.resolve(&client).await?;
+                let device = client.get_device(id).await?;
                 print_device(&ctx, &device)
             }
             DeviceCommand::Lock(args) => args.lock(&ctx, true).await,
@@ -57,6 +60,8 @@ pub struct ListArgs {
     /// Devices per page (1 to 1000) [server default: 20].
     #[arg(long, value_name = "N")]
     pub size: Option<u64>,
+    #[command(flatten)]
+    pub wide: output::WideArg,
 }
 
 impl ListArgs {
@@ -71,7 +76,8 @@ impl ListArgs {
         match ctx.output() {
             OutputFormat::Json => output::emit_json(&page),
             OutputFormat::Table => {
-                output::emit(&device_table(&page, this_device(ctx)).render())?;
+                let table = device_table(&page, this_device(ctx), self.wide.view());
+                output::emit(&table.render())?;
                 page_footer(&page, "authorized devices");
                 Ok(())
             }
@@ -79,31 +85,105 @@ impl ListArgs {
     }
 }
 
-/// Parses a device id (a UUID), with a hint where to find one.
-fn parse_device_id(input: &str) -> Result<Uuid, String> {
-    Uuid::parse_str(input.trim()).map_err(|_| {
-        "not a device id: ids look like 0190f0a8-3b1c-7000-8000-00000000d001; `gatehouse \
-         authorized-device list` shows them"
-            .to_owned()
-    })
+/// A device as typed: its whole id, or a unique prefix of it (at least 4 characters), as
+/// git takes commits. The list shows ids abbreviated this way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRef(String);
+
+/// The shortest abbreviation the list shows.
+const MIN_ABBREV: usize = 8;
+
+/// Parses a device id or id prefix, with a hint where to find one.
+fn parse_device_id(input: &str) -> Result<DeviceRef, String> {
+    let text = input.trim().to_ascii_lowercase();
+    let hexish = text.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    if text.len() < 4 || text.len() > 36 || !hexish {
+        return Err(
+            "not a device id: ids look like 0190f0a8-3b1c-7000-8000-00000000d001 (a unique \
+             prefix such as 0190f0a8 will do); `gatehouse authorized-device list` shows them"
+                .to_owned(),
+        );
+    }
+    Ok(DeviceRef(text))
+}
+
+impl DeviceRef {
+    /// The device's id: the whole id as given, or the one device (among those the caller
+    /// may see) whose id starts with the prefix.
+    async fn resolve(&self, client: &GatehouseClient) -> anyhow::Result<Uuid> {
+        if let Ok(id) = Uuid::parse_str(&self.0) {
+            return Ok(id);
+        }
+        let mut matches = Vec::new();
+        let mut filters = DeviceFilters {
+            status: None,
+            page: Some(1),
+            size: Some(1000),
+        };
+        loop {
+            let page = client.list_devices(&filters).await?;
+            matches.extend(
+                page.items
+                    .iter()
+                    .map(|d| d.id)
+                    .filter(|id| id.to_string().starts_with(&self.0)),
+            );
+            let index = filters.page.unwrap_or(1);
+            if index >= page.total_pages {
+                break;
+            }
+            filters.page = Some(index + 1);
+        }
+        match matches.as_slice() {
+            [id] => Ok(*id),
+            [] => anyhow::bail!(
+                "no authorized device id starts with {} (unknown, deleted, or not yours): \
+                 `gatehouse authorized-device list` shows yours",
+                self.0
+            ),
+            many => anyhow::bail!(
+                "the prefix {} is ambiguous: it starts {} device ids ({}); type more of the id",
+                self.0,
+                many.len(),
+                many.iter()
+                    .map(Uuid::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// Each id shortened to the shortest prefix (at least [`MIN_ABBREV`] characters) that
+/// tells the listed devices apart.
+fn abbreviated_ids(ids: &[Uuid]) -> Vec<String> {
+    let full: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    let len = (MIN_ABBREV..36)
+        .find(|&n| {
+            let mut seen = std::collections::HashSet::new();
+            full.iter().all(|id| seen.insert(&id[..n]))
+        })
+        .unwrap_or(36);
+    full.into_iter().map(|id| id[..len].to_owned()).collect()
 }
 
 /// A device, by id.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IdArgs {
-    /// The device's id (from `gatehouse authorized-device list`).
+    /// The device's id, or a unique prefix of it (from `gatehouse authorized-device list`).
     #[arg(value_name = "ID", value_parser = parse_device_id)]
-    pub id: Uuid,
+    pub id: DeviceRef,
 }
 
 impl IdArgs {
     /// Runs `lock` (`locked`) or `unlock`.
     async fn lock(self, ctx: &Context, locked: bool) -> anyhow::Result<()> {
         let client = ctx.client().await?;
+        let id = self.id.resolve(&client).await?;
         let device = if locked {
-            client.lock_device(self.id).await?
+            client.lock_device(id).await?
         } else {
-            client.unlock_device(self.id).await?
+            client.unlock_device(id).await?
         };
         if ctx.output() == OutputFormat::Json {
             return output::emit_json(&device);
@@ -114,9 +194,9 @@ impl IdArgs {
         } else {
             "Unlocked device {id}: its token works again until it expires."
         };
-        output::emit(&format!("{}\n", what.replace("{id}", &self.id.to_string())))?;
+        output::emit(&format!("{}\n", what.replace("{id}", &id.to_string())))?;
         output::emit(&describe_device(&device, this_device(ctx)))?;
-        if locked && this_device(ctx) == Some(self.id) {
+        if locked && this_device(ctx) == Some(id) {
             eprintln!(
                 "This is the device you are logged in on: its commands are refused now. Unlock \
                  it from another session, or log in again."
@@ -129,9 +209,9 @@ impl IdArgs {
 /// `authorized-device delete`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeleteArgs {
-    /// The device's id (from `gatehouse authorized-device list`).
+    /// The device's id, or a unique prefix of it (from `gatehouse authorized-device list`).
     #[arg(value_name = "ID", value_parser = parse_device_id)]
-    pub id: Uuid,
+    pub id: DeviceRef,
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -141,23 +221,19 @@ impl DeleteArgs {
     /// Runs `authorized-device delete`.
     pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
         let client = ctx.client().await?;
-        let current = this_device(ctx) == Some(self.id);
         if !self.yes {
-            if !prompt::stdin_is_terminal() {
-                anyhow::bail!(
-                    "refusing to delete without confirmation: stdin is not a terminal, pass --yes"
-                );
-            }
-            // Show what is about to go (and fail early on a wrong id).
-            let device = client.get_device(self.id).await?;
-            let question = delete_question(&device, current);
-            if !blocking(move || prompt::confirm(&question)).await? {
-                anyhow::bail!("aborted: nothing was deleted");
-            }
+            prompt::ensure_can_confirm("delete")?;
         }
-        client.delete_device(self.id).await?;
+        let id = self.id.resolve(&client).await?;
+        let current = this_device(ctx) == Some(id);
+        if !self.yes {
+            // Show what is about to go (and fail early on a wrong id).
+            let device = client.get_device(id).await?;
+            prompt::confirm_or_abort(delete_question(&device, current), "deleted").await?;
+        }
+        client.delete_device(id).await?;
         if ctx.output() == OutputFormat::Table {
-            output::emit(&format!("Deleted device {}\n", self.id))?;
+            output::emit(&format!("Deleted device {id}\n"))?;
         }
         if current {
             eprintln!("That was the device you are logged in on: run `gatehouse login` again.");
@@ -285,7 +361,7 @@ fn approve_question(device: &Device, trusted: bool) -> String {
          Whoever holds this device is logged in as you.",
         device.id,
         device_summary(device),
-        optional_timestamp(Some(&device.created), "-"),
+        output::server_time_utc(&device.created),
         device
             .client_id
             .as_deref()
@@ -356,10 +432,6 @@ fn or_dash(value: Option<&str>) -> String {
     value.map_or_else(|| "-".to_owned(), str::to_owned)
 }
 
-fn optional_timestamp(value: Option<&str>, none: &str) -> String {
-    value.map_or_else(|| none.to_owned(), output::server_timestamp)
-}
-
 /// The describe table of a device.
 fn describe_device(device: &Device, current: Option<Uuid>) -> String {
     let owner = match (&device.owner, device.owner_id) {
@@ -387,19 +459,19 @@ fn describe_device(device: &Device, current: Option<Uuid>) -> String {
         ),
         (
             "created".to_owned(),
-            output::server_timestamp(&device.created),
+            output::server_time_utc(&device.created),
         ),
         (
             "verified".to_owned(),
-            optional_timestamp(device.verified_at.as_deref(), "never"),
+            output::optional_time_utc(device.verified_at.as_deref(), "never"),
         ),
         (
             "last login".to_owned(),
-            optional_timestamp(device.last_login.as_deref(), "never"),
+            output::optional_time_utc(device.last_login.as_deref(), "never"),
         ),
         (
             "expires".to_owned(),
-            optional_timestamp(device.expires.as_deref(), "-"),
+            output::optional_time_utc(device.expires.as_deref(), "-"),
         ),
     ];
     if current == Some(device.id) {
@@ -412,34 +484,43 @@ fn describe_device(device: &Device, current: Option<Uuid>) -> String {
     output::describe(rows)
 }
 
-/// The list table; the device of the saved session is marked `(this device)`.
-fn device_table(page: &Page<Device>, current: Option<Uuid>) -> Table {
-    let mut table = Table::new([
-        "id",
-        "status",
-        "trusted",
-        "owner",
-        "hostname",
-        "os",
-        "ip address",
-        "last login",
-        "expires",
-    ]);
-    for d in &page.items {
+/// The list table; the device of the saved session is marked `(this device)`. By default
+/// ids are abbreviated to the shortest unique prefix, which every device command accepts.
+pub(super) fn device_table(page: &Page<Device>, current: Option<Uuid>, view: View) -> Table {
+    let mut table = Table::list(
+        &[
+            ("id", Col::Always),
+            ("status", Col::Always),
+            ("trusted", Col::Wide),
+            ("owner", Col::Always),
+            ("hostname", Col::Flex),
+            ("os", Col::Wide),
+            ("ip address", Col::Wide),
+            (&output::utc("last login"), Col::Always),
+            (&output::utc("expires"), Col::Wide),
+        ],
+        view,
+    );
+    let ids: Vec<Uuid> = page.items.iter().map(|d| d.id).collect();
+    let shown_ids = match view {
+        View::Default => abbreviated_ids(&ids),
+        View::Wide => ids.iter().map(Uuid::to_string).collect(),
+    };
+    for (d, id) in page.items.iter().zip(shown_ids) {
         let mut hostname = or_dash(d.hostname.as_deref());
         if current == Some(d.id) {
             hostname.push_str(" (this device)");
         }
         table.push([
-            d.id.to_string(),
+            id,
             d.status.clone(),
             output::boolean(d.trusted),
             or_dash(d.owner.as_deref()),
             hostname,
             or_dash(d.os.as_deref()),
             or_dash(d.ip_address.as_deref()),
-            optional_timestamp(d.last_login.as_deref(), "-"),
-            optional_timestamp(d.expires.as_deref(), "-"),
+            output::optional_time(d.last_login.as_deref(), "-"),
+            output::optional_time(d.expires.as_deref(), "-"),
         ]);
     }
     table
@@ -488,12 +569,24 @@ mod tests {
     fn the_list_table_has_the_documented_columns_and_marks_this_device() {
         let current = Uuid::parse_str("0190f0a8-3b1c-7000-8000-00000000d001").ok();
         assert_eq!(
-            device_table(&page(), current).render(),
-            "ID                                    STATUS   TRUSTED  OWNER  HOSTNAME              OS            IP ADDRESS  LAST LOGIN           EXPIRES\n\
+            device_table(&page(), current, View::Wide).render(),
+            "ID                                    STATUS   TRUSTED  OWNER  HOSTNAME              OS            IP ADDRESS  LAST LOGIN (UTC)     EXPIRES (UTC)\n\
              0190f0a8-3b1c-7000-8000-00000000d001  active   true     alice  laptop (this device)  linux x86_64  192.0.2.7   2025-01-01 10:01:05  2025-01-31 10:01:05\n\
              0190f0a8-3b1c-7000-8000-00000000d002  pending  false    -      -                     -             -           -                    2025-01-02 10:10:00\n"
         );
-        assert!(!device_table(&page(), None).render().contains("this device"));
+        assert!(
+            !device_table(&page(), None, View::Wide)
+                .render()
+                .contains("this device")
+        );
+        // Ids that differ only at the end stay whole (and the host name gives way to fit
+        // 80 columns); others are abbreviated.
+        assert_eq!(
+            device_table(&page(), current, View::Default).render(),
+            "ID                                    STATUS   OWNER  HOSTNAME  LAST LOGIN (UTC)\n\
+             0190f0a8-3b1c-7000-8000-00000000d001  active   alice  laptop …  2025-01-01 10:01:05\n\
+             0190f0a8-3b1c-7000-8000-00000000d002  pending  -      -         -\n"
+        );
     }
 
     #[test]
@@ -505,7 +598,7 @@ mod tests {
         assert_eq!(
             approve_question(&device, true),
             "Device 0190f0a8-3b1c-7000-8000-00000000d002 (build-box, from 192.0.2.9), asking \
-             since 2025-01-02 10:00:00 (client gatehouse-cli), wants to sign in.\nApprove it as \
+             since 2025-01-02 10:00:00 UTC (client gatehouse-cli), wants to sign in.\nApprove it as \
              you, trusted (30-day tokens by default)? Whoever holds this device is logged in as you."
         );
         assert!(
@@ -530,10 +623,10 @@ mod tests {
              CLIENT VERSION  0.1.0\n\
              SCOPE           -\n\
              IP ADDRESS      192.0.2.7\n\
-             CREATED         2025-01-01 10:00:00\n\
-             VERIFIED        2025-01-01 10:01:00\n\
-             LAST LOGIN      2025-01-01 10:01:05\n\
-             EXPIRES         2025-01-31 10:01:05\n\
+             CREATED         2025-01-01 10:00:00 UTC\n\
+             VERIFIED        2025-01-01 10:01:00 UTC\n\
+             LAST LOGIN      2025-01-01 10:01:05 UTC\n\
+             EXPIRES         2025-01-31 10:01:05 UTC\n\
              LOCKED BY       admin\n"
         );
         let pending: Device = serde_json::from_value(pending_json()).expect("device");
@@ -559,13 +652,85 @@ mod tests {
     }
 
     #[test]
-    fn device_ids_are_uuids_with_a_hint() {
+    fn device_ids_or_prefixes_are_checked_with_a_hint() {
         assert_eq!(
-            parse_device_id(" 0190f0a8-3b1c-7000-8000-00000000d001 ").ok(),
-            Uuid::parse_str("0190f0a8-3b1c-7000-8000-00000000d001").ok()
+            parse_device_id(" 0190F0A8-3b1c-7000-8000-00000000d001 "),
+            Ok(DeviceRef("0190f0a8-3b1c-7000-8000-00000000d001".into()))
         );
-        let error = parse_device_id("laptop").expect_err("not a uuid");
-        assert!(error.contains("authorized-device list"), "{error}");
+        assert_eq!(
+            parse_device_id("0190f0a8"),
+            Ok(DeviceRef("0190f0a8".into()))
+        );
+        for bad in ["laptop", "019", "0190f0a8-3b1c-7000-8000-00000000d001-ff"] {
+            let error = parse_device_id(bad).expect_err(bad);
+            assert!(error.contains("authorized-device list"), "{error}");
+        }
+    }
+
+    #[test]
+    fn abbreviations_are_the_shortest_unique_prefix_of_at_least_eight() {
+        let id = |s: &str| Uuid::parse_str(s).expect("uuid");
+        let ids = [
+            id("0190f0a8-3b1c-7000-8000-00000000d001"),
+            id("0190f0b9-0000-7000-8000-00000000d002"),
+        ];
+        assert_eq!(abbreviated_ids(&ids), ["0190f0a8", "0190f0b9"]);
+        let close = [
+            id("0190f0a8-3b1c-7000-8000-00000000d001"),
+            id("0190f0a8-3b2d-7000-8000-00000000d002"),
+        ];
+        assert_eq!(abbreviated_ids(&close), ["0190f0a8-3b1", "0190f0a8-3b2"]);
+    }
+
+    #[tokio::test]
+    async fn a_prefix_resolves_to_the_one_device_it_starts() -> anyhow::Result<()> {
+        use crate::testing::{MockServer, Reply};
+        let server = MockServer::start(|request| {
+            let page = request
+                .query()
+                .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("page=")))
+                .unwrap_or("1")
+                .to_owned();
+            let id = if page == "1" {
+                "0190f0a8-3b1c-7000-8000-00000000d001"
+            } else {
+                "0190f0b9-3b1c-7000-8000-00000000d002"
+            };
+            let mut device = device_json();
+            device["id"] = id.into();
+            Reply::json(
+                200,
+                serde_json::json!({"index": page.parse::<u64>().unwrap_or(1), "max_size": 1000,
+                    "total_pages": 2, "total": 2, "items": [device]}),
+            )
+        })
+        .await?;
+        let client = GatehouseClient::new(&server.url, Some("tok".to_owned().into()))?;
+        let resolve = |text: &str| {
+            let device = parse_device_id(text).map_err(anyhow::Error::msg);
+            let client = client.clone();
+            async move { device?.resolve(&client).await }
+        };
+        assert_eq!(
+            resolve("0190f0b9").await?.to_string(),
+            "0190f0b9-3b1c-7000-8000-00000000d002",
+            "found on the second page"
+        );
+        let error = resolve("0190f0").await.expect_err("ambiguous").to_string();
+        assert!(
+            error.contains("ambiguous") && error.contains("d001"),
+            "{error}"
+        );
+        let error = resolve("0190ffff").await.expect_err("none").to_string();
+        assert!(
+            error.contains("no authorized device id starts with"),
+            "{error}"
+        );
+        // A whole id is used as given, without a listing.
+        let before = server.requests().len();
+        resolve("0190f0a8-3b1c-7000-8000-00000000d009").await?;
+        assert_eq!(server.requests().len(), before);
+        Ok(())
     }
 
     #[test]

@@ -37,6 +37,62 @@ use crate::client::{ClientError, GatehouseClient, KeyRenewal, TokenResponse};
 use crate::credentials::{Credentials, CredentialsStore};
 pub use crate::output::OutputFormat;
 
+/// What `main` prints for a failed command, on stderr: the message with each cause once
+/// (reqwest's chain repeats the OS error), or with `-o json` the API's error object
+/// (`{"error","code","message","request_id"}`) so that scripts can read it. Returns the
+/// exit status: 2 for usage errors, 1 for the rest.
+pub fn report_error(error: &anyhow::Error, output: OutputFormat) -> (String, u8) {
+    let status = if error.chain().any(|c| c.is::<UsageError>()) {
+        2
+    } else {
+        1
+    };
+    let text = error_text(error);
+    let line = match output {
+        OutputFormat::Table => format!("error: {text}"),
+        OutputFormat::Json => {
+            let client = error.chain().find_map(|c| c.downcast_ref::<ClientError>());
+            let object = match client {
+                Some(e @ ClientError::Api { .. }) => e.json(),
+                Some(e) => {
+                    let mut object = e.json();
+                    object["message"] = text.into();
+                    object
+                }
+                None => serde_json::json!({
+                    "error": if status == 2 { "invalid_usage" } else { "failed" },
+                    "code": null, "message": text, "request_id": null,
+                }),
+            };
+            object.to_string()
+        }
+    };
+    (line, status)
+}
+
+/// The message of `error` and its causes, each once: a cause already contained in an
+/// earlier message is left out, and after a [`ClientError`] only the root cause is told
+/// (not reqwest's and hyper's layers in between).
+pub fn error_text(error: &anyhow::Error) -> String {
+    let chain: Vec<&(dyn std::error::Error + 'static)> = error.chain().collect();
+    let mut parts: Vec<String> = Vec::new();
+    let mut add = |text: String| {
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    };
+    for (i, cause) in chain.iter().enumerate() {
+        add(cause.to_string());
+        if cause.is::<ClientError>() {
+            if let Some(root) = chain.get(i + 1..).and_then(|rest| rest.last()) {
+                add(root.to_string());
+            }
+            break;
+        }
+    }
+    parts.join(": ")
+}
+
 /// The URL used when neither `--url` nor a saved session names one.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
@@ -52,6 +108,14 @@ pub struct Globals {
         display_order = 900
     )]
     pub url: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table, display_order = 901)]
+    pub output: OutputFormat,
+}
+
+/// `-o` alone, for commands that talk to NATS rather than the gateway (`audit tail`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutputArg {
     /// Output format.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table, display_order = 901)]
     pub output: OutputFormat,
@@ -131,7 +195,11 @@ impl Context {
             } else {
                 format!("the token expired at {expired_at} UTC")
             };
-            return Err(ClientError::Unauthenticated { message }.into());
+            return Err(ClientError::Unauthenticated {
+                message,
+                code: None,
+            }
+            .into());
         }
         Ok(GatehouseClient::new(
             &credentials.url,
@@ -151,11 +219,10 @@ impl Context {
         };
         let client = GatehouseClient::new(url, None)?;
         let url = client.url();
-        let key_id = key.key_id();
         let cached = self
             .token_cache
             .as_ref()
-            .and_then(|cache| cache.load(&url, key_id))
+            .and_then(|cache| cache.load(&url, &key))
             .filter(|token| token.is_fresh(Utc::now()));
         let token = match cached {
             Some(token) => {
@@ -168,13 +235,14 @@ impl Context {
                     .login_api_key(key.secret())
                     .await
                     .with_context(|| format!("exchanging {API_KEY_ENV} for a token at {url}"))?;
-                cache_token(self.token_cache.as_ref(), &url, key_id, &answer, now);
+                cache_token(self.token_cache.as_ref(), &url, &key, &answer, now);
                 answer.access_token
             }
         };
         let cache = self.token_cache.clone();
-        let renewal = KeyRenewal::new(key.secret().clone(), move |answer: &TokenResponse| {
-            cache_token(cache.as_ref(), &url, key_id, answer, Utc::now());
+        let secret = key.secret().clone();
+        let renewal = KeyRenewal::new(secret, move |answer: &TokenResponse| {
+            cache_token(cache.as_ref(), &url, &key, answer, Utc::now());
         });
         Ok(client.with_token(token).with_api_key_renewal(renewal))
     }
@@ -220,12 +288,12 @@ impl Context {
 fn cache_token(
     cache: Option<&TokenCache>,
     url: &str,
-    key_id: uuid::Uuid,
+    key: &CheckedApiKey,
     answer: &TokenResponse,
     now: chrono::DateTime<Utc>,
 ) {
     let Some(cache) = cache else { return };
-    let saved = CachedToken::new(url, answer, now).and_then(|token| cache.save(key_id, &token));
+    let saved = CachedToken::new(url, answer, now).and_then(|token| cache.save(key, &token));
     if let Err(e) = saved {
         tracing::warn!(error = %format!("{e:#}"), "cannot cache the API key's token; set GATEHOUSE_TOKEN_CACHE=off to keep it in memory only");
     }
@@ -244,10 +312,16 @@ fn renew_saved(
     store.save(credentials)
 }
 
+/// A mistake in how a command was called that the parser cannot see (exit status 2, like
+/// the parser's own usage errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// Ensures an update changes something, naming the flags that would.
 fn require_change(any: bool, flags: &str) -> anyhow::Result<()> {
     if !any {
-        anyhow::bail!("nothing to change: pass {flags}");
+        return Err(UsageError(format!("nothing to change: pass {flags}")).into());
     }
     Ok(())
 }
@@ -302,6 +376,44 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("gatehouse").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn errors_tell_each_cause_once_and_in_json_keep_the_api_shape() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("Connection refused (os error 111)")]
+        struct Os;
+        #[derive(Debug, thiserror::Error)]
+        #[error("tcp connect error: Connection refused (os error 111)")]
+        struct Tcp(#[source] Os);
+        let e = anyhow::Error::new(Tcp(Os)).context("reaching the gateway");
+        assert_eq!(
+            error_text(&e),
+            "reaching the gateway: tcp connect error: Connection refused (os error 111)"
+        );
+        let api = crate::client::decode_api_error(
+            409,
+            None,
+            br#"{"error":"conflict","code":"name_taken","message":"taken","request_id":"r1"}"#,
+        );
+        let e = anyhow::Error::new(api).context("creating ci-bot");
+        let (line, status) = report_error(&e, OutputFormat::Json);
+        assert_eq!(status, 1);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&line).ok(),
+            Some(
+                serde_json::json!({"error": "conflict", "code": "name_taken",
+                "message": "taken", "request_id": "r1"})
+            )
+        );
+        let usage = require_change(false, "--active").expect_err("nothing to change");
+        let (line, status) = report_error(&usage, OutputFormat::Table);
+        assert_eq!(
+            (line.as_str(), status),
+            ("error: nothing to change: pass --active", 2)
+        );
+        let (line, _) = report_error(&usage, OutputFormat::Json);
+        assert!(line.contains("\"invalid_usage\""), "{line}");
     }
 
     #[test]
@@ -363,6 +475,9 @@ mod tests {
         assert!(sa(&["describe", "deploy"]).is_ok());
         assert!(sa(&["rotate", "deploy", "--retain", "60"]).is_ok());
         assert!(sa(&["rotate", "deploy", "--retain", "-1"]).is_err());
+        assert!(sa(&["rotate", "deploy", "--retain", "90s"]).is_ok());
+        assert!(sa(&["rotate", "deploy", "--retain", "2d"]).is_ok());
+        assert!(sa(&["rotate", "deploy", "--retain", "31d"]).is_err());
         assert!(sa(&["update", "deploy", "--active", "false"]).is_ok());
         assert!(sa(&["update", "deploy", "--expires-in", "1h", "--no-expiry"]).is_err());
         assert!(sa(&["delete", "deploy", "--yes"]).is_ok());
@@ -489,6 +604,115 @@ mod tests {
             .render_long_help()
             .to_string();
         assert!(create.contains("Examples:"), "{create}");
+    }
+
+    /// Every list command's default table, filled with what real listings hold (names and
+    /// descriptions of the lengths people use, host names, every time column set), fits an
+    /// 80-column terminal; `--wide` shows more.
+    mod eighty_columns {
+        use crate::client::{ApiKey, Device, Page, ServiceAccount, SigningKeyList, User};
+        use crate::output::{Table, View, WIDTH};
+
+        fn page<T: serde::de::DeserializeOwned>(items: Vec<serde_json::Value>) -> Page<T> {
+            serde_json::from_value(serde_json::json!({
+                "index": 1, "max_size": 20, "total_pages": 1, "total": items.len(), "items": items,
+            }))
+            .expect("page")
+        }
+
+        fn assert_fits(what: &str, table: &Table, wide: &Table) {
+            let text = table.render();
+            for line in text.lines() {
+                assert!(
+                    line.chars().count() <= WIDTH,
+                    "{what}: a line of {} columns:\n{text}",
+                    line.chars().count()
+                );
+            }
+            assert!(
+                wide.render().lines().map(|l| l.chars().count()).max()
+                    > text.lines().map(|l| l.chars().count()).max(),
+                "{what}: --wide shows more"
+            );
+        }
+
+        const T: &str = "2026-12-03T11:15:42.123456Z";
+
+        #[test]
+        fn every_list_table_fits_80_columns_by_default() {
+            let users: Page<User> = page(
+                ["admin", "alice.martin", "data-platform-oncall"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| {
+                        serde_json::json!({
+                        "id": format!("0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f40{i:02}"), "name": name,
+                        "role": "member", "active": true, "created": T, "updated": T})
+                    })
+                    .collect(),
+            );
+            let table = |view| super::super::users::user_table(&users, view);
+            assert_fits("user list", &table(View::Default), &table(View::Wide));
+
+            let accounts: Page<ServiceAccount> = page(vec![
+                serde_json::json!({"id": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "name": "ci-bot",
+                    "description": "Nightly training pipeline for the recommendation models, owned by the ML platform team",
+                    "active": true, "role": "member", "owner": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a00",
+                    "created": T, "updated": T}),
+                serde_json::json!({"id": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c", "name": "feature-store-sync",
+                    "description": "", "active": false, "role": "admin",
+                    "owner": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a00", "created": T, "updated": T}),
+            ]);
+            let table = |view| super::super::service_accounts::account_table(&accounts, view);
+            assert_fits(
+                "service-account list",
+                &table(View::Default),
+                &table(View::Wide),
+            );
+
+            let key = |name: &str, expired: bool| {
+                serde_json::json!({
+                "id": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "name": name, "description": "deploy job",
+                "service_account_id": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a00", "active": true,
+                "expired": expired, "created": T, "updated": T, "last_rotated": T, "last_used": T,
+                "expires_at": T, "generation": 12, "retained_secrets": []})
+            };
+            let keys: Page<ApiKey> =
+                page(vec![key("deploy-production", false), key("default", true)]);
+            let table = |view| super::super::api_keys::key_table(&keys, view);
+            assert_fits("api-key list", &table(View::Default), &table(View::Wide));
+
+            let device = |id: &str, host: &str| {
+                serde_json::json!({
+                "id": id, "status": "active", "trusted": true,
+                "owner_id": "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a00", "owner": "alice.martin",
+                "client_id": "gatehouse-cli", "hostname": host, "os": "macos aarch64",
+                "client_version": "0.1.0", "ip_address": "2001:db8:85a3::8a2e:370:7334",
+                "created": T, "verified_at": T, "last_login": T, "expires": T})
+            };
+            let devices: Page<Device> = page(vec![
+                device(
+                    "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+                    "alice-macbook-pro.corp.example.com",
+                ),
+                device("0193a1c7-0000-7e5f-8a9b-0c1d2e3f4a5c", "gpu-node-17"),
+            ]);
+            let current = Some(devices.items[1].id);
+            let table = |view| super::super::devices::device_table(&devices, current, view);
+            assert_fits(
+                "authorized-device list",
+                &table(View::Default),
+                &table(View::Wide),
+            );
+
+            let signing: SigningKeyList = serde_json::from_value(serde_json::json!({"items": [
+                {"kid": "BV1FHrJJ2vdvbpnn", "status": "verifying", "active_from": T, "retired_at": T},
+                {"kid": "1EJeigjICcpyKc3w", "status": "signing", "active_from": T},
+            ]}))
+            .expect("signing keys");
+            let text = super::super::signing_keys::key_table(&signing).render();
+            assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+        }
     }
 
     /// The API-key paths against a small stand-in gateway: the token endpoint and
@@ -650,7 +874,7 @@ mod tests {
             let state = Arc::new(Mutex::new(Gateway::default()));
             let url = spawn_gateway(state.clone()).await?;
             let dir = tempfile::tempdir()?;
-            let (key, key_id) = key();
+            let (key, _) = key();
 
             let ctx = context(&url, dir.path(), Some(&key), true);
             assert_eq!(ctx.client().await?.current_user().await?.name, "ci-bot");
@@ -658,7 +882,8 @@ mod tests {
             // The next command reuses the cached token: no exchange.
             assert_eq!(ctx.client().await?.current_user().await?.name, "ci-bot");
             assert_eq!(state.lock().map(|g| g.exchanges).unwrap_or(0), 1);
-            let cache_file = TokenCache::in_config_dir(dir.path()).path(&url, key_id);
+            let checked = CheckedApiKey::parse(&key, "the key")?;
+            let cache_file = TokenCache::in_config_dir(dir.path()).path(&url, &checked);
             let cached = std::fs::read_to_string(&cache_file)?;
             assert!(
                 cached.contains("token-1") && !cached.contains(&key),
@@ -709,7 +934,7 @@ mod tests {
                 ("invalid", "the API key is invalid"),
                 ("deactivated", "--active true"),
                 ("expired", "has expired"),
-                ("rotated", "--retain MINUTES"),
+                ("rotated", "--retain 1h"),
             ] {
                 if let Ok(mut gw) = state.lock() {
                     gw.refuse = Some(reason);

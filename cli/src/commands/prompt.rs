@@ -102,6 +102,25 @@ pub fn confirm(question: &str) -> anyhow::Result<bool> {
     Ok(is_yes(&answer))
 }
 
+/// Before an action that cannot be undone (`delete`, `retire`): without a terminal to ask
+/// on, refuses and names `--yes`.
+pub fn ensure_can_confirm(action: &str) -> anyhow::Result<()> {
+    if !stdin_is_terminal() {
+        anyhow::bail!(
+            "refusing to {action} without confirmation: stdin is not a terminal, pass --yes"
+        );
+    }
+    Ok(())
+}
+
+/// Asks `question` on the terminal; anything but yes aborts with "nothing was `done`".
+pub async fn confirm_or_abort(question: String, done: &str) -> anyhow::Result<()> {
+    if !blocking(move || confirm(&question)).await? {
+        anyhow::bail!("aborted: nothing was {done}");
+    }
+    Ok(())
+}
+
 fn is_yes(answer: &str) -> bool {
     matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }

@@ -1,11 +1,11 @@
 //! `gatehouse service-account ...`.
 
-use super::api_keys::{ApiKeyArgs, describe_key, shown_once};
-use super::prompt::{self, blocking};
+use super::api_keys::{ApiKeyArgs, NewSecret, describe_key, shown_once};
+use super::prompt;
 use super::users::page_footer;
 use super::{Context, Globals, require_change};
 use crate::client::{ListFilters, Page, Role, ServiceAccount};
-use crate::output::{self, OutputFormat, Table};
+use crate::output::{self, Col, OutputFormat, Table, View};
 
 /// Manage service accounts. Members manage the accounts they created; admins manage all.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -115,7 +115,12 @@ impl CreateArgs {
                 output::emit(&describe_account(&account))?;
                 output::emit("\n")?;
                 output::emit(&describe_key(&key.api_key))?;
-                output::emit(&shown_once(&key, &account.name))
+                output::emit(&shown_once(
+                    &key,
+                    &account.name,
+                    &client.url(),
+                    NewSecret::Created,
+                ))
             }
         }
     }
@@ -136,6 +141,8 @@ pub struct ListArgs {
     /// Accounts per page (1 to 1000) [server default: 20].
     #[arg(long, value_name = "N")]
     pub size: Option<u64>,
+    #[command(flatten)]
+    pub wide: output::WideArg,
 }
 
 impl ListArgs {
@@ -151,7 +158,7 @@ impl ListArgs {
         match ctx.output() {
             OutputFormat::Json => output::emit_json(&page),
             OutputFormat::Table => {
-                output::emit(&account_table(&page).render())?;
+                output::emit(&account_table(&page, self.wide.view()).render())?;
                 page_footer(&page, "service accounts");
                 Ok(())
             }
@@ -230,18 +237,12 @@ impl DeleteArgs {
     pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
         let client = ctx.client().await?;
         if !self.yes {
-            if !prompt::stdin_is_terminal() {
-                anyhow::bail!(
-                    "refusing to delete without confirmation: stdin is not a terminal, pass --yes"
-                );
-            }
+            prompt::ensure_can_confirm("delete")?;
             let question = format!(
                 "Delete service account {:?}? Its tokens stop working at once.",
                 self.name_or_id
             );
-            if !blocking(move || prompt::confirm(&question)).await? {
-                anyhow::bail!("aborted: nothing was deleted");
-            }
+            prompt::confirm_or_abort(question, "deleted").await?;
         }
         client.delete_service_account(&self.name_or_id).await?;
         if ctx.output() == OutputFormat::Table {
@@ -266,19 +267,31 @@ fn describe_account(a: &ServiceAccount) -> String {
         ("role".to_owned(), a.role.clone()),
         ("active".to_owned(), output::boolean(a.active)),
         ("owner".to_owned(), a.owner.to_string()),
-        ("created".to_owned(), output::server_timestamp(&a.created)),
-        ("updated".to_owned(), output::server_timestamp(&a.updated)),
+        ("created".to_owned(), output::server_time_utc(&a.created)),
+        ("updated".to_owned(), output::server_time_utc(&a.updated)),
     ];
     rows.extend(output::extra_fields(&a.extra));
     output::describe(rows)
 }
 
-fn account_table(page: &Page<ServiceAccount>) -> Table {
-    let mut table = Table::new(["name", "id", "role", "active", "created", "description"]);
+pub(super) fn account_table(page: &Page<ServiceAccount>, view: View) -> Table {
+    let mut table = Table::list(
+        &[
+            ("name", Col::Always),
+            ("id", Col::Wide),
+            ("owner", Col::Wide),
+            ("role", Col::Always),
+            ("active", Col::Always),
+            (&output::utc("created"), Col::Always),
+            ("description", Col::Flex),
+        ],
+        view,
+    );
     for a in &page.items {
         table.push([
             a.name.clone(),
             a.id.to_string(),
+            a.owner.to_string(),
             a.role.clone(),
             output::boolean(a.active),
             output::server_timestamp(&a.created),
@@ -293,7 +306,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_account_table_keeps_long_descriptions_last_and_whole() -> Result<(), serde_json::Error> {
+    fn the_account_table_keeps_long_descriptions_last_and_whole_when_wide()
+    -> Result<(), serde_json::Error> {
         let account: ServiceAccount = serde_json::from_value(serde_json::json!({
             "id": "0190f0a8-3b1c-7000-8000-000000000001", "name": "ci", "description": "Builds\nand publishes models",
             "active": true, "role": "member", "owner": "0190f0a8-3b1c-7000-8000-000000000002",
@@ -308,9 +322,14 @@ mod tests {
             extra: Default::default(),
         };
         assert_eq!(
-            account_table(&page).render(),
-            "NAME  ID                                    ROLE    ACTIVE  CREATED              DESCRIPTION\n\
-             ci    0190f0a8-3b1c-7000-8000-000000000001  member  true    2025-01-01 10:11:12  Builds\\nand publishes models\n"
+            account_table(&page, View::Wide).render(),
+            "NAME  ID                                    OWNER                                 ROLE    ACTIVE  CREATED (UTC)        DESCRIPTION\n\
+             ci    0190f0a8-3b1c-7000-8000-000000000001  0190f0a8-3b1c-7000-8000-000000000002  member  true    2025-01-01 10:11:12  Builds\\nand publishes models\n"
+        );
+        assert_eq!(
+            account_table(&page, View::Default).render(),
+            "NAME  ROLE    ACTIVE  CREATED (UTC)        DESCRIPTION\n\
+             ci    member  true    2025-01-01 10:11:12  Builds\\nand publishes models\n"
         );
         assert!(
             describe_account(&account)

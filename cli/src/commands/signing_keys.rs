@@ -1,6 +1,6 @@
 //! `gatehouse signing-key ...`: the keys that sign access tokens (admins only).
 
-use super::{Context, Globals};
+use super::{Context, Globals, prompt};
 use crate::client::{SigningKey, SigningKeyList};
 use crate::output::{self, OutputFormat, Table};
 
@@ -18,10 +18,10 @@ pub enum SigningKeyCommand {
 /// `signing-key add`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AddArgs {
-    /// Seconds until the new key signs (0 to 86400): time for services that cache the JWKS
-    /// to fetch it.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60,
-          value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    /// How long until the new key signs: 90s, 15m, 1h (at most 1d); a bare number is
+    /// seconds. Time for services that cache the JWKS to fetch it.
+    #[arg(long, value_name = "DURATION", default_value = "60",
+          value_parser = crate::duration::activate_in)]
     pub activate_in: u32,
 }
 
@@ -31,6 +31,9 @@ pub struct RetireArgs {
     /// The key id (from `gatehouse signing-key list`).
     #[arg(value_name = "KID")]
     pub kid: String,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 impl SigningKeyCommand {
@@ -51,6 +54,15 @@ impl SigningKeyCommand {
                 emit_key(&ctx, &key, "Added")
             }
             SigningKeyCommand::Retire(args) => {
+                if !args.yes {
+                    prompt::ensure_can_confirm("retire a signing key")?;
+                    let question = format!(
+                        "Retire signing key {:?}? Every token it signed is refused at once: \
+                         everyone logged in with one (possibly you) must log in again.",
+                        output::sanitize(&args.kid)
+                    );
+                    prompt::confirm_or_abort(question, "retired").await?;
+                }
                 let key = client.retire_signing_key(&args.kid).await?;
                 emit_key(&ctx, &key, "Retired")
             }
@@ -62,7 +74,7 @@ fn emit_key(ctx: &Context, key: &SigningKey, done: &str) -> anyhow::Result<()> {
     match ctx.output() {
         OutputFormat::Json => output::emit_json(key),
         OutputFormat::Table => output::emit(&format!(
-            "{done} signing key {} ({}, signs from {})\n",
+            "{done} signing key {} ({}, signs from {} UTC)\n",
             output::sanitize(&key.kid),
             output::sanitize(&key.status),
             output::timestamp(&key.active_from)
@@ -70,8 +82,13 @@ fn emit_key(ctx: &Context, key: &SigningKey, done: &str) -> anyhow::Result<()> {
     }
 }
 
-fn key_table(list: &SigningKeyList) -> Table {
-    let mut table = Table::new(["kid", "status", "active from", "retired"]);
+pub(super) fn key_table(list: &SigningKeyList) -> Table {
+    let mut table = Table::new([
+        "kid".to_owned(),
+        "status".to_owned(),
+        output::utc("active from"),
+        output::utc("retired"),
+    ]);
     for key in &list.items {
         table.push([
             output::sanitize(&key.kid),
@@ -98,7 +115,7 @@ mod tests {
         ]}))?;
         assert_eq!(
             key_table(&list).render(),
-            "KID               STATUS   ACTIVE FROM          RETIRED\n\
+            "KID               STATUS   ACTIVE FROM (UTC)    RETIRED (UTC)\n\
              BV1FHrJJ2vdvbpnn  signing  2026-12-03 08:00:00  -\n\
              1EJeigjICcpyKc3w  retired  2026-11-01 00:00:00  2026-12-03 08:01:00\n"
         );

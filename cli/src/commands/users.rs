@@ -3,7 +3,7 @@
 use super::prompt::{self, blocking};
 use super::{Context, Globals, require_change};
 use crate::client::{ListFilters, Page, Role, User};
-use crate::output::{self, OutputFormat, Table};
+use crate::output::{self, Col, OutputFormat, Table, View};
 
 /// Manage users.
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -85,6 +85,8 @@ pub struct ListArgs {
     /// Users per page (1 to 1000) [server default: 20].
     #[arg(long, value_name = "N")]
     pub size: Option<u64>,
+    #[command(flatten)]
+    pub wide: output::WideArg,
 }
 
 impl ListArgs {
@@ -100,7 +102,7 @@ impl ListArgs {
         match ctx.output() {
             OutputFormat::Json => output::emit_json(&page),
             OutputFormat::Table => {
-                output::emit(&user_table(&page).render())?;
+                output::emit(&user_table(&page, self.wide.view()).render())?;
                 page_footer(&page, "users");
                 Ok(())
             }
@@ -206,21 +208,24 @@ fn describe_user(user: &User) -> String {
         ("id".to_owned(), user.id.to_string()),
         ("role".to_owned(), user.role.clone()),
         ("active".to_owned(), output::boolean(user.active)),
-        (
-            "created".to_owned(),
-            output::server_timestamp(&user.created),
-        ),
-        (
-            "updated".to_owned(),
-            output::server_timestamp(&user.updated),
-        ),
+        ("created".to_owned(), output::server_time_utc(&user.created)),
+        ("updated".to_owned(), output::server_time_utc(&user.updated)),
     ];
     rows.extend(output::extra_fields(&user.extra));
     output::describe(rows)
 }
 
-fn user_table(page: &Page<User>) -> Table {
-    let mut table = Table::new(["name", "id", "role", "active", "created"]);
+pub(super) fn user_table(page: &Page<User>, view: View) -> Table {
+    let mut table = Table::list(
+        &[
+            ("name", Col::Always),
+            ("id", Col::Wide),
+            ("role", Col::Always),
+            ("active", Col::Always),
+            (&output::utc("created"), Col::Always),
+        ],
+        view,
+    );
     for u in &page.items {
         table.push([
             u.name.clone(),
@@ -274,10 +279,16 @@ mod tests {
             extra: Default::default(),
         };
         assert_eq!(
-            user_table(&page).render(),
-            "NAME   ID                                    ROLE    ACTIVE  CREATED\n\
+            user_table(&page, View::Wide).render(),
+            "NAME   ID                                    ROLE    ACTIVE  CREATED (UTC)\n\
              admin  0190f0a8-3b1c-7000-8000-000000000001  member  true    2025-01-01 10:11:12\n\
              bob    0190f0a8-3b1c-7000-8000-000000000001  member  false   2025-01-01 10:11:12\n"
+        );
+        assert_eq!(
+            user_table(&page, View::Default).render(),
+            "NAME   ROLE    ACTIVE  CREATED (UTC)\n\
+             admin  member  true    2025-01-01 10:11:12\n\
+             bob    member  false   2025-01-01 10:11:12\n"
         );
         Ok(())
     }
@@ -289,7 +300,10 @@ mod tests {
             text.starts_with("NAME     bob\nID       0190f0a8"),
             "{text}"
         );
-        assert!(text.contains("UPDATED  2025-01-02 00:00:00\n"), "{text}");
+        assert!(
+            text.contains("UPDATED  2025-01-02 00:00:00 UTC\n"),
+            "{text}"
+        );
         Ok(())
     }
 }
