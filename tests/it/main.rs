@@ -6,6 +6,7 @@ mod authorization;
 mod bad_input;
 mod browser_smoke;
 mod cli;
+mod committed_answers;
 mod dev_mode;
 mod devices;
 mod flows;
