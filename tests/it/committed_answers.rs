@@ -369,7 +369,7 @@ async fn an_api_key_create_with_an_idempotency_key_is_kept_sealed_and_answered_a
 #[tokio::test]
 async fn a_kept_api_key_answer_expires_and_is_deleted() -> anyhow::Result<()> {
     let app = TestApp::spawn_with(&[
-        ("GATEHOUSE_API_KEY_REPLAY_SECONDS", "1"),
+        ("GATEHOUSE_API_KEY_REPLAY_SECONDS", "3"),
         ("GATEHOUSE_KEY_EXPIRY_SWEEP_SECONDS", "1"),
     ])
     .await?;
@@ -387,18 +387,29 @@ async fn a_kept_api_key_answer_expires_and_is_deleted() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
-
     let (client, connection) = tokio_postgres::connect(app.db.url(), tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let left: i64 = client
+    let kept = || async {
+        let count: i64 = client
             .query_one("SELECT count(*) FROM idempotency", &[])
             .await?
             .get(0);
-        if left == 0 {
-            break;
-        }
+        anyhow::Ok(count)
+    };
+    assert_eq!(kept().await?, 1, "the sealed answer is kept for its window");
+    let again = send(
+        &app,
+        &admin,
+        Method::POST,
+        keys,
+        Some("k"),
+        Some(body.clone()),
+    )
+    .await?;
+    assert_eq!(again.body, first.body, "answered again within the window");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while kept().await? > 0 {
         anyhow::ensure!(
             Instant::now() < deadline,
             "the expired answer was never deleted"
