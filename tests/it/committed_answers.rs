@@ -26,6 +26,7 @@ const CONSISTENCY: &str = "gatehouse-consistency";
 struct Answer {
     status: StatusCode,
     consistency: Option<String>,
+    retry_after: Option<String>,
     body: Value,
 }
 
@@ -47,11 +48,14 @@ async fn send(
     }
     let response = request.send().await?;
     let status = response.status();
-    let consistency = response
-        .headers()
-        .get(CONSISTENCY)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (consistency, retry_after) = (header(CONSISTENCY), header("retry-after"));
     let bytes = response.bytes().await?;
     let body = if bytes.is_empty() {
         Value::Null
@@ -61,6 +65,7 @@ async fn send(
     Ok(Answer {
         status,
         consistency,
+        retry_after,
         body,
     })
 }
@@ -513,5 +518,61 @@ async fn an_idempotent_create_replayed_after_a_delete_answers_the_first_result()
     )
     .await?;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_write_whose_outcome_cannot_be_known_is_503_and_a_retry_with_its_key_settles_it()
+-> anyhow::Result<()> {
+    let mut app = TestApp::spawn().await?;
+    let admin = app.admin_token().await?;
+    let accounts = "/api/v1/service_accounts";
+    let body = json!({"name": "unsure-bot"});
+    app.nats.stop().await?;
+    let unknown = send(
+        &app,
+        &admin,
+        Method::POST,
+        accounts,
+        Some("u-1"),
+        Some(body.clone()),
+    )
+    .await?;
+    assert_eq!(
+        unknown.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{unknown:?}"
+    );
+    assert!(unknown.retry_after.is_some(), "{unknown:?}");
+
+    app.nats.restart().await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let settled = loop {
+        let retried = send(
+            &app,
+            &admin,
+            Method::POST,
+            accounts,
+            Some("u-1"),
+            Some(body.clone()),
+        )
+        .await?;
+        if retried.status == StatusCode::CREATED {
+            break retried;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "never settled: {retried:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let listed = send(
+        &app,
+        &admin,
+        Method::GET,
+        &format!("{accounts}?name=unsure-bot"),
+        None,
+        None,
+    )
+    .await?;
+    assert_eq!(listed.body["total"], 1, "{listed:?}");
+    assert_eq!(listed.body["items"][0]["id"], settled.body["id"]);
     Ok(())
 }
