@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use gatehouse_contracts::commands::Command;
 use gatehouse_contracts::identity::ServiceAccountView;
 use gatehouse_contracts::keys::{
-    API_KEY_VIEW, ApiKeyView, CreateApiKey, DeleteApiKey, KeyWithSecret, RetainedSecret,
-    RotateApiKey, UpdateApiKey,
+    API_KEY_VIEW, ApiKeyView, CreateApiKey, DeleteApiKey, IssuedKey, RetainedSecret, RotateApiKey,
+    UpdateApiKey,
 };
 use gatehouse_contracts::names::{Description, Name};
 use gatehouse_eventlog::ListQuery;
@@ -200,21 +200,19 @@ async fn respond(state: &AppState, view: ApiKeyView) -> Result<ApiKeyResponse, A
     ))
 }
 
-/// The answer to a command that handed out a secret, built from its own output: the key
-/// as the command left it and the secret, opened from its seal.
-async fn with_secret<C: Command>(
+/// The answer to a command that handed out a secret, built from its own output: `key`
+/// (the key as the command left it) and the secret, opened from its seal.
+fn with_secret<C: Command>(
     state: &AppState,
-    answer: KeyWithSecret,
+    key: ApiKeyResponse,
+    issued: &IssuedKey,
 ) -> Result<ApiKeyWithSecret, ApiError> {
     let secret = state
         .sealer
-        .open(
-            &answer.issued.key,
-            &gatehouse_keys::service::reply_context::<C>(),
-        )
+        .open(&issued.key, &gatehouse_keys::service::reply_context::<C>())
         .map_err(|e| ApiError::internal(&e))?;
     Ok(ApiKeyWithSecret {
-        key: respond(state, answer.key).await?,
+        key,
         secret: secrecy::ExposeSecret::expose_secret(&secret).to_owned(),
     })
 }
@@ -249,7 +247,9 @@ pub async fn create_api_key(
     let created = state
         .command(&ctx, Some(&auth.caller()), command, idempotency)
         .await?;
-    let answer = with_secret::<CreateApiKey>(&state, created.output).await?;
+    // A new key was never used; a replay describes it as it was created, too.
+    let key = ApiKeyResponse::new(created.output.key, None, state.clock.now());
+    let answer = with_secret::<CreateApiKey>(&state, key, &created.output.issued)?;
     Ok(created
         .consistency
         .mark(no_store(HttpResponse::Created()))
@@ -404,7 +404,8 @@ pub async fn rotate_api_key(
     let rotated = state
         .command(&ctx, Some(&auth.caller()), command, None)
         .await?;
-    let answer = with_secret::<RotateApiKey>(&state, rotated.output).await?;
+    let key = respond(&state, rotated.output.key).await?;
+    let answer = with_secret::<RotateApiKey>(&state, key, &rotated.output.issued)?;
     Ok(rotated
         .consistency
         .mark(no_store(HttpResponse::Ok()))
