@@ -45,6 +45,8 @@ pub struct ServerArgs {
     #[arg(long, env = "GATEHOUSE_KEY_EXPIRY_SWEEP_SECONDS", default_value_t = 5)]
     pub expiry_sweep_seconds: u64,
     #[command(flatten)]
+    pub keys: gatehouse_keys::KeySettings,
+    #[command(flatten)]
     pub devices: gatehouse_devices::DeviceSettings,
 }
 
@@ -114,7 +116,8 @@ async fn run_all(
         .serve("identity", Arc::new(identity.router()))
         .await
         .context("serving identity commands")?;
-    let keys = KeysService::new(backends.log.clone(), &master, clock.clone());
+    let keys =
+        KeysService::new(backends.log.clone(), &master, clock.clone()).with_settings(&args.keys);
     let serving_keys = backends
         .bus
         .serve("keys", Arc::new(keys.router()))

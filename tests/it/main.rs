@@ -7,6 +7,7 @@ mod bad_input;
 mod browser_smoke;
 mod bus_security;
 mod cli;
+mod committed_answers;
 mod dev_mode;
 mod devices;
 mod flows;

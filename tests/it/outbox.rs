@@ -60,7 +60,8 @@ async fn events_appended_while_nats_is_down_are_published_once_it_returns() -> a
     let database = PgDatabase::connect(db.url(), 4).await?;
     migrate(database.pool()).await?;
     let store = PostgresEventStore::new(database.pool().clone());
-    let client = nats.connect_as(NatsUser::Identity).await?;
+    // Relays and reads back: the all-in-one user of `gatehouse serve` may do both.
+    let client = nats.connect_as(NatsUser::Gatehouse).await?;
     let js = async_nats::jetstream::new(client.clone());
     ensure_stream(&js).await?;
 

@@ -252,7 +252,9 @@ pub struct CreateUser {
 impl Command for CreateUser {
     const SERVICE: &'static str = "identity";
     const NAME: &'static str = "create_user";
-    type Output = UserId;
+    /// The user or account as the command left it (folded from the log, not read back
+    /// from a read model that may lag).
+    type Output = UserView;
 }
 
 /// Changes a user's role or active flag (admins only).
@@ -269,7 +271,9 @@ pub struct UpdateUser {
 impl Command for UpdateUser {
     const SERVICE: &'static str = "identity";
     const NAME: &'static str = "update_user";
-    type Output = ();
+    /// The user or account as the command left it (folded from the log, not read back
+    /// from a read model that may lag).
+    type Output = UserView;
 }
 
 /// Changes the caller's own password; the current one must be given.
@@ -335,7 +339,9 @@ pub struct CreateServiceAccount {
 impl Command for CreateServiceAccount {
     const SERVICE: &'static str = "identity";
     const NAME: &'static str = "create_service_account";
-    type Output = ServiceAccountId;
+    /// The user or account as the command left it (folded from the log, not read back
+    /// from a read model that may lag).
+    type Output = ServiceAccountView;
 }
 
 /// Changes a service account.
@@ -354,7 +360,9 @@ pub struct UpdateServiceAccount {
 impl Command for UpdateServiceAccount {
     const SERVICE: &'static str = "identity";
     const NAME: &'static str = "update_service_account";
-    type Output = ();
+    /// The user or account as the command left it (folded from the log, not read back
+    /// from a read model that may lag).
+    type Output = ServiceAccountView;
 }
 
 /// Deletes a service account.

@@ -296,7 +296,19 @@ pub struct IssuedKey {
     pub generation: u32,
 }
 
+/// The answer to creating or rotating a key: the key as the command left it (folded from
+/// the log, not read back from a read model that may lag) and its new secret, sealed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyWithSecret {
+    /// The key as of the command's write.
+    pub key: ApiKeyView,
+    /// The secret handed out.
+    pub issued: IssuedKey,
+}
+
 /// Creates a key for a service account the gateway has checked the caller may manage.
+/// With an idempotency key, the sealed answer is kept for a bounded time (24 h by
+/// default) so that a retry gets the same key again; without one a retry gets 409.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CreateApiKey {
     /// The service account.
@@ -312,7 +324,7 @@ pub struct CreateApiKey {
 impl Command for CreateApiKey {
     const SERVICE: &'static str = "keys";
     const NAME: &'static str = "create_api_key";
-    type Output = IssuedKey;
+    type Output = KeyWithSecret;
 }
 
 /// Rotates a key's secret; the previous one stays valid for `retain_seconds`.
@@ -329,7 +341,7 @@ pub struct RotateApiKey {
 impl Command for RotateApiKey {
     const SERVICE: &'static str = "keys";
     const NAME: &'static str = "rotate_api_key";
-    type Output = IssuedKey;
+    type Output = KeyWithSecret;
 }
 
 /// Changes a key's active flag, description or expiry.
@@ -356,7 +368,8 @@ pub struct UpdateApiKey {
 impl Command for UpdateApiKey {
     const SERVICE: &'static str = "keys";
     const NAME: &'static str = "update_api_key";
-    type Output = ();
+    /// The key as the command left it.
+    type Output = ApiKeyView;
 }
 
 /// Deletes a key.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use gatehouse_contracts::envelope::{RecordedEvent, StreamId};
 use tokio::sync::watch;
@@ -83,7 +84,12 @@ impl EventStore for MemoryEventStore {
             });
         }
         if let Some(record) = &request.idempotency {
-            if state.idempotency.contains_key(&record.key) {
+            // An outcome that expired by the time the key is taken no longer holds it.
+            if state
+                .idempotency
+                .get(&record.key)
+                .is_some_and(|stored| stored.live_at(record.taken_at))
+            {
                 return Err(AppendError::IdempotencyKeyTaken);
             }
         }
@@ -160,6 +166,7 @@ impl EventStore for MemoryEventStore {
                     stream_id: request.stream_id.clone(),
                     version,
                     position,
+                    expires_at: record.expires_at,
                 },
             );
         }
@@ -214,6 +221,13 @@ impl EventStore for MemoryEventStore {
 
     async fn idempotent_outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {
         Ok(lock(&self.state).idempotency.get(key).cloned())
+    }
+
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut state = lock(&self.state);
+        let before = state.idempotency.len();
+        state.idempotency.retain(|_, stored| stored.live_at(now));
+        Ok((before - state.idempotency.len()) as u64)
     }
 
     async fn claim_holder(&self, scope: &str, value: &str) -> Result<Option<StreamId>, StoreError> {

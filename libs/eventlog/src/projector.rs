@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::feed::{Delivery, EventFeed, FeedError, StartFrom, SubscriptionSpec};
 use crate::store::{EventStore, StoreError};
 use crate::views::{
-    BatchWrite, ProjectionError, StreamState, StreamWrite, ViewChange, ViewProjection, ViewStore,
+    BatchWrite, ProjectionError, StreamWrite, ViewProjection, ViewStore, fold_into,
 };
 
 /// Why a batch could not be projected. Nothing was acknowledged; it will be redelivered.
@@ -158,7 +158,7 @@ impl ProjectionRunner {
                         created_position: None,
                     });
                 if let Some(projection) = projection {
-                    apply_one(projection.as_ref(), state, e)?;
+                    fold_into(projection.as_ref(), &mut state.doc, e)?;
                 }
                 state.applied = e.version;
                 if e.version == 1 {
@@ -263,17 +263,4 @@ impl ProjectionRunner {
         }
         Ok(replayed)
     }
-}
-
-fn apply_one(
-    projection: &dyn ViewProjection,
-    state: &mut StreamState,
-    event: &RecordedEvent,
-) -> Result<(), ProjectionError> {
-    match projection.apply(state.doc.as_ref(), event)? {
-        ViewChange::Upsert(doc) => state.doc = Some(doc),
-        ViewChange::Delete => state.doc = None,
-        ViewChange::Unchanged => {}
-    }
-    Ok(())
 }

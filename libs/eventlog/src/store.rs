@@ -117,6 +117,9 @@ impl std::fmt::Debug for SecretOp {
 
 /// Makes a creating command safe to retry: the first outcome is stored under the key in
 /// the same transaction as the events, and a retry gets it back instead of appending again.
+/// An outcome may be kept for a bounded time only (one that holds a sealed secret is):
+/// from `expires_at` on it is as if it had never been stored, and
+/// [`EventStore::purge_idempotency`] deletes it.
 #[derive(Clone, Debug)]
 pub struct IdempotencyRecord {
     /// The key, already scoped by the caller (e.g. `<principal id>:<client key>`).
@@ -125,6 +128,11 @@ pub struct IdempotencyRecord {
     pub fingerprint: String,
     /// The command's output, returned to retries.
     pub response: serde_json::Value,
+    /// When the key is taken (the writer's clock): an outcome under the same key that
+    /// expired by then no longer holds it and is replaced.
+    pub taken_at: DateTime<Utc>,
+    /// When the outcome stops being returned; `None`: kept for good.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// What was stored for an idempotency key.
@@ -140,6 +148,15 @@ pub struct StoredOutcome {
     pub version: i64,
     /// The position of the first write's last event.
     pub position: i64,
+    /// When it stops being returned; `None`: kept for good.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl StoredOutcome {
+    /// Whether it may still be returned at `now`.
+    pub fn live_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
 }
 
 /// One atomic write.
@@ -260,8 +277,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// are left out). How a consumer checks that an event it was handed is in the log.
     async fn read_events(&self, event_ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError>;
 
-    /// The outcome stored under an idempotency key.
+    /// The outcome stored under an idempotency key, expired or not (see
+    /// [`StoredOutcome::live_at`]).
     async fn idempotent_outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError>;
+
+    /// Deletes every idempotency outcome that expired at or before `now`; returns how many.
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// The stream holding `value` in `scope`.
     async fn claim_holder(&self, scope: &str, value: &str) -> Result<Option<StreamId>, StoreError>;

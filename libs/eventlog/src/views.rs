@@ -86,6 +86,21 @@ pub fn upsert_view<V: serde::Serialize>(
         .map_err(|e| ProjectionError::new(kind, event, e))
 }
 
+/// Folds one event into a stream's document with `projection`: the step the projector
+/// takes for the read models and a command writer takes to answer from the log.
+pub fn fold_into(
+    projection: &dyn ViewProjection,
+    doc: &mut Option<serde_json::Value>,
+    event: &RecordedEvent,
+) -> Result<(), ProjectionError> {
+    match projection.apply(doc.as_ref(), event)? {
+        ViewChange::Upsert(next) => *doc = Some(next),
+        ViewChange::Delete => *doc = None,
+        ViewChange::Unchanged => {}
+    }
+    Ok(())
+}
+
 /// A pure fold from one aggregate's events to one view document per aggregate instance.
 /// No I/O and no clock: everything it needs is in the event.
 pub trait ViewProjection: Send + Sync + 'static {

@@ -15,8 +15,9 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, LoadError, load};
 use crate::store::{
     AppendError, AppendRequest, EventStore, ExpectedVersion, IdempotencyRecord, NewEvent, SecretOp,
-    UniqueClaim,
+    StoreError, UniqueClaim,
 };
+use crate::views::{ViewProjection, fold_into};
 
 /// How often an update is retried after losing an optimistic-concurrency race.
 const MAX_ATTEMPTS: usize = 5;
@@ -31,11 +32,13 @@ pub struct Extras {
 }
 
 /// An idempotency key scoped to its caller, with the fingerprint of the request it was
-/// first used for.
+/// first used for, and how long the first outcome is kept (for good unless
+/// [`Idempotency::kept_for`] says otherwise).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Idempotency {
     key: String,
     fingerprint: String,
+    retention: Option<chrono::Duration>,
 }
 
 impl Idempotency {
@@ -54,7 +57,17 @@ impl Idempotency {
                 "{command}:{}",
                 serde_json::to_string(fingerprint).unwrap_or_default()
             ),
+            retention: None,
         })
+    }
+
+    /// Keeps the first outcome for `retention` only (an outcome holding a sealed secret
+    /// must not be kept for good): after that a retry is a new request.
+    pub fn kept_for(self, retention: chrono::Duration) -> Self {
+        Self {
+            retention: Some(retention),
+            ..self
+        }
     }
 }
 
@@ -192,6 +205,8 @@ impl CommandWriter {
             key: i.key.clone(),
             fingerprint: i.fingerprint.clone(),
             response: serde_json::to_value(output).unwrap_or(serde_json::Value::Null),
+            taken_at: now,
+            expires_at: i.retention.and_then(|r| now.checked_add_signed(r)),
         });
         let appended = self.store.append(request).await?;
         Ok(Some(Written {
@@ -214,6 +229,7 @@ impl CommandWriter {
             .idempotent_outcome(&idempotency.key)
             .await
             .map_err(|e| store_failure(&e))?
+            .filter(|stored| stored.live_at(self.clock.now()))
         else {
             return Ok(None);
         };
@@ -239,6 +255,68 @@ impl CommandWriter {
             }),
             output,
         }))
+    }
+
+    /// The read model of `stream_id` as of `version` (the latest with `None`), folded from
+    /// the log with the projection the read side runs. A command answers with it, so its
+    /// answer is what it wrote, however far the read models have got and whatever
+    /// happened to the stream since.
+    pub async fn view_at<V: DeserializeOwned>(
+        &self,
+        projection: &dyn ViewProjection,
+        stream_id: &StreamId,
+        version: Option<i64>,
+    ) -> Result<V, Failure> {
+        let events = self
+            .store
+            .read_stream(stream_id, 0)
+            .await
+            .map_err(|e| store_failure(&e))?;
+        let mut doc = None;
+        for event in events
+            .iter()
+            .filter(|e| version.is_none_or(|v| e.version <= v))
+        {
+            fold_into(projection, &mut doc, event).map_err(|e| {
+                tracing::error!(error = %e, "a stream cannot be folded into its view");
+                Failure::new(
+                    FailureKind::Internal,
+                    "corrupt_stream",
+                    "a stored event cannot be read",
+                )
+            })?;
+        }
+        let no_view = || {
+            Failure::new(
+                FailureKind::Internal,
+                "no_view",
+                format!("{stream_id} has no {} view", projection.kind()),
+            )
+        };
+        serde_json::from_value(doc.ok_or_else(no_view)?).map_err(|_| no_view())
+    }
+
+    /// Completes an accepted command's answer with the view of `stream_id` as the command
+    /// left it ([`CommandWriter::view_at`] the written version; the latest when it wrote
+    /// nothing): `combine` puts the command's output and the view together.
+    pub async fn answer<O, V: DeserializeOwned, T>(
+        &self,
+        projection: &dyn ViewProjection,
+        stream_id: &StreamId,
+        accepted: Accepted<O>,
+        combine: impl FnOnce(O, V) -> T,
+    ) -> Result<Accepted<T>, Failure> {
+        let version = accepted.written.as_ref().map(|w| w.version);
+        let view = self.view_at(projection, stream_id, version).await?;
+        Ok(Accepted {
+            written: accepted.written,
+            output: combine(accepted.output, view),
+        })
+    }
+
+    /// Deletes the idempotency outcomes that have expired; returns how many.
+    pub async fn purge_idempotency(&self) -> Result<u64, StoreError> {
+        self.store.purge_idempotency(self.clock.now()).await
     }
 
     /// Creates a new stream: appends with an idempotency record, and answers a retry

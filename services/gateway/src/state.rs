@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::HttpResponseBuilder;
 use gatehouse_bus::CommandBus;
 use gatehouse_bus::infra::Probe;
 use gatehouse_contracts::clock::Clock;
@@ -132,6 +133,44 @@ impl GatewayOptions {
     }
 }
 
+/// The response header that says a committed write is not yet visible everywhere.
+pub const CONSISTENCY_HEADER: &str = "gatehouse-consistency";
+
+/// Whether the read models (and every live replica) reflected a write before it was
+/// answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// They did: the caller's next request sees the write wherever it lands.
+    Visible,
+    /// They did not catch up within the consistency timeout: the write is committed and
+    /// the answer describes it, but reads may not show it for a moment
+    /// (`Gatehouse-Consistency: pending`).
+    Pending,
+}
+
+impl Consistency {
+    /// Marks a response to the write: `Gatehouse-Consistency: pending` when it is not
+    /// visible yet, nothing otherwise.
+    pub fn mark(self, mut builder: HttpResponseBuilder) -> HttpResponseBuilder {
+        if self == Consistency::Pending {
+            builder.insert_header((CONSISTENCY_HEADER, "pending"));
+        }
+        builder
+    }
+}
+
+/// An accepted command, answered from its own output.
+#[derive(Clone, Debug)]
+pub struct Committed<T> {
+    /// Where its events landed; `None` when it appended nothing.
+    pub written: Option<Written>,
+    /// What the command returned: the answer is built from this, never from a re-read
+    /// read model that may lag.
+    pub output: T,
+    /// Whether the write was visible everywhere before the answer.
+    pub consistency: Consistency,
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -187,14 +226,16 @@ impl AppState {
     /// Sends a command on behalf of `caller` and, once accepted, waits (bounded) until
     /// the read models and the directory of every live gateway replica reflect it, so
     /// that the caller's next request sees its own write wherever it lands and a
-    /// revocation is already enforced everywhere.
+    /// revocation is already enforced everywhere. A command that committed is answered
+    /// whether or not they caught up in time ([`Committed::consistency`] says which); a
+    /// command whose outcome is unknown (the bus timed out) is a 503 with Retry-After.
     pub async fn command<C: Command>(
         &self,
         ctx: &RequestContext,
         caller: Option<&Caller>,
         command: C,
         idempotency_key: Option<String>,
-    ) -> Result<Accepted<C::Output>, ApiError> {
+    ) -> Result<Committed<C::Output>, ApiError> {
         let envelope = CommandEnvelope {
             command,
             caller: caller.cloned(),
@@ -205,16 +246,22 @@ impl AppState {
             ("traceparent".to_owned(), ctx.traceparent.clone()),
             ("x-request-id".to_owned(), ctx.request_id.clone()),
         ];
-        let accepted = gatehouse_bus::send(self.bus.as_ref(), &envelope, headers).await?;
-        if let Some(written) = &accepted.written {
-            self.await_consistency(written).await;
-        }
-        Ok(accepted)
+        let Accepted { written, output } =
+            gatehouse_bus::send(self.bus.as_ref(), &envelope, headers).await?;
+        let consistency = match &written {
+            Some(written) => self.await_consistency(written).await,
+            None => Consistency::Visible,
+        };
+        Ok(Committed {
+            written,
+            output,
+            consistency,
+        })
     }
 
     /// Waits (bounded) until the read models, this gateway's directory and those of the
-    /// other live replicas reflect `written`.
-    pub async fn await_consistency(&self, written: &Written) {
+    /// other live replicas reflect `written`; says whether they did.
+    pub async fn await_consistency(&self, written: &Written) -> Consistency {
         let timeout = self.settings.consistency_timeout;
         let (views, directory) = tokio::join!(
             self.views
@@ -222,17 +269,23 @@ impl AppState {
             self.directory
                 .wait_applied(&written.stream_id, written.version, timeout),
         );
+        let mut consistency = Consistency::Visible;
         if !matches!(views, Ok(true)) || !directory {
             tracing::warn!(stream_id = %written.stream_id, version = written.version, "the read models did not catch up in time; answering anyway");
+            consistency = Consistency::Pending;
         }
         if self.directory.follows(&written.stream_id) {
             let outcome = self
                 .peers
                 .await_applied(&written.stream_id, written.version, timeout)
                 .await;
-            if let BarrierOutcome::Confirmed { replicas } = outcome {
-                tracing::debug!(stream_id = %written.stream_id, replicas, "the other gateway replicas confirmed the write");
+            match outcome {
+                BarrierOutcome::Confirmed { replicas } => {
+                    tracing::debug!(stream_id = %written.stream_id, replicas, "the other gateway replicas confirmed the write");
+                }
+                BarrierOutcome::Incomplete { .. } => consistency = Consistency::Pending,
             }
         }
+        consistency
     }
 }

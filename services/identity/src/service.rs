@@ -9,13 +9,14 @@ use gatehouse_contracts::envelope::StreamId;
 use gatehouse_contracts::identity::{
     AuthenticatePassword, AuthenticatedUser, BootstrapAdmin, BootstrapOutcome, ChangePassword,
     CreateServiceAccount, CreateUser, DeleteServiceAccount, PRINCIPAL_NAME_SCOPE, Role,
-    UpdateServiceAccount, UpdateUser,
+    ServiceAccountView, UpdateServiceAccount, UpdateUser, UserView,
 };
 use gatehouse_contracts::ids::{ServiceAccountId, UserId};
 use gatehouse_contracts::names::Name;
 use gatehouse_eventlog::writer::{create_failure, require_caller, store_failure};
 use gatehouse_eventlog::{
     AppendError, CommandWriter, EventStore, Extras, Idempotency, SecretOp, UniqueClaim,
+    ViewProjection,
 };
 use gatehouse_secrets::BusSealer;
 use secrecy::SecretString;
@@ -25,6 +26,7 @@ use crate::domain::Rejection;
 use crate::domain::service_account::{self, ServiceAccount};
 use crate::domain::user::{self, User};
 use crate::passwords;
+use crate::projections::{ServiceAccountProjection, UserProjection};
 
 /// The secret slot holding a user's Argon2id hash.
 const PASSWORD_SLOT: &str = "password_hash";
@@ -161,26 +163,6 @@ impl IdentityService {
         })
     }
 
-    /// A retried creation answers with the account the first attempt created, unless it has
-    /// been deleted since: then the key is spent (409), rather than an answer about an
-    /// account that is gone.
-    async fn replayed_service_account(
-        &self,
-        done: Accepted<ServiceAccountId>,
-    ) -> Result<Accepted<ServiceAccountId>, Failure> {
-        let stream_id = service_account_stream(done.output.as_uuid());
-        let (state, _) = self.writer.load::<ServiceAccount>(&stream_id).await?;
-        if matches!(state, ServiceAccount::Deleted) {
-            return Err(Failure::new(
-                FailureKind::Conflict,
-                "idempotency_key_spent",
-                "the service account this idempotency key created has been deleted since; \
-                 send a new key to create another",
-            ));
-        }
-        Ok(done)
-    }
-
     fn name_taken(name: &Name) -> impl FnOnce() -> Failure {
         let message = format!("a user or service account named \"{name}\" already exists");
         move || Failure::new(FailureKind::Conflict, "name_taken", message)
@@ -273,7 +255,7 @@ impl IdentityService {
     pub async fn create_user(
         &self,
         env: CommandEnvelope<CreateUser>,
-    ) -> Result<Accepted<UserId>, Failure> {
+    ) -> Result<Accepted<UserView>, Failure> {
         let caller = require_caller(env.caller.clone())?;
         let key = Idempotency::of(
             env.caller.as_ref(),
@@ -281,8 +263,10 @@ impl IdentityService {
             CreateUser::NAME,
             &(&env.command.name, env.command.role),
         );
-        if let Some(done) = self.writer.replay(key.as_ref()).await? {
-            return Ok(done);
+        if let Some(done) = self.writer.replay::<UserId>(key.as_ref()).await? {
+            return self
+                .answer(&UserProjection, user_stream(done.output.as_uuid()), done)
+                .await;
         }
         let events = user::create(
             &User::Absent,
@@ -303,7 +287,8 @@ impl IdentityService {
                 value: hash.into_bytes(),
             }],
         };
-        self.writer
+        let created = self
+            .writer
             .create(
                 user_stream(user_id.as_uuid()),
                 events,
@@ -313,6 +298,20 @@ impl IdentityService {
                 user_id,
                 Self::name_taken(&env.command.name),
             )
+            .await?;
+        self.answer(&UserProjection, user_stream(user_id.as_uuid()), created)
+            .await
+    }
+
+    /// The answer to a command on `stream_id`: the user or account as the command left it.
+    async fn answer<O, V: serde::de::DeserializeOwned>(
+        &self,
+        projection: &dyn ViewProjection,
+        stream_id: StreamId,
+        accepted: Accepted<O>,
+    ) -> Result<Accepted<V>, Failure> {
+        self.writer
+            .answer(projection, &stream_id, accepted, |_, view| view)
             .await
     }
 
@@ -321,14 +320,17 @@ impl IdentityService {
     pub async fn update_user(
         &self,
         env: CommandEnvelope<UpdateUser>,
-    ) -> Result<Accepted<()>, Failure> {
+    ) -> Result<Accepted<UserView>, Failure> {
         let caller = require_caller(env.caller.clone())?;
         let target = env.command.user_id.as_uuid();
-        self.writer
+        let updated = self
+            .writer
             .update_with_retry::<User, _, _, _>(user_stream(target), &env.metadata, |state| {
                 user::update(state, &caller, target, env.command.role, env.command.active)
                     .map(|events| (events, Extras::default(), ()))
             })
+            .await?;
+        self.answer(&UserProjection, user_stream(target), updated)
             .await
     }
 
@@ -439,7 +441,7 @@ impl IdentityService {
     pub async fn create_service_account(
         &self,
         env: CommandEnvelope<CreateServiceAccount>,
-    ) -> Result<Accepted<ServiceAccountId>, Failure> {
+    ) -> Result<Accepted<ServiceAccountView>, Failure> {
         let caller = require_caller(env.caller.clone())?;
         let c = &env.command;
         let key = Idempotency::of(
@@ -448,8 +450,14 @@ impl IdentityService {
             CreateServiceAccount::NAME,
             &(&c.name, &c.description, c.role),
         );
-        if let Some(done) = self.writer.replay(key.as_ref()).await? {
-            return self.replayed_service_account(done).await;
+        if let Some(done) = self.writer.replay::<ServiceAccountId>(key.as_ref()).await? {
+            return self
+                .answer(
+                    &ServiceAccountProjection,
+                    service_account_stream(done.output.as_uuid()),
+                    done,
+                )
+                .await;
         }
         let events = service_account::create(
             &ServiceAccount::Absent,
@@ -466,7 +474,8 @@ impl IdentityService {
             }],
             secrets: vec![],
         };
-        self.writer
+        let created = self
+            .writer
             .create(
                 service_account_stream(id.as_uuid()),
                 events,
@@ -476,7 +485,13 @@ impl IdentityService {
                 id,
                 Self::name_taken(&c.name),
             )
-            .await
+            .await?;
+        self.answer(
+            &ServiceAccountProjection,
+            service_account_stream(id.as_uuid()),
+            created,
+        )
+        .await
     }
 
     /// Changes a service account.
@@ -484,10 +499,11 @@ impl IdentityService {
     pub async fn update_service_account(
         &self,
         env: CommandEnvelope<UpdateServiceAccount>,
-    ) -> Result<Accepted<()>, Failure> {
+    ) -> Result<Accepted<ServiceAccountView>, Failure> {
         let caller = require_caller(env.caller.clone())?;
         let c = &env.command;
-        self.writer
+        let updated = self
+            .writer
             .update_with_retry::<ServiceAccount, _, _, _>(
                 service_account_stream(c.id.as_uuid()),
                 &env.metadata,
@@ -496,7 +512,13 @@ impl IdentityService {
                         .map(|events| (events, Extras::default(), ()))
                 },
             )
-            .await
+            .await?;
+        self.answer(
+            &ServiceAccountProjection,
+            service_account_stream(c.id.as_uuid()),
+            updated,
+        )
+        .await
     }
 
     /// Deletes a service account and frees its name.

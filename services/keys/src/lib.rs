@@ -10,4 +10,4 @@ pub mod domain;
 pub mod projections;
 pub mod service;
 
-pub use service::KeysService;
+pub use service::{KeySettings, KeysService};

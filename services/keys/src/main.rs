@@ -20,6 +20,8 @@ struct Args {
     /// Seconds between sweeps that record reached key expiries.
     #[arg(long, env = "GATEHOUSE_KEY_EXPIRY_SWEEP_SECONDS", default_value_t = 5)]
     expiry_sweep_seconds: u64,
+    #[command(flatten)]
+    keys: gatehouse_keys::KeySettings,
 }
 
 #[tokio::main]
@@ -28,7 +30,8 @@ async fn main() -> anyhow::Result<()> {
     let (master, infra) = args.process.start("gatehouse-keys").await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
 
-    let service = KeysService::new(infra.log.clone(), &master, Arc::new(SystemClock));
+    let service = KeysService::new(infra.log.clone(), &master, Arc::new(SystemClock))
+        .with_settings(&args.keys);
     let serving = infra.bus.serve("keys", Arc::new(service.router())).await?;
     let sweeper = tokio::spawn(service.run_expiry_sweeper(
         infra.views.clone(),

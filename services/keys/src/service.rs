@@ -15,13 +15,14 @@ use gatehouse_contracts::ids::ApiKeyId;
 use gatehouse_contracts::ids::ServiceAccountId;
 use gatehouse_contracts::keys::{
     API_KEY_NAME_SCOPE, API_KEY_VIEW, ApiKeyView, AuthenticateApiKey, AuthenticatedKey,
-    CreateApiKey, DeleteApiKey, ExpireApiKey, IssuedKey, KeyRefusal, RotateApiKey, UpdateApiKey,
-    api_key_name_claim, api_key_stream,
+    CreateApiKey, DeleteApiKey, ExpireApiKey, IssuedKey, KeyRefusal, KeyWithSecret, RotateApiKey,
+    UpdateApiKey, api_key_name_claim, api_key_stream,
 };
 use gatehouse_eventlog::sweep::{list_all, run_every};
 use gatehouse_eventlog::writer::{create_failure, require_caller, store_failure};
 use gatehouse_eventlog::{
-    Aggregate, AppendError, CommandWriter, EventStore, Extras, SecretOp, UniqueClaim, ViewStore,
+    Aggregate, AppendError, CommandWriter, EventStore, Extras, Idempotency, SecretOp, UniqueClaim,
+    ViewStore,
 };
 use gatehouse_secrets::{BusSealer, MasterKey, SealedSecret};
 use gatehouse_tokens::{ApiKeyHash, ApiKeyHasher, generate_api_key, parse_api_key};
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::domain::{self, ApiKey, KeyChanges, Rejection};
+use crate::projections::ApiKeyProjection;
 
 /// The secret slot holding the hashes of a key's live generations.
 const HASHES_SLOT: &str = "secret_hashes";
@@ -37,6 +39,31 @@ const HASHES_SLOT: &str = "secret_hashes";
 const PEPPER_PURPOSE: &str = "gatehouse/api-key-pepper/v1";
 /// Rotations of one key race each other; each retry reloads the stream and the slot.
 const MAX_ROTATE_ATTEMPTS: usize = 50;
+/// The longest a sealed answer may be kept (seconds): a week.
+const MAX_REPLAY_SECONDS: u64 = 7 * 86_400;
+
+/// Settings of the keys service, as flags and environment variables. Flatten it into a
+/// command line (`#[command(flatten)]`) to offer the same options everywhere.
+#[derive(Clone, Debug, clap::Args)]
+pub struct KeySettings {
+    /// Seconds the sealed answer to creating an API key with an `Idempotency-Key` is
+    /// kept, so that a retry gets the same key again (at most a week).
+    #[arg(
+        long,
+        env = "GATEHOUSE_API_KEY_REPLAY_SECONDS",
+        default_value_t = 86_400,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_REPLAY_SECONDS)
+    )]
+    pub api_key_replay_seconds: u64,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        Self {
+            api_key_replay_seconds: 86_400,
+        }
+    }
+}
 
 /// The hash of one generation's secret, as stored in [`HASHES_SLOT`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -85,6 +112,7 @@ pub struct KeysService {
     writer: CommandWriter,
     sealer: Arc<BusSealer>,
     hasher: Arc<ApiKeyHasher>,
+    replay_window: chrono::Duration,
 }
 
 impl std::fmt::Debug for KeysService {
@@ -106,7 +134,21 @@ impl KeysService {
             writer: CommandWriter::new(store, clock),
             sealer: Arc::new(BusSealer::new(master)),
             hasher: Arc::new(ApiKeyHasher::new(pepper)),
+            replay_window: Self::replay_window(&KeySettings::default()),
         }
+    }
+
+    /// Applies `settings`: how long the sealed answer to a create with an idempotency key
+    /// is kept (a retry within the window gets the same key again; a later one is a new
+    /// request, 409 while the name is taken).
+    pub fn with_settings(mut self, settings: &KeySettings) -> Self {
+        self.replay_window = Self::replay_window(settings);
+        self
+    }
+
+    fn replay_window(settings: &KeySettings) -> chrono::Duration {
+        let seconds = settings.api_key_replay_seconds.clamp(1, MAX_REPLAY_SECONDS);
+        chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(86_400))
     }
 
     /// The bus router for every keys command.
@@ -196,15 +238,37 @@ impl KeysService {
         }
     }
 
-    /// Creates a key (generation 1) and returns it sealed, once.
+    /// Creates a key (generation 1) and returns it sealed. Without an idempotency key the
+    /// secret is in this one answer only; with one, the sealed answer is kept (never in
+    /// clear, never in an event) for the replay window, so that a retry whose first
+    /// answer was lost gets the same key again.
     #[tracing::instrument(skip_all, fields(name = %env.command.name))]
     pub async fn create_api_key(
         &self,
         env: CommandEnvelope<CreateApiKey>,
-    ) -> Result<Accepted<IssuedKey>, Failure> {
+    ) -> Result<Accepted<KeyWithSecret>, Failure> {
         let c = &env.command;
         self.authorize(env.caller.clone(), c.service_account_id)
             .await?;
+        let idempotency = Idempotency::of(
+            env.caller.as_ref(),
+            env.idempotency_key.as_ref(),
+            CreateApiKey::NAME,
+            &(
+                c.service_account_id,
+                &c.name,
+                &c.description,
+                c.expires_in_seconds,
+            ),
+        )
+        .map(|i| i.kept_for(self.replay_window));
+        if let Some(done) = self
+            .writer
+            .replay::<IssuedKey>(idempotency.as_ref())
+            .await?
+        {
+            return self.with_key(done).await;
+        }
         let now = self.writer.clock().now();
         let events = domain::create(
             &ApiKey::Absent,
@@ -233,13 +297,14 @@ impl KeysService {
             generation: 1,
         };
         let name = c.name.to_string();
-        self.writer
+        let created = self
+            .writer
             .create(
                 api_key_stream(id),
                 events,
                 extras,
                 &env.metadata,
-                None,
+                idempotency.as_ref(),
                 output,
                 move || {
                     Failure::new(
@@ -249,6 +314,21 @@ impl KeysService {
                     )
                 },
             )
+            .await?;
+        self.with_key(created).await
+    }
+
+    /// The answer to a command that hands out a secret: the key as the command left it,
+    /// with the secret.
+    async fn with_key(
+        &self,
+        accepted: Accepted<IssuedKey>,
+    ) -> Result<Accepted<KeyWithSecret>, Failure> {
+        let stream_id = api_key_stream(accepted.output.id);
+        self.writer
+            .answer(&ApiKeyProjection, &stream_id, accepted, |issued, key| {
+                KeyWithSecret { key, issued }
+            })
             .await
     }
 
@@ -258,7 +338,7 @@ impl KeysService {
     pub async fn rotate_api_key(
         &self,
         env: CommandEnvelope<RotateApiKey>,
-    ) -> Result<Accepted<IssuedKey>, Failure> {
+    ) -> Result<Accepted<KeyWithSecret>, Failure> {
         let c = &env.command;
         self.authorize(env.caller.clone(), c.service_account_id)
             .await?;
@@ -312,7 +392,7 @@ impl KeysService {
                         key: sealed,
                         generation,
                     };
-                    return Ok(Accepted { written, output });
+                    return self.with_key(Accepted { written, output }).await;
                 }
                 Err(AppendError::WrongExpectedVersion { .. }) => {
                     // Spread the racing writers out a little.
@@ -334,7 +414,7 @@ impl KeysService {
     pub async fn update_api_key(
         &self,
         env: CommandEnvelope<UpdateApiKey>,
-    ) -> Result<Accepted<()>, Failure> {
+    ) -> Result<Accepted<ApiKeyView>, Failure> {
         let c = &env.command;
         self.authorize(env.caller.clone(), c.service_account_id)
             .await?;
@@ -344,11 +424,16 @@ impl KeysService {
             description: c.description.clone(),
             expires_at: c.expires_at,
         };
-        self.writer
-            .update_with_retry::<ApiKey, _, _, _>(api_key_stream(c.id), &env.metadata, |state| {
+        let stream_id = api_key_stream(c.id);
+        let updated = self
+            .writer
+            .update_with_retry::<ApiKey, _, _, _>(stream_id.clone(), &env.metadata, |state| {
                 domain::update(state, c.service_account_id, changes.clone(), now)
                     .map(|events| (events, Extras::default(), ()))
             })
+            .await?;
+        self.writer
+            .answer(&ApiKeyProjection, &stream_id, updated, |(), key| key)
             .await
     }
 
@@ -449,15 +534,18 @@ impl KeysService {
     /// Records the expiry of every key whose expiry has passed, every `interval`, until
     /// `shutdown`. Keys stop working at their expiry regardless (every check compares
     /// with the clock); this only writes the `api_key.expired` audit event. Safe to run in
-    /// several replicas: recording an expiry twice appends nothing.
+    /// several replicas: recording an expiry twice appends nothing. Each round also
+    /// deletes the kept answers whose replay window is over.
     pub async fn run_expiry_sweeper(
         self,
         views: Arc<dyn ViewStore>,
         interval: Duration,
         shutdown: watch::Receiver<bool>,
     ) {
-        run_every("API key expiries", interval, shutdown, || {
-            self.sweep(views.as_ref())
+        run_every("API key expiries", interval, shutdown, || async {
+            let recorded = self.sweep(views.as_ref()).await?;
+            let purged = self.writer.purge_idempotency().await?;
+            Ok::<_, anyhow::Error>(recorded + usize::try_from(purged).unwrap_or(usize::MAX))
         })
         .await;
     }

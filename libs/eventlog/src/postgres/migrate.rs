@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "claims_by_stream",
         sql: include_str!("../../migrations/0005_claims_by_stream.sql"),
     },
+    Migration {
+        version: 6,
+        name: "idempotency_expiry",
+        sql: include_str!("../../migrations/0006_idempotency_expiry.sql"),
+    },
 ];
 
 /// Brings the schema up to date. Idempotent, and safe to call from several processes at

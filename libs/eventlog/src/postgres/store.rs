@@ -208,7 +208,8 @@ impl EventStore for PostgresEventStore {
 
     async fn idempotent_outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {
         let client = self.pool.get().await.map_err(unavailable)?;
-        let sql = "SELECT fingerprint, response, stream_id, version, position FROM idempotency WHERE key = $1";
+        let sql = "SELECT fingerprint, response, stream_id, version, position, expires_at
+                   FROM idempotency WHERE key = $1";
         let Some(row) = query(&client, sql, &[&key])
             .await
             .map_err(unavailable)?
@@ -223,7 +224,19 @@ impl EventStore for PostgresEventStore {
             stream_id: parse_stream_id(row.try_get(2).map_err(corrupt)?)?,
             version: row.try_get(3).map_err(corrupt)?,
             position: row.try_get(4).map_err(corrupt)?,
+            expires_at: row.try_get(5).map_err(corrupt)?,
         }))
+    }
+
+    async fn purge_idempotency(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        execute(
+            &client,
+            "DELETE FROM idempotency WHERE expires_at <= $1",
+            &[&now],
+        )
+        .await
+        .map_err(unavailable)
     }
 
     async fn claim_holder(&self, scope: &str, value: &str) -> Result<Option<StreamId>, StoreError> {
@@ -273,9 +286,16 @@ async fn take_idempotency_key(
     stream_id: &str,
     version: i64,
 ) -> Result<(), AppendError> {
-    let sql = "INSERT INTO idempotency (key, fingerprint, response, stream_id, version, position)
-               VALUES ($1, $2, $3, $4, $5, 0)
-               ON CONFLICT (key) DO NOTHING";
+    // A row that expired by the time the key is taken no longer holds it: replace it. A
+    // live row leaves the key taken (a concurrent first use waits for the other
+    // transaction, then sees its row).
+    let sql = "INSERT INTO idempotency (key, fingerprint, response, stream_id, version, position, expires_at)
+               VALUES ($1, $2, $3, $4, $5, 0, $6)
+               ON CONFLICT (key) DO UPDATE SET
+                   fingerprint = excluded.fingerprint, response = excluded.response,
+                   stream_id = excluded.stream_id, version = excluded.version,
+                   position = 0, expires_at = excluded.expires_at, created_at = now()
+               WHERE idempotency.expires_at <= $7";
     let inserted = execute(
         tx,
         sql,
@@ -285,6 +305,8 @@ async fn take_idempotency_key(
             &record.response,
             &stream_id,
             &version,
+            &record.expires_at,
+            &record.taken_at,
         ],
     )
     .await

@@ -13,7 +13,9 @@ use gatehouse_eventlog::{
 use gatehouse_eventlog::{Delivery, IdempotencyRecord};
 use serde_json::json;
 
-use crate::support::{CountingProjection, Stores, VIEW_KIND, append, bumps, event, new_stream};
+use crate::support::{
+    CountingProjection, Stores, VIEW_KIND, append, bumps, event, new_stream, now,
+};
 
 macro_rules! both {
     ($name:ident) => {
@@ -130,6 +132,8 @@ async fn an_idempotency_key_stores_the_first_outcome_and_refuses_a_second_append
         key: "caller:k1".into(),
         fingerprint: "f".into(),
         response: json!({"id": 7}),
+        taken_at: now(),
+        expires_at: None,
     });
     let appended = s.log.append(first).await?;
 
@@ -139,6 +143,8 @@ async fn an_idempotency_key_stores_the_first_outcome_and_refuses_a_second_append
         key: "caller:k1".into(),
         fingerprint: "f".into(),
         response: json!({"id": 8}),
+        taken_at: now(),
+        expires_at: None,
     });
     assert!(matches!(
         s.log.append(retry).await,
@@ -490,6 +496,8 @@ async fn concurrent_first_uses_of_an_idempotency_key_store_exactly_one(
                 key: "race".into(),
                 fingerprint: "fp".into(),
                 response: json!(i),
+                taken_at: now(),
+                expires_at: None,
             });
             log.append(request).await
         }));
@@ -677,5 +685,121 @@ async fn a_log_checked_feed_hands_on_the_logs_copy_and_refuses_what_the_log_does
         got.iter().map(|d| d.sequence).collect::<Vec<_>>(),
         vec![1, 3]
     );
+    Ok(())
+}
+
+both!(an_expired_idempotency_outcome_frees_its_key_and_is_purged);
+async fn an_expired_idempotency_outcome_frees_its_key_and_is_purged(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let t0 = now();
+    let at = |seconds: i64| t0 + chrono::Duration::seconds(seconds);
+    let record = |response: i64, taken_at, expires_at| IdempotencyRecord {
+        key: "caller:sealed".into(),
+        fingerprint: "f".into(),
+        response: json!(response),
+        taken_at,
+        expires_at,
+    };
+    let first = new_stream();
+    let mut request = append(&first, ExpectedVersion::NoStream, bumps(1));
+    request.idempotency = Some(record(1, t0, Some(at(10))));
+    s.log.append(request).await?;
+    let mut forever = append(&new_stream(), ExpectedVersion::NoStream, bumps(1));
+    forever.idempotency = Some(IdempotencyRecord {
+        key: "caller:forever".into(),
+        ..record(0, t0, None)
+    });
+    s.log.append(forever).await?;
+
+    // Before its expiry the outcome holds the key.
+    let mut early = append(&new_stream(), ExpectedVersion::NoStream, bumps(1));
+    early.idempotency = Some(record(2, at(9), Some(at(19))));
+    assert!(matches!(
+        s.log.append(early).await,
+        Err(AppendError::IdempotencyKeyTaken)
+    ));
+    let stored = s
+        .log
+        .idempotent_outcome("caller:sealed")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no outcome"))?;
+    assert_eq!(
+        (stored.response.clone(), stored.expires_at),
+        (json!(1), Some(at(10)))
+    );
+    assert!(stored.live_at(at(9)) && !stored.live_at(at(10)));
+
+    // From its expiry on, it is gone for a new request with the same key...
+    let second = new_stream();
+    let mut late = append(&second, ExpectedVersion::NoStream, bumps(1));
+    late.idempotency = Some(record(3, at(10), Some(at(20))));
+    s.log.append(late).await?;
+    let stored = s
+        .log
+        .idempotent_outcome("caller:sealed")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no outcome"))?;
+    assert_eq!(
+        (stored.response, stored.stream_id, stored.expires_at),
+        (json!(3), second, Some(at(20)))
+    );
+
+    // ...and a purge deletes what expired, never what is kept for good.
+    assert_eq!(s.log.purge_idempotency(at(19)).await?, 0);
+    assert_eq!(s.log.purge_idempotency(at(20)).await?, 1);
+    assert_eq!(s.log.idempotent_outcome("caller:sealed").await?, None);
+    assert!(s.log.idempotent_outcome("caller:forever").await?.is_some());
+    Ok(())
+}
+
+both!(a_writer_answers_with_the_view_its_write_left_whatever_came_after);
+async fn a_writer_answers_with_the_view_its_write_left_whatever_came_after(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let clock = Arc::new(gatehouse_contracts::clock::ManualClock::new(now()));
+    let writer = gatehouse_eventlog::CommandWriter::new(s.log.clone(), clock);
+    let stream = new_stream();
+    let mut events = bumps(2);
+    events.push(event("deleted", "gone"));
+    s.log
+        .append(append(&stream, ExpectedVersion::NoStream, events))
+        .await?;
+
+    let at_two: serde_json::Value = writer
+        .view_at(&CountingProjection, &stream, Some(2))
+        .await?;
+    assert_eq!(at_two, json!({"count": 2, "label": "x", "last_version": 2}));
+    // The latest state has no view (the stream was deleted): that is a failure, not a
+    // stale answer.
+    let latest = writer
+        .view_at::<serde_json::Value>(&CountingProjection, &stream, None)
+        .await;
+    assert!(latest.is_err(), "{latest:?}");
+    Ok(())
+}
+
+both!(a_writer_replays_an_outcome_only_until_it_expires);
+async fn a_writer_replays_an_outcome_only_until_it_expires(s: Stores) -> anyhow::Result<()> {
+    let t0 = now();
+    let clock = Arc::new(gatehouse_contracts::clock::ManualClock::new(t0));
+    let writer = gatehouse_eventlog::CommandWriter::new(s.log.clone(), clock.clone());
+    let idempotency = gatehouse_eventlog::Idempotency::of(None, Some(&"k".to_owned()), "make", &7)
+        .ok_or_else(|| anyhow::anyhow!("no idempotency"))?;
+    let stream = new_stream();
+    let mut request = append(&stream, ExpectedVersion::NoStream, bumps(1));
+    request.idempotency = Some(IdempotencyRecord {
+        key: "anonymous:k".into(),
+        fingerprint: "make:7".into(),
+        response: json!("first"),
+        taken_at: t0,
+        expires_at: Some(t0 + chrono::Duration::seconds(60)),
+    });
+    s.log.append(request).await?;
+
+    let replayed = writer.replay::<String>(Some(&idempotency)).await?;
+    assert_eq!(replayed.map(|a| a.output), Some("first".to_owned()));
+    clock.advance(chrono::Duration::seconds(60));
+    assert!(writer.replay::<String>(Some(&idempotency)).await?.is_none());
     Ok(())
 }

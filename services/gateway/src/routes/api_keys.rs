@@ -1,8 +1,9 @@
 //! API keys of a service account. Whoever may manage the account may manage its keys;
 //! everyone else gets 404 for both. A key's secret appears in exactly two responses: the
-//! one that creates it and the one that rotates it.
+//! one that creates it (answered again to a retry with the same `Idempotency-Key`) and the
+//! one that rotates it.
 
-use actix_web::{HttpResponse, delete, get, patch, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, patch, post, web};
 use chrono::{DateTime, Utc};
 use gatehouse_contracts::commands::Command;
 use gatehouse_contracts::identity::ServiceAccountView;
@@ -17,7 +18,7 @@ use uuid::Uuid;
 
 use super::paging::{Page, PageParams};
 use super::service_accounts::visible;
-use super::{decode, find_by_name_or_id};
+use super::{decode, find_by_name_or_id, idempotency_key};
 use crate::auth::Authenticated;
 use crate::context::RequestContext;
 use crate::errors::{ApiError, ErrorBody};
@@ -202,32 +203,30 @@ async fn respond(state: &AppState, view: ApiKeyView) -> Result<ApiKeyResponse, A
     ))
 }
 
-async fn with_secret<C: Command>(
+/// The answer to a command that handed out a secret, built from its own output: `key`
+/// (the key as the command left it) and the secret, opened from its seal.
+fn with_secret<C: Command>(
     state: &AppState,
-    account: &ServiceAccountView,
+    key: ApiKeyResponse,
     issued: &IssuedKey,
 ) -> Result<ApiKeyWithSecret, ApiError> {
-    let key = state
+    let secret = state
         .sealer
         .open(&issued.key, &gatehouse_keys::service::reply_context::<C>())
         .map_err(|e| ApiError::internal(&e))?;
-    let view = visible_key(state, account, &issued.id.to_string()).await?;
-    let mut response = respond(state, view).await?;
-    // The key may have been rotated again since: describe the generation handed out here.
-    response.generation = issued.generation;
-    response
-        .retained_secrets
-        .retain(|r| r.generation < issued.generation);
     Ok(ApiKeyWithSecret {
-        key: response,
-        secret: secrecy::ExposeSecret::expose_secret(&key).to_owned(),
+        key,
+        secret: secrecy::ExposeSecret::expose_secret(&secret).to_owned(),
     })
 }
 
-/// Creates a key; the response is the only place its secret ever appears.
+/// Creates a key; the response is the only place its secret ever appears. Send an
+/// `Idempotency-Key` header to make retries safe: a retry with the same key within 24 hours
+/// returns the same key (and secret) again; without it a retry gets 409.
 #[utoipa::path(post, path = "/api/v1/service_accounts/{sa}/api_keys", tag = "api_keys", security(("bearer" = [])),
     request_body = NewApiKey,
-    params(("sa" = String, Path, description = "service account name or id")),
+    params(("sa" = String, Path, description = "service account name or id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "makes retries safe: the same key is answered again for 24 h")),
     responses((status = 201, body = ApiKeyWithSecret), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 #[post("/service_accounts/{sa}/api_keys")]
@@ -235,9 +234,11 @@ pub async fn create_api_key(
     state: web::Data<AppState>,
     ctx: RequestContext,
     auth: Authenticated,
+    req: HttpRequest,
     path: web::Path<String>,
     body: web::Json<NewApiKey>,
 ) -> Result<HttpResponse, ApiError> {
+    let idempotency = idempotency_key(&req)?;
     let account = visible(&state, &auth, &path.into_inner()).await?;
     let body = body.into_inner();
     let command = CreateApiKey {
@@ -246,11 +247,16 @@ pub async fn create_api_key(
         description: body.description.unwrap_or_default(),
         expires_in_seconds: body.expires_in_seconds,
     };
-    let accepted = state
-        .command(&ctx, Some(&auth.caller()), command, None)
+    let created = state
+        .command(&ctx, Some(&auth.caller()), command, idempotency)
         .await?;
-    let created = with_secret::<CreateApiKey>(&state, &account, &accepted.output).await?;
-    Ok(no_store(HttpResponse::Created()).json(created))
+    // A new key was never used; a replay describes it as it was created, too.
+    let key = ApiKeyResponse::new(created.output.key, None, state.clock.now());
+    let answer = with_secret::<CreateApiKey>(&state, key, &created.output.issued)?;
+    Ok(created
+        .consistency
+        .mark(no_store(HttpResponse::Created()))
+        .json(answer))
 }
 
 fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
@@ -366,11 +372,11 @@ pub async fn update_api_key(
         description: body.description,
         expires_at,
     };
-    state
+    let updated = state
         .command(&ctx, Some(&auth.caller()), command, None)
         .await?;
-    let view = visible_key(&state, &account, &view.id.to_string()).await?;
-    Ok(HttpResponse::Ok().json(respond(&state, view).await?))
+    let answer = respond(&state, updated.output).await?;
+    Ok(updated.consistency.mark(HttpResponse::Ok()).json(answer))
 }
 
 /// Rotates a key: the response carries the new secret, once. The previous secret (and
@@ -398,11 +404,15 @@ pub async fn rotate_api_key(
         id: view.id,
         retain_seconds: body.retain_seconds()?,
     };
-    let accepted = state
+    let rotated = state
         .command(&ctx, Some(&auth.caller()), command, None)
         .await?;
-    let rotated = with_secret::<RotateApiKey>(&state, &account, &accepted.output).await?;
-    Ok(no_store(HttpResponse::Ok()).json(rotated))
+    let key = respond(&state, rotated.output.key).await?;
+    let answer = with_secret::<RotateApiKey>(&state, key, &rotated.output.issued)?;
+    Ok(rotated
+        .consistency
+        .mark(no_store(HttpResponse::Ok()))
+        .json(answer))
 }
 
 /// Deletes a key: it and its tokens die at once, and its name is free again.

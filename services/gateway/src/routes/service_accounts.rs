@@ -107,7 +107,8 @@ pub(crate) async fn visible(
 }
 
 /// Creates a service account owned by the caller. Send an `Idempotency-Key` header to make
-/// retries safe: a retry with the same key returns the first result.
+/// retries safe: a retry with the same key returns the first result, whatever happened to
+/// the account since.
 #[utoipa::path(post, path = "/api/v1/service_accounts", tag = "service_accounts", security(("bearer" = [])),
     request_body = NewServiceAccount,
     params(super::IdempotencyKey),
@@ -129,11 +130,13 @@ pub async fn create_service_account(
         description: body.description.unwrap_or_default(),
         role: body.role,
     };
-    let accepted = state
+    let created = state
         .command(&ctx, Some(&auth.caller()), command, key)
         .await?;
-    let view = visible(&state, &auth, &accepted.output.to_string()).await?;
-    Ok(HttpResponse::Created().json(ServiceAccountResponse::from(view)))
+    Ok(created
+        .consistency
+        .mark(HttpResponse::Created())
+        .json(ServiceAccountResponse::from(created.output)))
 }
 
 /// Lists the service accounts the caller may see.
@@ -213,11 +216,13 @@ pub async fn update_service_account(
         active: body.active,
         role: body.role,
     };
-    state
+    let updated = state
         .command(&ctx, Some(&auth.caller()), command, None)
         .await?;
-    let view = visible(&state, &auth, &view.id.to_string()).await?;
-    Ok(HttpResponse::Ok().json(ServiceAccountResponse::from(view)))
+    Ok(updated
+        .consistency
+        .mark(HttpResponse::Ok())
+        .json(ServiceAccountResponse::from(updated.output)))
 }
 
 /// Deletes a service account: its tokens die at once and its name is free again.

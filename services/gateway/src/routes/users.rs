@@ -109,11 +109,13 @@ pub async fn create_user(
         role: body.role.unwrap_or(Role::Member),
         password,
     };
-    let accepted = state
+    let created = state
         .command(&ctx, Some(&auth.caller()), command, key)
         .await?;
-    let view = load(&state, &accepted.output.to_string()).await?;
-    Ok(HttpResponse::Created().json(UserResponse::from(view)))
+    Ok(created
+        .consistency
+        .mark(HttpResponse::Created())
+        .json(UserResponse::from(created.output)))
 }
 
 /// Lists users.
@@ -191,9 +193,11 @@ pub async fn update_user(
         role: body.role,
         active: body.active,
     };
-    state
+    let updated = state
         .command(&ctx, Some(&auth.caller()), command, None)
         .await?;
-    let view = load(&state, &view.id.to_string()).await?;
-    Ok(HttpResponse::Ok().json(UserResponse::from(view)))
+    Ok(updated
+        .consistency
+        .mark(HttpResponse::Ok())
+        .json(UserResponse::from(updated.output)))
 }
