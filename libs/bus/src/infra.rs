@@ -4,11 +4,13 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use gatehouse_eventlog::feed::BusLink;
 use gatehouse_eventlog::postgres::{PgDatabase, PostgresEventStore, PostgresViewStore};
 use gatehouse_eventlog::relay::OutboxRelay;
+use tokio::sync::watch;
 
 use crate::jetstream::{JetStreamFeed, JetStreamPublisher, ensure_stream};
-use crate::nats::{NatsCommandBus, connect};
+use crate::nats::{NatsCommandBus, connect_watched};
 
 /// A readiness check of one dependency.
 #[async_trait]
@@ -51,6 +53,8 @@ pub struct Infra {
     pub feed: Arc<JetStreamFeed>,
     /// The command bus.
     pub bus: Arc<NatsCommandBus>,
+    /// The state of the NATS connection, for the relay.
+    link: watch::Receiver<BusLink>,
 }
 
 impl std::fmt::Debug for Infra {
@@ -72,7 +76,7 @@ impl Infra {
         gatehouse_eventlog::postgres::migrate(database.pool())
             .await
             .map_err(InfraError::Database)?;
-        let nats = connect(nats_url, client_name)
+        let (nats, link) = connect_watched(nats_url, client_name)
             .await
             .map_err(|source| InfraError::Nats {
                 url: nats_url.to_owned(),
@@ -88,16 +92,18 @@ impl Infra {
         Ok(Self {
             log: Arc::new(PostgresEventStore::new(database.pool().clone())),
             views: Arc::new(PostgresViewStore::new(&database)),
-            feed: Arc::new(JetStreamFeed::new(js)),
+            feed: Arc::new(JetStreamFeed::new(js).with_link(link.clone())),
             bus: Arc::new(NatsCommandBus::new(nats.clone())),
             nats,
+            link,
             database,
         })
     }
 
     /// The outbox relay publishing this database's events to JetStream.
     pub fn relay(&self) -> OutboxRelay {
-        let publisher = JetStreamPublisher::new(async_nats::jetstream::new(self.nats.clone()));
+        let publisher = JetStreamPublisher::new(async_nats::jetstream::new(self.nats.clone()))
+            .with_link(self.link.clone());
         OutboxRelay::new(self.database.clone(), Arc::new(publisher))
     }
 
