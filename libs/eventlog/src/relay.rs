@@ -40,8 +40,10 @@
 //! wait for a database-wide lock, which would otherwise cost every append. A busy relay
 //! looks for new rows by itself; an idle one first flags itself asleep, looks once more,
 //! and then waits for a notification, or one second in case one is lost. A new leader
-//! does that handshake before its first sleep whatever the flag says: a leader killed
-//! while busy leaves it saying "awake", and appends would then not wake anyone.
+//! sets the flag first whatever it says: a leader killed while busy leaves it saying
+//! "awake", and appends would then wake nobody, each waiting for the idle tick. (It sets
+//! it without the handshake's lock, which would wait for every append in flight: one
+//! that read the old flag and commits after the first look waits for the tick, once.)
 //!
 //! # When the bus comes back
 //!
@@ -209,11 +211,14 @@ impl OutboxRelay {
 
         // 3. Publish until shutdown.
         let mut backoff = self.backoff_first;
-        // Whether we told appenders that we sleep (so they notify). Unknown at the start: a
-        // previous leader may have left the flag either way, so start as awake, which makes
-        // the first idle look set it before we sleep. (A stale "asleep" only costs
-        // notifications until then.)
-        let mut asleep = false;
+        // Whether we told appenders that we sleep (so they notify): yes, whatever the
+        // previous leader left (see the module documentation); the first batch clears it.
+        session
+            .client
+            .execute("UPDATE outbox_relay SET sleeping = true", &[])
+            .await
+            .map_err(unavailable)?;
+        let mut asleep = true;
         let link = self.publisher.link();
         while !stopping(shutdown) {
             // The connection the batch is tried on: a reconnect after this is worth a retry.
