@@ -8,6 +8,7 @@ mod browser_smoke;
 mod cli;
 mod dev_mode;
 mod devices;
+mod faults;
 mod flows;
 mod oauth_client;
 mod outbox;
