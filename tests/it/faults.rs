@@ -174,8 +174,11 @@ async fn stream_event_ids(nats_url: &str) -> anyhow::Result<Vec<Uuid>> {
         })
         .await?;
     let mut ids = Vec::new();
+    if last == 0 {
+        return Ok(ids);
+    }
     let deadline = Instant::now() + SETTLE_WITHIN;
-    while last > 0 {
+    loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let delivery = tokio::time::timeout(left, subscription.next())
             .await
