@@ -53,7 +53,7 @@ pub struct Infra {
     pub feed: Arc<JetStreamFeed>,
     /// The command bus.
     pub bus: Arc<NatsCommandBus>,
-    /// The state of the NATS connection, for the relay.
+    /// The state of the NATS connection, for the relay's publisher and the feed.
     link: watch::Receiver<BusLink>,
 }
 

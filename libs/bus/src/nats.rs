@@ -43,7 +43,8 @@ pub async fn connect(url: &str, name: &str) -> Result<Client, BusError> {
 }
 
 /// [`connect`], with a watch of the connection fed by the client's connection events: the
-/// outbox relay's publisher uses it to retry as soon as the server is back.
+/// outbox relay's publisher uses it to retry as soon as the server is back, and the event
+/// feed to re-create ephemeral subscriptions that a restarted server has lost.
 pub async fn connect_watched(
     url: &str,
     name: &str,
