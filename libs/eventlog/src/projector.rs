@@ -195,9 +195,9 @@ impl ProjectionRunner {
             match self.follow(feed.as_ref(), durable, &mut shutdown).await {
                 Ok(()) => return,
                 Err(error) => {
-                    // A subscription that lasted failed anew (e.g. ended by a NATS restart):
-                    // back off from the start, not from where earlier failures left it.
-                    if started.elapsed() > Duration::from_secs(10) {
+                    // A subscription that outlived the back-off failed anew (e.g. ended by a
+                    // NATS restart): start over, not from where earlier failures left it.
+                    if started.elapsed() > backoff {
                         backoff = FIRST_BACKOFF;
                     }
                     tracing::error!(projector = %self.name, error = %error, cause = ?std::error::Error::source(&error), "projection failed; retrying");
