@@ -98,6 +98,12 @@ pub fn authenticate_token(state: &AppState, token: &str) -> Result<Authenticated
     let claims = state.issuer.verify(token, state.clock.now().timestamp())?;
     let id = uuid::Uuid::parse_str(&claims.sub)
         .map_err(|_| ApiError::unauthenticated("invalid token subject"))?;
+    if !state.directory.is_ready() {
+        // Just started: an empty directory cannot tell a revoked token from a valid one.
+        return Err(ApiError::unavailable(
+            "the gateway is starting; its directory is not loaded yet",
+        ));
+    }
     let principal = state.directory.principal(&id).ok_or_else(|| {
         ApiError::unauthenticated("the token's principal no longer exists")
             .with_code("token_revoked")
