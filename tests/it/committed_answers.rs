@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::stream::DiscardPolicy;
-use gatehouse_e2e::TestApp;
+use gatehouse_e2e::{NatsUser, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -82,7 +82,8 @@ async fn thaw_events(app: &TestApp) -> anyhow::Result<()> {
 }
 
 async fn set_stream_limit(app: &TestApp, max_messages: Option<i64>) -> anyhow::Result<()> {
-    let client = async_nats::connect(app.nats.url()).await?;
+    // Stream limits are the relay's to change: the all-in-one user of `gatehouse serve`.
+    let client = app.nats.connect_as(NatsUser::Gatehouse).await?;
     let js = async_nats::jetstream::new(client);
     let mut stream = js
         .get_stream(gatehouse_bus::jetstream::STREAM_NAME)

@@ -10,6 +10,7 @@ mod cli;
 mod committed_answers;
 mod dev_mode;
 mod devices;
+mod faults;
 mod flows;
 mod fuzz;
 mod hardening_limits;

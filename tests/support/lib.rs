@@ -187,6 +187,14 @@ impl TestApp {
         Ok(())
     }
 
+    /// Kills the process (SIGKILL, like a crash) and waits for it to exit.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.context("killing gatehouse serve")?;
+        }
+        Ok(())
+    }
+
     /// The server process id (for resource measurements).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)

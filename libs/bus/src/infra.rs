@@ -4,15 +4,17 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use gatehouse_eventlog::feed::BusLink;
 use gatehouse_eventlog::postgres::{PgDatabase, PostgresEventStore, PostgresViewStore};
 use gatehouse_eventlog::relay::OutboxRelay;
+use tokio::sync::watch;
 
 use gatehouse_eventlog::EventFeed;
 use gatehouse_eventlog::checked::LogCheckedFeed;
 use gatehouse_secrets::MasterKey;
 
 use crate::jetstream::{JetStreamFeed, JetStreamPublisher, ensure_stream};
-use crate::nats::{NatsArgs, NatsCommandBus, connect};
+use crate::nats::{NatsArgs, NatsCommandBus, connect_watched};
 use crate::proof::CommandProofs;
 
 /// A readiness check of one dependency.
@@ -56,6 +58,8 @@ pub struct Infra {
     pub feed: Arc<dyn EventFeed>,
     /// The command bus.
     pub bus: Arc<NatsCommandBus>,
+    /// The state of the NATS connection, for the relay's publisher and the feed.
+    link: watch::Receiver<BusLink>,
 }
 
 impl std::fmt::Debug for Infra {
@@ -80,12 +84,13 @@ impl Infra {
         gatehouse_eventlog::postgres::migrate(database.pool())
             .await
             .map_err(InfraError::Database)?;
-        let nats = connect(nats, client_name)
-            .await
-            .map_err(|source| InfraError::Nats {
-                url: nats_url.to_owned(),
-                source,
-            })?;
+        let (nats, link) =
+            connect_watched(nats, client_name)
+                .await
+                .map_err(|source| InfraError::Nats {
+                    url: nats_url.to_owned(),
+                    source,
+                })?;
         let js = async_nats::jetstream::new(nats.clone());
         ensure_stream(&js)
             .await
@@ -96,7 +101,7 @@ impl Infra {
         let log = Arc::new(PostgresEventStore::new(database.pool().clone()));
         Ok(Self {
             feed: Arc::new(LogCheckedFeed::new(
-                Arc::new(JetStreamFeed::new(js)),
+                Arc::new(JetStreamFeed::new(js).with_link(link.clone())),
                 log.clone(),
             )),
             log,
@@ -106,13 +111,15 @@ impl Infra {
                 Arc::new(CommandProofs::new(master)),
             )),
             nats,
+            link,
             database,
         })
     }
 
     /// The outbox relay publishing this database's events to JetStream.
     pub fn relay(&self) -> OutboxRelay {
-        let publisher = JetStreamPublisher::new(async_nats::jetstream::new(self.nats.clone()));
+        let publisher = JetStreamPublisher::new(async_nats::jetstream::new(self.nats.clone()))
+            .with_link(self.link.clone());
         OutboxRelay::new(self.database.clone(), Arc::new(publisher))
     }
 

@@ -24,9 +24,10 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use gatehouse_contracts::envelope::RecordedEvent;
 use gatehouse_eventlog::feed::{
-    Ack, Delivery, EventFeed, FeedError, PublishError, Publisher, StartFrom, Subscription,
-    SubscriptionSpec,
+    Ack, BusLink, Delivery, EventFeed, FeedError, PublishError, Publisher, StartFrom, Subscription,
+    SubscriptionSpec, reconnected,
 };
+use tokio::sync::watch;
 
 use crate::BusError;
 
@@ -111,10 +112,16 @@ pub async fn ensure_stream(js: &Context) -> Result<jetstream::stream::Stream, Bu
 /// Returns only once the stream has stored the event (the publish ack); the relay marks the
 /// outbox row sent after that. A re-publish of the same event id within
 /// [`DUPLICATE_WINDOW`] is acknowledged as a duplicate and counts as success.
+///
+/// Given the connection's [`BusLink`] ([`with_link`](Self::with_link)), it fails at once
+/// instead of waiting out its timeout when the connection is down, or is lost before the
+/// acks came back (they never will; the relay publishes again and the server drops what
+/// it already stored), and it tells the relay when the connection is back.
 #[derive(Clone, Debug)]
 pub struct JetStreamPublisher {
     js: Context,
     timeout: Duration,
+    link: Option<watch::Receiver<BusLink>>,
 }
 
 impl JetStreamPublisher {
@@ -126,6 +133,7 @@ impl JetStreamPublisher {
         Self {
             js,
             timeout: Self::DEFAULT_TIMEOUT,
+            link: None,
         }
     }
 
@@ -135,6 +143,59 @@ impl JetStreamPublisher {
         self.timeout = timeout;
         self
     }
+
+    /// Follows the state of `js`'s connection, as [`connect_watched`](crate::nats::connect_watched)
+    /// reports it.
+    pub fn with_link(mut self, link: watch::Receiver<BusLink>) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    /// Sends one event; the future resolves to its ack.
+    async fn send(
+        &self,
+        event: &RecordedEvent,
+    ) -> Result<async_nats::jetstream::context::PublishAckFuture, BoxError> {
+        let body = serde_json::to_vec(event)?;
+        let sent = tokio::time::timeout(
+            self.timeout,
+            self.js
+                .publish_with_headers(event.subject(), event_headers(event), Bytes::from(body)),
+        )
+        .await;
+        match sent {
+            Ok(sent) => Ok(sent?),
+            Err(_) => Err(Box::new(PublishFailure::TimedOut(self.timeout))),
+        }
+    }
+
+    /// Resolves once the connection `sent_on` is down or replaced by another; never
+    /// without a link.
+    async fn lost(&self, sent_on: BusLink) {
+        if let Some(mut link) = self.link.clone() {
+            let gone = link.wait_for(|now| !now.up || now.connects != sent_on.connects);
+            if gone.await.is_ok() {
+                return;
+            }
+        }
+        std::future::pending().await
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a publish failed on the client's side.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishFailure {
+    /// No ack within the publisher's timeout.
+    #[error("no publish ack within {0:?}")]
+    TimedOut(Duration),
+    /// The connection to NATS is down: nothing was sent.
+    #[error("not connected to NATS")]
+    Disconnected,
+    /// The connection was lost (or replaced) before the ack arrived.
+    #[error("the connection to NATS was lost before the publish ack")]
+    ConnectionLost,
 }
 
 /// The headers an event is published with.
@@ -150,33 +211,13 @@ pub fn event_headers(event: &RecordedEvent) -> HeaderMap {
     headers
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("no publish ack within {0:?}")]
-struct PublishTimedOut(Duration);
-
 #[async_trait]
 impl Publisher for JetStreamPublisher {
     async fn publish(&self, event: &RecordedEvent) -> Result<(), PublishError> {
-        let failed = |source: Box<dyn std::error::Error + Send + Sync>| PublishError {
-            event_id: event.event_id,
-            source,
-        };
-        let body = serde_json::to_vec(event).map_err(|e| failed(Box::new(e)))?;
-        let publish = async {
-            let ack = self
-                .js
-                .publish_with_headers(event.subject(), event_headers(event), Bytes::from(body))
-                .await
-                .map_err(|e| failed(Box::new(e)))?;
-            ack.await.map_err(|e| failed(Box::new(e)))
-        };
-        let ack = tokio::time::timeout(self.timeout, publish)
-            .await
-            .map_err(|_| failed(Box::new(PublishTimedOut(self.timeout))))??;
-        if ack.duplicate {
-            tracing::debug!(event_id = %event.event_id, sequence = ack.sequence, "event was already published");
+        match self.publish_all(std::slice::from_ref(event)).await {
+            (_, Some(error)) => Err(error),
+            (_, None) => Ok(()),
         }
-        Ok(())
     }
 
     /// Sends every event first, then collects the acks in order: one connection keeps the
@@ -184,77 +225,78 @@ impl Publisher for JetStreamPublisher {
     /// of one per event. Stops counting at the first failed ack; the relay republishes
     /// from there (later events that were stored anyway are de-duplicated by id).
     async fn publish_all(&self, events: &[RecordedEvent]) -> (usize, Option<PublishError>) {
-        let failed = |event: &RecordedEvent, source: Box<dyn std::error::Error + Send + Sync>| {
-            PublishError {
-                event_id: event.event_id,
-                source,
-            }
+        let Some(first) = events.first() else {
+            return (0, None);
         };
-        let mut acks = Vec::with_capacity(events.len());
-        for event in events {
-            let body = match serde_json::to_vec(event) {
-                Ok(body) => body,
-                Err(e) => {
-                    return self
-                        .collect(events, acks, Some(failed(event, Box::new(e))))
-                        .await;
-                }
+        let sent_on = self.link.as_ref().map(|link| *link.borrow());
+        if sent_on.is_some_and(|link| !link.up) {
+            // Sending now would only fill the client's buffer until it reconnects.
+            let error = PublishError {
+                event_id: first.event_id,
+                source: Box::new(PublishFailure::Disconnected),
             };
-            let sent = tokio::time::timeout(
-                self.timeout,
-                self.js.publish_with_headers(
-                    event.subject(),
-                    event_headers(event),
-                    Bytes::from(body),
-                ),
-            )
-            .await;
+            return (0, Some(error));
+        }
+        let sent_on = sent_on.unwrap_or_default();
+        let mut acks = Vec::with_capacity(events.len());
+        let mut error = None;
+        for event in events {
+            let sent = tokio::select! {
+                biased;
+                sent = self.send(event) => sent,
+                () = self.lost(sent_on) => Err(Box::new(PublishFailure::ConnectionLost) as BoxError),
+            };
             match sent {
-                Ok(Ok(ack)) => acks.push(ack),
-                Ok(Err(e)) => {
-                    return self
-                        .collect(events, acks, Some(failed(event, Box::new(e))))
-                        .await;
-                }
-                Err(_) => {
-                    return self
-                        .collect(
-                            events,
-                            acks,
-                            Some(failed(event, Box::new(PublishTimedOut(self.timeout)))),
-                        )
-                        .await;
+                Ok(ack) => acks.push(ack),
+                Err(source) => {
+                    error = Some(PublishError {
+                        event_id: event.event_id,
+                        source,
+                    });
+                    break;
                 }
             }
         }
-        self.collect(events, acks, None).await
+        self.collect(events, acks, error, sent_on).await
+    }
+
+    fn link(&self) -> Option<watch::Receiver<BusLink>> {
+        self.link.clone()
     }
 }
 
 impl JetStreamPublisher {
-    /// Awaits the acks of the events sent so far, in order; the count of accepted events
-    /// stops at the first failure.
+    /// Awaits the acks of the events sent so far (on connection `sent_on`), in order; the
+    /// count of accepted events stops at the first failure.
     async fn collect(
         &self,
         events: &[RecordedEvent],
         acks: Vec<async_nats::jetstream::context::PublishAckFuture>,
         mut error: Option<PublishError>,
+        sent_on: BusLink,
     ) -> (usize, Option<PublishError>) {
         let mut accepted = 0;
         for (event, ack) in events.iter().zip(acks) {
-            match tokio::time::timeout(self.timeout, ack.into_future()).await {
-                Ok(Ok(_)) => accepted += 1,
-                Ok(Err(e)) => {
-                    error = Some(PublishError {
-                        event_id: event.event_id,
-                        source: Box::new(e),
-                    });
-                    break;
+            let acked = tokio::select! {
+                biased;
+                acked = tokio::time::timeout(self.timeout, ack.into_future()) => match acked {
+                    Ok(Ok(ack)) => Ok(ack),
+                    Ok(Err(e)) => Err(Box::new(e) as BoxError),
+                    Err(_) => Err(Box::new(PublishFailure::TimedOut(self.timeout)) as BoxError),
+                },
+                () = self.lost(sent_on) => Err(Box::new(PublishFailure::ConnectionLost) as BoxError),
+            };
+            match acked {
+                Ok(ack) => {
+                    if ack.duplicate {
+                        tracing::debug!(event_id = %event.event_id, sequence = ack.sequence, "event was already published");
+                    }
+                    accepted += 1;
                 }
-                Err(_) => {
+                Err(source) => {
                     error = Some(PublishError {
                         event_id: event.event_id,
-                        source: Box::new(PublishTimedOut(self.timeout)),
+                        source,
                     });
                     break;
                 }
@@ -271,7 +313,11 @@ impl JetStreamPublisher {
 ///   afterwards the server's ack state decides where it resumes. Its filters, ack wait and
 ///   pending limit are brought up to date on every subscribe.
 /// - An ephemeral spec gets an ordered consumer: in stream order, no acks, re-created by
-///   the client (from the last sequence seen) after a gap or a lost connection.
+///   the client (from the last sequence seen) after a gap or a lost connection. But a
+///   restarted server has lost it, and the client then takes ~15 s to give up on it; so
+///   with a [`BusLink`] ([`with_link`](Self::with_link)) the subscription ends with
+///   [`FeedError::Unavailable`] as soon as the connection is re-established, and the
+///   subscriber subscribes again after its checkpoint.
 ///
 /// **One active subscriber per durable name.** A single pull consumer delivers in stream
 /// order, so events of one aggregate stream arrive in version order. Two processes pulling
@@ -289,6 +335,7 @@ impl JetStreamPublisher {
 pub struct JetStreamFeed {
     js: Context,
     ack_wait: Duration,
+    link: Option<watch::Receiver<BusLink>>,
 }
 
 impl JetStreamFeed {
@@ -297,7 +344,15 @@ impl JetStreamFeed {
         Self {
             js,
             ack_wait: ACK_WAIT,
+            link: None,
         }
+    }
+
+    /// Follows the state of `js`'s connection, as [`connect_watched`](crate::nats::connect_watched)
+    /// reports it: ephemeral subscriptions then end when it is re-established.
+    pub fn with_link(mut self, link: watch::Receiver<BusLink>) -> Self {
+        self.link = Some(link);
+        self
     }
 
     /// Overrides [`ACK_WAIT`] for durable consumers created or updated by this feed.
@@ -363,11 +418,14 @@ impl JetStreamFeed {
             inner,
             returns: Some(spawn_returner(self.js.clone(), name.to_owned())),
             floor: 0,
+            reconnected: None,
         }
         .boxed())
     }
 
     async fn ephemeral(&self, spec: &SubscriptionSpec) -> Result<Subscription, FeedError> {
+        // Before creating the consumer: a reconnect from here on may have lost it.
+        let created_on = self.link.as_ref().map(|link| *link.borrow());
         let stream = self
             .js
             .get_stream(STREAM_NAME)
@@ -401,10 +459,13 @@ impl JetStreamFeed {
             .map_err(feed_unavailable)?;
         let messages = consumer.messages().await.map_err(feed_unavailable)?;
         let inner = messages.map(|m| m.map_err(feed_unavailable)).boxed();
+        let reconnected =
+            created_on.map(|created_on| reconnected(self.link.clone(), created_on).boxed());
         Ok(Deliveries {
             inner,
             returns: None,
             floor,
+            reconnected,
         }
         .boxed())
     }
@@ -548,6 +609,9 @@ struct Deliveries {
     returns: Option<tokio::sync::mpsc::UnboundedSender<Returned>>,
     /// Stream sequences up to this one are not delivered (see [`JetStreamFeed::ephemeral`]).
     floor: u64,
+    /// Ephemeral subscriptions with a link: resolves when the connection was re-established,
+    /// which ends the subscription (taken when it has fired).
+    reconnected: Option<futures::future::BoxFuture<'static, ()>>,
 }
 
 impl Deliveries {
@@ -603,7 +667,22 @@ impl Stream for Deliveries {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         loop {
-            match futures::ready!(self.inner.poll_next_unpin(cx)) {
+            let next = match self.inner.poll_next_unpin(cx) {
+                std::task::Poll::Ready(next) => next,
+                std::task::Poll::Pending => {
+                    // Nothing buffered: if the server may have lost the consumer, end here.
+                    let Some(reconnected) = self.reconnected.as_mut() else {
+                        return std::task::Poll::Pending;
+                    };
+                    futures::ready!(reconnected.poll_unpin(cx));
+                    self.reconnected = None;
+                    self.inner = futures::stream::empty().boxed();
+                    return std::task::Poll::Ready(Some(Err(FeedError::Unavailable(
+                        "the connection to NATS was re-established; subscribe again".into(),
+                    ))));
+                }
+            };
+            match next {
                 None => return std::task::Poll::Ready(None),
                 Some(Err(error)) => return std::task::Poll::Ready(Some(Err(error))),
                 Some(Ok(message)) => {

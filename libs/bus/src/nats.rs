@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::header::HeaderMap;
-use async_nats::{Client, ConnectOptions, RequestErrorKind};
+use async_nats::{Client, ConnectOptions, Event, RequestErrorKind};
 use async_trait::async_trait;
 use futures::StreamExt;
-use tokio::sync::{Semaphore, oneshot};
+use gatehouse_eventlog::feed::BusLink;
+use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use gatehouse_contracts::commands::{Failure, FailureKind, Reply};
@@ -132,15 +133,31 @@ impl NatsArgs {
             .name(name)
             .connection_timeout(CONNECT_TIMEOUT)
             .max_reconnects(None)
+            .reconnect_delay_callback(reconnect_delay)
     }
 }
+
+/// The longest pause between two attempts to reconnect (see [`reconnect_delay`]).
+pub const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(250);
 
 /// Connects to NATS as `name` (shown in the server's connection list) with `settings`.
 ///
 /// Fails if the server cannot be reached now: a service should not start and look healthy
 /// without its bus. Once connected, the client reconnects on its own after a lost connection
-/// (with back-off, without limit), re-creating its subscriptions.
+/// (after [`reconnect_delay`], without limit), re-creating its subscriptions.
 pub async fn connect(settings: &NatsArgs, name: &str) -> Result<Client, BusError> {
+    connect_watched(settings, name)
+        .await
+        .map(|(client, _)| client)
+}
+
+/// [`connect`], with a watch of the connection fed by the client's connection events: the
+/// outbox relay's publisher uses it to retry as soon as the server is back, and the event
+/// feed to re-create ephemeral subscriptions that a restarted server has lost.
+pub async fn connect_watched(
+    settings: &NatsArgs,
+    name: &str,
+) -> Result<(Client, watch::Receiver<BusLink>), BusError> {
     if !settings.has_credentials() {
         tracing::warn!(
             url = %settings.nats_url,
@@ -155,11 +172,61 @@ pub async fn connect(settings: &NatsArgs, name: &str) -> Result<Client, BusError
             "NATS: credentials are sent without TLS; set GATEHOUSE_NATS_TLS_CA or GATEHOUSE_NATS_TLS=true"
         );
     }
-    settings
+    let (link_tx, link) = watch::channel(BusLink::default());
+    let link_tx = Arc::new(link_tx);
+    let events = link_tx.clone();
+    let client = settings
         .options(name)
+        .event_callback(move |event| {
+            let events = events.clone();
+            async move { follow(&events, &event) }
+        })
         .connect(settings.nats_url.as_str())
         .await
-        .map_err(|e| BusError::Unavailable(Box::new(e)))
+        .map_err(|e| BusError::Unavailable(Box::new(e)))?;
+    // The first `Connected` event may still be on its way to the callback.
+    if client.connection_state() == async_nats::connection::State::Connected {
+        link_tx.send_if_modified(mark_up);
+    }
+    Ok((client, link))
+}
+
+/// How long the client waits before reconnect attempt `attempts` (1 for the first after a
+/// lost connection): nothing before the first, then 10 ms doubling up to
+/// [`RECONNECT_DELAY_MAX`]. The client's own default doubles up to 4 s, so that a server
+/// back after a few seconds went unused for up to 4 s more, holding every request; trying
+/// 4 times a second while it is down costs a refused connection each time.
+pub fn reconnect_delay(attempts: usize) -> Duration {
+    match attempts {
+        0 | 1 => Duration::ZERO,
+        n => {
+            let doublings = u32::try_from(n - 2).unwrap_or(u32::MAX).min(16);
+            (Duration::from_millis(10) * 2u32.pow(doublings)).min(RECONNECT_DELAY_MAX)
+        }
+    }
+}
+
+/// Follows the client's connection events in `link`.
+fn follow(link: &watch::Sender<BusLink>, event: &Event) {
+    match event {
+        Event::Connected => {
+            link.send_if_modified(mark_up);
+        }
+        Event::Disconnected | Event::Closed => {
+            link.send_if_modified(|now| std::mem::replace(&mut now.up, false));
+        }
+        _ => {}
+    }
+}
+
+/// Marks the link up, counting a new connection, unless it already is.
+fn mark_up(link: &mut BusLink) -> bool {
+    if link.up {
+        return false;
+    }
+    link.up = true;
+    link.connects += 1;
+    true
 }
 
 /// [`CommandBus`] over core NATS. Every request it sends carries a proof

@@ -112,6 +112,36 @@ pub struct PublishError {
     pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
+/// What a publisher knows about its connection to the bus.
+///
+/// The outbox relay watches it ([`Publisher::link`]) to retry as soon as the connection is
+/// back instead of sleeping out its back-off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BusLink {
+    /// Whether the connection is up now.
+    pub up: bool,
+    /// How many times the connection has been established: one more with every reconnect.
+    pub connects: u64,
+}
+
+impl BusLink {
+    /// Whether the connection is up and was (re)established after `earlier` was seen.
+    pub fn back_since(&self, earlier: &BusLink) -> bool {
+        self.up && self.connects > earlier.connects
+    }
+}
+
+/// Resolves once `link` is up on a connection established after `earlier` was seen; never
+/// when there is no link to watch (or nobody feeds it any more).
+pub async fn reconnected(link: Option<tokio::sync::watch::Receiver<BusLink>>, earlier: BusLink) {
+    if let Some(mut link) = link {
+        if link.wait_for(|now| now.back_since(&earlier)).await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
 /// Where the outbox relay publishes committed events.
 #[async_trait]
 pub trait Publisher: Send + Sync + 'static {
@@ -131,6 +161,13 @@ pub trait Publisher: Send + Sync + 'static {
             }
         }
         (events.len(), None)
+    }
+
+    /// The state of the connection to the bus, when the publisher can tell: after a failed
+    /// publish the relay then retries as soon as the connection is (re)established, rather
+    /// than when its back-off ends. `None` (the default): the relay relies on back-off.
+    fn link(&self) -> Option<tokio::sync::watch::Receiver<BusLink>> {
+        None
     }
 }
 

@@ -26,7 +26,7 @@ pub mod writer;
 
 pub use aggregate::{Aggregate, LoadError, load};
 pub use feed::{
-    Delivery, EventFeed, FeedError, PublishError, Publisher, StartFrom, SubscriptionSpec,
+    BusLink, Delivery, EventFeed, FeedError, PublishError, Publisher, StartFrom, SubscriptionSpec,
 };
 pub use projector::{ProjectionRunner, ProjectorError};
 pub use store::{

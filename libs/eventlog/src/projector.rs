@@ -188,11 +188,18 @@ impl ProjectionRunner {
         durable: bool,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut backoff = Duration::from_millis(100);
+        const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+        let mut backoff = FIRST_BACKOFF;
         while !*shutdown.borrow() {
+            let started = tokio::time::Instant::now();
             match self.follow(feed.as_ref(), durable, &mut shutdown).await {
                 Ok(()) => return,
                 Err(error) => {
+                    // A subscription that outlived the back-off failed anew (e.g. ended by a
+                    // NATS restart): start over, not from where earlier failures left it.
+                    if started.elapsed() > backoff {
+                        backoff = FIRST_BACKOFF;
+                    }
                     tracing::error!(projector = %self.name, error = %error, cause = ?std::error::Error::source(&error), "projection failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}

@@ -39,7 +39,19 @@
 //! handshake is in `migrations/0003_outbox_wakeups.sql`): a `NOTIFY` makes the commit
 //! wait for a database-wide lock, which would otherwise cost every append. A busy relay
 //! looks for new rows by itself; an idle one first flags itself asleep, looks once more,
-//! and then waits for a notification, or one second in case one is lost.
+//! and then waits for a notification, or one second in case one is lost. A new leader
+//! sets the flag first whatever it says: a leader killed while busy leaves it saying
+//! "awake", and appends would then wake nobody, each waiting for the idle tick. (It sets
+//! it without the handshake's lock, which would wait for every append in flight: one
+//! that read the old flag and commits after the first look waits for the tick, once.)
+//!
+//! # When the bus comes back
+//!
+//! A failed publish is retried after a back-off that doubles up to five seconds, so that a
+//! bus that stays down costs little. But waiting writers (the gateway waits for its read
+//! models) are held for as long as the relay sleeps, so the relay also watches the
+//! publisher's connection ([`Publisher::link`]): when it is (re)established after the
+//! attempt that failed, the relay retries at once and starts its back-off over.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +59,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio_postgres::{Client, Statement};
 
-use crate::feed::Publisher;
+use crate::feed::{Publisher, reconnected};
 use crate::postgres::{
     EVENT_COLUMNS, OUTBOX_CHANNEL, PgDatabase, error_chain, event_from_row, unavailable,
 };
@@ -63,9 +75,11 @@ const BATCH_SIZE: i64 = 256;
 const LEADER_RETRY: Duration = Duration::from_secs(1);
 /// How often an idle leader looks again without a notification (a lost one costs this).
 const IDLE_TICK: Duration = Duration::from_secs(1);
-/// Back-off after a publish failure: doubles from the first to the last.
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Back-off after a publish failure: doubles from the first to the last (unless the bus
+/// reconnects first).
+pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// The longest back-off after publish failures.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// What one relay iteration did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +96,8 @@ pub enum RelayOutcome {
 pub struct OutboxRelay {
     database: PgDatabase,
     publisher: Arc<dyn Publisher>,
+    backoff_first: Duration,
+    backoff_max: Duration,
 }
 
 impl std::fmt::Debug for OutboxRelay {
@@ -107,7 +123,17 @@ impl OutboxRelay {
         Self {
             database,
             publisher,
+            backoff_first: BACKOFF_FIRST,
+            backoff_max: BACKOFF_MAX,
         }
+    }
+
+    /// Overrides the back-off after publish failures ([`BACKOFF_FIRST`] doubling up to
+    /// [`BACKOFF_MAX`]).
+    pub fn with_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.backoff_first = first;
+        self.backoff_max = max.max(first);
+        self
     }
 
     /// Relays until `shutdown` turns true (or its sender is dropped). Database failures
@@ -184,16 +210,24 @@ impl OutboxRelay {
         };
 
         // 3. Publish until shutdown.
-        let mut backoff = BACKOFF_FIRST;
-        // Whether appenders may believe we sleep (and notify). Unknown at the start (a
-        // previous leader may have left it set): assume so, the first batch clears it.
+        let mut backoff = self.backoff_first;
+        // Whether we told appenders that we sleep (so they notify): yes, whatever the
+        // previous leader left (see the module documentation); the first batch clears it.
+        session
+            .client
+            .execute("UPDATE outbox_relay SET sleeping = true", &[])
+            .await
+            .map_err(unavailable)?;
         let mut asleep = true;
+        let link = self.publisher.link();
         while !stopping(shutdown) {
+            // The connection the batch is tried on: a reconnect after this is worth a retry.
+            let tried_on = link.as_ref().map(|link| *link.borrow()).unwrap_or_default();
             let outcome = self.relay_batch(&session.client, &statements).await?;
             tracing::debug!(?outcome, "outbox relay iteration");
             match outcome {
                 RelayOutcome::Published(_) => {
-                    backoff = BACKOFF_FIRST;
+                    backoff = self.backoff_first;
                     if asleep {
                         // Busy again: appenders can stop notifying.
                         self.set_sleeping(&session.client, &statements, false)
@@ -225,10 +259,15 @@ impl OutboxRelay {
                 }
                 RelayOutcome::PublisherDown => {
                     tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(backoff) => {
+                            backoff = (backoff * 2).min(self.backoff_max);
+                        }
+                        () = reconnected(link.clone(), tried_on) => {
+                            tracing::info!("the bus is back; the outbox relay retries now");
+                            backoff = self.backoff_first;
+                        }
                         () = stopped(shutdown) => {}
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }

@@ -3,5 +3,6 @@
 mod command_bus;
 mod feed;
 mod publisher;
+mod recovery;
 mod restart;
 mod support;

@@ -3,4 +3,5 @@
 
 mod contract;
 mod postgres;
+mod projector;
 mod support;

@@ -218,6 +218,31 @@ async fn the_relay_wakes_for_every_append_while_it_sleeps_and_works() -> anyhow:
     Ok(())
 }
 
+/// A leader killed while busy leaves the flag saying "awake", so appends would not wake
+/// its successor, and each would wait for the idle tick. A new leader asks for wake-ups
+/// before it first sleeps, whatever the flag says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_asks_for_wake_ups_even_when_a_killed_one_left_the_flag_awake()
+-> anyhow::Result<()> {
+    let pg = PgTest::new().await?;
+    let client = pg.database.pool().get().await?;
+    client
+        .execute("UPDATE outbox_relay SET sleeping = false", &[])
+        .await?;
+    let publisher = RecordingPublisher::new();
+    let (stop, relay) = pg.spawn_relay(publisher.clone());
+    wait_until(Duration::from_secs(5), || async {
+        let row = client
+            .query_one("SELECT sleeping FROM outbox_relay", &[])
+            .await?;
+        Ok(row.try_get::<_, bool>(0)?)
+    })
+    .await?;
+    stop.send_replace(true);
+    relay.await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_leading_relay_stops_another_takes_over() -> anyhow::Result<()> {
     let pg = PgTest::new().await?;
