@@ -105,13 +105,15 @@ impl TailArgs {
                     (or the per-service deployment) with NATS";
         let client = gatehouse_bus::nats::connect(&self.nats, "gatehouse-cli audit tail")
             .await
-            .with_context(|| format!("cannot reach NATS at {} ({hint})", self.nats.nats_url))?;
+            .with_context(|| {
+                format!("cannot reach NATS at {} ({hint})", self.nats.redacted_url())
+            })?;
         let js = async_nats::jetstream::new(client);
         let stream = js.get_stream(STREAM_NAME).await.with_context(|| {
             format!(
                 "NATS at {} has no JetStream stream {STREAM_NAME} ({hint}; JetStream must be \
                  enabled)",
-                self.nats.nats_url
+                self.nats.redacted_url()
             )
         })?;
         // "New" is pinned to the stream's last sequence, and anything at or before it is

@@ -77,7 +77,7 @@ impl Infra {
         master: &MasterKey,
         client_name: &str,
     ) -> Result<Self, InfraError> {
-        let nats_url = nats.nats_url.as_str();
+        let nats_url = nats.redacted_url();
         let database = PgDatabase::connect(database_url, 16)
             .await
             .map_err(InfraError::Database)?;
@@ -88,14 +88,14 @@ impl Infra {
             connect_watched(nats, client_name)
                 .await
                 .map_err(|source| InfraError::Nats {
-                    url: nats_url.to_owned(),
+                    url: nats_url.clone(),
                     source,
                 })?;
         let js = async_nats::jetstream::new(nats.clone());
         ensure_stream(&js)
             .await
             .map_err(|source| InfraError::Nats {
-                url: nats_url.to_owned(),
+                url: nats_url.clone(),
                 source,
             })?;
         let log = Arc::new(PostgresEventStore::new(database.pool().clone()));

@@ -73,10 +73,16 @@ fn wanted_stream_config() -> StreamConfig {
 /// survive a server restart, and storage cannot be changed in place.
 pub async fn ensure_stream(js: &Context) -> Result<jetstream::stream::Stream, BusError> {
     let wanted = wanted_stream_config();
-    let mut stream = js
-        .get_or_create_stream(wanted.clone())
-        .await
-        .map_err(unavailable)?;
+    let mut stream = js.get_or_create_stream(wanted.clone()).await.map_err(|e| {
+        BusError::Unavailable(
+            format!(
+                "cannot find or create the event stream {STREAM_NAME} ({e}); only the \
+                     services' NATS users may create it (deploy/nats/accounts.conf): start a \
+                     service before the gateway"
+            )
+            .into(),
+        )
+    })?;
     let current = stream.info().await.map_err(unavailable)?.config.clone();
     if current.storage != StorageType::File {
         return Err(BusError::Unavailable(

@@ -6,6 +6,9 @@
 //! subscriber fails at once with "no responders", one whose service dies mid-way times out.
 //! Commands are idempotent where a retry could matter (idempotency keys), so the caller may
 //! retry either.
+//!
+//! Every command carries a gateway's proof, checked before any handler runs
+//! ([`crate::proof`]), and every process connects as its own NATS user ([`NatsArgs`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +17,10 @@ use async_nats::header::HeaderMap;
 use async_nats::{Client, ConnectOptions, Event, RequestErrorKind};
 use async_trait::async_trait;
 use futures::StreamExt;
+use gatehouse_contracts::commands::{Failure, FailureKind, Reply};
 use gatehouse_eventlog::feed::BusLink;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
-
-use gatehouse_contracts::commands::{Failure, FailureKind, Reply};
 
 use crate::proof::{CommandProofs, PROOF_HEADER, ProofError};
 use crate::{BusError, CommandBus, CommandHandler, Headers, Serving};
@@ -91,6 +93,11 @@ impl NatsArgs {
         self
     }
 
+    /// The URL with any user and password in it masked, for logs and errors.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.nats_url)
+    }
+
     /// Whether this process proves who it is to the server.
     pub fn has_credentials(&self) -> bool {
         self.nats_user.is_some()
@@ -137,6 +144,19 @@ impl NatsArgs {
     }
 }
 
+/// `url` with the user information (`user:password@`) masked.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}[HIDDEN]@{host}{}", &rest[authority.len()..]),
+        None => url.to_owned(),
+    }
+}
+
 /// The longest pause between two attempts to reconnect (see [`reconnect_delay`]).
 pub const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(250);
 
@@ -160,7 +180,7 @@ pub async fn connect_watched(
 ) -> Result<(Client, watch::Receiver<BusLink>), BusError> {
     if !settings.has_credentials() {
         tracing::warn!(
-            url = %settings.nats_url,
+            url = %settings.redacted_url(),
             "NATS: THE BUS IS OPEN. This process was given no NATS credentials \
              (GATEHOUSE_NATS_USER and GATEHOUSE_NATS_PASSWORD): anyone who \
              can reach the server can read and publish on it. Give every process its own user \
@@ -168,7 +188,7 @@ pub async fn connect_watched(
         );
     } else if !settings.requires_tls() {
         tracing::warn!(
-            url = %settings.nats_url,
+            url = %settings.redacted_url(),
             "NATS: credentials are sent without TLS; set GATEHOUSE_NATS_TLS_CA or GATEHOUSE_NATS_TLS=true"
         );
     }
@@ -470,5 +490,19 @@ impl Serving for NatsServing {
         if let Err(error) = task.await {
             tracing::error!(error = %error, "the command serving task failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn credentials_in_a_url_are_masked() {
+        assert_eq!(
+            redact_url("tls://gateway:s3cret@nats.internal:4222"),
+            "tls://[HIDDEN]@nats.internal:4222"
+        );
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 }
