@@ -1571,6 +1571,49 @@ impl GatehouseClient {
             .map_err(|e| self.transport_error(e))
     }
 
+    /// `GET /api/v1/events` (admins): the open Server-Sent Events response, to be read
+    /// chunk by chunk. `since`: after this log position (`Some(0)`: everything); `None`:
+    /// only new events.
+    pub async fn events(
+        &self,
+        since: Option<i64>,
+        aggregates: &[String],
+        types: &[String],
+    ) -> Result<Response, ClientError> {
+        let mut url = self.api(&["events"]);
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(since) = since {
+                query.append_pair("since", &since.to_string());
+            }
+            if !aggregates.is_empty() {
+                query.append_pair("aggregate", &aggregates.join(","));
+            }
+            if !types.is_empty() {
+                query.append_pair("type", &types.join(","));
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        // A feed stays open: no overall deadline (the client's default would cut it).
+        const FOLLOW: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+        let response = self
+            .send_api(Retry::Safe, || {
+                self.authorized(Method::GET, url.clone())
+                    .header(reqwest::header::ACCEPT, "text/event-stream")
+                    .timeout(FOLLOW)
+            })
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let request_id = request_id_header(response.headers());
+        let body = self.body(response).await?;
+        Err(decode_api_error(status.as_u16(), request_id, &body))
+    }
+
     async fn expect_json<T: DeserializeOwned>(&self, response: Response) -> Result<T, ClientError> {
         let status = response.status();
         let request_id = request_id_header(response.headers());

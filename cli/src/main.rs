@@ -14,7 +14,7 @@ mod testing;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    AuditCommand, DeviceCommand, Globals, LoginArgs, LogoutArgs, OutputArg, OutputFormat,
+    AuditCommand, DeviceCommand, Globals, LoginArgs, LogoutArgs, OutputFormat,
     ServiceAccountCommand, SigningKeyCommand, UserCommand,
 };
 
@@ -115,10 +115,10 @@ Examples:
         #[command(subcommand)]
         command: SigningKeyCommand,
     },
-    /// Follow the audit trail (events on NATS JetStream).
+    /// Follow the audit trail (the event feed, through the gateway or from NATS).
     Audit {
         #[command(flatten)]
-        output: OutputArg,
+        globals: Globals,
         #[command(subcommand)]
         command: AuditCommand,
     },
@@ -136,7 +136,7 @@ impl Command {
             | Command::ServiceAccount { globals, .. }
             | Command::AuthorizedDevice { globals, .. }
             | Command::SigningKey { globals, .. } => globals.output,
-            Command::Audit { output, .. } => output.output,
+            Command::Audit { globals, .. } => globals.output,
         }
     }
 }
@@ -162,7 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ServiceAccount { globals, command } => command.run(&globals).await,
         Command::AuthorizedDevice { globals, command } => command.run(&globals).await,
         Command::SigningKey { globals, command } => command.run(&globals).await,
-        Command::Audit { output, command } => command.run(output.output).await,
+        Command::Audit { globals, command } => command.run(&globals).await,
     }
 }
 
@@ -270,9 +270,10 @@ mod tests {
             );
             assert!(help.contains("--bind"), "{help}");
         }
+        // audit tail follows the gateway (--url) or, given --nats-url, NATS.
         let audit = long_help(&["audit", "tail"]);
         assert!(
-            !audit.contains("--url") && audit.contains("--output"),
+            audit.contains("--url") && audit.contains("--output") && audit.contains("--nats-url"),
             "{audit}"
         );
         for client in [

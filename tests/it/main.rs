@@ -10,6 +10,7 @@ mod cli;
 mod committed_answers;
 mod dev_mode;
 mod devices;
+mod event_feed;
 mod faults;
 mod flows;
 mod fuzz;

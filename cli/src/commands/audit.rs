@@ -1,8 +1,9 @@
-//! `gatehouse audit tail`: follow the event feed on NATS JetStream.
+//! `gatehouse audit tail`: follow the event feed.
 //!
-//! A plain JetStream client: an ephemeral ordered consumer on the events stream, filtered
-//! by subject. It needs the NATS server `gatehouse serve` (or the per-service deployment)
-//! publishes to; `gatehouse dev` keeps its events in memory.
+//! Through the gateway by default (`GET /api/v1/events`, Server-Sent Events, with the saved
+//! session or `GATEHOUSE_API_KEY` of an admin), which works against `gatehouse dev` too;
+//! or, given `--nats-url`, straight from NATS JetStream: an ephemeral ordered consumer on
+//! the events stream, filtered by subject, as the read-only `audit` user.
 
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
@@ -10,6 +11,7 @@ use futures::StreamExt as _;
 use gatehouse_bus::jetstream::{STREAM_NAME, STREAM_SUBJECTS};
 use gatehouse_contracts::envelope::RecordedEvent;
 
+use super::{Context, Globals};
 use crate::output::{self, OutputFormat};
 
 /// How long connecting to NATS may take.
@@ -25,9 +27,9 @@ pub enum AuditCommand {
 
 impl AuditCommand {
     /// Runs the command.
-    pub async fn run(self, output: OutputFormat) -> anyhow::Result<()> {
+    pub async fn run(self, globals: &Globals) -> anyhow::Result<()> {
         match self {
-            AuditCommand::Tail(args) => args.run(output).await,
+            AuditCommand::Tail(args) => args.run(globals).await,
         }
     }
 }
@@ -35,10 +37,13 @@ impl AuditCommand {
 /// `audit tail`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_long_help = "\
-Reads the GATEHOUSE_EVENTS stream of the NATS server Gatehouse publishes to (gatehouse serve,
-or the per-service deployment); gatehouse dev keeps its events in memory and has none.
-Subjects are gatehouse.events.<aggregate>.<event>; several --subject filters need
-nats-server 2.10 or newer.
+Follows GET /api/v1/events of the Gatehouse you are logged in to (an admin's session or
+GATEHOUSE_API_KEY; --url picks the server), in gatehouse dev and gatehouse serve alike. With
+--nats-url (or GATEHOUSE_NATS_URL) it reads the GATEHOUSE_EVENTS stream on NATS instead, as
+the read-only audit user (--nats-user audit --nats-password ...).
+Subjects are gatehouse.events.<aggregate>.<event>. Through the gateway a --subject names an
+aggregate (gatehouse.events.api_key.>) or one event type (gatehouse.events.api_key.rotated);
+NATS takes any subject filter (several need nats-server 2.10 or newer).
 
 Columns: time (UTC), event type, stream, actor, client IP, payload.
 
@@ -50,8 +55,8 @@ pub struct TailArgs {
     /// [default: gatehouse.events.>].
     #[arg(long = "subject", value_name = "SUBJECT")]
     pub subjects: Vec<String>,
-    /// NATS: URL, credentials (the read-only `audit` user of deploy/nats/accounts.conf),
-    /// TLS.
+    /// Read NATS directly instead of the gateway: URL, credentials (the read-only `audit`
+    /// user of deploy/nats/accounts.conf), TLS.
     #[command(flatten)]
     pub nats: gatehouse_bus::nats::NatsArgs,
     /// Start with the oldest event the stream keeps instead of only new ones.
@@ -86,8 +91,89 @@ impl TailArgs {
     }
 
     /// Runs `audit tail`, printing to stdout.
-    pub async fn run(self, format: OutputFormat) -> anyhow::Result<()> {
-        self.tail(format, output::emit).await.map(|_| ())
+    pub async fn run(self, globals: &Globals) -> anyhow::Result<()> {
+        if self.nats.nats_url.is_some() {
+            return self.tail(globals.output, output::emit).await.map(|_| ());
+        }
+        let client = Context::new(globals)?.client().await?;
+        self.tail_http(&client, globals.output, output::emit)
+            .await
+            .map(|_| ())
+    }
+
+    /// The `aggregate` and `type` filters of `GET /api/v1/events` that the subjects name.
+    fn http_filters(&self) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        let (mut aggregates, mut types) = (Vec::new(), Vec::new());
+        for subject in self.filters()? {
+            let rest = subject.trim_start_matches(STREAM_SUBJECTS.trim_end_matches('>'));
+            match rest.split('.').collect::<Vec<_>>().as_slice() {
+                [">"] => return Ok((Vec::new(), Vec::new())),
+                [aggregate, ">" | "*"] if !aggregate.contains(['*', '>']) => {
+                    aggregates.push((*aggregate).to_owned());
+                }
+                [aggregate, event]
+                    if !(aggregate.contains(['*', '>']) || event.contains(['*', '>'])) =>
+                {
+                    types.push(format!("{aggregate}.{event}"));
+                }
+                _ => anyhow::bail!(
+                    "through the gateway, --subject {subject:?} must name an aggregate \
+                     (gatehouse.events.<aggregate>.>) or one event type \
+                     (gatehouse.events.<aggregate>.<event>); read NATS with --nats-url for \
+                     other filters"
+                ),
+            }
+        }
+        Ok((aggregates, types))
+    }
+
+    /// Follows `GET /api/v1/events`, handing each event's line to `sink`, until `--count`
+    /// events were printed (or forever: a closed stream is resumed after the last event
+    /// seen). Returns how many were.
+    pub async fn tail_http(
+        &self,
+        client: &crate::client::GatehouseClient,
+        format: OutputFormat,
+        mut sink: impl FnMut(&str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<u64> {
+        let (aggregates, types) = self.http_filters()?;
+        if self.count == Some(0) {
+            return Ok(0);
+        }
+        let mut since = self.from_start.then_some(0);
+        let mut printed = 0u64;
+        loop {
+            let mut response = client.events(since, &aggregates, &types).await?;
+            let mut buffer = String::new();
+            while let Some(chunk) = response.chunk().await.context("reading the event feed")? {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let message: String = buffer.drain(..end + 2).collect();
+                    let Some(event) = sse_event(&message) else {
+                        continue;
+                    };
+                    since = Some(event.0);
+                    let line = match format {
+                        OutputFormat::Json => json_line(event.1.as_bytes()),
+                        OutputFormat::Table => table_line(event.1.as_bytes()),
+                    };
+                    match line {
+                        Ok(line) => sink(&line)?,
+                        Err(e) => {
+                            tracing::warn!(position = event.0, error = %e, "skipping a message that is not a Gatehouse event");
+                            continue;
+                        }
+                    }
+                    printed += 1;
+                    if self.count.is_some_and(|n| printed >= n) {
+                        return Ok(printed);
+                    }
+                }
+            }
+            // The server ended the stream (a restart, a proxy): resume after what was seen.
+            tracing::debug!(?since, "the event feed closed; resuming");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
     }
 
     /// Follows the stream, handing each event's line to `sink`, until `--count` events
@@ -178,6 +264,21 @@ impl TailArgs {
     }
 }
 
+/// The position (`id:`) and data of one Server-Sent Events message; `None` for a comment
+/// (keep-alive) or a message without data.
+fn sse_event(message: &str) -> Option<(i64, String)> {
+    let mut id = None;
+    let mut data = Vec::new();
+    for line in message.lines() {
+        if let Some(value) = line.strip_prefix("id:") {
+            id = value.trim().parse().ok();
+        } else if let Some(value) = line.strip_prefix("data:") {
+            data.push(value.strip_prefix(' ').unwrap_or(value));
+        }
+    }
+    Some((id?, data.join("\n"))).filter(|(_, data)| !data.is_empty())
+}
+
 /// `-o json`: the event as the server published it, on one line.
 fn json_line(body: &[u8]) -> Result<String, serde_json::Error> {
     let value: serde_json::Value = serde_json::from_slice(body)?;
@@ -258,6 +359,41 @@ mod tests {
         let back: serde_json::Value = serde_json::from_str(&line)?;
         assert_eq!(back, event());
         assert!(json_line(b"{\"not\":\"an event\"}").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_server_sent_event_gives_its_position_and_data() {
+        assert_eq!(
+            sse_event("id: 42\nevent: api_key.rotated\ndata: {\"a\":1}\n\n"),
+            Some((42, "{\"a\":1}".to_owned()))
+        );
+        assert_eq!(sse_event(": keep-alive\n\n"), None);
+        assert_eq!(sse_event("id: 1\n\n"), None);
+    }
+
+    #[test]
+    fn subjects_become_the_gateways_aggregate_and_type_filters() -> anyhow::Result<()> {
+        let args = |subjects: &[&str]| TailArgs {
+            subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            nats: gatehouse_bus::nats::NatsArgs::open("nats://127.0.0.1:4222"),
+            from_start: false,
+            count: None,
+        };
+        assert_eq!(args(&[]).http_filters()?, (vec![], vec![]));
+        assert_eq!(
+            args(&[
+                "gatehouse.events.api_key.>",
+                "gatehouse.events.device.locked"
+            ])
+            .http_filters()?,
+            (vec!["api_key".to_owned()], vec!["device.locked".to_owned()])
+        );
+        let error = args(&["gatehouse.events.*.created"])
+            .http_filters()
+            .expect_err("not expressible")
+            .to_string();
+        assert!(error.contains("--nats-url"), "{error}");
         Ok(())
     }
 

@@ -113,14 +113,6 @@ pub struct Globals {
     pub output: OutputFormat,
 }
 
-/// `-o` alone, for commands that talk to NATS rather than the gateway (`audit tail`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct OutputArg {
-    /// Output format.
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table, display_order = 901)]
-    pub output: OutputFormat,
-}
-
 /// What a command needs: the options, the saved session, and an API key from the
 /// environment.
 #[derive(Debug, Clone)]

@@ -32,6 +32,9 @@ pub const COMMAND_PREFIX: &str = "gatehouse.cmd.";
 /// the subscription's buffer: back-pressure instead of unbounded task growth.
 pub const MAX_IN_FLIGHT: usize = 256;
 
+/// The NATS URL when none is given.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
 /// How long [`connect`] waits for the server before giving up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -45,13 +48,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// open.
 #[derive(Clone, Debug, clap::Args)]
 pub struct NatsArgs {
-    /// NATS URL (JetStream enabled, nats-server 2.10 or newer); `tls://` requires TLS.
-    #[arg(
-        long,
-        env = "GATEHOUSE_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
-    pub nats_url: String,
+    /// NATS URL (JetStream enabled, nats-server 2.10 or newer); `tls://` requires TLS
+    /// [default: nats://127.0.0.1:4222].
+    #[arg(long, env = "GATEHOUSE_NATS_URL")]
+    pub nats_url: Option<String>,
     /// NATS user name of this process (see deploy/nats/accounts.conf). Also names its
     /// reply inboxes (`_INBOX.<user>.>`), the only ones it may subscribe to.
     #[arg(long, env = "GATEHOUSE_NATS_USER")]
@@ -72,7 +72,7 @@ impl NatsArgs {
     /// Settings for `url` with no credentials and no TLS (tests and `gatehouse dev` tools).
     pub fn open(url: impl Into<String>) -> Self {
         Self {
-            nats_url: url.into(),
+            nats_url: Some(url.into()),
             nats_user: None,
             nats_password: None,
             nats_tls_ca: None,
@@ -93,9 +93,14 @@ impl NatsArgs {
         self
     }
 
+    /// The URL: the one given, or [`DEFAULT_NATS_URL`].
+    pub fn url(&self) -> &str {
+        self.nats_url.as_deref().unwrap_or(DEFAULT_NATS_URL)
+    }
+
     /// The URL with any user and password in it masked, for logs and errors.
     pub fn redacted_url(&self) -> String {
-        redact_url(&self.nats_url)
+        redact_url(self.url())
     }
 
     /// Whether this process proves who it is to the server.
@@ -105,7 +110,7 @@ impl NatsArgs {
 
     /// Whether the connection must be TLS.
     pub fn requires_tls(&self) -> bool {
-        self.nats_tls || self.nats_tls_ca.is_some() || self.nats_url.starts_with("tls://")
+        self.nats_tls || self.nats_tls_ca.is_some() || self.url().starts_with("tls://")
     }
 
     /// The reply-inbox prefix: `_INBOX.<user>` for a named user, so that the server can let
@@ -201,7 +206,7 @@ pub async fn connect_watched(
             let events = events.clone();
             async move { follow(&events, &event) }
         })
-        .connect(settings.nats_url.as_str())
+        .connect(settings.url())
         .await
         .map_err(|e| BusError::Unavailable(Box::new(e)))?;
     // The first `Connected` event may still be on its way to the callback.

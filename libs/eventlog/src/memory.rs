@@ -209,6 +209,10 @@ impl EventStore for MemoryEventStore {
             .collect())
     }
 
+    async fn last_position(&self) -> Result<i64, StoreError> {
+        Ok(lock(&self.state).events.last().map_or(0, |e| e.position))
+    }
+
     async fn read_events(&self, event_ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
         let wanted: std::collections::HashSet<&Uuid> = event_ids.iter().collect();
         Ok(lock(&self.state)

@@ -273,6 +273,9 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// The highest position committed so far (0 for an empty log).
+    async fn last_position(&self) -> Result<i64, StoreError>;
+
     /// The committed events with these ids, in position order (ids the log does not hold
     /// are left out). How a consumer checks that an event it was handed is in the log.
     async fn read_events(&self, event_ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError>;

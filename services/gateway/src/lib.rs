@@ -117,6 +117,7 @@ pub async fn build(
     );
     Ok(AppState {
         settings,
+        log: deps.log,
         bus: deps.bus,
         views: deps.views,
         directory,

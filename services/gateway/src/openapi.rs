@@ -205,6 +205,7 @@ impl Modify for CommonResponses {
         routes::signing_keys::list_signing_keys,
         routes::signing_keys::add_signing_key,
         routes::signing_keys::retire_signing_key,
+        routes::events::follow_events,
     ),
     modifiers(&BearerAuth, &CommonResponses),
     tags(
@@ -214,6 +215,7 @@ impl Modify for CommonResponses {
         (name = "api_keys", description = "API keys of service accounts: shown once, rotated with retention, revoked at once"),
         (name = "devices", description = "Authorized devices (RFC 8628 device login): list, describe, lock, unlock, delete, approve by user code"),
         (name = "signing_keys", description = "Token-signing keys (admins): rotate with an overlap, retire a leaked key everywhere at once"),
+        (name = "events", description = "The audit trail (admins): every event, as on NATS, as Server-Sent Events"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]

@@ -9,7 +9,7 @@ use gatehouse_bus::CommandBus;
 use gatehouse_bus::infra::Probe;
 use gatehouse_contracts::clock::Clock;
 use gatehouse_contracts::commands::{Accepted, Caller, Command, CommandEnvelope, Written};
-use gatehouse_eventlog::ViewStore;
+use gatehouse_eventlog::{EventStore, ViewStore};
 use gatehouse_secrets::BusSealer;
 
 use crate::context::RequestContext;
@@ -180,6 +180,8 @@ pub struct AppState {
     pub bus: Arc<dyn CommandBus>,
     /// The shared read models.
     pub views: Arc<dyn ViewStore>,
+    /// The event log (read only here: the event feed of `GET /api/v1/events`).
+    pub log: Arc<dyn EventStore>,
     /// The in-memory principal directory.
     pub directory: Directory,
     /// The other gateway replicas, which confirm writes before they are answered.

@@ -192,6 +192,19 @@ impl EventStore for PostgresEventStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn last_position(&self) -> Result<i64, StoreError> {
+        let client = self.pool.get().await.map_err(unavailable)?;
+        let rows = query(
+            &client,
+            "SELECT coalesce(max(position), 0) FROM events",
+            &[],
+        )
+        .await
+        .map_err(unavailable)?;
+        rows.first()
+            .map_or(Ok(0), |row| row.try_get::<_, i64>(0).map_err(corrupt))
+    }
+
     async fn read_events(&self, event_ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
         if event_ids.is_empty() {
             return Ok(Vec::new());

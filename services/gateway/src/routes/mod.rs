@@ -5,6 +5,7 @@ pub mod current_user;
 pub mod device_flow;
 pub mod device_page;
 pub mod devices;
+pub mod events;
 pub mod health;
 pub mod oauth;
 pub mod paging;
@@ -58,7 +59,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(devices::delete_device)
                 .service(signing_keys::list_signing_keys)
                 .service(signing_keys::add_signing_key)
-                .service(signing_keys::retire_signing_key),
+                .service(signing_keys::retire_signing_key)
+                .service(events::follow_events),
         );
 }
 
