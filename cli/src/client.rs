@@ -4,7 +4,8 @@
 //! server sends, known or not (`extra`), so that `-o json` prints the server's JSON
 //! faithfully even when the server is newer than this CLI.
 //!
-//! Requests that are safe to repeat (GET, and a create that carries an `Idempotency-Key`)
+//! Requests that are safe to repeat (GET, and a create that carries an `Idempotency-Key`:
+//! the CLI sends a fresh one with every create of a service account, user or API key)
 //! are retried once, after a short backoff, when the connection fails or the gateway
 //! answers 503.
 //!
@@ -861,6 +862,25 @@ enum Retry {
     Never,
 }
 
+impl Retry {
+    /// A create is safe to repeat when it carries an `Idempotency-Key`.
+    fn keyed(idempotency_key: Option<&str>) -> Self {
+        if idempotency_key.is_some() {
+            Retry::Safe
+        } else {
+            Retry::Never
+        }
+    }
+}
+
+/// `request` with the `Idempotency-Key` header, when there is one.
+fn with_idempotency_key(request: RequestBuilder, idempotency_key: Option<&str>) -> RequestBuilder {
+    match idempotency_key {
+        Some(key) => request.header("Idempotency-Key", key),
+        None => request,
+    }
+}
+
 impl GatehouseClient {
     /// A client of the gateway at `base_url`, sending `token` as bearer when given.
     pub fn new(base_url: &str, token: Option<SecretString>) -> Result<Self, ClientError> {
@@ -998,12 +1018,14 @@ impl GatehouseClient {
         self.expect_empty(response).await
     }
 
-    /// `POST /api/v1/users`.
+    /// `POST /api/v1/users`. With an idempotency key the request is retried on connection
+    /// failures and 503, and the server answers a repeat with the first result.
     pub async fn create_user(
         &self,
         name: &str,
         password: &SecretString,
         role: Option<Role>,
+        idempotency_key: Option<&str>,
     ) -> Result<User, ClientError> {
         #[derive(Serialize)]
         struct Body<'a> {
@@ -1019,8 +1041,11 @@ impl GatehouseClient {
         };
         let url = self.api(&["users"]);
         let response = self
-            .send_api(Retry::Never, || {
-                self.authorized(Method::POST, url.clone()).json(&body)
+            .send_api(Retry::keyed(idempotency_key), || {
+                with_idempotency_key(
+                    self.authorized(Method::POST, url.clone()).json(&body),
+                    idempotency_key,
+                )
             })
             .await?;
         self.expect_json(response).await
@@ -1067,7 +1092,7 @@ impl GatehouseClient {
         name: &str,
         description: Option<&str>,
         role: Option<Role>,
-        idempotency_key: Option<String>,
+        idempotency_key: Option<&str>,
     ) -> Result<ServiceAccount, ClientError> {
         #[derive(Serialize)]
         struct Body<'a> {
@@ -1083,18 +1108,12 @@ impl GatehouseClient {
             description,
             role,
         };
-        let retry = if idempotency_key.is_some() {
-            Retry::Safe
-        } else {
-            Retry::Never
-        };
         let response = self
-            .send_api(retry, || {
-                let request = self.authorized(Method::POST, url.clone()).json(&body);
-                match &idempotency_key {
-                    Some(key) => request.header("Idempotency-Key", key),
-                    None => request,
-                }
+            .send_api(Retry::keyed(idempotency_key), || {
+                with_idempotency_key(
+                    self.authorized(Method::POST, url.clone()).json(&body),
+                    idempotency_key,
+                )
             })
             .await?;
         self.expect_json(response).await
@@ -1160,13 +1179,17 @@ impl GatehouseClient {
     }
 
     /// `POST /api/v1/service_accounts/{account}/api_keys`: the answer carries the key, the
-    /// only time it is shown. Sent once (a repeat would create a second key or conflict).
+    /// only time it is shown. With an idempotency key the request is retried on connection
+    /// failures and 503, and the server answers a repeat with the first result, the same
+    /// key (kept sealed for 24 h), so a lost answer does not lose the key. Without one it is
+    /// sent once (a repeat would conflict).
     pub async fn create_api_key(
         &self,
         account: &str,
         name: &str,
         description: Option<&str>,
         expires_in_seconds: Option<u64>,
+        idempotency_key: Option<&str>,
     ) -> Result<NewApiKey, ClientError> {
         #[derive(Serialize)]
         struct Body<'a> {
@@ -1183,8 +1206,11 @@ impl GatehouseClient {
             expires_in_seconds,
         };
         let response = self
-            .send_api(Retry::Never, || {
-                self.authorized(Method::POST, url.clone()).json(&body)
+            .send_api(Retry::keyed(idempotency_key), || {
+                with_idempotency_key(
+                    self.authorized(Method::POST, url.clone()).json(&body),
+                    idempotency_key,
+                )
             })
             .await?;
         self.expect_json(response).await

@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use gatehouse_e2e::{ADMIN_PASSWORD, TestApp, run_cli_env};
 
 use crate::api_keys::{cli_ok as ok, printed_keys};
@@ -613,5 +614,81 @@ async fn errors_read_cleanly_and_with_json_output_are_the_apis_error_object() ->
     }
     assert!(last.contains("per user name"), "{last}");
     assert!(!last.contains("(too_many_attempts)"), "{last}");
+    Ok(())
+}
+
+/// How many kept answers (`idempotency` rows) the log holds for the stream of `id`.
+async fn kept_answers(app: &TestApp, id: &str) -> anyhow::Result<i64> {
+    let (client, connection) = tokio_postgres::connect(app.db.url(), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM idempotency WHERE stream_id LIKE '%' || $1 || '%'",
+            &[&id],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+#[tokio::test]
+async fn every_create_carries_an_idempotency_key_so_a_lost_answer_can_be_retried()
+-> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    let json = |out: String| serde_json::from_str::<serde_json::Value>(&out);
+    let account = json(
+        ok(
+            &app,
+            admin.path(),
+            &["service-account", "create", "keyed-bot", "-o", "json"],
+            None,
+        )
+        .await?,
+    )?;
+    let key = json(
+        ok(
+            &app,
+            admin.path(),
+            &[
+                "service-account",
+                "api-key",
+                "keyed-bot",
+                "create",
+                "second",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await?,
+    )?;
+    let user = json(
+        ok(
+            &app,
+            admin.path(),
+            &[
+                "user",
+                "create",
+                "keyed-user",
+                "--password-stdin",
+                "-o",
+                "json",
+            ],
+            Some("keyed-user-password-1\n"),
+        )
+        .await?,
+    )?;
+    // The server keeps an answer only for a request that carried an Idempotency-Key: it is
+    // what a retry of the same request is answered with (for a key, the same secret).
+    for (what, id) in [
+        ("the service account", &account["id"]),
+        ("its default key", &account["api_key"]["id"]),
+        ("the added key", &key["id"]),
+        ("the user", &user["id"]),
+    ] {
+        let id = id.as_str().context(what)?;
+        assert_eq!(kept_answers(&app, id).await?, 1, "{what} ({id})");
+    }
     Ok(())
 }

@@ -68,6 +68,10 @@ impl ApiKeyArgs {
 
 /// `api-key create`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_long_help = "\
+The request carries a fresh Idempotency-Key: after a network failure or a 503 the CLI sends
+it again, and the server answers with the first result, the same key, so a lost answer does
+not lose the key.")]
 pub struct CreateArgs {
     /// Name, unique within the account (1 to 64 of A-Z a-z 0-9 . _ -).
     pub name: String,
@@ -90,6 +94,7 @@ impl CreateArgs {
                 &self.name,
                 self.description.as_deref(),
                 self.expires_in,
+                Some(&super::idempotency_key()),
             )
             .await?;
         match ctx.output() {

@@ -37,6 +37,12 @@ use crate::client::{ClientError, GatehouseClient, KeyRenewal, TokenResponse};
 use crate::credentials::{Credentials, CredentialsStore};
 pub use crate::output::OutputFormat;
 
+/// A fresh `Idempotency-Key` for one create: the client may then retry it, and the server
+/// answers a retry with the first result.
+pub fn idempotency_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 /// What `main` prints for a failed command, on stderr: the message with each cause once
 /// (reqwest's chain repeats the OS error), or with `-o json` the API's error object
 /// (`{"error","code","message","request_id"}`) so that scripts can read it. Returns the

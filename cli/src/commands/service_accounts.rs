@@ -45,8 +45,9 @@ impl ServiceAccountCommand {
 /// `service-account create`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_long_help = "\
-The request carries a fresh Idempotency-Key, so the CLI may safely retry it after a network
-failure: the server answers the retry with the first result.
+Each request (the account, its key) carries a fresh Idempotency-Key, so the CLI may safely
+retry it after a network failure or a 503: the server answers the retry with the first
+result.
 
 Unless --no-api-key is given, an API key named `default` is created too and printed once
 (with -o json: as the `api_key` object, its `key` field). Store it right away: it cannot be
@@ -76,21 +77,26 @@ pub const DEFAULT_KEY_NAME: &str = "default";
 impl CreateArgs {
     /// Runs `service-account create`.
     pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
-        let idempotency_key = uuid::Uuid::new_v4().to_string();
         let client = ctx.client().await?;
         let account = client
             .create_service_account(
                 &self.name,
                 self.description.as_deref(),
                 self.role,
-                Some(idempotency_key),
+                Some(&super::idempotency_key()),
             )
             .await?;
         if self.no_api_key {
             return print_account(ctx, &account);
         }
         let key = client
-            .create_api_key(&account.id.to_string(), DEFAULT_KEY_NAME, None, None)
+            .create_api_key(
+                &account.id.to_string(),
+                DEFAULT_KEY_NAME,
+                None,
+                None,
+                Some(&super::idempotency_key()),
+            )
             .await;
         let key = match key {
             Ok(key) => key,

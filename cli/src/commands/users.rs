@@ -65,7 +65,10 @@ impl CreateArgs {
             let text = format!("Password for the new user {}: ", self.name);
             blocking(move || prompt::new_password(&text)).await?
         };
-        let user = client.create_user(&self.name, &password, self.role).await?;
+        let idempotency_key = super::idempotency_key();
+        let user = client
+            .create_user(&self.name, &password, self.role, Some(&idempotency_key))
+            .await?;
         print_user(ctx, &user)
     }
 }
