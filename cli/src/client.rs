@@ -243,6 +243,17 @@ impl ClientError {
             _ => false,
         }
     }
+
+    /// Whether a request that reached the gateway may have taken effect although no
+    /// result came back: a timeout, a connection lost after sending, a 5xx (the gateway
+    /// could not learn the outcome), or a repeat while the first is still in progress.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Self::Connect { .. } => false,
+            Self::Api { code, .. } if code.as_deref() == Some("idempotency_in_progress") => true,
+            other => other.is_transient(),
+        }
+    }
 }
 
 /// `POST /oauth/token` success (RFC 6749 §5.1).
