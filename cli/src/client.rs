@@ -6,8 +6,8 @@
 //!
 //! Requests that are safe to repeat (GET, and a create that carries an `Idempotency-Key`:
 //! the CLI sends a fresh one with every create of a service account, user or API key)
-//! are retried once, after a short backoff, when the connection fails or the gateway
-//! answers 503.
+//! are retried once, after a short backoff, when the connection fails or breaks before the
+//! answer, or the gateway answers 503.
 //!
 //! A client that holds an API key ([`GatehouseClient::with_api_key_renewal`]) exchanges the
 //! key again when the gateway refuses its token (401) and repeats the call once.
@@ -1558,7 +1558,7 @@ impl GatehouseClient {
     }
 
     /// Sends the request `build` makes, once more after a backoff when `retry` allows it and
-    /// the connection failed or the gateway answered 503.
+    /// the connection failed or broke before the answer, or the gateway answered 503.
     async fn send(
         &self,
         retry: Retry,
@@ -1579,8 +1579,10 @@ impl GatehouseClient {
                     tracing::debug!(url = %response.url(), status = response.status().as_u16(), "answered");
                     return Ok(response);
                 }
-                Err(e) if e.is_connect() && !last => {
-                    tracing::debug!(error = %e, ?backoff, "connection failed; retrying");
+                // A connection that failed, or broke before the answer (not one that timed
+                // out: that already took the whole TIMEOUT).
+                Err(e) if (e.is_connect() || (e.is_request() && !e.is_timeout())) && !last => {
+                    tracing::debug!(error = %e, ?backoff, "connection failed or lost; retrying");
                     tokio::time::sleep(backoff).await;
                 }
                 Err(e) => return Err(self.transport_error(e)),
@@ -2316,6 +2318,42 @@ mod tests {
             );
             // One request per poll: polls are never retried behind the poller's back.
             assert_eq!(server.requests().len(), 9);
+        }
+
+        #[tokio::test]
+        async fn a_keyed_create_whose_answer_was_lost_is_sent_again_with_the_same_key() {
+            let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let seen = calls.clone();
+            let (server, client) = server(move |_| {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 {
+                    return Reply::hang_up();
+                }
+                Reply::json(
+                    201,
+                    serde_json::json!({"id": ID, "name": "alice", "role": "member", "active": true,
+                        "created": "2025-01-01T10:00:00Z", "updated": "2025-01-01T10:00:00Z"}),
+                )
+            })
+            .await;
+            let password = SecretString::from("alice-password-1");
+            let created = client
+                .create_user("alice", &password, None, Some("k-1"))
+                .await
+                .expect("the second attempt is answered");
+            assert_eq!(created.name, "alice");
+            let keys: Vec<_> = server
+                .requests()
+                .iter()
+                .map(|r| r.header("idempotency-key").map(str::to_owned))
+                .collect();
+            assert_eq!(keys, vec![Some("k-1".to_owned()); 2]);
+            // Without a key a create is sent once: its outcome is unknown, and it says so.
+            let lost = client
+                .create_user("alice", &password, None, None)
+                .await
+                .expect_err("the answer was lost");
+            assert!(lost.outcome_unknown(), "{lost:?}");
+            assert_eq!(server.requests().len(), 3);
         }
 
         #[tokio::test]
