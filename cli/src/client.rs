@@ -4,9 +4,10 @@
 //! server sends, known or not (`extra`), so that `-o json` prints the server's JSON
 //! faithfully even when the server is newer than this CLI.
 //!
-//! Requests that are safe to repeat (GET, and a create that carries an `Idempotency-Key`)
-//! are retried once, after a short backoff, when the connection fails or the gateway
-//! answers 503.
+//! Requests that are safe to repeat (GET, and a create that carries an `Idempotency-Key`:
+//! the CLI sends a fresh one with every create of a service account, user or API key)
+//! are retried once, after a short backoff, when the connection fails or breaks before the
+//! answer, or the gateway answers 503.
 //!
 //! A client that holds an API key ([`GatehouseClient::with_api_key_renewal`]) exchanges the
 //! key again when the gateway refuses its token (401) and repeats the call once.
@@ -240,6 +241,17 @@ impl ClientError {
             Self::Connect { .. } | Self::Timeout { .. } | Self::Transport { .. } => true,
             Self::Api { status, .. } | Self::Decode { status, .. } => *status >= 500,
             _ => false,
+        }
+    }
+
+    /// Whether a request that reached the gateway may have taken effect although no
+    /// result came back: a timeout, a connection lost after sending, a 5xx (the gateway
+    /// could not learn the outcome), or a repeat while the first is still in progress.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Self::Connect { .. } => false,
+            Self::Api { code, .. } if code.as_deref() == Some("idempotency_in_progress") => true,
+            other => other.is_transient(),
         }
     }
 }
@@ -861,6 +873,25 @@ enum Retry {
     Never,
 }
 
+impl Retry {
+    /// A create is safe to repeat when it carries an `Idempotency-Key`.
+    fn keyed(idempotency_key: Option<&str>) -> Self {
+        if idempotency_key.is_some() {
+            Retry::Safe
+        } else {
+            Retry::Never
+        }
+    }
+}
+
+/// `request` with the `Idempotency-Key` header, when there is one.
+fn with_idempotency_key(request: RequestBuilder, idempotency_key: Option<&str>) -> RequestBuilder {
+    match idempotency_key {
+        Some(key) => request.header("Idempotency-Key", key),
+        None => request,
+    }
+}
+
 impl GatehouseClient {
     /// A client of the gateway at `base_url`, sending `token` as bearer when given.
     pub fn new(base_url: &str, token: Option<SecretString>) -> Result<Self, ClientError> {
@@ -998,12 +1029,14 @@ impl GatehouseClient {
         self.expect_empty(response).await
     }
 
-    /// `POST /api/v1/users`.
+    /// `POST /api/v1/users`. With an idempotency key the request is retried on connection
+    /// failures and 503, and the server answers a repeat with the first result.
     pub async fn create_user(
         &self,
         name: &str,
         password: &SecretString,
         role: Option<Role>,
+        idempotency_key: Option<&str>,
     ) -> Result<User, ClientError> {
         #[derive(Serialize)]
         struct Body<'a> {
@@ -1019,8 +1052,11 @@ impl GatehouseClient {
         };
         let url = self.api(&["users"]);
         let response = self
-            .send_api(Retry::Never, || {
-                self.authorized(Method::POST, url.clone()).json(&body)
+            .send_api(Retry::keyed(idempotency_key), || {
+                with_idempotency_key(
+                    self.authorized(Method::POST, url.clone()).json(&body),
+                    idempotency_key,
+                )
             })
             .await?;
         self.expect_json(response).await
@@ -1067,7 +1103,7 @@ impl GatehouseClient {
         name: &str,
         description: Option<&str>,
         role: Option<Role>,
-        idempotency_key: Option<String>,
+        idempotency_key: Option<&str>,
     ) -> Result<ServiceAccount, ClientError> {
         #[derive(Serialize)]
         struct Body<'a> {
@@ -1083,18 +1119,12 @@ impl GatehouseClient {
             description,
             role,
         };
-        let retry = if idempotency_key.is_some() {
-            Retry::Safe
-        } else {
-            Retry::Never
-        };
         let response = self
-            .send_api(retry, || {
-                let request = self.authorized(Method::POST, url.clone()).json(&body);
-                match &idempotency_key {
-                    Some(key) => request.header("Idempotency-Key", key),
-                    None => request,
-                }
+            .send_api(Retry::keyed(idempotency_key), || {
+                with_idempotency_key(
+                    self.authorized(Method::POST, url.clone()).json(&body),
+                    idempotency_key,
+                )
             })
             .await?;
         self.expect_json(response).await
@@ -1160,13 +1190,17 @@ impl GatehouseClient {
     }
 
     /// `POST /api/v1/service_accounts/{account}/api_keys`: the answer carries the key, the
-    /// only time it is shown. Sent once (a repeat would create a second key or conflict).
+    /// only time it is shown. With an idempotency key the request is retried on connection
+    /// failures and 503, and the server answers a repeat with the first result, the same
+    /// key (kept sealed for 24 h), so a lost answer does not lose the key. Without one it is
+    /// sent once (a repeat would conflict).
     pub async fn create_api_key(
         &self,
         account: &str,
         name: &str,
         description: Option<&str>,
         expires_in_seconds: Option<u64>,
+        idempotency_key: Option<&str>,
     ) -> Result<NewApiKey, ClientError> {
         #[derive(Serialize)]
         struct Body<'a> {
@@ -1183,8 +1217,11 @@ impl GatehouseClient {
             expires_in_seconds,
         };
         let response = self
-            .send_api(Retry::Never, || {
-                self.authorized(Method::POST, url.clone()).json(&body)
+            .send_api(Retry::keyed(idempotency_key), || {
+                with_idempotency_key(
+                    self.authorized(Method::POST, url.clone()).json(&body),
+                    idempotency_key,
+                )
             })
             .await?;
         self.expect_json(response).await
@@ -1521,7 +1558,7 @@ impl GatehouseClient {
     }
 
     /// Sends the request `build` makes, once more after a backoff when `retry` allows it and
-    /// the connection failed or the gateway answered 503.
+    /// the connection failed or broke before the answer, or the gateway answered 503.
     async fn send(
         &self,
         retry: Retry,
@@ -1542,8 +1579,10 @@ impl GatehouseClient {
                     tracing::debug!(url = %response.url(), status = response.status().as_u16(), "answered");
                     return Ok(response);
                 }
-                Err(e) if e.is_connect() && !last => {
-                    tracing::debug!(error = %e, ?backoff, "connection failed; retrying");
+                // A connection that failed, or broke before the answer (not one that timed
+                // out: that already took the whole TIMEOUT).
+                Err(e) if (e.is_connect() || (e.is_request() && !e.is_timeout())) && !last => {
+                    tracing::debug!(error = %e, ?backoff, "connection failed or lost; retrying");
                     tokio::time::sleep(backoff).await;
                 }
                 Err(e) => return Err(self.transport_error(e)),
@@ -2322,6 +2361,42 @@ mod tests {
             );
             // One request per poll: polls are never retried behind the poller's back.
             assert_eq!(server.requests().len(), 9);
+        }
+
+        #[tokio::test]
+        async fn a_keyed_create_whose_answer_was_lost_is_sent_again_with_the_same_key() {
+            let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let seen = calls.clone();
+            let (server, client) = server(move |_| {
+                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 {
+                    return Reply::hang_up();
+                }
+                Reply::json(
+                    201,
+                    serde_json::json!({"id": ID, "name": "alice", "role": "member", "active": true,
+                        "created": "2025-01-01T10:00:00Z", "updated": "2025-01-01T10:00:00Z"}),
+                )
+            })
+            .await;
+            let password = SecretString::from("alice-password-1");
+            let created = client
+                .create_user("alice", &password, None, Some("k-1"))
+                .await
+                .expect("the second attempt is answered");
+            assert_eq!(created.name, "alice");
+            let keys: Vec<_> = server
+                .requests()
+                .iter()
+                .map(|r| r.header("idempotency-key").map(str::to_owned))
+                .collect();
+            assert_eq!(keys, vec![Some("k-1".to_owned()); 2]);
+            // Without a key a create is sent once: its outcome is unknown, and it says so.
+            let lost = client
+                .create_user("alice", &password, None, None)
+                .await
+                .expect_err("the answer was lost");
+            assert!(lost.outcome_unknown(), "{lost:?}");
+            assert_eq!(server.requests().len(), 3);
         }
 
         #[tokio::test]

@@ -98,6 +98,12 @@ impl Reply {
         }
     }
 
+    /// No answer: the connection is closed once the request is read, as when a gateway
+    /// dies before answering.
+    pub fn hang_up() -> Self {
+        Self::empty(0)
+    }
+
     /// The same answer with another header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -163,6 +169,9 @@ impl MockServer {
                         seen.push(request.clone());
                     }
                     let reply = handler(&request);
+                    if reply.status == 0 {
+                        return;
+                    }
                     let mut head = format!("HTTP/1.1 {} X\r\n", reply.status);
                     for (name, value) in &reply.headers {
                         head.push_str(&format!("{name}: {value}\r\n"));

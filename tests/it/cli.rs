@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use gatehouse_e2e::{ADMIN_PASSWORD, TestApp, run_cli_env};
 
 use crate::api_keys::{cli_ok as ok, printed_keys};
@@ -613,5 +614,167 @@ async fn errors_read_cleanly_and_with_json_output_are_the_apis_error_object() ->
     }
     assert!(last.contains("per user name"), "{last}");
     assert!(!last.contains("(too_many_attempts)"), "{last}");
+    Ok(())
+}
+
+/// How many kept answers (`idempotency` rows) the log holds for the stream of `id`.
+async fn kept_answers(app: &TestApp, id: &str) -> anyhow::Result<i64> {
+    let (client, connection) = tokio_postgres::connect(app.db.url(), tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM idempotency WHERE stream_id LIKE '%' || $1 || '%'",
+            &[&id],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+#[tokio::test]
+async fn every_create_carries_an_idempotency_key_so_a_lost_answer_can_be_retried()
+-> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    let json = |out: String| serde_json::from_str::<serde_json::Value>(&out);
+    let account = json(
+        ok(
+            &app,
+            admin.path(),
+            &["service-account", "create", "keyed-bot", "-o", "json"],
+            None,
+        )
+        .await?,
+    )?;
+    let key = json(
+        ok(
+            &app,
+            admin.path(),
+            &[
+                "service-account",
+                "api-key",
+                "keyed-bot",
+                "create",
+                "second",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await?,
+    )?;
+    let user = json(
+        ok(
+            &app,
+            admin.path(),
+            &[
+                "user",
+                "create",
+                "keyed-user",
+                "--password-stdin",
+                "-o",
+                "json",
+            ],
+            Some("keyed-user-password-1\n"),
+        )
+        .await?,
+    )?;
+    // The server keeps an answer only for a request that carried an Idempotency-Key: it is
+    // what a retry of the same request is answered with (for a key, the same secret).
+    for (what, id) in [
+        ("the service account", &account["id"]),
+        ("its default key", &account["api_key"]["id"]),
+        ("the added key", &key["id"]),
+        ("the user", &user["id"]),
+    ] {
+        let id = id.as_str().context(what)?;
+        assert_eq!(kept_answers(&app, id).await?, 1, "{what} ({id})");
+    }
+    Ok(())
+}
+
+/// `service-account api-key unsure-bot create deploy -o json`, with `--idempotency-key key`.
+async fn create_deploy(
+    app: &TestApp,
+    dir: &Path,
+    key: Option<&str>,
+) -> anyhow::Result<(i32, String, String)> {
+    let mut args = vec![
+        "service-account",
+        "api-key",
+        "unsure-bot",
+        "create",
+        "deploy",
+        "-o",
+        "json",
+    ];
+    if let Some(key) = key {
+        args.extend(["--idempotency-key", key]);
+    }
+    app.cli(dir, &args, None).await
+}
+
+#[tokio::test]
+async fn a_create_whose_outcome_is_unknown_names_its_idempotency_key_and_a_rerun_with_it_settles_it()
+-> anyhow::Result<()> {
+    let mut app = TestApp::spawn().await?;
+    let admin = tempfile::tempdir()?;
+    admin_login(&app, admin.path()).await?;
+    ok(
+        &app,
+        admin.path(),
+        &["service-account", "create", "unsure-bot", "--no-api-key"],
+        None,
+    )
+    .await?;
+    // NATS is down: the gateway cannot tell whether the key was created (503, twice).
+    app.nats.stop().await?;
+    let (code, out, err) = create_deploy(&app, admin.path(), None).await?;
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    let error: serde_json::Value = serde_json::from_str(err.trim())?;
+    let key = error["idempotency_key"]
+        .as_str()
+        .with_context(|| format!("no idempotency_key in {err}"))?
+        .to_owned();
+    assert_eq!(
+        error["error"], "unavailable",
+        "the API's error object: {err}"
+    );
+
+    // Run again with that key once NATS is back: the first result, one key.
+    app.nats.restart().await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let (code, out, err) = create_deploy(&app, admin.path(), Some(&key)).await?;
+        if code == 0 {
+            break serde_json::from_str::<serde_json::Value>(&out)?;
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "never settled: {err}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (code, out, err) = create_deploy(&app, admin.path(), Some(&key)).await?;
+    assert_eq!(code, 0, "{err}");
+    let again: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(again["key"], first["key"], "a rerun shows the same key");
+    let listed: serde_json::Value = serde_json::from_str(
+        &ok(
+            &app,
+            admin.path(),
+            &[
+                "service-account",
+                "api-key",
+                "unsure-bot",
+                "list",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await?,
+    )?;
+    assert_eq!(listed["total"], 1, "{listed}");
+    let secret = first["key"].as_str().context("the key")?;
+    let (code, _, err) = cli_with_key(&app, admin.path(), secret, &["current-user"]).await?;
+    assert_eq!(code, 0, "the key works: {err}");
     Ok(())
 }

@@ -7,7 +7,7 @@ use secrecy::ExposeSecret as _;
 
 use super::prompt;
 use super::users::page_footer;
-use super::{Context, require_change};
+use super::{Context, IdempotencyArg, require_change, settle};
 use crate::client::{ApiKey, ApiKeyUpdate, ExpiryChange, ListFilters, NewApiKey, Page};
 use crate::duration;
 use crate::output::{self, Col, OutputFormat, Table, View};
@@ -68,6 +68,11 @@ impl ApiKeyArgs {
 
 /// `api-key create`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_long_help = "\
+The request carries a fresh Idempotency-Key (or --idempotency-key): after a network failure
+or a 503 the CLI sends it again, and the server answers with the first result, the same key
+(kept sealed for 24 h), so a lost answer does not lose the key. If the outcome stays
+unknown, the error names the key: run the same command with --idempotency-key KEY.")]
 pub struct CreateArgs {
     /// Name, unique within the account (1 to 64 of A-Z a-z 0-9 . _ -).
     pub name: String,
@@ -78,20 +83,25 @@ pub struct CreateArgs {
     /// seconds [default: never].
     #[arg(long, value_name = "DURATION", value_parser = duration::expires_in)]
     pub expires_in: Option<u64>,
+    #[command(flatten)]
+    pub idempotency: IdempotencyArg,
 }
 
 impl CreateArgs {
     /// Runs `api-key create`.
     pub async fn run(self, ctx: &Context, account: &str) -> anyhow::Result<()> {
         let client = ctx.client().await?;
+        let idempotency_key = self.idempotency.key();
         let key = client
             .create_api_key(
                 account,
                 &self.name,
                 self.description.as_deref(),
                 self.expires_in,
+                Some(&idempotency_key),
             )
-            .await?;
+            .await;
+        let key = settle(key, &idempotency_key)?;
         match ctx.output() {
             OutputFormat::Json => output::emit_json(&key.json_with_key()?),
             OutputFormat::Table => {

@@ -37,6 +37,63 @@ use crate::client::{ClientError, GatehouseClient, KeyRenewal, TokenResponse};
 use crate::credentials::{Credentials, CredentialsStore};
 pub use crate::output::OutputFormat;
 
+/// `--idempotency-key` of the commands that create.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct IdempotencyArg {
+    /// The Idempotency-Key to send [default: a fresh one]. When a create's outcome is
+    /// unknown, the error names the key it sent: run the same command with it to get the
+    /// first result; nothing is created twice.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+}
+
+impl IdempotencyArg {
+    /// The key to send: the one given, or a fresh one.
+    pub fn key(&self) -> String {
+        self.idempotency_key.clone().unwrap_or_else(idempotency_key)
+    }
+}
+
+/// A fresh `Idempotency-Key` for one create: the client may then retry it, and the server
+/// answers a retry with the first result.
+pub fn idempotency_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A create sent with an `Idempotency-Key` whose outcome is unknown (see
+/// [`ClientError::outcome_unknown`]): says how to settle it.
+#[derive(Debug, thiserror::Error)]
+#[error("the outcome is unknown: to get its first result (nothing is created twice), run {} with --idempotency-key {idempotency_key}",
+    command.as_deref().map(|c| format!("`{c}`")).unwrap_or_else(|| "the same command".into()))]
+pub struct OutcomeUnknown {
+    /// The command to run again, when not the one that failed.
+    pub command: Option<String>,
+    /// The key that was sent.
+    pub idempotency_key: String,
+}
+
+/// The result of a create sent with `idempotency_key`: see [`create_failed`].
+pub fn settle<T>(result: Result<T, ClientError>, idempotency_key: &str) -> anyhow::Result<T> {
+    result.map_err(|e| create_failed(e, None, idempotency_key))
+}
+
+/// The error of a create sent with `idempotency_key`; when its outcome is unknown, it says
+/// to run the same command (or `command`) again with that key.
+pub fn create_failed(
+    error: ClientError,
+    command: Option<String>,
+    idempotency_key: &str,
+) -> anyhow::Error {
+    if !error.outcome_unknown() {
+        return error.into();
+    }
+    let unknown = OutcomeUnknown {
+        command,
+        idempotency_key: idempotency_key.to_owned(),
+    };
+    anyhow::Error::new(error).context(unknown)
+}
+
 /// What `main` prints for a failed command, on stderr: the message with each cause once
 /// (reqwest's chain repeats the OS error), or with `-o json` the API's error object
 /// (`{"error","code","message","request_id"}`) so that scripts can read it. Returns the
@@ -52,7 +109,7 @@ pub fn report_error(error: &anyhow::Error, output: OutputFormat) -> (String, u8)
         OutputFormat::Table => format!("error: {text}"),
         OutputFormat::Json => {
             let client = error.chain().find_map(|c| c.downcast_ref::<ClientError>());
-            let object = match client {
+            let mut object = match client {
                 Some(e @ ClientError::Api { .. }) => e.json(),
                 Some(e) => {
                     let mut object = e.json();
@@ -64,6 +121,9 @@ pub fn report_error(error: &anyhow::Error, output: OutputFormat) -> (String, u8)
                     "code": null, "message": text, "request_id": null,
                 }),
             };
+            if let Some(unknown) = error.downcast_ref::<OutcomeUnknown>() {
+                object["idempotency_key"] = unknown.idempotency_key.clone().into();
+            }
             object.to_string()
         }
     };
@@ -406,6 +466,44 @@ mod tests {
         );
         let (line, _) = report_error(&usage, OutputFormat::Json);
         assert!(line.contains("\"invalid_usage\""), "{line}");
+    }
+
+    #[test]
+    fn a_create_whose_outcome_is_unknown_names_the_key_to_send_again() {
+        let unavailable = || {
+            crate::client::decode_api_error(
+                503,
+                None,
+                br#"{"error":"unavailable","code":"service_unavailable","message":"down","request_id":"r1"}"#,
+            )
+        };
+        let e = create_failed(unavailable(), None, "k-1");
+        assert_eq!(
+            error_text(&e),
+            "the outcome is unknown: to get its first result (nothing is created twice), run \
+             the same command with --idempotency-key k-1: unavailable (service_unavailable): \
+             down [request r1]"
+        );
+        let (line, _) = report_error(
+            &create_failed(unavailable(), Some("gatehouse x".into()), "k-2")
+                .context("the key may not have been created"),
+            OutputFormat::Json,
+        );
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        assert_eq!(
+            (&json["error"], &json["idempotency_key"]),
+            (&"unavailable".into(), &"k-2".into())
+        );
+        let taken = crate::client::decode_api_error(
+            409,
+            None,
+            br#"{"error":"conflict","code":"name_taken","message":"taken","request_id":"r1"}"#,
+        );
+        let e = create_failed(taken, None, "k-3");
+        assert!(
+            e.downcast_ref::<OutcomeUnknown>().is_none(),
+            "a refusal is known"
+        );
     }
 
     #[test]

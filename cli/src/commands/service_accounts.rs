@@ -3,7 +3,7 @@
 use super::api_keys::{ApiKeyArgs, NewSecret, describe_key, shown_once};
 use super::prompt;
 use super::users::page_footer;
-use super::{Context, Globals, require_change};
+use super::{Context, Globals, IdempotencyArg, create_failed, require_change, settle};
 use crate::client::{ListFilters, Page, Role, ServiceAccount};
 use crate::output::{self, Col, OutputFormat, Table, View};
 
@@ -45,8 +45,10 @@ impl ServiceAccountCommand {
 /// `service-account create`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_long_help = "\
-The request carries a fresh Idempotency-Key, so the CLI may safely retry it after a network
-failure: the server answers the retry with the first result.
+Each request (the account, its key) carries a fresh Idempotency-Key (the account's may be
+given with --idempotency-key), so the CLI may safely retry it after a network failure or a
+503: the server answers the retry with the first result. If the outcome stays unknown, the
+error says which command to run again with which --idempotency-key.
 
 Unless --no-api-key is given, an API key named `default` is created too and printed once
 (with -o json: as the `api_key` object, its `key` field). Store it right away: it cannot be
@@ -68,6 +70,8 @@ pub struct CreateArgs {
     /// Do not create the `default` API key.
     #[arg(long)]
     pub no_api_key: bool,
+    #[command(flatten)]
+    pub idempotency: IdempotencyArg,
 }
 
 /// The name of the key `service-account create` makes.
@@ -76,31 +80,48 @@ pub const DEFAULT_KEY_NAME: &str = "default";
 impl CreateArgs {
     /// Runs `service-account create`.
     pub async fn run(self, ctx: &Context) -> anyhow::Result<()> {
-        let idempotency_key = uuid::Uuid::new_v4().to_string();
         let client = ctx.client().await?;
+        let idempotency_key = self.idempotency.key();
         let account = client
             .create_service_account(
                 &self.name,
                 self.description.as_deref(),
                 self.role,
-                Some(idempotency_key),
+                Some(&idempotency_key),
             )
-            .await?;
+            .await;
+        let account = settle(account, &idempotency_key)?;
         if self.no_api_key {
             return print_account(ctx, &account);
         }
+        let key_idempotency_key = super::idempotency_key();
         let key = client
-            .create_api_key(&account.id.to_string(), DEFAULT_KEY_NAME, None, None)
+            .create_api_key(
+                &account.id.to_string(),
+                DEFAULT_KEY_NAME,
+                None,
+                None,
+                Some(&key_idempotency_key),
+            )
             .await;
+        let create_key = format!(
+            "gatehouse service-account api-key {} create {DEFAULT_KEY_NAME}",
+            account.name
+        );
         let key = match key {
             Ok(key) => key,
             Err(e) => {
                 print_account(ctx, &account)?;
-                return Err(anyhow::Error::new(e).context(format!(
-                    "service account {} was created, but its API key was not: run `gatehouse \
-                     service-account api-key {} create {DEFAULT_KEY_NAME}`",
-                    account.name, account.name
-                )));
+                let context = format!(
+                    "service account {} was created, but its API key",
+                    account.name
+                );
+                return Err(if e.outcome_unknown() {
+                    create_failed(e, Some(create_key), &key_idempotency_key)
+                        .context(format!("{context} may not have been"))
+                } else {
+                    anyhow::Error::new(e).context(format!("{context} was not: run `{create_key}`"))
+                });
             }
         };
         match ctx.output() {

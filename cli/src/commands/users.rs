@@ -1,7 +1,7 @@
 //! `gatehouse user ...`.
 
 use super::prompt::{self, blocking};
-use super::{Context, Globals, require_change};
+use super::{Context, Globals, IdempotencyArg, require_change, settle};
 use crate::client::{ListFilters, Page, Role, User};
 use crate::output::{self, Col, OutputFormat, Table, View};
 
@@ -51,6 +51,8 @@ pub struct CreateArgs {
     /// Read the initial password from the first line of stdin instead of prompting.
     #[arg(long)]
     pub password_stdin: bool,
+    #[command(flatten)]
+    pub idempotency: IdempotencyArg,
 }
 
 impl CreateArgs {
@@ -65,7 +67,11 @@ impl CreateArgs {
             let text = format!("Password for the new user {}: ", self.name);
             blocking(move || prompt::new_password(&text)).await?
         };
-        let user = client.create_user(&self.name, &password, self.role).await?;
+        let idempotency_key = self.idempotency.key();
+        let user = client
+            .create_user(&self.name, &password, self.role, Some(&idempotency_key))
+            .await;
+        let user = settle(user, &idempotency_key)?;
         print_user(ctx, &user)
     }
 }
