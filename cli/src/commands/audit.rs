@@ -187,8 +187,8 @@ impl TailArgs {
         if self.count == Some(0) {
             return Ok(0);
         }
-        let hint = "gatehouse dev keeps events in memory; audit tail needs `gatehouse serve` \
-                    (or the per-service deployment) with NATS";
+        let hint = "gatehouse dev has no NATS; without --nats-url, audit tail follows the \
+                    gateway's event feed instead";
         let client = gatehouse_bus::nats::connect(&self.nats, "gatehouse-cli audit tail")
             .await
             .with_context(|| {
@@ -197,8 +197,8 @@ impl TailArgs {
         let js = async_nats::jetstream::new(client);
         let stream = js.get_stream(STREAM_NAME).await.with_context(|| {
             format!(
-                "NATS at {} has no JetStream stream {STREAM_NAME} ({hint}; JetStream must be \
-                 enabled)",
+                "NATS at {} has no JetStream stream {STREAM_NAME} (is `gatehouse serve` or a \
+                 service running against it, with JetStream enabled? {hint})",
                 self.nats.redacted_url()
             )
         })?;
@@ -549,7 +549,7 @@ mod tests {
             );
             assert!(
                 error.contains("cannot reach NATS at tls://127.0.0.1:")
-                    && error.contains("gatehouse dev keeps events in memory"),
+                    && error.contains("without --nats-url"),
                 "{error}"
             );
             Ok(())
