@@ -406,6 +406,9 @@ pub struct ServiceAccount {
     pub role: String,
     /// The principal that manages it.
     pub owner: Uuid,
+    /// The owner's name (absent from older servers, `null` once the owner is gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_name: Option<String>,
     /// Created at (RFC 3339, kept as sent).
     pub created: String,
     /// Last changed at (RFC 3339, kept as sent).
@@ -457,6 +460,9 @@ pub struct ApiKey {
     pub description: Option<String>,
     /// The service account it authenticates as.
     pub service_account_id: Uuid,
+    /// That service account's name (absent from older servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
     /// Whether it may authenticate.
     pub active: bool,
     /// Whether its expiry has passed.

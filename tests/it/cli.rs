@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gatehouse_e2e::{ADMIN_PASSWORD, TestApp, run_cli_env};
+use reqwest::{Method, StatusCode};
 
 use crate::api_keys::{cli_ok as ok, printed_keys};
 
@@ -776,5 +777,83 @@ async fn a_create_whose_outcome_is_unknown_names_its_idempotency_key_and_a_rerun
     let secret = first["key"].as_str().context("the key")?;
     let (code, _, err) = cli_with_key(&app, admin.path(), secret, &["current-user"]).await?;
     assert_eq!(code, 0, "the key works: {err}");
+    Ok(())
+}
+
+/// Issue 10, item 5: answers carry names beside ids (a member may not read other users), and
+/// `describe` shows the owner's and the service account's names, not UUIDs.
+#[tokio::test]
+async fn describe_shows_names_not_uuids() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let admin = app.admin_token().await?;
+    let (status, account) = app
+        .call(
+            Method::POST,
+            "/api/v1/service_accounts",
+            Some(&admin),
+            Some(serde_json::json!({"name": "named-bot"})),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CREATED, "{account}");
+    assert_eq!(account["owner_name"], "admin", "{account}");
+    let owner_id = account["owner"].as_str().unwrap_or_default().to_owned();
+
+    let config = tempfile::tempdir()?;
+    let (code, _, err) = app
+        .cli(
+            config.path(),
+            &["login", "--username", "admin", "--password-stdin"],
+            Some(&format!("{ADMIN_PASSWORD}\n")),
+        )
+        .await?;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = app
+        .cli(
+            config.path(),
+            &["service-account", "describe", "named-bot"],
+            None,
+        )
+        .await?;
+    assert_eq!(code, 0, "{err}");
+    let owner_line = out
+        .lines()
+        .find(|l| l.trim_start().to_lowercase().starts_with("owner"))
+        .unwrap_or_default();
+    assert!(owner_line.contains("admin"), "{out}");
+    assert!(!out.contains(&owner_id), "no owner UUID: {out}");
+
+    let (code, out, err) = app
+        .cli(
+            config.path(),
+            &[
+                "service-account",
+                "api-key",
+                "named-bot",
+                "create",
+                "deploy",
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(code, 0, "{err}{out}");
+    let (code, out, err) = app
+        .cli(
+            config.path(),
+            &[
+                "service-account",
+                "api-key",
+                "named-bot",
+                "describe",
+                "deploy",
+            ],
+            None,
+        )
+        .await?;
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().to_lowercase().starts_with("service account"))
+        .unwrap_or_default();
+    assert!(line.contains("named-bot"), "{out}");
     Ok(())
 }

@@ -329,7 +329,9 @@ pub(super) fn describe_key(key: &ApiKey) -> String {
         ),
         (
             "service account".to_owned(),
-            key.service_account_id.to_string(),
+            key.service_account_name
+                .clone()
+                .unwrap_or_else(|| key.service_account_id.to_string()),
         ),
         ("status".to_owned(), key_status(key).to_owned()),
         ("active".to_owned(), output::boolean(key.active)),

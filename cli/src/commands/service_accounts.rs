@@ -280,6 +280,12 @@ fn print_account(ctx: &Context, account: &ServiceAccount) -> anyhow::Result<()> 
     }
 }
 
+/// The owner's name; its id only from a server that does not send names (`-o json` always
+/// has both).
+fn owner(a: &ServiceAccount) -> String {
+    a.owner_name.clone().unwrap_or_else(|| a.owner.to_string())
+}
+
 fn describe_account(a: &ServiceAccount) -> String {
     let mut rows = vec![
         ("name".to_owned(), a.name.clone()),
@@ -287,7 +293,7 @@ fn describe_account(a: &ServiceAccount) -> String {
         ("description".to_owned(), a.description.clone()),
         ("role".to_owned(), a.role.clone()),
         ("active".to_owned(), output::boolean(a.active)),
-        ("owner".to_owned(), a.owner.to_string()),
+        ("owner".to_owned(), owner(a)),
         ("created".to_owned(), output::server_time_utc(&a.created)),
         ("updated".to_owned(), output::server_time_utc(&a.updated)),
     ];
@@ -312,7 +318,7 @@ pub(super) fn account_table(page: &Page<ServiceAccount>, view: View) -> Table {
         table.push([
             a.name.clone(),
             a.id.to_string(),
-            a.owner.to_string(),
+            owner(a),
             a.role.clone(),
             output::boolean(a.active),
             output::server_timestamp(&a.created),

@@ -35,6 +35,8 @@ pub struct ApiKeyResponse {
     pub description: String,
     /// The service account whose sessions it opens.
     pub service_account_id: Uuid,
+    /// That service account's name.
+    pub service_account_name: Option<String>,
     /// Whether it works now (false when deactivated or expired).
     pub active: bool,
     /// Whether it has reached its expiry.
@@ -57,6 +59,15 @@ pub struct ApiKeyResponse {
 }
 
 impl ApiKeyResponse {
+    /// With the service account's name, from the gateway's directory.
+    fn named(mut self, state: &AppState) -> Self {
+        self.service_account_name = state
+            .directory
+            .principal(&self.service_account_id)
+            .map(|p| p.name.clone());
+        self
+    }
+
     fn new(v: ApiKeyView, last_used: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Self {
         let expired = v.expired || v.validity.expires_at.is_some_and(|at| at <= now);
         Self {
@@ -64,6 +75,7 @@ impl ApiKeyResponse {
             name: v.name,
             description: v.description,
             service_account_id: v.service_account_id.as_uuid(),
+            service_account_name: None,
             active: v.validity.active && !expired,
             expired,
             created: v.created,
@@ -196,11 +208,7 @@ async fn visible_key(
 async fn respond(state: &AppState, view: ApiKeyView) -> Result<ApiKeyResponse, ApiError> {
     let id = view.id.as_uuid();
     let used = state.views.last_used(API_KEY_VIEW, &[id]).await?;
-    Ok(ApiKeyResponse::new(
-        view,
-        used.get(&id).copied(),
-        state.clock.now(),
-    ))
+    Ok(ApiKeyResponse::new(view, used.get(&id).copied(), state.clock.now()).named(state))
 }
 
 /// The answer to a command that handed out a secret, built from its own output: `key`
@@ -251,7 +259,7 @@ pub async fn create_api_key(
         .command(&ctx, Some(&auth.caller()), command, idempotency)
         .await?;
     // A new key was never used; a replay describes it as it was created, too.
-    let key = ApiKeyResponse::new(created.output.key, None, state.clock.now());
+    let key = ApiKeyResponse::new(created.output.key, None, state.clock.now()).named(&state);
     let answer = with_secret::<CreateApiKey>(&state, key, &created.output.issued)?;
     Ok(created
         .consistency
@@ -304,7 +312,7 @@ pub async fn list_api_keys(
         .into_iter()
         .map(|v| {
             let last_used = used.get(&v.id.as_uuid()).copied();
-            ApiKeyResponse::new(v, last_used, now)
+            ApiKeyResponse::new(v, last_used, now).named(&state)
         })
         .collect();
     Ok(HttpResponse::Ok().json(Page::new(items, offset, limit, page.total)))

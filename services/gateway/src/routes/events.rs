@@ -305,7 +305,7 @@ mod tests {
         let event = at(7, Utc::now());
         let text = String::from_utf8(message(&event).map(|b| b.to_vec()).unwrap_or_default())
             .unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
+        let lines: Vec<&str> = text.trim_end().lines().collect();
         assert_eq!(lines[0], "id: 7");
         assert_eq!(lines[1], "event: api_key.created");
         assert!(lines[2].starts_with("data: {"));

@@ -34,10 +34,24 @@ pub struct ServiceAccountResponse {
     pub role: Role,
     /// The principal that created and manages it.
     pub owner: Uuid,
+    /// The owner's name (`null` when the owner no longer exists).
+    pub owner_name: Option<String>,
     /// Created at.
     pub created: DateTime<Utc>,
     /// Last changed at.
     pub updated: DateTime<Utc>,
+}
+
+impl ServiceAccountResponse {
+    /// With the owner's name, from the gateway's directory: a member may not read other
+    /// users, so the answer carries the name beside the id.
+    pub(crate) fn named(mut self, state: &AppState) -> Self {
+        self.owner_name = state
+            .directory
+            .principal(&self.owner)
+            .map(|p| p.name.clone());
+        self
+    }
 }
 
 impl From<ServiceAccountView> for ServiceAccountResponse {
@@ -49,6 +63,7 @@ impl From<ServiceAccountView> for ServiceAccountResponse {
             active: v.active,
             role: v.role,
             owner: v.owner,
+            owner_name: None,
             created: v.created,
             updated: v.updated,
         }
@@ -136,7 +151,7 @@ pub async fn create_service_account(
     Ok(created
         .consistency
         .mark(HttpResponse::Created())
-        .json(ServiceAccountResponse::from(created.output)))
+        .json(ServiceAccountResponse::from(created.output).named(&state)))
 }
 
 /// Lists the service accounts the caller may see.
@@ -176,7 +191,9 @@ pub async fn list_service_accounts(
     let items = page
         .items
         .iter()
-        .map(|d| decode::<ServiceAccountView>(d).map(ServiceAccountResponse::from))
+        .map(|d| {
+            decode::<ServiceAccountView>(d).map(|v| ServiceAccountResponse::from(v).named(&state))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(Page::new(items, offset, limit, page.total)))
 }
@@ -192,7 +209,7 @@ pub async fn get_service_account(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let view = visible(&state, &auth, &path.into_inner()).await?;
-    Ok(HttpResponse::Ok().json(ServiceAccountResponse::from(view)))
+    Ok(HttpResponse::Ok().json(ServiceAccountResponse::from(view).named(&state)))
 }
 
 /// Changes a service account; `{"active": false}` deactivates it.
@@ -222,7 +239,7 @@ pub async fn update_service_account(
     Ok(updated
         .consistency
         .mark(HttpResponse::Ok())
-        .json(ServiceAccountResponse::from(updated.output)))
+        .json(ServiceAccountResponse::from(updated.output).named(&state)))
 }
 
 /// Deletes a service account: its tokens die at once and its name is free again.
