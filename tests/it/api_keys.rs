@@ -1636,3 +1636,36 @@ async fn removing_a_keys_expiry_with_null_lets_it_work_past_the_old_expiry() -> 
     assert_eq!(status, StatusCode::OK, "{body}");
     Ok(())
 }
+
+/// Issue 10, item 2: a secret rotated away at once (`retain 0`) before this gateway ever
+/// saw it is reported as rotated, with the fix, not as an unknown key: the keys service keeps
+/// retired secrets' keyed hashes to tell the two apart.
+#[tokio::test]
+async fn a_secret_rotated_away_at_once_is_reported_rotated_not_invalid() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let admin = app.admin_token().await?;
+    service_account(&app, &admin, "rotator").await?;
+    let (_, first) = create_key(&app, &admin, "rotator", json!({"name": "ci"})).await?;
+    // Never used: no gateway cache knows it; only the keys service can tell.
+    let (_, second) = rotate(
+        &app,
+        &admin,
+        "rotator",
+        "ci",
+        json!({"retain_period_seconds": 0}),
+    )
+    .await?;
+    let (status, body) = exchange(&app.http, &app.url, &first).await?;
+    assert_refused_grant(status, &body, "rotated", "a secret retired at once");
+    let (status, body) = whoami(&app.http, &app.url, &first).await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["code"], "api_key_rotated", "{body}");
+    // A key that never existed is still just invalid.
+    let mut forged = second.clone();
+    let last = forged.pop().context("empty key")?;
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let (status, body) = exchange(&app.http, &app.url, &forged).await?;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_ne!(body["gatehouse_reason"], "rotated", "{body}");
+    Ok(())
+}

@@ -65,6 +65,26 @@ impl Default for KeySettings {
     }
 }
 
+/// How many retired secrets' hashes a key keeps beside its live ones. A retired secret's
+/// keyed hash is what tells "this secret was rotated away" (401 `api_key_rotated`, with the
+/// fix) from "no such secret" (`invalid`), also when it was retired at once (`retain 0`).
+/// Keeping it is safe: an HMAC, under a server-side pepper, of 256 random bits.
+const RETIRED_HASHES_KEPT: usize = 8;
+
+/// The hashes a rotation keeps: every live generation's, and the newest
+/// [`RETIRED_HASHES_KEPT`] retired ones.
+fn kept_hashes(mut stored: Vec<StoredHash>, live: &[u32]) -> Vec<StoredHash> {
+    stored.sort_by_key(|h| std::cmp::Reverse(h.generation));
+    let mut retired = 0;
+    stored.retain(|h| {
+        live.contains(&h.generation) || {
+            retired += 1;
+            retired <= RETIRED_HASHES_KEPT
+        }
+    });
+    stored
+}
+
 /// The hash of one generation's secret, as stored in [`HASHES_SLOT`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StoredHash {
@@ -362,12 +382,7 @@ impl KeysService {
             };
             let generation = key.validity.generation;
             let live = key.validity.live_generations(now);
-            let mut hashes: Vec<StoredHash> = self
-                .stored_hashes(&stream_id)
-                .await?
-                .into_iter()
-                .filter(|h| live.contains(&h.generation))
-                .collect();
+            let mut hashes = kept_hashes(self.stored_hashes(&stream_id).await?, &live);
             hashes.push(StoredHash { generation, hash });
             let extras = Extras {
                 claims: vec![],
