@@ -335,8 +335,10 @@ async fn a_deactivated_user_is_told_that_an_admin_can_undo_it() -> anyhow::Resul
     let (code, _, err) = app.cli(alice.path(), &["current-user"], None).await?;
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("deactivated") && err.contains("--active true") && err.contains("admin"),
-        "{err}"
+        err.contains("your account is deactivated")
+            && err.contains("--active true")
+            && err.contains("admin"),
+        "the server says the account is deactivated, not just revoked: {err}"
     );
     Ok(())
 }

@@ -103,10 +103,14 @@ pub fn authenticate_token(state: &AppState, token: &str) -> Result<Authenticated
         ApiError::unauthenticated("the token's principal no longer exists")
             .with_code("token_revoked")
     })?;
-    if !principal.active
-        || principal.epoch != claims.principal_epoch
-        || principal.kind != claims.principal_kind
-    {
+    if !principal.active {
+        // Say what happened: the holder can do nothing about it but ask an admin.
+        return Err(ApiError::unauthenticated(
+            "the account is deactivated; an admin can reactivate it",
+        )
+        .with_code("account_deactivated"));
+    }
+    if principal.epoch != claims.principal_epoch || principal.kind != claims.principal_kind {
         return Err(
             ApiError::unauthenticated("the token has been revoked").with_code("token_revoked")
         );
