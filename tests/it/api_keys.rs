@@ -1655,6 +1655,22 @@ async fn a_secret_rotated_away_at_once_is_reported_rotated_not_invalid() -> anyh
         json!({"retain_period_seconds": 0}),
     )
     .await?;
+    // The CLI of a CI job holding the old secret says so, with the fix.
+    let config = tempfile::tempdir()?;
+    let config_dir = config.path().to_string_lossy();
+    let (code, out, err) = run_cli_env(
+        &["current-user"],
+        None,
+        &[
+            ("GATEHOUSE_CONFIG_DIR", config_dir.as_ref()),
+            ("GATEHOUSE_URL", app.url.as_str()),
+            ("GATEHOUSE_API_KEY", first.as_str()),
+        ],
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("rotated"), "{err}");
     let (status, body) = exchange(&app.http, &app.url, &first).await?;
     assert_refused_grant(status, &body, "rotated", "a secret retired at once");
     let (status, body) = whoami(&app.http, &app.url, &first).await?;
