@@ -97,7 +97,12 @@ fn client_from(ip: Ipv4Addr) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-async fn service_account(app: &TestApp, admin: &str, name: &str) -> anyhow::Result<Value> {
+/// Creates service account `name` as `admin` (201 or an error).
+pub(crate) async fn service_account(
+    app: &TestApp,
+    admin: &str,
+    name: &str,
+) -> anyhow::Result<Value> {
     let (status, body) = app
         .call(
             Method::POST,

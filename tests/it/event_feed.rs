@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use crate::api_keys::service_account;
 use anyhow::Context as _;
 use gatehouse_e2e::{ADMIN_PASSWORD, TestApp};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -61,19 +62,6 @@ async fn open(
     Ok(request.send().await?)
 }
 
-async fn create_account(app: &TestApp, token: &str, name: &str) -> anyhow::Result<()> {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/api/v1/service_accounts",
-            Some(token),
-            Some(json!({ "name": name })),
-        )
-        .await?;
-    anyhow::ensure!(status == StatusCode::CREATED, "{status} {body}");
-    Ok(())
-}
-
 fn created(name: &'static str) -> impl FnMut(&Value) -> bool {
     move |e| e["event_type"] == "service_account.created" && e["payload"]["name"] == name
 }
@@ -84,7 +72,7 @@ async fn admins_follow_the_log_as_server_sent_events_filtered_and_resumable() ->
     let app = TestApp::spawn().await?;
     let admin = app.admin_token().await?;
     let member = app.user_with_token(&admin, "watcher", "member").await?;
-    create_account(&app, &admin, "feed-a").await?;
+    service_account(&app, &admin, "feed-a").await?;
 
     // Everything from the start, only service accounts: the envelope as on NATS.
     let mut feed = open(&app, Some(&admin), "?since=0&aggregate=service_account").await?;
@@ -119,7 +107,7 @@ async fn admins_follow_the_log_as_server_sent_events_filtered_and_resumable() ->
     }
 
     // New events arrive on the open stream.
-    create_account(&app, &admin, "feed-b").await?;
+    service_account(&app, &admin, "feed-b").await?;
     read_until(&mut feed, created("feed-b")).await?;
     drop(feed);
 
@@ -137,7 +125,7 @@ async fn admins_follow_the_log_as_server_sent_events_filtered_and_resumable() ->
 
     // Without since: only new events; a type filter.
     let mut fresh = open(&app, Some(&admin), "?type=service_account.created").await?;
-    create_account(&app, &admin, "feed-c").await?;
+    service_account(&app, &admin, "feed-c").await?;
     let seen = read_until(&mut fresh, created("feed-c")).await?;
     assert_eq!(seen.len(), 1, "{seen:?}");
 
@@ -165,7 +153,7 @@ async fn admins_follow_the_log_as_server_sent_events_filtered_and_resumable() ->
 async fn audit_tail_follows_the_feed_through_the_saved_session() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
     let admin = app.admin_token().await?;
-    create_account(&app, &admin, "tailed").await?;
+    service_account(&app, &admin, "tailed").await?;
     let config = tempfile::tempdir()?;
     let (code, _, err) = app
         .cli(

@@ -471,14 +471,11 @@ fn refuse(command: &str, refusal: &ProofError) -> bytes::Bytes {
         reason = %refusal,
         "refused a command without a valid gateway proof (forged, replayed, or signed with another master key)"
     );
-    let reply: Reply<()> = Reply::Err(Failure::new(
+    crate::router::encode::<()>(&Reply::Err(Failure::new(
         FailureKind::Forbidden,
         "command_refused",
         format!("{refusal}; commands are accepted only from a gateway"),
-    ));
-    serde_json::to_vec(&reply)
-        .map(bytes::Bytes::from)
-        .unwrap_or_default()
+    )))
 }
 
 struct NatsServing {

@@ -31,7 +31,8 @@ impl std::fmt::Debug for CommandRouter {
     }
 }
 
-fn encode<T: serde::Serialize>(reply: &Reply<T>) -> Bytes {
+/// A reply as bus bytes (an encoding failure becomes an internal failure).
+pub(crate) fn encode<T: serde::Serialize>(reply: &Reply<T>) -> Bytes {
     match serde_json::to_vec(reply) {
         Ok(bytes) => Bytes::from(bytes),
         Err(e) => {

@@ -42,6 +42,9 @@ const MAX_ROTATE_ATTEMPTS: usize = 50;
 /// The longest a sealed answer may be kept (seconds): a week.
 const MAX_REPLAY_SECONDS: u64 = 7 * 86_400;
 
+/// How long a kept API-key answer is replayed by default (a day).
+const DEFAULT_REPLAY_SECONDS: u64 = 86_400;
+
 /// Settings of the keys service, as flags and environment variables. Flatten it into a
 /// command line (`#[command(flatten)]`) to offer the same options everywhere.
 #[derive(Clone, Debug, clap::Args)]
@@ -51,7 +54,7 @@ pub struct KeySettings {
     #[arg(
         long,
         env = "GATEHOUSE_API_KEY_REPLAY_SECONDS",
-        default_value_t = 86_400,
+        default_value_t = DEFAULT_REPLAY_SECONDS,
         value_parser = clap::value_parser!(u64).range(1..=MAX_REPLAY_SECONDS)
     )]
     pub api_key_replay_seconds: u64,
@@ -60,7 +63,7 @@ pub struct KeySettings {
 impl Default for KeySettings {
     fn default() -> Self {
         Self {
-            api_key_replay_seconds: 86_400,
+            api_key_replay_seconds: DEFAULT_REPLAY_SECONDS,
         }
     }
 }
