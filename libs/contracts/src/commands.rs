@@ -24,6 +24,13 @@ pub trait Command: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn subject() -> String {
         format!("gatehouse.cmd.{}.{}", Self::SERVICE, Self::NAME)
     }
+
+    /// The context a secret carried by this command (or by its reply) is sealed under for
+    /// the bus: `<subject>#<what>`, so a sealed value opens only where it was meant to
+    /// (`what` names the secret: `reply`, `device_code`).
+    fn seal_context(what: &str) -> String {
+        format!("{}#{what}", Self::subject())
+    }
 }
 
 /// The authenticated principal on whose behalf a command runs.

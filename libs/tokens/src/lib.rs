@@ -42,6 +42,7 @@
 
 mod apikey;
 mod claims;
+mod device_code;
 mod hash;
 mod jws;
 
@@ -53,6 +54,7 @@ pub use apikey::{
     DEVICE_CODE_FORMAT, GeneratedApiKey, ParsedApiKey, generate_api_key, parse_api_key,
 };
 pub use claims::{AccessTokenClaims, PrincipalKind, SessionSource};
+pub use device_code::DeviceCodes;
 pub use hash::{ApiKeyHash, ApiKeyHasher, InvalidApiKeyHash};
 pub use jws::{
     DEFAULT_LEEWAY_SECS, FULLY_SPECIFIED_ALG, Jwk, JwkError, Jwks, MAX_TOKEN_LEN, SIGNING_ALG,

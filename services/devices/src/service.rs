@@ -21,11 +21,9 @@ use gatehouse_eventlog::sweep::{list_all, run_every};
 use gatehouse_eventlog::writer::{require_caller, store_failure};
 use gatehouse_eventlog::{CommandWriter, EventStore, Extras, UniqueClaim, ViewStore};
 use gatehouse_secrets::{BusSealer, MasterKey, SealedSecret};
-use gatehouse_tokens::{ApiKeyHash, ApiKeyHasher, ApiKeySecret, DEVICE_CODE_FORMAT};
-use hmac::{Hmac, Mac};
+use gatehouse_tokens::{DEVICE_CODE_FORMAT, DeviceCodes};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
-use sha2::Sha256;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -33,10 +31,6 @@ use crate::domain::{
     self, Actor, DeviceLifetimes, DeviceState, FlowSettings, PollRefusal, Rejection,
 };
 
-/// The master-key purpose of the device-code hashing pepper.
-const DEVICE_CODE_PEPPER: &str = "gatehouse/device-code-pepper/v1";
-/// The master-key purpose of the user-code claim key.
-const USER_CODE_PEPPER: &str = "gatehouse/user-code-pepper/v1";
 /// New user codes drawn when one collides with a held claim (odds ~2^-34 each).
 pub const USER_CODE_ATTEMPTS: usize = 5;
 
@@ -48,60 +42,6 @@ const MAX_TOKEN_TTL: u64 = 10 * 366 * 24 * 3600;
 
 /// Where user codes come from: [`generate_user_code`] unless a test injects its own.
 pub type UserCodeGenerator = Arc<dyn Fn() -> String + Send + Sync>;
-
-/// Device and user codes: generation and keyed hashing. The gateway holds one too, to
-/// check polled device codes in memory.
-pub struct DeviceCodes {
-    device: ApiKeyHasher,
-    user: Hmac<Sha256>,
-}
-
-impl std::fmt::Debug for DeviceCodes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceCodes").finish_non_exhaustive()
-    }
-}
-
-impl DeviceCodes {
-    /// Keys derived from `master`: every process with the same master key agrees.
-    pub fn new(master: &MasterKey) -> Self {
-        let device = ApiKeyHasher::new(*master.derive_key(DEVICE_CODE_PEPPER).expose());
-        let user =
-            <Hmac<Sha256> as Mac>::new_from_slice(master.derive_key(USER_CODE_PEPPER).expose())
-                .expect("HMAC takes keys of any length");
-        Self { device, user }
-    }
-
-    /// The stored form of a device code's secret.
-    pub fn device_code_hash(&self, device_id: Uuid, secret: &ApiKeySecret) -> String {
-        self.device.hash(device_id, secret).to_hex()
-    }
-
-    /// The device a presented device code belongs to, if it is well formed and matches
-    /// `expected_hash` (compared in constant time).
-    pub fn check_device_code(&self, code: &str, expected_hash: &str) -> bool {
-        let (Ok(parsed), Ok(expected)) = (
-            DEVICE_CODE_FORMAT.parse(code),
-            ApiKeyHash::from_hex(expected_hash),
-        ) else {
-            return false;
-        };
-        self.device.verify(parsed.key_id, &parsed.secret, &expected)
-    }
-
-    /// The claim value (scope [`USER_CODE_SCOPE`]) that maps a normalized user code to its
-    /// stream: HMAC-SHA-256 (hex) under a key derived from the master key, so the claims
-    /// table does not hold the codes themselves.
-    pub fn user_code_claim(&self, normalized: &str) -> String {
-        let mut mac = self.user.clone();
-        mac.update(normalized.as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-}
 
 /// A random user code: [`USER_CODE_LEN`] characters of the RFC 8628 base-20 alphabet, drawn
 /// without modulo bias.
@@ -285,11 +225,6 @@ impl std::fmt::Debug for DevicesService {
     }
 }
 
-/// The context a device code is sealed under in a command or its reply.
-pub fn seal_context<C: Command>() -> String {
-    format!("{}#device_code", C::subject())
-}
-
 impl DevicesService {
     /// A service over `store`; code keys are derived from `master`.
     pub fn new(
@@ -364,7 +299,10 @@ impl DevicesService {
         let id = Uuid::new_v4();
         let code = DEVICE_CODE_FORMAT.generate(id);
         let hash = self.codes.device_code_hash(id, &code.secret);
-        let sealed = self.seal(&code.full, &seal_context::<RequestDeviceAuthorization>())?;
+        let sealed = self.seal(
+            &code.full,
+            &RequestDeviceAuthorization::seal_context("device_code"),
+        )?;
         let now = self.writer.clock().now();
         let flow = self.settings.flow();
         let events = domain::request(
@@ -519,7 +457,7 @@ impl DevicesService {
             .sealer
             .open(
                 &env.command.device_code,
-                &seal_context::<RedeemDeviceCode>(),
+                &RedeemDeviceCode::seal_context("device_code"),
             )
             .map_err(|_| poll_refusal(PollRefusal::InvalidGrant))?;
         let parsed = DEVICE_CODE_FORMAT

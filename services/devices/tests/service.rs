@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{Duration, TimeZone, Utc};
 use gatehouse_contracts::clock::ManualClock;
+use gatehouse_contracts::commands::Command as _;
 use gatehouse_contracts::commands::{Caller, CommandEnvelope, Failure, FailureKind};
 use gatehouse_contracts::devices::{
     DecideDevice, DeleteDevice, DeviceAuthorizationIssued, DeviceDecision, DeviceMetadata,
@@ -14,14 +15,14 @@ use gatehouse_contracts::devices::{
 };
 use gatehouse_contracts::identity::Role;
 use gatehouse_contracts::{EventMetadata, StreamId};
-use gatehouse_devices::service::{USER_CODE_ATTEMPTS, generate_user_code, seal_context};
-use gatehouse_devices::{
-    DeviceCodes, DeviceProjection, DeviceSettings, DevicesService, UserCodeGenerator,
-};
+use gatehouse_devices::service::{USER_CODE_ATTEMPTS, generate_user_code};
+use gatehouse_devices::{DeviceSettings, DevicesService, UserCodeGenerator};
 use gatehouse_eventlog::memory::{MemoryEventStore, MemoryViewStore};
 use gatehouse_eventlog::projector::ProjectionRunner;
 use gatehouse_eventlog::{EventStore, ViewChange, ViewProjection};
+use gatehouse_readmodels::devices::DeviceProjection;
 use gatehouse_secrets::{BusSealer, MasterKey};
+use gatehouse_tokens::DeviceCodes;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
@@ -115,7 +116,7 @@ impl Harness {
             .sealer
             .open(
                 &issued.device_code,
-                &seal_context::<RequestDeviceAuthorization>(),
+                &RequestDeviceAuthorization::seal_context("device_code"),
             )
             .expect("the sealed device code opens");
         (issued, code)
@@ -145,7 +146,7 @@ impl Harness {
     ) -> Result<gatehouse_contracts::devices::DeviceRedeemed, Failure> {
         let sealed = self
             .sealer
-            .seal(code, &seal_context::<RedeemDeviceCode>())
+            .seal(code, &RedeemDeviceCode::seal_context("device_code"))
             .expect("sealing works");
         self.service
             .redeem(env(
@@ -657,7 +658,7 @@ async fn futures_join(
         let service = h.service.clone();
         let sealed = h
             .sealer
-            .seal(code, &seal_context::<RedeemDeviceCode>())
+            .seal(code, &RedeemDeviceCode::seal_context("device_code"))
             .expect("sealing works");
         set.spawn(async move {
             service
@@ -691,7 +692,10 @@ async fn a_device_code_sealed_for_another_command_or_malformed_is_an_invalid_gra
     .unwrap();
     let replayed = h
         .sealer
-        .seal(&code, &seal_context::<RequestDeviceAuthorization>())
+        .seal(
+            &code,
+            &RequestDeviceAuthorization::seal_context("device_code"),
+        )
         .unwrap();
     let failure = h
         .service

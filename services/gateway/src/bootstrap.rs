@@ -11,7 +11,6 @@ use gatehouse_contracts::names::Name;
 use gatehouse_eventlog::postgres::PgDatabase;
 use gatehouse_eventlog::postgres::leader::run_while_leader;
 use gatehouse_eventlog::{EventFeed, EventStore, ProjectionRunner, ViewStore};
-use gatehouse_identity::projections::{ServiceAccountProjection, UserProjection};
 use gatehouse_secrets::BusSealer;
 use secrecy::SecretString;
 use tokio::sync::watch;
@@ -54,17 +53,16 @@ pub fn spawn_read_model_projector(
     })
 }
 
-/// The projector of the shared read models, with every projection registered.
+/// The projector of the shared read models, with every service's projections (from the
+/// registry, `gatehouse_readmodels::SERVICES`).
 pub fn read_model_projector(
     views: Arc<dyn ViewStore>,
     log: Arc<dyn EventStore>,
 ) -> ProjectionRunner {
-    ProjectionRunner::new(READ_MODEL_PROJECTOR, views, log)
-        .with(Arc::new(UserProjection))
-        .with(Arc::new(ServiceAccountProjection))
-        .with(Arc::new(gatehouse_keys::projections::ApiKeyProjection))
-        .with(Arc::new(gatehouse_devices::projections::DeviceProjection))
-        .with(Arc::new(crate::keyring::KeyringProjection))
+    gatehouse_readmodels::projections().into_iter().fold(
+        ProjectionRunner::new(READ_MODEL_PROJECTOR, views, log),
+        |runner, p| runner.with(p),
+    )
 }
 
 /// Creates the `admin` user unless a principal of that name exists, and waits until this

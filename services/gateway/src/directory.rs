@@ -94,22 +94,6 @@ pub struct DeviceEntry {
     pub facts: DeviceFacts,
 }
 
-/// The aggregates the directory follows, with the view kind of each.
-const FOLLOWED: [(&str, &str); 5] = [
-    ("user", USER_VIEW),
-    ("service_account", SERVICE_ACCOUNT_VIEW),
-    ("api_key", API_KEY_VIEW),
-    ("device", DEVICE_VIEW),
-    ("keyring", KEYRING_VIEW),
-];
-
-fn view_kind_of(aggregate: &str) -> Option<&'static str> {
-    FOLLOWED
-        .iter()
-        .find(|(a, _)| *a == aggregate)
-        .map(|(_, kind)| *kind)
-}
-
 fn principal_of(kind: &str, doc: &serde_json::Value) -> Option<Principal> {
     match kind {
         USER_VIEW => serde_json::from_value::<UserView>(doc.clone())
@@ -291,6 +275,8 @@ pub struct NotLoaded;
 pub struct Directory {
     store: DirectoryStore,
     runner: ProjectionRunner,
+    /// The aggregates followed, with the view kind of each (from the registry).
+    followed: Arc<[(&'static str, &'static str)]>,
     ready: watch::Sender<bool>,
 }
 
@@ -313,17 +299,19 @@ impl Directory {
             devices: Arc::default(),
             issuer,
         };
-        let runner = ProjectionRunner::new(DIRECTORY_PROJECTOR, Arc::new(store.clone()), log)
-            .with(Arc::new(gatehouse_identity::projections::UserProjection))
-            .with(Arc::new(
-                gatehouse_identity::projections::ServiceAccountProjection,
-            ))
-            .with(Arc::new(gatehouse_keys::projections::ApiKeyProjection))
-            .with(Arc::new(gatehouse_devices::projections::DeviceProjection))
-            .with(Arc::new(crate::keyring::KeyringProjection));
+        let projections = gatehouse_readmodels::directory_projections();
+        let followed = projections
+            .iter()
+            .map(|p| (p.aggregate(), p.kind()))
+            .collect();
+        let runner = projections.into_iter().fold(
+            ProjectionRunner::new(DIRECTORY_PROJECTOR, Arc::new(store.clone()), log),
+            |runner, p| runner.with(p),
+        );
         Self {
             store,
             runner,
+            followed,
             ready: watch::Sender::new(false),
         }
     }
@@ -379,9 +367,18 @@ impl Directory {
         let _ = ready.wait_for(|ready| *ready).await;
     }
 
-    /// Whether the directory follows `stream_id`'s aggregate (principals and API keys).
+    /// The view kind of `aggregate`, if the directory follows it.
+    fn view_kind_of(&self, aggregate: &str) -> Option<&'static str> {
+        self.followed
+            .iter()
+            .find(|(a, _)| *a == aggregate)
+            .map(|(_, kind)| *kind)
+    }
+
+    /// Whether the directory follows `stream_id`'s aggregate (principals, API keys,
+    /// devices, signing keys).
     pub fn follows(&self, stream_id: &StreamId) -> bool {
-        view_kind_of(stream_id.aggregate()).is_some()
+        self.view_kind_of(stream_id.aggregate()).is_some()
     }
 
     /// Waits until the directory reflects `stream_id` at `version`; streams of aggregates
@@ -392,7 +389,7 @@ impl Directory {
         version: i64,
         timeout: Duration,
     ) -> bool {
-        if view_kind_of(stream_id.aggregate()).is_none() {
+        if self.view_kind_of(stream_id.aggregate()).is_none() {
             return true;
         }
         self.store
@@ -445,13 +442,13 @@ impl Directory {
     }
 
     async fn load_snapshot(&self, read_models: &dyn ViewStore) -> Result<usize, StoreError> {
-        let snapshot = read_models
-            .snapshot(&FOLLOWED.map(|(_, kind)| kind), READ_MODEL_PROJECTOR)
-            .await?;
+        let kinds: Vec<&str> = self.followed.iter().map(|(_, kind)| *kind).collect();
+        let snapshot = read_models.snapshot(&kinds, READ_MODEL_PROJECTOR).await?;
         let mut streams: Vec<StreamWrite> = Vec::new();
         let mut with_docs = std::collections::HashSet::new();
         for doc in &snapshot.docs {
-            let Some(&(aggregate, kind)) = FOLLOWED.iter().find(|(_, k)| *k == doc.kind) else {
+            let Some(&(aggregate, kind)) = self.followed.iter().find(|(_, k)| *k == doc.kind)
+            else {
                 continue;
             };
             let stream_id = StreamId::new(aggregate, doc.id);
@@ -468,7 +465,7 @@ impl Directory {
         // Deleted principals have no document but their applied version still guards
         // against replaying their history.
         for (stream_id, version) in &snapshot.applied {
-            let Some(kind) = view_kind_of(stream_id.aggregate()) else {
+            let Some(kind) = self.view_kind_of(stream_id.aggregate()) else {
                 continue;
             };
             if with_docs.contains(stream_id) {

@@ -1,48 +1,15 @@
-//! The `keyring` read model: the signing keys' public state in one document, so that every
-//! gateway's directory follows rotations and retirements like any other revocation (and
-//! the replica barrier covers them); and the schedule that rotates and retires keys
-//! without anyone asking.
+//! The schedule that rotates and retires signing keys without anyone asking. (The
+//! `keyring` read model is `gatehouse_readmodels::keyring`.)
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use gatehouse_contracts::clock::Clock;
-use gatehouse_contracts::envelope::{Actor, EventMetadata, RecordedEvent};
-use gatehouse_contracts::events::DomainEvent;
-use gatehouse_contracts::keyring::{KEYRING_VIEW, KeyringEvent, KeyringView};
-use gatehouse_eventlog::views::{current_view, upsert_view};
-use gatehouse_eventlog::{ProjectionError, ViewChange, ViewProjection};
+use gatehouse_contracts::envelope::{Actor, EventMetadata};
+use gatehouse_contracts::keyring::KeyringView;
 use tokio::sync::watch;
 
 use crate::issuer::TokenIssuer;
-
-/// Folds the `keyring` stream into its one document.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct KeyringProjection;
-
-impl ViewProjection for KeyringProjection {
-    fn kind(&self) -> &'static str {
-        KEYRING_VIEW
-    }
-
-    fn aggregate(&self) -> &'static str {
-        KeyringEvent::AGGREGATE
-    }
-
-    fn apply(
-        &self,
-        doc: Option<&serde_json::Value>,
-        event: &RecordedEvent,
-    ) -> Result<ViewChange, ProjectionError> {
-        let decoded = KeyringEvent::from_recorded(event)
-            .map_err(|e| ProjectionError::new(KEYRING_VIEW, event, e))?;
-        // Read models built before this projection existed start from the first change
-        // they see; the issuer keeps what it loaded from the log and merges.
-        let mut view: KeyringView = current_view(KEYRING_VIEW, doc, event)?.unwrap_or_default();
-        view.apply(&decoded);
-        upsert_view(KEYRING_VIEW, &view, event)
-    }
-}
 
 /// When signing keys are rotated and retired without anyone asking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

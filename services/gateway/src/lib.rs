@@ -126,7 +126,7 @@ pub async fn build(
         sealer: Arc::new(BusSealer::new(&deps.master)),
         limits,
         key_cache: Arc::new(apikeys::KeyCache::default()),
-        device_codes: Arc::new(gatehouse_devices::DeviceCodes::new(&deps.master)),
+        device_codes: Arc::new(gatehouse_tokens::DeviceCodes::new(&deps.master)),
         device_polls: Arc::default(),
         clock: deps.clock,
         probes: deps.probes,

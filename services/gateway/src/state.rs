@@ -196,7 +196,7 @@ pub struct AppState {
     /// API keys verified before, and their use records.
     pub key_cache: Arc<crate::apikeys::KeyCache>,
     /// Checks polled device codes against their stored hashes.
-    pub device_codes: Arc<gatehouse_devices::DeviceCodes>,
+    pub device_codes: Arc<gatehouse_tokens::DeviceCodes>,
     /// Each device's polling pace.
     pub device_polls: Arc<crate::routes::device_flow::PollPacer>,
     /// The clock.

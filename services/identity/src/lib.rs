@@ -9,7 +9,6 @@
 
 pub mod domain;
 pub mod passwords;
-pub mod projections;
 pub mod service;
 
 pub use service::IdentityService;

@@ -26,7 +26,7 @@ use crate::domain::Rejection;
 use crate::domain::service_account::{self, ServiceAccount};
 use crate::domain::user::{self, User};
 use crate::passwords;
-use crate::projections::{ServiceAccountProjection, UserProjection};
+use gatehouse_readmodels::identity::{ServiceAccountProjection, UserProjection};
 
 /// The secret slot holding a user's Argon2id hash.
 const PASSWORD_SLOT: &str = "password_hash";

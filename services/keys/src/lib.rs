@@ -7,7 +7,6 @@
 //! presented key (`authenticate_api_key`) appends nothing: uses are not events.
 
 pub mod domain;
-pub mod projections;
 pub mod service;
 
 pub use service::{KeySettings, KeysService};

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::domain::{self, ApiKey, KeyChanges, Rejection};
-use crate::projections::ApiKeyProjection;
+use gatehouse_readmodels::keys::ApiKeyProjection;
 
 /// The secret slot holding the hashes of a key's live generations.
 const HASHES_SLOT: &str = "secret_hashes";
@@ -144,11 +144,6 @@ impl std::fmt::Debug for KeysService {
     }
 }
 
-/// The context a key is sealed under in a command's reply.
-pub fn reply_context<C: Command>() -> String {
-    format!("{}#reply", C::subject())
-}
-
 impl KeysService {
     /// A service over `store`; the hashing pepper is derived from `master`.
     pub fn new(store: Arc<dyn EventStore>, master: &MasterKey, clock: Arc<dyn Clock>) -> Self {
@@ -210,14 +205,16 @@ impl KeysService {
     }
 
     fn seal_reply<C: Command>(&self, key: &SecretString) -> Result<SealedSecret, Failure> {
-        self.sealer.seal(key, &reply_context::<C>()).map_err(|e| {
-            tracing::error!(error = %e, "sealing a new key failed");
-            Failure::new(
-                FailureKind::Internal,
-                "sealing_failed",
-                "the key cannot be sent",
-            )
-        })
+        self.sealer
+            .seal(key, &C::seal_context("reply"))
+            .map_err(|e| {
+                tracing::error!(error = %e, "sealing a new key failed");
+                Failure::new(
+                    FailureKind::Internal,
+                    "sealing_failed",
+                    "the key cannot be sent",
+                )
+            })
     }
 
     async fn stored_hashes(&self, stream_id: &StreamId) -> Result<Vec<StoredHash>, Failure> {

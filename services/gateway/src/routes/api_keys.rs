@@ -220,7 +220,7 @@ fn with_secret<C: Command>(
 ) -> Result<ApiKeyWithSecret, ApiError> {
     let secret = state
         .sealer
-        .open(&issued.key, &gatehouse_keys::service::reply_context::<C>())
+        .open(&issued.key, &C::seal_context("reply"))
         .map_err(|e| ApiError::internal(&e))?;
     Ok(ApiKeyWithSecret {
         key,

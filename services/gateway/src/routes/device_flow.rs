@@ -12,10 +12,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
+use gatehouse_contracts::commands::Command;
 use gatehouse_contracts::devices::{
     DeviceMetadata, DeviceStatus, RedeemDeviceCode, RequestDeviceAuthorization, display_user_code,
 };
-use gatehouse_devices::service::seal_context;
 use gatehouse_tokens::{DEVICE_CODE_FORMAT, PrincipalKind, SessionSource};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -170,7 +170,7 @@ pub async fn device_authorization(
         .sealer
         .open(
             &issued.device_code,
-            &seal_context::<RequestDeviceAuthorization>(),
+            &RequestDeviceAuthorization::seal_context("device_code"),
         )
         .map_err(|_| {
             OAuthError::new("server_error", "the device code cannot be read").status(500)
@@ -276,7 +276,7 @@ async fn redeem(
     scope: Option<String>,
 ) -> Result<HttpResponse, OAuthError> {
     let sealed = state
-        .seal(code, &seal_context::<RedeemDeviceCode>())
+        .seal(code, &RedeemDeviceCode::seal_context("device_code"))
         .map_err(|_| OAuthError::new("server_error", "an unexpected error occurred").status(500))?;
     let redeemed = state
         .command(

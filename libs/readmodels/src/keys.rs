@@ -74,3 +74,11 @@ impl ViewProjection for ApiKeyProjection {
         upsert_view(API_KEY_VIEW, &next, event)
     }
 }
+
+/// The keys service's read side: API keys.
+pub const READ_SIDE: crate::ReadSide = crate::ReadSide {
+    service: "keys",
+    events: ApiKeyEvent::schemas,
+    projections: || vec![std::sync::Arc::new(ApiKeyProjection)],
+    directory: &[ApiKeyEvent::AGGREGATE],
+};

@@ -143,3 +143,28 @@ impl ViewProjection for ServiceAccountProjection {
         upsert(SERVICE_ACCOUNT_VIEW, &next, event)
     }
 }
+
+/// The identity service's read side: users, service accounts and the keyring.
+pub const READ_SIDE: crate::ReadSide = crate::ReadSide {
+    service: "identity",
+    events: || {
+        [
+            UserEvent::schemas(),
+            ServiceAccountEvent::schemas(),
+            gatehouse_contracts::keyring::KeyringEvent::schemas(),
+        ]
+        .concat()
+    },
+    projections: || {
+        vec![
+            std::sync::Arc::new(UserProjection),
+            std::sync::Arc::new(ServiceAccountProjection),
+            std::sync::Arc::new(crate::keyring::KeyringProjection),
+        ]
+    },
+    directory: &[
+        UserEvent::AGGREGATE,
+        ServiceAccountEvent::AGGREGATE,
+        gatehouse_contracts::keyring::KeyringEvent::AGGREGATE,
+    ],
+};

@@ -66,3 +66,11 @@ impl ViewProjection for DeviceProjection {
         upsert_view(DEVICE_VIEW, &next, event)
     }
 }
+
+/// The devices service's read side: device authorizations and devices.
+pub const READ_SIDE: crate::ReadSide = crate::ReadSide {
+    service: "devices",
+    events: DeviceEvent::schemas,
+    projections: || vec![std::sync::Arc::new(DeviceProjection)],
+    directory: &[DeviceEvent::AGGREGATE],
+};

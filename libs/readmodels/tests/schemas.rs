@@ -1,27 +1,15 @@
 //! The JSON Schemas under `schemas/events/` are generated from the Rust event types and
 //! checked in: they are the public contract of the event feed. This test fails when the
 //! code and the files drift apart; regenerate with
-//! `GATEHOUSE_UPDATE_SCHEMAS=1 cargo test -p gatehouse-contracts --test schemas`.
+//! `GATEHOUSE_UPDATE_SCHEMAS=1 cargo test -p gatehouse-readmodels --test schemas`. The
+//! list of events is every registered service's (`gatehouse_readmodels::SERVICES`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use gatehouse_contracts::devices::DeviceEvent;
-use gatehouse_contracts::events::DomainEvent;
-use gatehouse_contracts::identity::{ServiceAccountEvent, UserEvent};
-use gatehouse_contracts::keyring::KeyringEvent;
-use gatehouse_contracts::keys::ApiKeyEvent;
-
 fn generated() -> BTreeMap<String, String> {
     let mut files = BTreeMap::new();
-    let all = [
-        UserEvent::schemas(),
-        ServiceAccountEvent::schemas(),
-        KeyringEvent::schemas(),
-        ApiKeyEvent::schemas(),
-        DeviceEvent::schemas(),
-    ];
-    for (event_type, version, schema) in all.into_iter().flatten() {
+    for (event_type, version, schema) in gatehouse_readmodels::event_schemas() {
         let mut value = serde_json::to_value(&schema).expect("a schema serializes");
         if let Some(object) = value.as_object_mut() {
             object.insert(
@@ -90,16 +78,24 @@ fn checked_in_event_schemas_match_the_code() {
         missing.is_empty() && stale.is_empty() && changed.is_empty(),
         "schemas/events drifted from the code (missing {missing:?}, stale {stale:?}, changed {changed:?}); \
          event schemas are a public contract: add a new schema version rather than changing one, then run \
-         GATEHOUSE_UPDATE_SCHEMAS=1 cargo test -p gatehouse-contracts --test schemas"
+         GATEHOUSE_UPDATE_SCHEMAS=1 cargo test -p gatehouse-readmodels --test schemas"
     );
 }
 
 #[test]
-fn every_event_type_has_a_subject_under_its_aggregate() {
-    for (event_type, _, _) in UserEvent::schemas() {
-        assert!(event_type.starts_with("user."));
-    }
-    for (event_type, _, _) in ServiceAccountEvent::schemas() {
-        assert!(event_type.starts_with("service_account."));
+fn every_event_type_is_named_after_an_aggregate_of_its_service() {
+    for service in gatehouse_readmodels::SERVICES {
+        let aggregates: Vec<&str> = (service.projections)()
+            .iter()
+            .map(|p| p.aggregate())
+            .collect();
+        for (event_type, _, _) in (service.events)() {
+            let aggregate = event_type.split('.').next().unwrap_or_default();
+            assert!(
+                aggregates.contains(&aggregate),
+                "{event_type} of {} is not under one of its aggregates {aggregates:?}",
+                service.service
+            );
+        }
     }
 }
