@@ -8,6 +8,7 @@ mod device_flow;
 mod duration;
 mod output;
 mod runtime;
+mod services;
 #[cfg(test)]
 mod testing;
 

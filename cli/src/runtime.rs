@@ -1,14 +1,16 @@
 //! `gatehouse dev` and `gatehouse serve`: every service in one process.
 //!
 //! `dev` wires the in-memory event log, feed and view store and the in-process bus;
-//! `serve` wires Postgres and NATS. Past the wiring, both run the same code: the identity
-//! and keys services behind the command bus, the read-model projector, the gateway.
+//! `serve` wires Postgres and NATS. Past the wiring, both run the same code: every service
+//! of the registry (`crate::services`) behind the command bus, the read-model projector,
+//! the gateway.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use gatehouse_bus::CommandBus;
+use gatehouse_bus::host::{Hosted, ServiceContext};
 use gatehouse_bus::infra::{Infra, shutdown_signal};
 use gatehouse_bus::local::LocalCommandBus;
 use gatehouse_contracts::clock::{Clock, SystemClock};
@@ -17,9 +19,7 @@ use gatehouse_eventlog::postgres::PgDatabase;
 use gatehouse_eventlog::{EventFeed, EventStore, ViewStore};
 use gatehouse_gateway::bootstrap::{bootstrap_admin, spawn_read_model_projector};
 use gatehouse_gateway::{GatewayDeps, GatewaySettings, Probe};
-use gatehouse_identity::IdentityService;
-use gatehouse_keys::KeysService;
-use gatehouse_secrets::{BusSealer, MasterKey};
+use gatehouse_secrets::MasterKey;
 use rand::distributions::{Alphanumeric, DistString};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
@@ -41,13 +41,8 @@ pub struct ServerArgs {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     #[command(flatten)]
     pub gateway: gatehouse_gateway::GatewayOptions,
-    /// Seconds between sweeps that record reached API key expiries as events.
-    #[arg(long, env = "GATEHOUSE_KEY_EXPIRY_SWEEP_SECONDS", default_value_t = 5)]
-    pub expiry_sweep_seconds: u64,
     #[command(flatten)]
-    pub keys: gatehouse_keys::KeySettings,
-    #[command(flatten)]
-    pub devices: gatehouse_devices::DeviceSettings,
+    pub services: crate::services::ServiceSettings,
 }
 
 /// Options of `serve`.
@@ -74,7 +69,9 @@ fn settings(args: &ServerArgs) -> anyhow::Result<GatewaySettings> {
         settings.issuer = issuer.clone();
     }
     settings.trusted_proxies = args.trusted_proxies.clone();
-    args.gateway.check()?;
+    args.services
+        .keyring
+        .check(args.gateway.longest_token_ttl())?;
     args.gateway.apply(&mut settings);
     Ok(settings)
 }
@@ -108,53 +105,33 @@ async fn run_all(
 ) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (stop, shutdown) = watch::channel(false);
-    let sealer = Arc::new(BusSealer::new(&master));
 
-    let identity = IdentityService::new(backends.log.clone(), sealer.clone(), clock.clone());
-    let serving = backends
-        .bus
-        .serve("identity", Arc::new(identity.router()))
-        .await
-        .context("serving identity commands")?;
-    let keys =
-        KeysService::new(backends.log.clone(), &master, clock.clone()).with_settings(&args.keys);
-    let serving_keys = backends
-        .bus
-        .serve("keys", Arc::new(keys.router()))
-        .await
-        .context("serving keys commands")?;
-    let devices = gatehouse_devices::DevicesService::new(
-        backends.log.clone(),
-        &master,
-        clock.clone(),
-        args.devices.clone(),
-    );
-    let serving_devices = backends
-        .bus
-        .serve("devices", Arc::new(devices.router()))
-        .await
-        .context("serving devices commands")?;
-    let sweeper_task = tokio::spawn(keys.run_expiry_sweeper(
-        backends.views.clone(),
-        std::time::Duration::from_secs(args.expiry_sweep_seconds.max(1)),
-        shutdown.clone(),
-    ));
-    let lapse_sweeper_task = tokio::spawn(devices.clone().run_lapse_sweeper(
-        backends.views.clone(),
-        devices.lapse_sweep_interval(),
-        shutdown.clone(),
-    ));
-
-    let projector_task = spawn_read_model_projector(
+    let ctx = ServiceContext {
+        log: backends.log.clone(),
+        views: backends.views.clone(),
+        master: &master,
+        clock: clock.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let sides = crate::services::write_sides(&ctx, &args.services);
+    let mut hosted = Hosted::start(backends.bus.as_ref(), sides).await?;
+    let projector = spawn_read_model_projector(
         backends.views.clone(),
         backends.log.clone(),
         backends.feed.clone(),
         backends.database.clone(),
         shutdown.clone(),
     );
-    let relay_task = backends
-        .relay
-        .map(|relay| tokio::spawn(relay.run(shutdown.clone())));
+    hosted.spawn("read-model projector".into(), async move {
+        projector.await.context("the read-model projector panicked")
+    });
+    if let Some(relay) = backends.relay {
+        let shutdown = shutdown.clone();
+        hosted.spawn("outbox relay".into(), async move {
+            relay.run(shutdown).await;
+            Ok(())
+        });
+    }
 
     let deps = GatewayDeps {
         bus: backends.bus.clone(),
@@ -176,20 +153,12 @@ async fn run_all(
         .map_err(|e| anyhow::anyhow!(bind_failed(args.bind, &e)))?;
     banner(running.addr, (created && generated).then_some(&password));
 
-    shutdown_signal().await;
+    let outcome = hosted.wait(shutdown_signal()).await;
     tracing::info!("shutting down");
     stop.send_replace(true);
     let _ = running.task.await;
-    serving.stop().await;
-    serving_keys.stop().await;
-    serving_devices.stop().await;
-    let _ = sweeper_task.await;
-    let _ = lapse_sweeper_task.await;
-    let _ = projector_task.await;
-    if let Some(relay) = relay_task {
-        let _ = relay.await;
-    }
-    Ok(())
+    hosted.stop().await;
+    outcome
 }
 
 /// `gatehouse dev`: everything in memory.

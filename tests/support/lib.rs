@@ -59,7 +59,11 @@ pub struct TestApp {
     port: u16,
     /// Settings added to every process this app starts (`GATEHOUSE_*=...`).
     extra_env: Vec<(String, String)>,
+    /// What `start` runs: `gatehouse` (serve) or, split, `gatehouse-gateway`.
+    binary: &'static str,
     child: Option<Child>,
+    /// The services as their own processes, when split (killed with the app).
+    services: Vec<Child>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -73,6 +77,34 @@ impl TestApp {
     /// Starts an app with extra settings (e.g. short device-flow intervals) for it and its
     /// replicas, and waits until it is ready.
     pub async fn spawn_with(env: &[(&str, &str)]) -> anyhow::Result<TestApp> {
+        let mut app = Self::prepare(env, "gatehouse").await?;
+        app.start().await?;
+        Ok(app)
+    }
+
+    /// Starts the deployment `docker compose up` runs: `gatehouse-identity`,
+    /// `gatehouse-keys` and `gatehouse-devices` as their own processes (each as its own
+    /// NATS user), then one `gatehouse-gateway` in front; waits until it is ready.
+    pub async fn spawn_split(env: &[(&str, &str)]) -> anyhow::Result<TestApp> {
+        let mut app = Self::prepare(env, "gatehouse-gateway").await?;
+        for binary in ["gatehouse-identity", "gatehouse-keys", "gatehouse-devices"] {
+            let log = app._dir.path().join(format!("{binary}.log"));
+            let child = app
+                .command(binary, app.port, &log)?
+                .spawn()
+                .with_context(|| format!("spawning {binary}"))?;
+            app.services.push(child);
+        }
+        app.start().await?;
+        Ok(app)
+    }
+
+    /// The log of a split-off service (`gatehouse-identity`, ...).
+    pub fn service_log(&self, binary: &str) -> String {
+        std::fs::read_to_string(self._dir.path().join(format!("{binary}.log"))).unwrap_or_default()
+    }
+
+    async fn prepare(env: &[(&str, &str)], binary: &'static str) -> anyhow::Result<TestApp> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let db = TestDatabase::create().await?;
         let nats = NatsServer::start().await?;
@@ -80,7 +112,7 @@ impl TestApp {
         let master_key = base64::engine::general_purpose::STANDARD.encode(rand_bytes());
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("gatehouse.log");
-        let mut app = TestApp {
+        let app = TestApp {
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -93,11 +125,12 @@ impl TestApp {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            binary,
             child: None,
+            services: Vec::new(),
             log,
             _dir: dir,
         };
-        app.start().await?;
         Ok(app)
     }
 
@@ -132,10 +165,12 @@ impl TestApp {
             .append(true)
             .open(log)?;
         // Each process connects as its own NATS user, over TLS, as deployed.
-        let nats_user = if binary == "gatehouse" {
-            NatsUser::Gatehouse
-        } else {
-            NatsUser::Gateway
+        let nats_user = match binary {
+            "gatehouse" => NatsUser::Gatehouse,
+            "gatehouse-identity" => NatsUser::Identity,
+            "gatehouse-keys" => NatsUser::Keys,
+            "gatehouse-devices" => NatsUser::Devices,
+            _ => NatsUser::Gateway,
         };
         cmd.env("GATEHOUSE_DATABASE_URL", self.db.url())
             .envs(self.nats.env(nats_user))
@@ -159,9 +194,9 @@ impl TestApp {
     /// Starts the process (again).
     pub async fn start(&mut self) -> anyhow::Result<()> {
         let child = self
-            .command("gatehouse", self.port, &self.log)?
+            .command(self.binary, self.port, &self.log)?
             .spawn()
-            .context("spawning gatehouse serve")?;
+            .with_context(|| format!("spawning {}", self.binary))?;
         self.child = Some(child);
         wait_ready(&self.http, &self.url, &self.log).await
     }
@@ -294,6 +329,9 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        for child in &mut self.services {
             let _ = child.start_kill();
         }
     }

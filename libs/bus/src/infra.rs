@@ -260,3 +260,35 @@ impl ProcessArgs {
         Ok((master, infra))
     }
 }
+
+/// Runs one or more services' write sides as a process: starts logging, connects (as
+/// `client_name`), builds the sides from the [`ServiceContext`](crate::host::ServiceContext),
+/// serves them with the outbox relay beside them, and stops on a signal or on the first
+/// failed task (returning its report, so the process exits non-zero).
+pub async fn run_services(
+    client_name: &str,
+    args: &ProcessArgs,
+    build: impl FnOnce(&crate::host::ServiceContext<'_>) -> Vec<crate::host::WriteSide>,
+) -> anyhow::Result<()> {
+    let (master, infra) = args.start(client_name).await?;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let ctx = crate::host::ServiceContext {
+        log: infra.log.clone(),
+        views: infra.views.clone(),
+        master: &master,
+        clock: Arc::new(gatehouse_contracts::clock::SystemClock),
+        shutdown: shutdown.clone(),
+    };
+    let mut hosted = crate::host::Hosted::start(infra.bus.as_ref(), build(&ctx)).await?;
+    let relay = infra.relay();
+    hosted.spawn("outbox relay".into(), async move {
+        relay.run(shutdown).await;
+        Ok(())
+    });
+    tracing::info!("{client_name} ready");
+    let outcome = hosted.wait(shutdown_signal()).await;
+    tracing::info!("shutting down");
+    stop.send_replace(true);
+    hosted.stop().await;
+    outcome
+}

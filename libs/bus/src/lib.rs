@@ -7,6 +7,7 @@
 //! bytes, so dev mode exercises the same encoding as production. The event side lives in
 //! [`jetstream`]: the outbox relay's publisher and the consumers' feed.
 
+pub mod host;
 pub mod infra;
 pub mod jetstream;
 pub mod local;

@@ -1,15 +1,89 @@
 //! The token-signing keyring: one stream (`keyring-<nil uuid>`) recording which Ed25519
 //! keys sign access tokens. Only public keys are in the events; each private key lives,
 //! sealed under the master key, in the stream's secret slot `signing_key:<kid>`.
+//!
+//! The identity service owns the keyring (commands on `gatehouse.cmd.identity.*`, and the
+//! rotation schedule); gateways read it (the public halves from the `keyring` read model,
+//! the private halves from the secret slots) and sign with it.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::aggregate_events;
+use crate::commands::Command;
+use crate::envelope::StreamId;
 
 /// The aggregate name.
 pub const KEYRING_AGGREGATE: &str = "keyring";
+
+/// The master-key purpose of the key that seals signing keys' private halves.
+pub const SIGNING_KEY_SEAL_PURPOSE: &str = "gatehouse/signing-keys/v1";
+
+/// The keyring's one stream.
+pub fn keyring_stream() -> StreamId {
+    StreamId::new(KEYRING_AGGREGATE, Uuid::nil())
+}
+
+/// The secret slot of the keyring stream holding `kid`'s sealed private half (sealed with
+/// the key of [`SIGNING_KEY_SEAL_PURPOSE`], with the kid as associated data).
+pub fn signing_key_slot(kid: &str) -> String {
+    format!("signing_key:{kid}")
+}
+
+/// Creates the first signing key unless the keyring has one (a gateway sends it before it
+/// loads the keyring; replicas racing to start create one key between them).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EnsureSigningKey {}
+
+/// Whether [`EnsureSigningKey`] created the first key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyEnsured {
+    /// True when this command created it.
+    pub created: bool,
+}
+
+impl Command for EnsureSigningKey {
+    const SERVICE: &'static str = "identity";
+    const NAME: &'static str = "ensure_signing_key";
+    type Output = SigningKeyEnsured;
+}
+
+/// Adds a signing key (admins only): it verifies at once and signs from `active_from`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AddSigningKey {
+    /// From when it signs new tokens (at most a day ahead).
+    pub active_from: DateTime<Utc>,
+}
+
+/// The key [`AddSigningKey`] added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyCreated {
+    /// Its id.
+    pub kid: String,
+}
+
+impl Command for AddSigningKey {
+    const SERVICE: &'static str = "identity";
+    const NAME: &'static str = "add_signing_key";
+    type Output = SigningKeyCreated;
+}
+
+/// Retires a signing key (admins only): tokens it signed are refused, it leaves the JWKS,
+/// and its sealed private half is deleted. Refused when no other key could sign now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RetireSigningKey {
+    /// The key id.
+    pub kid: String,
+}
+
+impl Command for RetireSigningKey {
+    const SERVICE: &'static str = "identity";
+    const NAME: &'static str = "retire_signing_key";
+    /// Nothing: the keyring read model shows the retirement.
+    type Output = ();
+}
 
 /// `keyring.signing_key_added`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

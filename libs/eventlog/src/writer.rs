@@ -127,6 +127,16 @@ pub fn create_failure(error: AppendError, describe_conflict: impl FnOnce() -> Fa
     }
 }
 
+/// A random pause before retry `attempt` of a lost race, up to 2^attempt ms: writers that
+/// collided (replicas running the same schedule, clients updating one key) spread out
+/// instead of colliding again in lockstep.
+fn retry_jitter(attempt: usize) -> std::time::Duration {
+    let ceiling = 1u64 << attempt.min(6);
+    // The low bits of a fresh v4 uuid are random: no RNG dependency for a pause.
+    let random = Uuid::new_v4().as_u128() as u64;
+    std::time::Duration::from_micros(random % (ceiling * 1000))
+}
+
 /// Appends decided events to the log on behalf of a service.
 #[derive(Clone)]
 pub struct CommandWriter {
@@ -345,8 +355,10 @@ impl CommandWriter {
         }
     }
 
-    /// Loads, decides and appends, retrying when another writer got there first. `decide`
-    /// returns the events, what else to write, and the command's output.
+    /// Loads, decides and appends, retrying (after a short random pause) when another
+    /// writer got there first: every read-decide-append of every service, the keyring's
+    /// included, goes through this one loop. `decide` returns the events, what else to
+    /// write, and the command's output.
     pub async fn update_with_retry<A, R, O, F>(
         &self,
         stream_id: StreamId,
@@ -359,7 +371,10 @@ impl CommandWriter {
         O: Serialize,
         F: Fn(&A) -> Result<(Vec<A::Event>, Extras, O), R>,
     {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(retry_jitter(attempt)).await;
+            }
             let (state, version) = self.load::<A>(&stream_id).await?;
             let (events, extras, output) = decide(&state).map_err(Into::into)?;
             match self

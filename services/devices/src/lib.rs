@@ -13,4 +13,6 @@ pub mod domain;
 pub mod service;
 
 pub use domain::{Actor, DeviceLifetimes, FlowSettings, PollRefusal, Rejection};
-pub use service::{DeviceSettings, DevicesService, UserCodeGenerator, generate_user_code};
+pub use service::{
+    DeviceSettings, DevicesService, UserCodeGenerator, generate_user_code, write_side,
+};

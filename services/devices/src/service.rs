@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use gatehouse_bus::CommandRouter;
+use gatehouse_bus::host::{ServiceContext, Task, WriteSide};
 use gatehouse_contracts::clock::Clock;
 use gatehouse_contracts::commands::{
     Accepted, Caller, Command, CommandEnvelope, Failure, FailureKind,
@@ -56,6 +57,28 @@ pub fn generate_user_code() -> String {
         }
     }
     code
+}
+
+/// The devices service's write side: its commands, and the sweeper that records lapsed
+/// authorizations.
+pub fn write_side(ctx: &ServiceContext<'_>, settings: &DeviceSettings) -> WriteSide {
+    let service = DevicesService::new(
+        ctx.log.clone(),
+        ctx.master,
+        ctx.clock.clone(),
+        settings.clone(),
+    );
+    tracing::info!(settings = ?service.settings(), "devices service settings");
+    let sweeper = service.clone().run_lapse_sweeper(
+        ctx.views.clone(),
+        service.lapse_sweep_interval(),
+        ctx.shutdown.clone(),
+    );
+    WriteSide {
+        service: "devices",
+        router: service.router(),
+        tasks: vec![Task::infallible("lapse sweeper", sweeper)],
+    }
 }
 
 /// Settings of the device flow, as flags and environment variables. Flatten it into a

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_bus::CommandBus;
-use gatehouse_contracts::commands::{Command, CommandEnvelope, FailureKind, Written};
+use gatehouse_contracts::commands::{Accepted, Command, CommandEnvelope, FailureKind, Written};
 use gatehouse_contracts::envelope::{Actor, EventMetadata};
 use gatehouse_contracts::identity::BootstrapAdmin;
+use gatehouse_contracts::keyring::EnsureSigningKey;
 use gatehouse_contracts::names::Name;
 use gatehouse_eventlog::postgres::PgDatabase;
 use gatehouse_eventlog::postgres::leader::run_while_leader;
@@ -84,8 +85,30 @@ async fn send_bootstrap(
 ) -> anyhow::Result<(bool, Option<Written>)> {
     let name = Name::parse("admin").map_err(|e| anyhow::anyhow!(e))?;
     let password = sealer.seal(password, &BootstrapAdmin::subject())?;
+    let accepted = send_at_start(bus, BootstrapAdmin { name, password })
+        .await
+        .map_err(|e| e.context("bootstrapping the admin user failed"))?;
+    Ok((accepted.output.created, accepted.written))
+}
+
+/// Asks the identity service to create the first token-signing key unless there is one
+/// (the gateway cannot sign without it; replicas starting together create one between
+/// them). Retries while the identity service is not answering yet.
+pub async fn ensure_signing_key(bus: &dyn CommandBus) -> anyhow::Result<()> {
+    send_at_start(bus, EnsureSigningKey::default())
+        .await
+        .map_err(|e| e.context("creating the first token signing key failed"))?;
+    Ok(())
+}
+
+/// Sends a system command at start-up, retrying for up to 30 s while its service is not
+/// answering (services may start after the gateway).
+async fn send_at_start<C: Command>(
+    bus: &dyn CommandBus,
+    command: C,
+) -> anyhow::Result<Accepted<C::Output>> {
     let envelope = CommandEnvelope {
-        command: BootstrapAdmin { name, password },
+        command,
         caller: None,
         metadata: EventMetadata {
             actor: Some(Actor::system()),
@@ -96,13 +119,13 @@ async fn send_bootstrap(
     let mut last = String::new();
     for _ in 0..150 {
         match gatehouse_bus::send(bus, &envelope, vec![]).await {
-            Ok(accepted) => return Ok((accepted.output.created, accepted.written)),
+            Ok(accepted) => return Ok(accepted),
             Err(f) if f.kind == FailureKind::Unavailable => {
                 last = f.message;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(f) => anyhow::bail!("bootstrapping the admin user failed: {}", f.message),
+            Err(f) => anyhow::bail!("{}", f.message),
         }
     }
-    anyhow::bail!("bootstrapping the admin user failed: {last}")
+    anyhow::bail!("{last}")
 }

@@ -2,10 +2,12 @@
 //!
 //! The signing keys live in the event log's `keyring` stream (public halves in events,
 //! private halves sealed under the master key in the stream's secret slots), so every
-//! gateway replica signs with the same key and verifies every replica's tokens. The first
-//! gateway to start creates the key; the others load it. Admins add keys (verifying at once,
-//! signing from `active_from`) and retire them (their tokens are refused); each replica
-//! hears of both through its directory's `keyring` read model ([`TokenIssuer::apply_view`]).
+//! gateway replica signs with the same key and verifies every replica's tokens. The
+//! identity service owns the keyring: it creates the first key (a starting gateway asks it
+//! to), adds keys (verifying at once, signing from `active_from`) and retires them (their
+//! tokens are refused), by admin request or on schedule. Gateways only read: each replica
+//! hears of every change through its directory's `keyring` read model
+//! ([`TokenIssuer::apply_view`]) and loads new private halves from the log.
 //!
 //! Verification is the per-request hot path: a verified token's claims are cached by the
 //! token string, so a client that reuses its token costs one hash-map lookup rather than
@@ -18,15 +20,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use gatehouse_contracts::clock::Clock;
-use gatehouse_contracts::commands::Written;
-use gatehouse_contracts::envelope::{Actor, EventMetadata, StreamId};
 use gatehouse_contracts::events::DomainEvent;
 use gatehouse_contracts::keyring::{
-    KEYRING_AGGREGATE, KeyringEvent, KeyringView, SigningKeyAdded, SigningKeyRetired,
+    KeyringEvent, KeyringView, SIGNING_KEY_SEAL_PURPOSE, SigningKeyAdded, keyring_stream,
+    signing_key_slot,
 };
-use gatehouse_eventlog::{
-    AppendError, AppendRequest, EventStore, ExpectedVersion, NewEvent, SecretOp, StoreError,
-};
+use gatehouse_eventlog::{EventStore, StoreError};
 use gatehouse_secrets::{DerivedKey, MasterKey};
 use gatehouse_tokens::{
     AccessTokenClaims, Jwk, Jwks, PrincipalKind, SessionSource, SigningKey, TokenError,
@@ -36,7 +35,6 @@ use uuid::Uuid;
 
 use crate::errors::ApiError;
 
-const SEAL_PURPOSE: &str = "gatehouse/signing-keys/v1";
 const CACHE_CAPACITY: usize = 100_000;
 
 /// A session to mint a token for.
@@ -156,15 +154,6 @@ impl std::fmt::Debug for TokenIssuer {
     }
 }
 
-/// The keyring's stream.
-pub fn keyring_stream() -> StreamId {
-    StreamId::new(KEYRING_AGGREGATE, Uuid::nil())
-}
-
-fn slot(kid: &str) -> String {
-    format!("signing_key:{kid}")
-}
-
 /// A signing key as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct SigningKeyInfo {
@@ -181,103 +170,56 @@ pub struct SigningKeyInfo {
     pub retired_at: Option<DateTime<Utc>>,
 }
 
-/// Why a keyring change was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyringChangeError {
-    /// No such key.
-    #[error("no signing key {0}")]
-    NotFound(String),
-    /// Retiring it would leave nothing to sign with.
-    #[error("{0} is the only key that can sign now: add a key (and let it become active) first")]
-    LastSigner(String),
-    /// The log failed, or another change won the race too often.
-    #[error("the keyring could not be changed: {0}")]
-    Store(String),
-}
-
 impl TokenIssuer {
-    /// Loads the keyring from the log, creating the first key if there is none.
-    pub async fn load_or_create(
+    /// Loads the keyring from the log (the identity service creates the first key: see
+    /// [`crate::bootstrap::ensure_signing_key`]).
+    pub async fn load(
         store: Arc<dyn EventStore>,
         master: &MasterKey,
         issuer: &str,
         audience: &str,
         clock: &dyn Clock,
     ) -> Result<Self, IssuerError> {
-        let seal = master.derive_key(SEAL_PURPOSE);
-        for _ in 0..3 {
-            let events = store.read_stream(&keyring_stream(), 0).await?;
-            if events.is_empty() {
-                Self::create_first_key(store.as_ref(), &seal, clock).await?;
-                continue;
-            }
-            let mut view = KeyringView::default();
-            for recorded in &events {
-                view.apply(
-                    &KeyringEvent::from_recorded(recorded)
-                        .map_err(|e| IssuerError::Corrupt(e.to_string()))?,
-                );
-            }
-            let mut seeds = HashMap::new();
-            for added in view.keys.iter().filter(|k| !view.is_retired(&k.kid)) {
-                let key = load_seed(store.as_ref(), &seal, &added.kid)
-                    .await?
-                    .ok_or_else(|| {
-                        IssuerError::Corrupt(format!(
-                            "the private half of {} is missing",
-                            added.kid
-                        ))
-                    })?;
-                seeds.insert(added.kid.clone(), key);
-            }
-            let keys = Keys::new(view, seeds, issuer, audience);
-            let Some(signing) = keys.signer(clock.now()) else {
-                return Err(IssuerError::Corrupt(
-                    "no signing key is active and unretired".into(),
-                ));
-            };
-            tracing::info!(
-                kid = signing.kid(),
-                keys = keys.seeds.len(),
-                "token signing keys loaded"
+        let seal = master.derive_key(SIGNING_KEY_SEAL_PURPOSE);
+        let events = store.read_stream(&keyring_stream(), 0).await?;
+        if events.is_empty() {
+            return Err(IssuerError::Corrupt("the keyring has no key yet".into()));
+        }
+        let mut view = KeyringView::default();
+        for recorded in &events {
+            view.apply(
+                &KeyringEvent::from_recorded(recorded)
+                    .map_err(|e| IssuerError::Corrupt(e.to_string()))?,
             );
-            return Ok(Self {
-                store,
-                seal,
-                issuer: issuer.to_owned(),
-                audience: audience.to_owned(),
-                keys: RwLock::new(Arc::new(keys)),
-                cache: RwLock::new(HashMap::new()),
-            });
         }
-        Err(IssuerError::Corrupt(
-            "the keyring could not be created".into(),
-        ))
-    }
-
-    async fn create_first_key(
-        store: &dyn EventStore,
-        seal: &DerivedKey,
-        clock: &dyn Clock,
-    ) -> Result<(), IssuerError> {
-        let (_, event, secret) =
-            new_key(seal, clock.now()).map_err(|e| IssuerError::Corrupt(e.to_string()))?;
-        let metadata = EventMetadata {
-            actor: Some(Actor::system()),
-            ..EventMetadata::default()
+        let mut seeds = HashMap::new();
+        for added in view.keys.iter().filter(|k| !view.is_retired(&k.kid)) {
+            let key = load_seed(store.as_ref(), &seal, &added.kid)
+                .await?
+                .ok_or_else(|| {
+                    IssuerError::Corrupt(format!("the private half of {} is missing", added.kid))
+                })?;
+            seeds.insert(added.kid.clone(), key);
+        }
+        let keys = Keys::new(view, seeds, issuer, audience);
+        let Some(signing) = keys.signer(clock.now()) else {
+            return Err(IssuerError::Corrupt(
+                "no signing key is active and unretired".into(),
+            ));
         };
-        let mut request = AppendRequest::new(
-            keyring_stream(),
-            ExpectedVersion::NoStream,
-            vec![NewEvent::from_domain(&event, metadata, clock.now())],
+        tracing::info!(
+            kid = signing.kid(),
+            keys = keys.seeds.len(),
+            "token signing keys loaded"
         );
-        request.secrets.push(secret);
-        match store.append(request).await {
-            // Another gateway created it first: load theirs.
-            Ok(_) | Err(AppendError::WrongExpectedVersion { .. }) => Ok(()),
-            Err(AppendError::Store(e)) => Err(IssuerError::Store(e)),
-            Err(other) => Err(IssuerError::Corrupt(other.to_string())),
-        }
+        Ok(Self {
+            store,
+            seal,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            keys: RwLock::new(Arc::new(keys)),
+            cache: RwLock::new(HashMap::new()),
+        })
     }
 
     /// The keyring's public state as this replica knows it.
@@ -393,126 +335,6 @@ impl TokenIssuer {
         self.list(now).into_iter().find(|k| k.kid == kid)
     }
 
-    /// Adds a new key that signs from `active_from` on (verifying at once, everywhere);
-    /// returns what was written and the new key's id.
-    pub async fn add_key(
-        self: &Arc<Self>,
-        active_from: DateTime<Utc>,
-        metadata: EventMetadata,
-        now: DateTime<Utc>,
-    ) -> Result<(Written, String), KeyringChangeError> {
-        self.add_key_when(|_| true, active_from, metadata, now)
-            .await?
-            .ok_or_else(|| KeyringChangeError::Store("the key was not added".into()))
-    }
-
-    /// [`Self::add_key`] if `due` holds for the keyring as the log has it (checked again on
-    /// every retry, so that replicas on the same schedule add one key, not one each).
-    pub async fn add_key_when(
-        self: &Arc<Self>,
-        due: impl Fn(&KeyringView) -> bool,
-        active_from: DateTime<Utc>,
-        metadata: EventMetadata,
-        now: DateTime<Utc>,
-    ) -> Result<Option<(Written, String)>, KeyringChangeError> {
-        let (key, event, secret) = new_key(&self.seal, active_from)
-            .map_err(|e| KeyringChangeError::Store(e.to_string()))?;
-        let kid = key.kid().to_owned();
-        let written = self
-            .append(
-                |view| Ok(due(view).then(|| event.clone())),
-                Some(secret),
-                metadata,
-                now,
-            )
-            .await?;
-        let Some(written) = written else {
-            return Ok(None);
-        };
-        // This replica has the private half already.
-        self.add_seed(key);
-        Ok(Some((written, kid)))
-    }
-
-    /// Retires key `kid`: tokens it signed are refused, it leaves the JWKS, and its sealed
-    /// private half is deleted. Refused when no other key could sign now.
-    pub async fn retire_key(
-        self: &Arc<Self>,
-        kid: &str,
-        metadata: EventMetadata,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Written>, KeyringChangeError> {
-        let retired = KeyringEvent::SigningKeyRetired(SigningKeyRetired {
-            kid: kid.to_owned(),
-            retired_at: now,
-        });
-        let event = |view: &KeyringView| {
-            if !view.keys.iter().any(|k| k.kid == kid) {
-                return Err(KeyringChangeError::NotFound(kid.to_owned()));
-            }
-            if view.is_retired(kid) {
-                return Ok(None);
-            }
-            let mut after = view.clone();
-            after.apply(&retired);
-            if after.signer(now).is_none() {
-                return Err(KeyringChangeError::LastSigner(kid.to_owned()));
-            }
-            Ok(Some(retired.clone()))
-        };
-        // The sealed private half goes with it: a retired key can never sign again, even
-        // for someone holding the master key and a copy of the database from now on.
-        let shred = SecretOp::Delete { name: slot(kid) };
-        self.append(event, Some(shred), metadata, now).await
-    }
-
-    /// Appends the event `decide` returns for the keyring as the log has it (nothing when it
-    /// returns none), retrying when another replica changed it meanwhile.
-    async fn append(
-        &self,
-        decide: impl Fn(&KeyringView) -> Result<Option<KeyringEvent>, KeyringChangeError>,
-        secret: Option<SecretOp>,
-        metadata: EventMetadata,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Written>, KeyringChangeError> {
-        let store_error = |e: &dyn std::fmt::Display| KeyringChangeError::Store(e.to_string());
-        for _ in 0..5 {
-            let events = self
-                .store
-                .read_stream(&keyring_stream(), 0)
-                .await
-                .map_err(|e| store_error(&e))?;
-            let mut view = KeyringView::default();
-            for recorded in &events {
-                view.apply(&KeyringEvent::from_recorded(recorded).map_err(|e| store_error(&e))?);
-            }
-            let version = events.last().map_or(0, |e| e.version);
-            let Some(event) = decide(&view)? else {
-                return Ok(None);
-            };
-            let mut request = AppendRequest::new(
-                keyring_stream(),
-                ExpectedVersion::Exactly(version),
-                vec![NewEvent::from_domain(&event, metadata.clone(), now)],
-            );
-            request.secrets.extend(secret.clone());
-            match self.store.append(request).await {
-                Ok(appended) => {
-                    return Ok(Some(Written {
-                        stream_id: keyring_stream(),
-                        version: appended.version,
-                        position: appended.position,
-                    }));
-                }
-                Err(AppendError::WrongExpectedVersion { .. }) => continue,
-                Err(e) => return Err(store_error(&e)),
-            }
-        }
-        Err(KeyringChangeError::Store(
-            "other changes kept winning the race".into(),
-        ))
-    }
-
     /// Mints a token; returns it with its lifetime in seconds.
     pub fn mint(&self, session: &Session, at: DateTime<Utc>) -> (String, u64) {
         let now = at.timestamp();
@@ -580,34 +402,16 @@ impl TokenIssuer {
     }
 }
 
-/// A fresh key, the event that adds it (signing from `active_from`) and the secret-slot
-/// write of its sealed private half.
-fn new_key(
-    seal: &DerivedKey,
-    active_from: DateTime<Utc>,
-) -> Result<(SigningKey, KeyringEvent, SecretOp), gatehouse_secrets::SecretsError> {
-    let key = SigningKey::generate();
-    let kid = key.kid().to_owned();
-    let sealed = seal.seal(key.seed().as_slice(), kid.as_bytes())?;
-    let event = KeyringEvent::SigningKeyAdded(SigningKeyAdded {
-        kid: kid.clone(),
-        public_key: key.jwk().x,
-        active_from,
-    });
-    let secret = SecretOp::Put {
-        name: slot(&kid),
-        value: sealed,
-    };
-    Ok((key, event, secret))
-}
-
 /// The private half of `kid`, unsealed from the keyring's secret slot.
 async fn load_seed(
     store: &dyn EventStore,
     seal: &DerivedKey,
     kid: &str,
 ) -> Result<Option<SigningKey>, IssuerError> {
-    let Some(sealed) = store.read_secret(&keyring_stream(), &slot(kid)).await? else {
+    let Some(sealed) = store
+        .read_secret(&keyring_stream(), &signing_key_slot(kid))
+        .await?
+    else {
         return Ok(None);
     };
     let seed = seal

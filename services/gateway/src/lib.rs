@@ -3,7 +3,9 @@
 //! It authenticates callers (bearer tokens verified locally with the public key, checked
 //! against an in-memory directory kept current from the event feed), sends commands to the
 //! owning services over the bus, answers queries from the read models, and issues tokens.
-//! It owns no domain state; it can be replicated freely behind a load balancer.
+//! It owns no domain state and never appends to the event log (every change is a command
+//! to the service that owns it); it depends on libraries only, never on a service crate;
+//! it can be replicated freely behind a load balancer.
 
 pub mod apikeys;
 pub mod auth;
@@ -12,7 +14,6 @@ pub mod context;
 pub mod directory;
 pub mod errors;
 pub mod issuer;
-pub mod keyring;
 pub mod limiter;
 pub mod limits;
 pub mod openapi;
@@ -72,14 +73,16 @@ impl std::fmt::Debug for GatewayDeps {
     }
 }
 
-/// Builds the application state: loads (or creates) the signing keys and starts the
-/// directory follower, which stops when `shutdown` turns true.
+/// Builds the application state: has the identity service create the first signing key if
+/// there is none (waiting for it to answer), loads the keyring, and starts the directory
+/// follower, which stops when `shutdown` turns true.
 pub async fn build(
     settings: GatewaySettings,
     deps: GatewayDeps,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<AppState> {
-    let issuer = TokenIssuer::load_or_create(
+    bootstrap::ensure_signing_key(deps.bus.as_ref()).await?;
+    let issuer = TokenIssuer::load(
         deps.log.clone(),
         &deps.master,
         &settings.issuer,
@@ -104,12 +107,6 @@ pub async fn build(
         }
         None => (Peers::alone(), limits),
     };
-    tokio::spawn(keyring::run_rotation(
-        issuer.clone(),
-        settings.key_rotation,
-        deps.clock.clone(),
-        shutdown.clone(),
-    ));
     tokio::spawn(
         directory
             .clone()

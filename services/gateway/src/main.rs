@@ -52,7 +52,6 @@ async fn main() -> anyhow::Result<()> {
         settings.issuer = issuer;
     }
     settings.trusted_proxies = args.trusted_proxies;
-    args.gateway.check()?;
     args.gateway.apply(&mut settings);
     let deps = GatewayDeps {
         bus: infra.bus.clone(),

@@ -41,8 +41,6 @@ pub struct GatewaySettings {
     pub workers: usize,
     /// New device authorizations accepted from one address in any minute.
     pub device_authorizations_per_minute: usize,
-    /// When signing keys rotate and retire by themselves.
-    pub key_rotation: crate::keyring::RotationSchedule,
 }
 
 impl GatewaySettings {
@@ -59,11 +57,6 @@ impl GatewaySettings {
             trusted_proxies: Vec::new(),
             workers: 0,
             device_authorizations_per_minute: 30,
-            key_rotation: crate::keyring::RotationSchedule {
-                rotate_after: Some(chrono::Duration::days(90)),
-                activate_after: chrono::Duration::hours(1),
-                retire_after: Some(chrono::Duration::days(31)),
-            },
         }
     }
 }
@@ -86,20 +79,6 @@ pub struct GatewayOptions {
         default_value_t = 30
     )]
     pub device_authorizations_per_minute: usize,
-    /// Seconds a signing key signs before a new one is added by itself (0: never).
-    #[arg(long, env = "GATEHOUSE_SIGNING_KEY_ROTATE_SECONDS", default_value_t = 90 * 86_400)]
-    pub signing_key_rotate_seconds: u64,
-    /// Seconds between adding a key by schedule and its first signature.
-    #[arg(
-        long,
-        env = "GATEHOUSE_SIGNING_KEY_ACTIVATE_SECONDS",
-        default_value_t = 3600
-    )]
-    pub signing_key_activate_seconds: u64,
-    /// Seconds a superseded key keeps verifying before it is retired by itself (0: never).
-    /// Must exceed the longest token lifetime (a trusted device's: 30 days by default).
-    #[arg(long, env = "GATEHOUSE_SIGNING_KEY_RETIRE_SECONDS", default_value_t = 31 * 86_400)]
-    pub signing_key_retire_seconds: u64,
 }
 
 impl GatewayOptions {
@@ -108,28 +87,13 @@ impl GatewayOptions {
         settings.api_key_token_ttl = Duration::from_secs(self.api_key_token_ttl.max(60));
         settings.password_token_ttl = Duration::from_secs(self.password_token_ttl.max(60));
         settings.device_authorizations_per_minute = self.device_authorizations_per_minute.max(1);
-        let seconds =
-            |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
-        let period = |s: u64| (s > 0).then(|| seconds(s));
-        settings.key_rotation = crate::keyring::RotationSchedule {
-            rotate_after: period(self.signing_key_rotate_seconds),
-            activate_after: seconds(self.signing_key_activate_seconds),
-            retire_after: period(self.signing_key_retire_seconds),
-        };
     }
 
-    /// Refuses settings that would end sessions early: scheduled retirement sooner than
-    /// the gateway's own token lifetimes.
-    pub fn check(&self) -> anyhow::Result<()> {
-        let longest = self.api_key_token_ttl.max(self.password_token_ttl);
-        if self.signing_key_retire_seconds != 0 && self.signing_key_retire_seconds <= longest {
-            anyhow::bail!(
-                "GATEHOUSE_SIGNING_KEY_RETIRE_SECONDS ({}) must exceed the longest token lifetime \
-                 ({longest} s), or superseded keys are retired while their tokens are still in use",
-                self.signing_key_retire_seconds
-            );
-        }
-        Ok(())
+    /// The longest lifetime (seconds) of the tokens this gateway issues with a password or
+    /// an API key: superseded signing keys must outlive it (the identity service's
+    /// `KeyringSettings::check`).
+    pub fn longest_token_ttl(&self) -> u64 {
+        self.api_key_token_ttl.max(self.password_token_ttl)
     }
 }
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use gatehouse_bus::CommandRouter;
+use gatehouse_bus::host::{ServiceContext, Task, WriteSide};
 use gatehouse_contracts::clock::Clock;
 use gatehouse_contracts::commands::{Accepted, Command, CommandEnvelope, Failure, FailureKind};
 use gatehouse_contracts::envelope::StreamId;
@@ -12,19 +13,21 @@ use gatehouse_contracts::identity::{
     ServiceAccountView, UpdateServiceAccount, UpdateUser, UserView,
 };
 use gatehouse_contracts::ids::{ServiceAccountId, UserId};
+use gatehouse_contracts::keyring::{AddSigningKey, EnsureSigningKey, RetireSigningKey};
 use gatehouse_contracts::names::Name;
 use gatehouse_eventlog::writer::{create_failure, require_caller, store_failure};
 use gatehouse_eventlog::{
     AppendError, CommandWriter, EventStore, Extras, Idempotency, SecretOp, UniqueClaim,
     ViewProjection,
 };
-use gatehouse_secrets::BusSealer;
+use gatehouse_secrets::{BusSealer, MasterKey};
 use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::domain::Rejection;
 use crate::domain::service_account::{self, ServiceAccount};
 use crate::domain::user::{self, User};
+use crate::keyring::{KeyringKeeper, KeyringSettings};
 use crate::passwords;
 use gatehouse_readmodels::identity::{ServiceAccountProjection, UserProjection};
 
@@ -36,6 +39,7 @@ const PASSWORD_SLOT: &str = "password_hash";
 pub struct IdentityService {
     writer: CommandWriter,
     sealer: Arc<BusSealer>,
+    keyring: KeyringKeeper,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -50,6 +54,19 @@ fn user_stream(id: Uuid) -> StreamId {
 
 fn service_account_stream(id: Uuid) -> StreamId {
     StreamId::new("service_account", id)
+}
+
+/// The identity service's write side: its commands, and the signing-key schedule.
+pub fn write_side(ctx: &ServiceContext<'_>, keyring: &KeyringSettings) -> WriteSide {
+    let service = IdentityService::new(ctx.log.clone(), ctx.master, ctx.clock.clone());
+    let schedule = service
+        .keyring()
+        .run_schedule(keyring.schedule(), ctx.shutdown.clone());
+    WriteSide {
+        service: "identity",
+        router: service.router(),
+        tasks: vec![Task::infallible("signing-key schedule", schedule)],
+    }
 }
 
 impl From<Rejection> for Failure {
@@ -67,12 +84,20 @@ impl From<Rejection> for Failure {
 }
 
 impl IdentityService {
-    /// A service over `store`, opening sealed secrets with `sealer`.
-    pub fn new(store: Arc<dyn EventStore>, sealer: Arc<BusSealer>, clock: Arc<dyn Clock>) -> Self {
+    /// A service over `store`; the bus sealer and the signing keys' sealing key are
+    /// derived from `master`.
+    pub fn new(store: Arc<dyn EventStore>, master: &MasterKey, clock: Arc<dyn Clock>) -> Self {
+        let writer = CommandWriter::new(store, clock);
         Self {
-            writer: CommandWriter::new(store, clock),
-            sealer,
+            keyring: KeyringKeeper::new(writer.clone(), master),
+            sealer: Arc::new(BusSealer::new(master)),
+            writer,
         }
+    }
+
+    /// The keyring's write side (its schedule runs as a background task).
+    pub fn keyring(&self) -> KeyringKeeper {
+        self.keyring.clone()
     }
 
     /// The bus router for every identity command.
@@ -128,9 +153,31 @@ impl IdentityService {
                 async move { s.update_service_account(env).await }
             })
         };
-        router.on::<DeleteServiceAccount, _, _>(move |env| {
+        let router = {
             let s = s.clone();
-            async move { s.delete_service_account(env).await }
+            router.on::<DeleteServiceAccount, _, _>(move |env| {
+                let s = s.clone();
+                async move { s.delete_service_account(env).await }
+            })
+        };
+        let router = {
+            let k = s.keyring();
+            router.on::<EnsureSigningKey, _, _>(move |env| {
+                let k = k.clone();
+                async move { k.ensure(env).await }
+            })
+        };
+        let router = {
+            let k = s.keyring();
+            router.on::<AddSigningKey, _, _>(move |env| {
+                let k = k.clone();
+                async move { k.add(env).await }
+            })
+        };
+        let k = s.keyring();
+        router.on::<RetireSigningKey, _, _>(move |env| {
+            let k = k.clone();
+            async move { k.retire(env).await }
         })
     }
 

@@ -9,4 +9,4 @@
 pub mod domain;
 pub mod service;
 
-pub use service::{KeySettings, KeysService};
+pub use service::{KeySettings, KeysService, write_side};

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_bus::CommandRouter;
+use gatehouse_bus::host::{ServiceContext, Task, WriteSide};
 use gatehouse_contracts::clock::Clock;
 use gatehouse_contracts::commands::{
     Accepted, Caller, Command, CommandEnvelope, Failure, FailureKind,
@@ -58,13 +59,33 @@ pub struct KeySettings {
         value_parser = clap::value_parser!(u64).range(1..=MAX_REPLAY_SECONDS)
     )]
     pub api_key_replay_seconds: u64,
+    /// Seconds between sweeps that record reached API key expiries as events.
+    #[arg(long, env = "GATEHOUSE_KEY_EXPIRY_SWEEP_SECONDS", default_value_t = 5)]
+    pub expiry_sweep_seconds: u64,
 }
 
 impl Default for KeySettings {
     fn default() -> Self {
         Self {
             api_key_replay_seconds: DEFAULT_REPLAY_SECONDS,
+            expiry_sweep_seconds: 5,
         }
+    }
+}
+
+/// The keys service's write side: its commands, and the sweeper that records expiries.
+pub fn write_side(ctx: &ServiceContext<'_>, settings: &KeySettings) -> WriteSide {
+    let service =
+        KeysService::new(ctx.log.clone(), ctx.master, ctx.clock.clone()).with_settings(settings);
+    let sweeper = service.clone().run_expiry_sweeper(
+        ctx.views.clone(),
+        Duration::from_secs(settings.expiry_sweep_seconds.max(1)),
+        ctx.shutdown.clone(),
+    );
+    WriteSide {
+        service: "keys",
+        router: service.router(),
+        tasks: vec![Task::infallible("expiry sweeper", sweeper)],
     }
 }
 

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Authenticated;
 use crate::context::RequestContext;
 use crate::errors::{ApiError, ErrorBody};
-use crate::issuer::{KeyringChangeError, SigningKeyInfo};
+use crate::issuer::SigningKeyInfo;
 use crate::state::AppState;
+use gatehouse_contracts::keyring::{AddSigningKey, RetireSigningKey};
 
 /// The longest delay before a new key signs (a day).
 const MAX_ACTIVATE_IN_SECONDS: u32 = 86_400;
@@ -33,14 +34,6 @@ pub struct NewSigningKey {
     #[serde(default)]
     #[schema(maximum = 86_400)]
     pub activate_in_seconds: Option<u32>,
-}
-
-fn change_error(error: KeyringChangeError) -> ApiError {
-    match error {
-        KeyringChangeError::NotFound(_) => ApiError::not_found(error.to_string()),
-        KeyringChangeError::LastSigner(_) => ApiError::conflict(error.to_string()),
-        KeyringChangeError::Store(_) => ApiError::unavailable(error.to_string()),
-    }
 }
 
 /// Lists the signing keys.
@@ -87,17 +80,18 @@ pub async fn add_signing_key(
             "activate_in_seconds must be between 0 and {MAX_ACTIVATE_IN_SECONDS}"
         )));
     }
-    let now = state.clock.now();
-    let active_from = now + Duration::seconds(i64::from(delay));
-    let (written, kid) = state
-        .issuer
-        .add_key(active_from, ctx.metadata(Some(&auth.caller())), now)
-        .await
-        .map_err(change_error)?;
-    state.await_consistency(&written).await;
+    let active_from = state.clock.now() + Duration::seconds(i64::from(delay));
+    let added = state
+        .command(
+            &ctx,
+            Some(&auth.caller()),
+            AddSigningKey { active_from },
+            None,
+        )
+        .await?;
     let info = state
         .issuer
-        .info(&kid, state.clock.now())
+        .info(&added.output.kid, state.clock.now())
         .ok_or_else(|| ApiError::internal(&"the new key is not in the keyring"))?;
     Ok(HttpResponse::Created().json(info))
 }
@@ -116,15 +110,14 @@ pub async fn retire_signing_key(
 ) -> Result<HttpResponse, ApiError> {
     auth.require_admin()?;
     let kid = kid.into_inner();
-    let now = state.clock.now();
-    let written = state
-        .issuer
-        .retire_key(&kid, ctx.metadata(Some(&auth.caller())), now)
-        .await
-        .map_err(change_error)?;
-    if let Some(written) = written {
-        state.await_consistency(&written).await;
-    }
+    state
+        .command(
+            &ctx,
+            Some(&auth.caller()),
+            RetireSigningKey { kid: kid.clone() },
+            None,
+        )
+        .await?;
     let info = state
         .issuer
         .info(&kid, state.clock.now())

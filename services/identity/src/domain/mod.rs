@@ -1,5 +1,6 @@
 //! Pure domain logic: `decide` (rules) and `evolve` (state), no I/O, no clock.
 
+pub mod keyring;
 pub mod service_account;
 pub mod user;
 

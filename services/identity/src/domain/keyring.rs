@@ -1,15 +1,83 @@
-//! The schedule that rotates and retires signing keys without anyone asking. (The
-//! `keyring` read model is `gatehouse_readmodels::keyring`.)
-
-use std::sync::Arc;
+//! The keyring aggregate: the token-signing keys. Pure rules: which key to add or retire,
+//! and when the schedule says so. (Generating a key and sealing its private half is the
+//! service's I/O; a decision takes the new key's public half as input.)
 
 use chrono::{DateTime, Utc};
-use gatehouse_contracts::clock::Clock;
-use gatehouse_contracts::envelope::{Actor, EventMetadata};
-use gatehouse_contracts::keyring::KeyringView;
-use tokio::sync::watch;
+use gatehouse_contracts::keyring::{KeyringEvent, KeyringView, SigningKeyAdded, SigningKeyRetired};
+use gatehouse_eventlog::Aggregate;
 
-use crate::issuer::TokenIssuer;
+/// The keyring as its stream has it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Keyring(pub KeyringView);
+
+impl Aggregate for Keyring {
+    type Event = KeyringEvent;
+
+    fn evolve(mut self, event: &KeyringEvent) -> Self {
+        self.0.apply(event);
+        self
+    }
+}
+
+/// Why a keyring change was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyringRejection {
+    /// No such key.
+    #[error("no signing key {0}")]
+    NotFound(String),
+    /// Retiring it would leave nothing to sign with.
+    #[error("{0} is the only key that can sign now: add a key (and let it become active) first")]
+    LastSigner(String),
+    /// A key may sign at most a day after it is added.
+    #[error("a new key must start signing within a day")]
+    TooFarAhead,
+}
+
+/// The longest a new key may wait before it signs.
+pub const MAX_ACTIVATION_DELAY: chrono::Duration = chrono::Duration::days(1);
+
+/// Adds `key` when `due` holds for the keyring (the first key: when it is empty; the
+/// schedule: [`RotationSchedule::key_due`]; an admin: always).
+pub fn add(
+    keyring: &Keyring,
+    key: SigningKeyAdded,
+    due: impl Fn(&KeyringView) -> bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<KeyringEvent>, KeyringRejection> {
+    if key.active_from > now + MAX_ACTIVATION_DELAY {
+        return Err(KeyringRejection::TooFarAhead);
+    }
+    if !due(&keyring.0) {
+        return Ok(vec![]);
+    }
+    Ok(vec![KeyringEvent::SigningKeyAdded(key)])
+}
+
+/// Retires `kid` at `now`: nothing when it is retired already; refused when it is unknown
+/// or when no other key could sign now.
+pub fn retire(
+    keyring: &Keyring,
+    kid: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<KeyringEvent>, KeyringRejection> {
+    let view = &keyring.0;
+    if !view.keys.iter().any(|k| k.kid == kid) {
+        return Err(KeyringRejection::NotFound(kid.to_owned()));
+    }
+    if view.is_retired(kid) {
+        return Ok(vec![]);
+    }
+    let retired = KeyringEvent::SigningKeyRetired(SigningKeyRetired {
+        kid: kid.to_owned(),
+        retired_at: now,
+    });
+    let mut after = view.clone();
+    after.apply(&retired);
+    if after.signer(now).is_none() {
+        return Err(KeyringRejection::LastSigner(kid.to_owned()));
+    }
+    Ok(vec![retired])
+}
 
 /// When signing keys are rotated and retired without anyone asking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,56 +142,6 @@ impl RotationSchedule {
     /// Whether anything is scheduled at all.
     pub fn is_enabled(&self) -> bool {
         self.rotate_after.is_some() || self.retire_after.is_some()
-    }
-}
-
-/// Rotates and retires keys on `schedule` until `shutdown`. Every replica may run it: the
-/// decisions are checked again against the log when appending, so replicas add one key
-/// and retire each key once between them.
-pub async fn run_rotation(
-    issuer: Arc<TokenIssuer>,
-    schedule: RotationSchedule,
-    clock: Arc<dyn Clock>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    if !schedule.is_enabled() {
-        return;
-    }
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(schedule.tick()) => {}
-            _ = shutdown.changed() => return,
-        }
-        let now = clock.now();
-        let view = issuer.view();
-        let system = || EventMetadata {
-            actor: Some(Actor::system()),
-            ..EventMetadata::default()
-        };
-        if schedule.key_due(&view, now) {
-            let due = |view: &KeyringView| schedule.key_due(view, now);
-            match issuer
-                .add_key_when(due, now + schedule.activate_after, system(), now)
-                .await
-            {
-                Ok(Some((_, kid))) => {
-                    tracing::info!(kid, "scheduled signing-key rotation: key added")
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(error = %error, "scheduled signing-key rotation failed; retrying later")
-                }
-            }
-        }
-        for kid in schedule.retirements_due(&view, now) {
-            match issuer.retire_key(&kid, system(), now).await {
-                Ok(Some(_)) => tracing::info!(kid, "scheduled signing-key retirement: key retired"),
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(kid, error = %error, "scheduled signing-key retirement failed; retrying later")
-                }
-            }
-        }
     }
 }
 
@@ -192,6 +210,50 @@ mod tests {
         });
         assert!(schedule().retirements_due(&view, at(500)).is_empty());
         assert_eq!(schedule().retirements_due(&view, at(1_050)), ["k1"]);
+    }
+
+    #[test]
+    fn retiring_refuses_the_last_signer_and_unknown_keys_and_is_idempotent() {
+        let keyring = Keyring(KeyringView {
+            keys: vec![key("k0", 0), key("k1", 110)],
+            retired: vec![],
+        });
+        assert_eq!(
+            retire(&keyring, "nope", at(200)),
+            Err(KeyringRejection::NotFound("nope".into()))
+        );
+        let events = retire(&keyring, "k0", at(200)).expect("k1 signs");
+        assert_eq!(events.len(), 1);
+        let keyring = events.iter().fold(keyring, |k, e| k.evolve(e));
+        assert_eq!(
+            retire(&keyring, "k0", at(201)),
+            Ok(vec![]),
+            "retired already"
+        );
+        assert_eq!(
+            retire(&keyring, "k1", at(201)),
+            Err(KeyringRejection::LastSigner("k1".into()))
+        );
+    }
+
+    #[test]
+    fn a_key_is_added_when_due_and_never_more_than_a_day_ahead() {
+        let empty = Keyring::default();
+        let first = |_: &KeyringView| true;
+        assert_eq!(
+            add(&empty, key("k0", 0), first, at(0)).map(|e| e.len()),
+            Ok(1)
+        );
+        let only_when_empty = |v: &KeyringView| v.keys.is_empty();
+        let one = Keyring(KeyringView {
+            keys: vec![key("k0", 0)],
+            retired: vec![],
+        });
+        assert_eq!(add(&one, key("k1", 0), only_when_empty, at(0)), Ok(vec![]));
+        assert_eq!(
+            add(&one, key("k1", 86_401), first, at(0)),
+            Err(KeyringRejection::TooFarAhead)
+        );
     }
 
     #[test]
