@@ -21,3 +21,4 @@ mod restart;
 mod revocation;
 mod shared_limits;
 mod signing_keys;
+mod unknown_events;
