@@ -22,3 +22,4 @@ mod revocation;
 mod shared_limits;
 mod signing_keys;
 mod split_processes;
+mod unknown_events;

@@ -34,6 +34,19 @@ pub enum EventDecodeError {
     },
 }
 
+impl EventDecodeError {
+    /// Whether the event is one this build does not know (its type, or a schema version
+    /// newer than it reads): written by a newer build, not malformed. Consumers skip and
+    /// record such events instead of stalling (`docs/decisions/0012-unknown-event-types.md`);
+    /// a payload that does not match a known type's schema is a bug.
+    pub fn is_unknown(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownType { .. } | Self::UnsupportedVersion { .. }
+        )
+    }
+}
+
 /// The events of one aggregate.
 pub trait DomainEvent: Sized + Clone + Send + Sync + 'static {
     /// The stable aggregate name (`service_account`); never changes.

@@ -34,6 +34,7 @@ pub use store::{
     SecretOp, StoreError, StoredOutcome, UniqueClaim,
 };
 pub use views::{
-    ListQuery, Page, ProjectionError, ViewChange, ViewDoc, ViewProjection, ViewSnapshot, ViewStore,
+    FailureKind, ListQuery, Page, ProjectionError, SkippedEvent, ViewChange, ViewDoc,
+    ViewProjection, ViewSnapshot, ViewStore,
 };
 pub use writer::{CommandWriter, Extras, Idempotency};

@@ -18,7 +18,9 @@ use crate::store::{
     AppendError, AppendRequest, Appended, EventStore, SecretOp, StoreError, StoredOutcome,
     UniqueClaim,
 };
-use crate::views::{BatchWrite, ListQuery, Page, StreamState, ViewDoc, ViewSnapshot, ViewStore};
+use crate::views::{
+    BatchWrite, ListQuery, Page, SkippedEvent, StreamState, ViewDoc, ViewSnapshot, ViewStore,
+};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind; keep serving it.
@@ -330,6 +332,8 @@ struct ViewState {
     docs: HashMap<(String, Uuid), (ViewDoc, i64)>,
     applied: HashMap<StreamId, i64>,
     checkpoints: HashMap<String, u64>,
+    /// Per projector: the events it skipped as unknown, by (stream, version).
+    skipped: HashMap<String, std::collections::BTreeMap<(StreamId, i64), SkippedEvent>>,
     /// Survives `reset`, like the Postgres table it stands for.
     last_used: LastUsed,
 }
@@ -363,6 +367,16 @@ impl MemoryViewStore {
             commits: watch::Sender::new(0),
         }
     }
+}
+
+fn skipped_of(state: &ViewState, projector: &str) -> Vec<SkippedEvent> {
+    let mut records: Vec<SkippedEvent> = state
+        .skipped
+        .get(projector)
+        .map(|records| records.values().cloned().collect())
+        .unwrap_or_default();
+    records.sort_by_key(|r| r.position);
+    records
 }
 
 fn matches_filters(doc: &serde_json::Value, filters: &[(String, serde_json::Value)]) -> bool {
@@ -469,9 +483,17 @@ impl ViewStore for MemoryViewStore {
 
     async fn commit(&self, batch: BatchWrite) -> Result<(), StoreError> {
         let mut state = lock(&self.state);
+        let records = state.skipped.entry(batch.projector.clone()).or_default();
+        records.retain(|(stream_id, _), _| !batch.refolded.contains(stream_id));
+        for skipped in batch.skipped {
+            records
+                .entry((skipped.stream_id.clone(), skipped.version))
+                .or_insert(skipped);
+        }
         for write in batch.streams {
             let current = state.applied.get(&write.stream_id).copied().unwrap_or(0);
-            if write.applied <= current {
+            let refolded = batch.refolded.contains(&write.stream_id);
+            if write.applied < current || (write.applied == current && !refolded) {
                 continue; // the version guard
             }
             state.applied.insert(write.stream_id.clone(), write.applied);
@@ -520,7 +542,12 @@ impl ViewStore for MemoryViewStore {
                 .collect(),
             applied: state.applied.clone(),
             checkpoint: state.checkpoints.get(projector).copied().unwrap_or(0),
+            skipped: skipped_of(&state, projector),
         })
+    }
+
+    async fn skipped(&self, projector: &str) -> Result<Vec<SkippedEvent>, StoreError> {
+        Ok(skipped_of(&lock(&self.state), projector))
     }
 
     async fn reset(&self) -> Result<(), StoreError> {

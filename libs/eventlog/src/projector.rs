@@ -5,9 +5,15 @@
 //! only then acknowledges. Redelivered events are skipped by the per-stream version guard;
 //! a stream whose next event is missing (a gap) is filled from the log itself, so a
 //! projection never applies version N+2 on top of N.
+//!
+//! An event of a type (or schema version) this build does not know was written by a newer
+//! build: it is skipped, logged once per type at warn, and recorded with the checkpoint;
+//! after an upgrade that knows it, [`ProjectionRunner::catch_up`] folds the streams that
+//! hold such events again from the log. A malformed payload of a known type is a bug and
+//! stops the batch (`docs/decisions/0012-unknown-event-types.md`).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -17,7 +23,8 @@ use tokio::sync::watch;
 use crate::feed::{Delivery, EventFeed, FeedError, StartFrom, SubscriptionSpec};
 use crate::store::{EventStore, StoreError};
 use crate::views::{
-    BatchWrite, ProjectionError, StreamWrite, ViewProjection, ViewStore, fold_into,
+    BatchWrite, FailureKind, ProjectionError, SkippedEvent, StreamWrite, ViewProjection, ViewStore,
+    fold_into,
 };
 
 /// Why a batch could not be projected. Nothing was acknowledged; it will be redelivered.
@@ -42,6 +49,8 @@ pub struct ProjectionRunner {
     log: Arc<dyn EventStore>,
     projections: HashMap<&'static str, Arc<dyn ViewProjection>>,
     max_batch: usize,
+    /// The unknown `(event type, schema version)`s already logged at warn.
+    warned: Arc<Mutex<HashSet<(String, i32)>>>,
 }
 
 impl std::fmt::Debug for ProjectionRunner {
@@ -62,6 +71,7 @@ impl ProjectionRunner {
             log,
             projections: HashMap::new(),
             max_batch: 256,
+            warned: Arc::default(),
         }
     }
 
@@ -128,6 +138,7 @@ impl ProjectionRunner {
         }
         let mut states = self.views.load_streams(&wanted).await?;
         let mut writes: HashMap<StreamId, StreamWrite> = HashMap::new();
+        let mut skipped = Vec::new();
 
         for event in events {
             let projection = self.projections.get(event.stream_id.aggregate());
@@ -158,7 +169,7 @@ impl ProjectionRunner {
                         created_position: None,
                     });
                 if let Some(projection) = projection {
-                    fold_into(projection.as_ref(), &mut state.doc, e)?;
+                    self.fold_one(projection.as_ref(), &mut state.doc, e, &mut skipped)?;
                 }
                 state.applied = e.version;
                 if e.version == 1 {
@@ -173,11 +184,123 @@ impl ProjectionRunner {
             projector: self.name.clone(),
             streams: writes.into_values().collect(),
             checkpoint,
+            skipped,
+            refolded: Vec::new(),
         })
     }
 
-    /// Follows the feed until `shutdown` turns true. Errors are logged with their cause
-    /// and retried with back-off; nothing is skipped.
+    /// Folds `event` into `doc`. An event this build does not know leaves `doc` as it was
+    /// and is added to `skipped`; any other failure is returned.
+    fn fold_one(
+        &self,
+        projection: &dyn ViewProjection,
+        doc: &mut Option<serde_json::Value>,
+        event: &RecordedEvent,
+        skipped: &mut Vec<SkippedEvent>,
+    ) -> Result<(), ProjectionError> {
+        match fold_into(projection, doc, event) {
+            Err(error) if error.failure == FailureKind::UnknownEvent => {
+                let first = self
+                    .warned
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert((event.event_type.clone(), event.schema_version));
+                if first {
+                    tracing::warn!(projector = %self.name, event_type = %event.event_type, schema_version = event.schema_version, stream_id = %event.stream_id, position = event.position, "this build does not know this event type; skipping it and the others of its type (recorded, folded again after an upgrade)");
+                } else {
+                    tracing::debug!(projector = %self.name, event_type = %event.event_type, stream_id = %event.stream_id, position = event.position, "skipped an unknown event");
+                }
+                skipped.push(SkippedEvent::of(event));
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Folds again, from the log, every stream holding an event this runner skipped before
+    /// and knows now (after an upgrade), and returns how many streams it folded. Events it
+    /// still does not know stay recorded. [`ProjectionRunner::run`] calls it before it
+    /// follows the feed; without skip records it costs one query.
+    pub async fn catch_up(&self) -> Result<usize, ProjectorError> {
+        let records = self.views.skipped(&self.name).await?;
+        let mut known: HashMap<(&str, i32), bool> = HashMap::new();
+        let mut streams: Vec<StreamId> = Vec::new();
+        for record in &records {
+            let key = (record.event_type.as_str(), record.schema_version);
+            let knows = match known.get(&key) {
+                Some(knows) => *knows,
+                None => {
+                    let knows = self.knows(record).await?;
+                    known.insert(key, knows);
+                    knows
+                }
+            };
+            if knows && !streams.contains(&record.stream_id) {
+                streams.push(record.stream_id.clone());
+            }
+        }
+        if streams.is_empty() {
+            return Ok(0);
+        }
+        let mut writes = Vec::with_capacity(streams.len());
+        let mut still_unknown = Vec::new();
+        for stream_id in &streams {
+            let events = self.log.read_stream(stream_id, 0).await?;
+            let (Some(first), Some(last)) = (events.first(), events.last()) else {
+                continue;
+            };
+            let projection = self.projections.get(stream_id.aggregate());
+            let mut doc = None;
+            if let Some(projection) = projection {
+                for event in &events {
+                    self.fold_one(projection.as_ref(), &mut doc, event, &mut still_unknown)?;
+                }
+            }
+            writes.push(StreamWrite {
+                stream_id: stream_id.clone(),
+                kind: projection.map(|p| p.kind()),
+                applied: last.version,
+                position: last.position,
+                doc,
+                created_position: Some(first.position),
+            });
+        }
+        let checkpoint = self.views.checkpoint(&self.name).await?.unwrap_or(0);
+        self.views
+            .commit(BatchWrite {
+                projector: self.name.clone(),
+                streams: writes,
+                checkpoint,
+                skipped: still_unknown,
+                refolded: streams.clone(),
+            })
+            .await?;
+        tracing::info!(projector = %self.name, streams = streams.len(), "folded again the streams holding events this build did not know before");
+        Ok(streams.len())
+    }
+
+    /// Whether this build's projection folds the skipped event now (tried on one copy of
+    /// it from the log, onto no document).
+    async fn knows(&self, record: &SkippedEvent) -> Result<bool, ProjectorError> {
+        let Some(projection) = self.projections.get(record.stream_id.aggregate()) else {
+            return Ok(false);
+        };
+        let events = self
+            .log
+            .read_stream(&record.stream_id, record.version - 1)
+            .await?;
+        let Some(event) = events.iter().find(|e| e.version == record.version) else {
+            return Ok(false);
+        };
+        Ok(!matches!(
+            projection.apply(None, event),
+            Err(error) if error.failure == FailureKind::UnknownEvent
+        ))
+    }
+
+    /// Follows the feed until `shutdown` turns true, after [`ProjectionRunner::catch_up`].
+    /// Errors are logged with their cause and retried with back-off; nothing is skipped
+    /// but events this build does not know (recorded, see the module docs).
     ///
     /// A `durable` runner (the shared read models) resumes from the feed's durable
     /// consumer; an ephemeral one (a gateway's in-memory directory) resumes after the
@@ -217,6 +340,7 @@ impl ProjectionRunner {
         durable: bool,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), ProjectorError> {
+        self.catch_up().await?;
         let spec = if durable {
             SubscriptionSpec {
                 durable_name: Some(self.name.clone()),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use gatehouse_contracts::envelope::{RecordedEvent, StreamId};
+use gatehouse_contracts::events::{DomainEvent, EventDecodeError};
 use uuid::Uuid;
 
 use crate::store::StoreError;
@@ -35,8 +36,21 @@ pub enum ViewChange {
     Unchanged,
 }
 
-/// A projection failed to fold an event: a bug or an event this build cannot read. The
-/// runner logs it with its cause and retries; it never skips silently.
+/// What kind of failure a [`ProjectionError`] is: it decides whether the runner skips the
+/// event or stops the batch (`docs/decisions/0012-unknown-event-types.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The event's type or schema version is one this build does not know (a newer build
+    /// wrote it). The runner skips it, records it, and folds the stream again after an
+    /// upgrade ([`crate::ProjectionRunner::catch_up`]).
+    UnknownEvent,
+    /// Anything else: a malformed payload of a known type, a document that does not decode.
+    /// A bug: the batch stops and is retried, nothing is skipped.
+    Bug,
+}
+
+/// A projection failed to fold an event: a bug, or an event this build cannot read (see
+/// [`FailureKind`]). A bug is logged with its cause and retried; it never skips silently.
 #[derive(Debug, thiserror::Error)]
 #[error("projection {kind} cannot apply {event_type} (stream {stream_id} v{version}): {reason}")]
 pub struct ProjectionError {
@@ -50,10 +64,12 @@ pub struct ProjectionError {
     pub version: i64,
     /// Why.
     pub reason: String,
+    /// Skip (an unknown event) or stop (a bug).
+    pub failure: FailureKind,
 }
 
 impl ProjectionError {
-    /// The failure of projecting `event` into a `kind` view.
+    /// The failure of projecting `event` into a `kind` view: a bug.
     pub fn new(kind: &'static str, event: &RecordedEvent, reason: impl ToString) -> Self {
         Self {
             kind,
@@ -61,6 +77,59 @@ impl ProjectionError {
             stream_id: event.stream_id.clone(),
             version: event.version,
             reason: reason.to_string(),
+            failure: FailureKind::Bug,
+        }
+    }
+
+    /// `event` could not be decoded: an unknown event when `error` says this build does not
+    /// know its type or schema version, a bug otherwise.
+    pub fn undecodable(kind: &'static str, event: &RecordedEvent, error: EventDecodeError) -> Self {
+        let failure = if error.is_unknown() {
+            FailureKind::UnknownEvent
+        } else {
+            FailureKind::Bug
+        };
+        Self {
+            failure,
+            ..Self::new(kind, event, error)
+        }
+    }
+}
+
+/// Decodes `event` for a projection of `kind` (projection helper): an event of a type or
+/// schema version this build does not know fails as [`FailureKind::UnknownEvent`].
+pub fn decode_event<E: DomainEvent>(
+    kind: &'static str,
+    event: &RecordedEvent,
+) -> Result<E, ProjectionError> {
+    E::from_recorded(event).map_err(|e| ProjectionError::undecodable(kind, event, e))
+}
+
+/// An event a projector skipped because this build does not know its type or schema version.
+/// Kept with the projector's checkpoint until a build that knows it folds the stream again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedEvent {
+    /// Its stream.
+    pub stream_id: StreamId,
+    /// Its version in the stream.
+    pub version: i64,
+    /// Its position in the log.
+    pub position: i64,
+    /// Its type.
+    pub event_type: String,
+    /// Its schema version.
+    pub schema_version: i32,
+}
+
+impl SkippedEvent {
+    /// The record of skipping `event`.
+    pub fn of(event: &RecordedEvent) -> Self {
+        Self {
+            stream_id: event.stream_id.clone(),
+            version: event.version,
+            position: event.position,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
         }
     }
 }
@@ -146,6 +215,9 @@ pub struct ViewSnapshot {
     pub applied: HashMap<StreamId, i64>,
     /// The feed sequence the snapshot reflects.
     pub checkpoint: u64,
+    /// The events the projector skipped (unknown to its build), for a consumer that starts
+    /// from the snapshot to fold again if it knows them.
+    pub skipped: Vec<SkippedEvent>,
 }
 
 /// What the projector knows about one stream before a batch.
@@ -183,6 +255,12 @@ pub struct BatchWrite {
     pub streams: Vec<StreamWrite>,
     /// The feed sequence reached.
     pub checkpoint: u64,
+    /// Events skipped as unknown to this build, recorded with the checkpoint.
+    pub skipped: Vec<SkippedEvent>,
+    /// Streams folded again from their first event ([`crate::ProjectionRunner::catch_up`]):
+    /// their skip records are dropped before `skipped` is recorded, and their writes
+    /// replace the stored state even at the same version (never at an older one).
+    pub refolded: Vec<StreamId>,
 }
 
 /// Storage for read models.
@@ -248,8 +326,68 @@ pub trait ViewStore: Send + Sync + 'static {
     async fn commit(&self, batch: BatchWrite) -> Result<(), StoreError>;
     /// The projector's checkpoint.
     async fn checkpoint(&self, projector: &str) -> Result<Option<u64>, StoreError>;
+    /// The events the projector skipped as unknown and has not folded since, in position
+    /// order.
+    async fn skipped(&self, projector: &str) -> Result<Vec<SkippedEvent>, StoreError>;
     /// A consistent snapshot of some view kinds.
     async fn snapshot(&self, kinds: &[&str], projector: &str) -> Result<ViewSnapshot, StoreError>;
-    /// Forgets every view, applied version and checkpoint (before a rebuild).
+    /// Forgets every view, applied version, checkpoint and skip record (before a rebuild).
     async fn reset(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_contracts::envelope::EventMetadata;
+    use gatehouse_contracts::identity::ServiceAccountEvent;
+
+    use super::*;
+
+    fn recorded(
+        event_type: &str,
+        schema_version: i32,
+        payload: serde_json::Value,
+    ) -> RecordedEvent {
+        RecordedEvent {
+            position: 1,
+            stream_id: StreamId::new("service_account", Uuid::new_v4()),
+            version: 1,
+            event_id: Uuid::new_v4(),
+            event_type: event_type.into(),
+            schema_version,
+            payload,
+            metadata: EventMetadata::default(),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    fn failure(event: &RecordedEvent) -> Option<FailureKind> {
+        decode_event::<ServiceAccountEvent>("service_account", event)
+            .err()
+            .map(|e| e.failure)
+    }
+
+    #[test]
+    fn an_unknown_type_or_newer_schema_is_unknown_and_a_malformed_known_payload_a_bug() {
+        let empty = serde_json::json!({});
+        assert_eq!(
+            failure(&recorded("service_account.deactivated", 1, empty.clone())),
+            None
+        );
+        assert_eq!(
+            failure(&recorded(
+                "service_account.some_future_thing",
+                1,
+                empty.clone()
+            )),
+            Some(FailureKind::UnknownEvent)
+        );
+        assert_eq!(
+            failure(&recorded("service_account.deactivated", 2, empty.clone())),
+            Some(FailureKind::UnknownEvent)
+        );
+        assert_eq!(
+            failure(&recorded("service_account.created", 1, empty)),
+            Some(FailureKind::Bug)
+        );
+    }
 }

@@ -3,7 +3,7 @@
 use gatehouse_contracts::devices::{DEVICE_VIEW, DeviceEvent, DeviceFacts, DeviceView};
 use gatehouse_contracts::envelope::RecordedEvent;
 use gatehouse_contracts::events::DomainEvent;
-use gatehouse_eventlog::views::{current_view, upsert_view};
+use gatehouse_eventlog::views::{current_view, decode_event, upsert_view};
 use gatehouse_eventlog::{ProjectionError, ViewChange, ViewProjection};
 
 /// Folds `device-*` streams into `device` views.
@@ -24,8 +24,7 @@ impl ViewProjection for DeviceProjection {
         doc: Option<&serde_json::Value>,
         event: &RecordedEvent,
     ) -> Result<ViewChange, ProjectionError> {
-        let decoded = DeviceEvent::from_recorded(event)
-            .map_err(|e| ProjectionError::new(DEVICE_VIEW, event, e))?;
+        let decoded: DeviceEvent = decode_event(DEVICE_VIEW, event)?;
         let view: Option<DeviceView> = current_view(DEVICE_VIEW, doc, event)?;
         let at = event.recorded_at;
         let mut next = match (view, &decoded) {

@@ -6,7 +6,7 @@ use gatehouse_contracts::identity::{
     SERVICE_ACCOUNT_VIEW, ServiceAccountEvent, ServiceAccountView, USER_VIEW, UserEvent, UserView,
 };
 use gatehouse_contracts::ids::{ServiceAccountId, UserId};
-use gatehouse_eventlog::views::{current_view as current, upsert_view as upsert};
+use gatehouse_eventlog::views::{current_view as current, decode_event, upsert_view as upsert};
 use gatehouse_eventlog::{ProjectionError, ViewChange, ViewProjection};
 
 /// Folds `user-*` streams into `user` views.
@@ -27,8 +27,7 @@ impl ViewProjection for UserProjection {
         doc: Option<&serde_json::Value>,
         event: &RecordedEvent,
     ) -> Result<ViewChange, ProjectionError> {
-        let decoded = UserEvent::from_recorded(event)
-            .map_err(|e| ProjectionError::new(USER_VIEW, event, e))?;
+        let decoded: UserEvent = decode_event(USER_VIEW, event)?;
         let view: Option<UserView> = current(USER_VIEW, doc, event)?;
         let at = event.recorded_at;
         let next = match (view, decoded) {
@@ -91,8 +90,7 @@ impl ViewProjection for ServiceAccountProjection {
         doc: Option<&serde_json::Value>,
         event: &RecordedEvent,
     ) -> Result<ViewChange, ProjectionError> {
-        let decoded = ServiceAccountEvent::from_recorded(event)
-            .map_err(|e| ProjectionError::new(SERVICE_ACCOUNT_VIEW, event, e))?;
+        let decoded: ServiceAccountEvent = decode_event(SERVICE_ACCOUNT_VIEW, event)?;
         let view: Option<ServiceAccountView> = current(SERVICE_ACCOUNT_VIEW, doc, event)?;
         let at = event.recorded_at;
         let next = match (view, decoded) {

@@ -5,7 +5,7 @@
 use gatehouse_contracts::envelope::RecordedEvent;
 use gatehouse_contracts::events::DomainEvent;
 use gatehouse_contracts::keyring::{KEYRING_VIEW, KeyringEvent, KeyringView};
-use gatehouse_eventlog::views::{current_view, upsert_view};
+use gatehouse_eventlog::views::{current_view, decode_event, upsert_view};
 use gatehouse_eventlog::{ProjectionError, ViewChange, ViewProjection};
 
 /// Folds the `keyring` stream into its one document.
@@ -26,8 +26,7 @@ impl ViewProjection for KeyringProjection {
         doc: Option<&serde_json::Value>,
         event: &RecordedEvent,
     ) -> Result<ViewChange, ProjectionError> {
-        let decoded = KeyringEvent::from_recorded(event)
-            .map_err(|e| ProjectionError::new(KEYRING_VIEW, event, e))?;
+        let decoded: KeyringEvent = decode_event(KEYRING_VIEW, event)?;
         // Read models built before this projection existed start from the first change
         // they see; the issuer keeps what it loaded from the log and merges.
         let mut view: KeyringView = current_view(KEYRING_VIEW, doc, event)?.unwrap_or_default();

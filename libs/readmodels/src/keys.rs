@@ -4,7 +4,7 @@ use gatehouse_contracts::envelope::RecordedEvent;
 use gatehouse_contracts::events::DomainEvent;
 use gatehouse_contracts::ids::ApiKeyId;
 use gatehouse_contracts::keys::{API_KEY_VIEW, ApiKeyEvent, ApiKeyView, KeyValidity};
-use gatehouse_eventlog::views::{current_view, upsert_view};
+use gatehouse_eventlog::views::{current_view, decode_event, upsert_view};
 use gatehouse_eventlog::{ProjectionError, ViewChange, ViewProjection};
 
 /// Folds `api_key-*` streams into `api_key` views.
@@ -25,8 +25,7 @@ impl ViewProjection for ApiKeyProjection {
         doc: Option<&serde_json::Value>,
         event: &RecordedEvent,
     ) -> Result<ViewChange, ProjectionError> {
-        let decoded = ApiKeyEvent::from_recorded(event)
-            .map_err(|e| ProjectionError::new(API_KEY_VIEW, event, e))?;
+        let decoded: ApiKeyEvent = decode_event(API_KEY_VIEW, event)?;
         let view: Option<ApiKeyView> = current_view(API_KEY_VIEW, doc, event)?;
         let at = event.recorded_at;
         let mut next = match (view, &decoded) {

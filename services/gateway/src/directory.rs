@@ -28,8 +28,8 @@ use gatehouse_contracts::keys::{API_KEY_VIEW, ApiKeyView, KeyValidity};
 use gatehouse_eventlog::memory::MemoryViewStore;
 use gatehouse_eventlog::views::{BatchWrite, StreamState, StreamWrite};
 use gatehouse_eventlog::{
-    EventFeed, EventStore, ListQuery, Page, ProjectionRunner, StoreError, ViewDoc, ViewSnapshot,
-    ViewStore,
+    EventFeed, EventStore, ListQuery, Page, ProjectionRunner, SkippedEvent, StoreError, ViewDoc,
+    ViewSnapshot, ViewStore,
 };
 use gatehouse_tokens::PrincipalKind;
 use tokio::sync::watch;
@@ -245,6 +245,9 @@ impl ViewStore for DirectoryStore {
     }
     async fn checkpoint(&self, projector: &str) -> Result<Option<u64>, StoreError> {
         self.docs.checkpoint(projector).await
+    }
+    async fn skipped(&self, projector: &str) -> Result<Vec<SkippedEvent>, StoreError> {
+        self.docs.skipped(projector).await
     }
     async fn snapshot(&self, kinds: &[&str], projector: &str) -> Result<ViewSnapshot, StoreError> {
         self.docs.snapshot(kinds, projector).await
@@ -480,6 +483,13 @@ impl Directory {
                 created_position: None,
             });
         }
+        // Events the shared projector skipped as unknown to its build: recorded as this
+        // directory's own, so that its runner folds their streams again if it knows them.
+        let skipped = snapshot
+            .skipped
+            .into_iter()
+            .filter(|s| self.view_kind_of(s.stream_id.aggregate()).is_some())
+            .collect();
         let count = snapshot.docs.len();
         self.store.reset().await?;
         self.store
@@ -487,8 +497,191 @@ impl Directory {
                 projector: DIRECTORY_PROJECTOR.into(),
                 streams,
                 checkpoint: snapshot.checkpoint,
+                skipped,
+                refolded: Vec::new(),
             })
             .await?;
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_contracts::clock::SystemClock;
+    use gatehouse_contracts::envelope::EventMetadata;
+    use gatehouse_contracts::events::DomainEvent;
+    use gatehouse_contracts::identity::{Deactivated, ServiceAccountCreated, ServiceAccountEvent};
+    use gatehouse_contracts::names::{Description, Name};
+    use gatehouse_eventlog::memory::MemoryEventStore;
+    use gatehouse_eventlog::{AppendRequest, ExpectedVersion, NewEvent};
+    use gatehouse_secrets::MasterKey;
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    async fn append(
+        log: &MemoryEventStore,
+        stream: &StreamId,
+        after: i64,
+        event: NewEvent,
+    ) -> anyhow::Result<()> {
+        let expected = if after == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exactly(after)
+        };
+        log.append(AppendRequest::new(stream.clone(), expected, vec![event]))
+            .await?;
+        Ok(())
+    }
+
+    fn domain(event: &ServiceAccountEvent) -> NewEvent {
+        NewEvent::from_domain(event, EventMetadata::default(), chrono::Utc::now())
+    }
+
+    async fn create(log: &MemoryEventStore, name: &str) -> anyhow::Result<(Uuid, StreamId)> {
+        let id = Uuid::new_v4();
+        let stream = StreamId::new(ServiceAccountEvent::AGGREGATE, id);
+        let created = ServiceAccountEvent::Created(ServiceAccountCreated {
+            name: Name::parse(name)?,
+            description: Description::parse("")?,
+            role: Role::Member,
+            owner: Uuid::new_v4(),
+        });
+        append(log, &stream, 0, domain(&created)).await?;
+        Ok((id, stream))
+    }
+
+    async fn deactivate(
+        log: &MemoryEventStore,
+        stream: &StreamId,
+        after: i64,
+    ) -> anyhow::Result<()> {
+        let event = ServiceAccountEvent::Deactivated(Deactivated {});
+        append(log, stream, after, domain(&event)).await
+    }
+
+    /// `service_account.some_future_thing`: what a newer identity service might write.
+    fn from_a_newer_version() -> NewEvent {
+        NewEvent {
+            event_id: Uuid::new_v4(),
+            event_type: "service_account.some_future_thing".into(),
+            schema_version: 1,
+            payload: serde_json::json!({ "colour": "teal" }),
+            metadata: EventMetadata::default(),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !check() {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    async fn active_in_read_models(views: &MemoryViewStore, id: Uuid) -> anyhow::Result<bool> {
+        let doc = views
+            .get(SERVICE_ACCOUNT_VIEW, id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no read model of {id}"))?;
+        Ok(serde_json::from_value::<ServiceAccountView>(doc.doc)?.active)
+    }
+
+    /// An event type from a newer version between two revocations: the read models and
+    /// the directory (following the feed, and a second one starting from the snapshot)
+    /// apply both revocations, and record the event they skipped.
+    #[tokio::test]
+    async fn an_unknown_event_between_two_revocations_stalls_neither_the_read_models_nor_a_directory()
+    -> anyhow::Result<()> {
+        let log = MemoryEventStore::new();
+        let read_models = MemoryViewStore::new();
+        let (stop, shutdown) = watch::channel(false);
+        let projector = ProjectionRunner::new(
+            READ_MODEL_PROJECTOR,
+            Arc::new(read_models.clone()),
+            Arc::new(log.clone()),
+        )
+        .with(Arc::new(
+            gatehouse_readmodels::identity::ServiceAccountProjection,
+        ));
+        tokio::spawn({
+            let feed: Arc<dyn EventFeed> = Arc::new(log.clone());
+            let shutdown = shutdown.clone();
+            async move { projector.run(feed, true, shutdown).await }
+        });
+        let master = MasterKey::generate();
+        crate::issuer::tests::first_key(&log, &master).await?;
+        let start_directory = || async {
+            let issuer = TokenIssuer::load(
+                Arc::new(log.clone()),
+                &master,
+                "http://127.0.0.1",
+                "gatehouse",
+                &SystemClock,
+            )
+            .await?;
+            let directory = Directory::new(Arc::new(log.clone()), Arc::new(issuer));
+            tokio::spawn(directory.clone().run(
+                Arc::new(read_models.clone()),
+                Arc::new(log.clone()),
+                shutdown.clone(),
+            ));
+            tokio::time::timeout(WAIT, directory.wait_ready()).await?;
+            anyhow::Ok(directory)
+        };
+
+        let (a, stream_a) = create(&log, "account-a").await?;
+        let (b, stream_b) = create(&log, "account-b").await?;
+        let following = start_directory().await?;
+        until("the directory knows both accounts", || {
+            following.principal(&a).is_some() && following.principal(&b).is_some()
+        })
+        .await?;
+
+        deactivate(&log, &stream_a, 1).await?;
+        append(&log, &stream_a, 2, from_a_newer_version()).await?;
+        deactivate(&log, &stream_b, 1).await?;
+
+        let inactive =
+            |directory: &Directory, id: Uuid| directory.principal(&id).is_some_and(|p| !p.active);
+        until("the following directory refuses B", || {
+            inactive(&following, b)
+        })
+        .await?;
+        assert!(
+            inactive(&following, a),
+            "A is active again in the directory"
+        );
+        assert!(
+            read_models.wait_applied(&stream_b, 2, WAIT).await?,
+            "the read models never applied B's deactivation"
+        );
+        assert!(!active_in_read_models(&read_models, a).await?);
+        assert!(!active_in_read_models(&read_models, b).await?);
+        // The unknown event is behind A's version guard, and recorded.
+        assert_eq!(read_models.applied_version(&stream_a).await?, Some(3));
+        let skipped = read_models.skipped(READ_MODEL_PROJECTOR).await?;
+        assert_eq!(
+            skipped
+                .iter()
+                .map(|s| (s.stream_id.clone(), s.version, s.event_type.as_str()))
+                .collect::<Vec<_>>(),
+            [(stream_a.clone(), 3, "service_account.some_future_thing")]
+        );
+
+        // A directory that starts now loads the snapshot, takes over the skip record (its
+        // build does not know the type either, so it keeps it) and refuses both.
+        let starting = start_directory().await?;
+        assert!(inactive(&starting, a) && inactive(&starting, b));
+        assert_eq!(
+            starting.store.docs.skipped(DIRECTORY_PROJECTOR).await?,
+            skipped
+        );
+        stop.send_replace(true);
+        Ok(())
     }
 }

@@ -164,3 +164,194 @@ fn request_schemas_refuse_what_the_server_refuses() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Routes and the document agree: every operation it documents is routed, and every route
+// is documented (or listed below as deliberately not part of the API).
+// ---------------------------------------------------------------------------------------
+
+/// Routes that are not part of the JSON API, and why.
+const UNDOCUMENTED: [(&str, &str, &str); 4] = [
+    ("GET", "/openapi.json", "the document itself"),
+    (
+        "GET",
+        "/device",
+        "the device verification page (HTML, for people)",
+    ),
+    (
+        "POST",
+        "/device/signin",
+        "the device page's sign-in form (HTML)",
+    ),
+    (
+        "POST",
+        "/device/decide",
+        "the device page's approve/deny form (HTML)",
+    ),
+];
+
+/// The methods actix handlers are registered for here.
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// Marks a response from the default service: no route matched the method and path.
+const UNROUTED: &str = "x-test-unrouted";
+
+/// A path pattern with every `{parameter}` replaced by `value`.
+fn with_params(pattern: &str, value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        out.push_str(value);
+        rest = rest[open..].split_once('}').map_or("", |(_, after)| after);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The pattern of the route that the app built by `routes::configure` routes `method path`
+/// to, with its parameters as `{}`; `None` when the default service answers. (Handlers may
+/// fail here for want of app state; they were reached.) A macro: the app's request type is
+/// not nameable here.
+macro_rules! routed {
+    ($app:expr, $method:expr, $path:expr) => {{
+        let request = actix_web::test::TestRequest::default()
+            .method($method.parse::<actix_web::http::Method>().expect("method"))
+            .uri(&$path)
+            .to_request();
+        let response = actix_web::test::call_service($app, request).await;
+        let pattern = response.request().match_pattern();
+        (!response.headers().contains_key(UNROUTED)).then(|| shape(&pattern.unwrap_or_default()))
+    }};
+}
+
+/// Every route handler in the gateway's source: `(method, path as written, handler)` from
+/// its `#[get("…")]`-style attribute (the only way this crate registers routes; the test
+/// below refuses any other).
+fn route_attributes() -> Vec<(String, String, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read src").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    let mut routes = Vec::new();
+    for file in files {
+        let source = std::fs::read_to_string(&file).expect("read source");
+        for registration in ["web::resource(", ".route(", "web::scope(\""] {
+            let allowed = registration == "web::scope(\""
+                && source.matches(registration).count()
+                    == source.matches("web::scope(\"/api/v1\")").count();
+            assert!(
+                allowed || !source.contains(registration),
+                "{} registers routes with `{registration}`: teach this test to find them",
+                file.display()
+            );
+        }
+        let mut lines = source.lines();
+        while let Some(line) = lines.next() {
+            let line = line.trim();
+            for method in METHODS {
+                let attribute = format!("#[{}(\"", method.to_lowercase());
+                let Some(rest) = line.strip_prefix(&attribute) else {
+                    continue;
+                };
+                let path = rest.split('"').next().unwrap_or_default().to_owned();
+                let handler = lines
+                    .next()
+                    .and_then(|l| l.split("fn ").nth(1))
+                    .and_then(|l| l.split('(').next())
+                    .unwrap_or_default()
+                    .to_owned();
+                routes.push((method.to_owned(), path, handler));
+            }
+        }
+    }
+    routes
+}
+
+/// `{name}` → `{}`: actix and the document may name a parameter differently.
+fn shape(pattern: &str) -> String {
+    with_params(pattern, "{}")
+}
+
+#[actix_web::test]
+async fn every_route_is_documented_and_every_documented_operation_is_routed() {
+    let app = actix_web::test::init_service(
+        actix_web::App::new()
+            .configure(gatehouse_gateway::routes::configure)
+            .default_service(actix_web::web::to(|| async {
+                actix_web::HttpResponse::NotFound()
+                    .insert_header((UNROUTED, "1"))
+                    .finish()
+            })),
+    )
+    .await;
+    let id = "6f1c2b9e-2a55-4d0e-9d8e-0c1a5e9f7b21";
+
+    // Documented → routed.
+    let documented: Vec<(String, String)> = operations()
+        .into_iter()
+        .map(|(method, path, _)| (method, path))
+        .collect();
+    assert!(documented.len() > 30, "{documented:?}");
+    let mut not_routed = Vec::new();
+    for (method, path) in &documented {
+        if routed!(&app, method, &with_params(path, id)) != Some(shape(path)) {
+            not_routed.push(format!("{method} {path}"));
+        }
+    }
+    assert!(
+        not_routed.is_empty(),
+        "documented but not routed: {not_routed:#?}"
+    );
+    // The probe tells a missing route apart.
+    assert_eq!(routed!(&app, "GET", "/api/v1/no-such-thing"), None);
+    assert_eq!(routed!(&app, "PUT", "/api/v1/service_accounts"), None);
+
+    // Routed → documented. Each handler is registered at its own path or under /api/v1;
+    // the probe finds which, and proves it is registered at all.
+    let documented: Vec<(String, String)> = documented
+        .iter()
+        .map(|(method, path)| (method.clone(), shape(path)))
+        .collect();
+    let handlers = route_attributes();
+    assert!(handlers.len() >= documented.len(), "{handlers:?}");
+    let (mut unregistered, mut undocumented) = (Vec::new(), Vec::new());
+    for (method, path, handler) in &handlers {
+        let mut full = None;
+        for candidate in [path.clone(), format!("/api/v1{path}")] {
+            if routed!(&app, method, &with_params(&candidate, id)) == Some(shape(&candidate)) {
+                full = Some(candidate);
+                break;
+            }
+        }
+        let Some(full) = full else {
+            unregistered.push(format!("{handler}: {method} {path}"));
+            continue;
+        };
+        let exempt = UNDOCUMENTED
+            .iter()
+            .any(|(m, p, _)| m == method && *p == full);
+        if !exempt && !documented.contains(&(method.clone(), shape(&full))) {
+            undocumented.push(format!("{handler}: {method} {full}"));
+        }
+    }
+    assert!(
+        unregistered.is_empty(),
+        "handlers not registered: {unregistered:#?}"
+    );
+    assert!(
+        undocumented.is_empty(),
+        "routed but not documented: {undocumented:#?}"
+    );
+}

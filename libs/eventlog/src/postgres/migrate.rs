@@ -57,6 +57,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "idempotency_expiry",
         sql: include_str!("../../migrations/0006_idempotency_expiry.sql"),
     },
+    Migration {
+        version: 7,
+        name: "skipped_events",
+        sql: include_str!("../../migrations/0007_skipped_events.sql"),
+    },
 ];
 
 /// Brings the schema up to date. Idempotent, and safe to call from several processes at

@@ -5,6 +5,8 @@
 //! - `read.applied`: the last version applied per stream: the guard that makes redelivery
 //!   harmless.
 //! - `read.checkpoints`: the feed sequence each projector has committed.
+//! - `read.skipped`: the events each projector skipped as unknown to its build
+//!   (`docs/decisions/0012-unknown-event-types.md`), committed with its checkpoint.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -23,7 +25,8 @@ use super::store::{corrupt, execute, parse_stream_id, query};
 use super::{PROJECTED_CHANNEL, PgDatabase, error_chain, to_bigint, unavailable};
 use crate::store::StoreError;
 use crate::views::{
-    BatchWrite, ListQuery, Page, StreamState, StreamWrite, ViewDoc, ViewSnapshot, ViewStore,
+    BatchWrite, ListQuery, Page, SkippedEvent, StreamState, StreamWrite, ViewDoc, ViewSnapshot,
+    ViewStore,
 };
 
 /// How often [`ViewStore::wait_applied`] looks again when no notification arrives (a lost
@@ -126,6 +129,19 @@ fn doc_from_row(row: &tokio_postgres::Row) -> Result<ViewDoc, StoreError> {
         id: row.try_get(1).map_err(corrupt)?,
         version: row.try_get(2).map_err(corrupt)?,
         doc: row.try_get(3).map_err(corrupt)?,
+    })
+}
+
+const SKIPPED_SQL: &str = "SELECT stream_id, version, position, event_type, schema_version
+     FROM read.skipped WHERE projector = $1 ORDER BY position";
+
+fn skipped_from_row(row: &tokio_postgres::Row) -> Result<SkippedEvent, StoreError> {
+    Ok(SkippedEvent {
+        stream_id: parse_stream_id(row.try_get(0).map_err(corrupt)?)?,
+        version: row.try_get(1).map_err(corrupt)?,
+        position: row.try_get(2).map_err(corrupt)?,
+        event_type: row.try_get(3).map_err(corrupt)?,
+        schema_version: row.try_get(4).map_err(corrupt)?,
     })
 }
 
@@ -305,8 +321,9 @@ impl ViewStore for PostgresViewStore {
             .collect())
     }
 
-    /// One transaction: applied versions (under the version guard), then the documents of
-    /// the streams that moved forward, then the checkpoint, then `NOTIFY`.
+    /// One transaction: applied versions (under the version guard; a refolded stream may
+    /// stay at its version), then the documents of the streams that moved forward, then the
+    /// skip records and the checkpoint, then `NOTIFY`.
     #[tracing::instrument(skip_all, fields(projector = %batch.projector, streams = batch.streams.len()), err)]
     async fn commit(&self, batch: BatchWrite) -> Result<(), StoreError> {
         let mut client = self.pool().get().await.map_err(unavailable)?;
@@ -318,6 +335,7 @@ impl ViewStore for PostgresViewStore {
         let stream_ids: Vec<&str> = writes.iter().map(|w| w.stream_id.as_str()).collect();
         let versions: Vec<i64> = writes.iter().map(|w| w.applied).collect();
         let positions: Vec<i64> = writes.iter().map(|w| w.position).collect();
+        let refolded: Vec<&str> = batch.refolded.iter().map(StreamId::as_str).collect();
         let advanced_rows = query(
             &tx,
             "INSERT INTO read.applied AS a (stream_id, version, position)
@@ -325,8 +343,9 @@ impl ViewStore for PostgresViewStore {
              ON CONFLICT (stream_id) DO UPDATE
                  SET version = excluded.version, position = excluded.position, applied_at = clock_timestamp()
                  WHERE a.version < excluded.version
+                    OR (a.version = excluded.version AND a.stream_id = ANY($4))
              RETURNING stream_id",
-            &[&stream_ids, &versions, &positions],
+            &[&stream_ids, &versions, &positions, &refolded],
         )
         .await
         .map_err(unavailable)?;
@@ -377,7 +396,35 @@ impl ViewStore for PostgresViewStore {
             .map_err(unavailable)?;
         }
 
-        // 3. The checkpoint never moves back.
+        // 3. The skip records: a refolded stream's go, this batch's are added.
+        if !refolded.is_empty() {
+            execute(
+                &tx,
+                "DELETE FROM read.skipped WHERE projector = $1 AND stream_id = ANY($2)",
+                &[&batch.projector, &refolded],
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        if !batch.skipped.is_empty() {
+            let skipped = &batch.skipped;
+            let stream_ids: Vec<&str> = skipped.iter().map(|s| s.stream_id.as_str()).collect();
+            let versions: Vec<i64> = skipped.iter().map(|s| s.version).collect();
+            let positions: Vec<i64> = skipped.iter().map(|s| s.position).collect();
+            let types: Vec<&str> = skipped.iter().map(|s| s.event_type.as_str()).collect();
+            let schemas: Vec<i32> = skipped.iter().map(|s| s.schema_version).collect();
+            execute(
+                &tx,
+                "INSERT INTO read.skipped (projector, stream_id, version, position, event_type, schema_version)
+                 SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::int[])
+                 ON CONFLICT DO NOTHING",
+                &[&batch.projector, &stream_ids, &versions, &positions, &types, &schemas],
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+
+        // 4. The checkpoint never moves back.
         execute(
             &tx,
             "INSERT INTO read.checkpoints AS c (projector, sequence, updated_at) VALUES ($1, $2, clock_timestamp())
@@ -388,7 +435,7 @@ impl ViewStore for PostgresViewStore {
         .await
         .map_err(unavailable)?;
 
-        // 4. Wake `wait_applied` callers (delivered at commit).
+        // 5. Wake `wait_applied` callers (delivered at commit).
         execute(&tx, "SELECT pg_notify($1, '')", &[&PROJECTED_CHANNEL])
             .await
             .map_err(unavailable)?;
@@ -423,7 +470,7 @@ impl ViewStore for PostgresViewStore {
         );
         let docs_params: [&(dyn ToSql + Sync); 1] = [&kinds];
         let checkpoint_params: [&(dyn ToSql + Sync); 1] = [&projector];
-        let (doc_rows, applied_rows, checkpoint_rows) = futures::try_join!(
+        let (doc_rows, applied_rows, checkpoint_rows, skipped_rows) = futures::try_join!(
             query(&tx, &docs_sql, &docs_params),
             query(&tx, "SELECT stream_id, version FROM read.applied", &[]),
             query(
@@ -431,6 +478,7 @@ impl ViewStore for PostgresViewStore {
                 "SELECT sequence FROM read.checkpoints WHERE projector = $1",
                 &checkpoint_params
             ),
+            query(&tx, SKIPPED_SQL, &checkpoint_params),
         )
         .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
@@ -454,7 +502,19 @@ impl ViewStore for PostgresViewStore {
                 .map(sequence_from_row)
                 .transpose()?
                 .unwrap_or(0),
+            skipped: skipped_rows
+                .iter()
+                .map(skipped_from_row)
+                .collect::<Result<_, _>>()?,
         })
+    }
+
+    async fn skipped(&self, projector: &str) -> Result<Vec<SkippedEvent>, StoreError> {
+        let client = self.pool().get().await.map_err(unavailable)?;
+        let rows = query(&client, SKIPPED_SQL, &[&projector])
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(skipped_from_row).collect()
     }
 
     async fn record_use(
@@ -498,7 +558,7 @@ impl ViewStore for PostgresViewStore {
     async fn reset(&self) -> Result<(), StoreError> {
         let client = self.pool().get().await.map_err(unavailable)?;
         client
-            .batch_execute("TRUNCATE read.views, read.applied, read.checkpoints")
+            .batch_execute("TRUNCATE read.views, read.applied, read.checkpoints, read.skipped")
             .await
             .map_err(unavailable)
     }

@@ -8,13 +8,14 @@ use futures::StreamExt as _;
 use gatehouse_eventlog::checked::LogCheckedFeed;
 use gatehouse_eventlog::feed::{EventFeed, FeedError, StartFrom, Subscription, SubscriptionSpec};
 use gatehouse_eventlog::{
-    AppendError, ExpectedVersion, ListQuery, ProjectionRunner, SecretOp, UniqueClaim,
+    AppendError, ExpectedVersion, FailureKind, ListQuery, ProjectionRunner, ProjectorError,
+    SecretOp, UniqueClaim,
 };
 use gatehouse_eventlog::{Delivery, IdempotencyRecord};
 use serde_json::json;
 
 use crate::support::{
-    CountingProjection, Stores, VIEW_KIND, append, bumps, event, new_stream, now,
+    CountingProjection, OlderBuild, Stores, VIEW_KIND, append, bumps, event, new_stream, now,
 };
 
 macro_rules! both {
@@ -801,5 +802,90 @@ async fn a_writer_replays_an_outcome_only_until_it_expires(s: Stores) -> anyhow:
     assert_eq!(replayed.map(|a| a.output), Some("first".to_owned()));
     clock.advance(chrono::Duration::seconds(60));
     assert!(writer.replay::<String>(Some(&idempotency)).await?.is_none());
+    Ok(())
+}
+
+both!(an_unknown_event_is_skipped_and_recorded_and_its_stream_folded_again_after_an_upgrade);
+async fn an_unknown_event_is_skipped_and_recorded_and_its_stream_folded_again_after_an_upgrade(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let older = ProjectionRunner::new("test-projector", s.views.clone(), s.log.clone()).with(
+        Arc::new(OlderBuild {
+            unknown: "counter.reshaped",
+        }),
+    );
+    let (a, b) = (new_stream(), new_stream());
+    s.log
+        .append(append(
+            &a,
+            ExpectedVersion::NoStream,
+            vec![
+                event("bumped", "a1"),
+                event("reshaped", "a2"),
+                event("bumped", "a3"),
+            ],
+        ))
+        .await?;
+    s.log
+        .append(append(&b, ExpectedVersion::NoStream, bumps(1)))
+        .await?;
+    let count = |stream: gatehouse_contracts::envelope::StreamId| {
+        let views = s.views.clone();
+        async move {
+            let doc = views
+                .get(VIEW_KIND, stream.id().unwrap_or_default())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no document of {stream}"))?;
+            anyhow::Ok((doc.doc["count"].as_i64().unwrap_or(0), doc.version))
+        }
+    };
+
+    // The older build skips the event it does not know and applies the rest of the batch.
+    older
+        .apply_deliveries(deliveries(&s.log.read_all(0, 100).await?))
+        .await?;
+    assert_eq!(count(a.clone()).await?, (2, 3), "a3 applied, a2 skipped");
+    assert_eq!(count(b.clone()).await?, (1, 1));
+    let skipped = s.views.skipped("test-projector").await?;
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(
+        (
+            &skipped[0].stream_id,
+            skipped[0].version,
+            skipped[0].event_type.as_str()
+        ),
+        (&a, 2, "counter.reshaped")
+    );
+    let snapshot = s.views.snapshot(&[VIEW_KIND], "test-projector").await?;
+    assert_eq!(snapshot.skipped, skipped);
+    // Catching up with the same build changes nothing.
+    assert_eq!(older.catch_up().await?, 0);
+    assert_eq!(s.views.skipped("test-projector").await?, skipped);
+
+    // A known type with a malformed payload is a bug: the batch stops, nothing moves.
+    s.log
+        .append(append(
+            &b,
+            ExpectedVersion::Exactly(1),
+            vec![event("malformed", "b2")],
+        ))
+        .await?;
+    let b2 = s.log.read_stream(&b, 1).await?;
+    let refused = older.apply_deliveries(deliveries(&b2)).await;
+    match refused {
+        Err(ProjectorError::Projection(error)) => assert_eq!(error.failure, FailureKind::Bug),
+        other => anyhow::bail!("a malformed event did not stop the batch: {other:?}"),
+    }
+    assert_eq!(s.views.applied_version(&b).await?, Some(1));
+
+    // After the upgrade, the new build folds a's stream again from the log: a2 counts.
+    let upgraded = ProjectionRunner::new("test-projector", s.views.clone(), s.log.clone())
+        .with(Arc::new(CountingProjection));
+    assert_eq!(upgraded.catch_up().await?, 1);
+    assert_eq!(count(a.clone()).await?, (3, 3));
+    assert_eq!(count(b.clone()).await?, (1, 1), "b was not refolded");
+    assert!(s.views.skipped("test-projector").await?.is_empty());
+    assert_eq!(upgraded.catch_up().await?, 0);
+
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use gatehouse_contracts::envelope::{Actor, EventMetadata, RecordedEvent, StreamId};
+use gatehouse_contracts::events::EventDecodeError;
 use gatehouse_eventlog::memory::{MemoryEventStore, MemoryViewStore};
 use gatehouse_eventlog::postgres::{PgDatabase, PostgresEventStore, PostgresViewStore};
 use gatehouse_eventlog::relay::OutboxRelay;
@@ -266,5 +267,44 @@ impl ViewProjection for CountingProjection {
                 "last_version": event.version,
             })),
         })
+    }
+}
+
+/// [`CountingProjection`] as an older build runs it: it does not know event type
+/// `unknown` (a newer build writes it), and reads `counter.malformed` (a type it knows)
+/// as a payload that does not match its schema.
+#[derive(Debug)]
+pub struct OlderBuild {
+    pub unknown: &'static str,
+}
+
+impl ViewProjection for OlderBuild {
+    fn kind(&self) -> &'static str {
+        VIEW_KIND
+    }
+
+    fn aggregate(&self) -> &'static str {
+        AGGREGATE
+    }
+
+    fn apply(
+        &self,
+        current: Option<&serde_json::Value>,
+        event: &RecordedEvent,
+    ) -> Result<ViewChange, ProjectionError> {
+        if event.event_type == self.unknown {
+            let error = EventDecodeError::UnknownType {
+                event_type: event.event_type.clone(),
+            };
+            return Err(ProjectionError::undecodable(VIEW_KIND, event, error));
+        }
+        if event.event_type == "counter.malformed" {
+            let error = EventDecodeError::Payload {
+                event_type: event.event_type.clone(),
+                source: serde::de::Error::custom("missing field `label`"),
+            };
+            return Err(ProjectionError::undecodable(VIEW_KIND, event, error));
+        }
+        CountingProjection.apply(current, event)
     }
 }
