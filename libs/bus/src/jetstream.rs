@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
+use async_nats::header::{HeaderMap, NATS_EXPECTED_LAST_MESSAGE_ID, NATS_MESSAGE_ID};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::message::{AckKind, Acker};
 use async_nats::jetstream::stream::{Config as StreamConfig, StorageType};
@@ -24,8 +24,8 @@ use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
 use gatehouse_contracts::envelope::RecordedEvent;
 use gatehouse_eventlog::feed::{
-    Ack, BusLink, Delivery, EventFeed, FeedError, PublishError, Publisher, StartFrom, Subscription,
-    SubscriptionSpec, reconnected,
+    Ack, BusLink, Delivery, EventFeed, FeedError, PendingAck, PublishError, Publisher, StartFrom,
+    Subscription, SubscriptionSpec, reconnected,
 };
 use tokio::sync::watch;
 
@@ -115,9 +115,11 @@ pub async fn ensure_stream(js: &Context) -> Result<jetstream::stream::Stream, Bu
 
 /// Publishes committed events for the outbox relay.
 ///
-/// Returns only once the stream has stored the event (the publish ack); the relay marks the
-/// outbox row sent after that. A re-publish of the same event id within
-/// [`DUPLICATE_WINDOW`] is acknowledged as a duplicate and counts as success.
+/// An event's acknowledgement resolves once the stream has stored it (the publish ack); the
+/// relay marks the outbox row sent after that, and sends further events meanwhile, each
+/// stored only right after the one before it (`Nats-Expected-Last-Msg-Id`, see
+/// [`Publisher::send`]). A re-publish of the same event id within [`DUPLICATE_WINDOW`] is
+/// acknowledged as a duplicate and counts as success.
 ///
 /// Given the connection's [`BusLink`] ([`with_link`](Self::with_link)), it fails at once
 /// instead of waiting out its timeout when the connection is down, or is lost before the
@@ -131,7 +133,7 @@ pub struct JetStreamPublisher {
 }
 
 impl JetStreamPublisher {
-    /// Default bound on one publish, send and ack together.
+    /// Default bound on sending one event, and on waiting for its ack.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// A publisher on `js`.
@@ -143,8 +145,8 @@ impl JetStreamPublisher {
         }
     }
 
-    /// Bounds each publish (send and ack together) by `timeout`. The context's own timeout
-    /// also bounds the wait for the ack.
+    /// Bounds the send, and then the wait for its ack, each by `timeout`. The context's own
+    /// timeout also bounds the wait for the ack.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -157,16 +159,22 @@ impl JetStreamPublisher {
         self
     }
 
-    /// Sends one event; the future resolves to its ack.
-    async fn send(
+    /// Sends one event, stored only after `after` when given; the future resolves to its
+    /// ack.
+    async fn send_one(
         &self,
         event: &RecordedEvent,
+        after: Option<uuid::Uuid>,
     ) -> Result<async_nats::jetstream::context::PublishAckFuture, BoxError> {
         let body = serde_json::to_vec(event)?;
+        let mut headers = event_headers(event);
+        if let Some(after) = after {
+            headers.insert(NATS_EXPECTED_LAST_MESSAGE_ID, after.to_string());
+        }
         let sent = tokio::time::timeout(
             self.timeout,
             self.js
-                .publish_with_headers(event.subject(), event_headers(event), Bytes::from(body)),
+                .publish_with_headers(event.subject(), headers, Bytes::from(body)),
         )
         .await;
         match sent {
@@ -174,18 +182,18 @@ impl JetStreamPublisher {
             Err(_) => Err(Box::new(PublishFailure::TimedOut(self.timeout))),
         }
     }
+}
 
-    /// Resolves once the connection `sent_on` is down or replaced by another; never
-    /// without a link.
-    async fn lost(&self, sent_on: BusLink) {
-        if let Some(mut link) = self.link.clone() {
-            let gone = link.wait_for(|now| !now.up || now.connects != sent_on.connects);
-            if gone.await.is_ok() {
-                return;
-            }
+/// Resolves once the connection `sent_on` is down or replaced by another; never without a
+/// link.
+async fn lost(link: Option<watch::Receiver<BusLink>>, sent_on: BusLink) {
+    if let Some(mut link) = link {
+        let gone = link.wait_for(|now| !now.up || now.connects != sent_on.connects);
+        if gone.await.is_ok() {
+            return;
         }
-        std::future::pending().await
     }
+    std::future::pending().await
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -220,95 +228,61 @@ pub fn event_headers(event: &RecordedEvent) -> HeaderMap {
 #[async_trait]
 impl Publisher for JetStreamPublisher {
     async fn publish(&self, event: &RecordedEvent) -> Result<(), PublishError> {
-        match self.publish_all(std::slice::from_ref(event)).await {
-            (_, Some(error)) => Err(error),
-            (_, None) => Ok(()),
-        }
+        self.send(event, None).await?.await
     }
 
-    /// Sends every event first, then collects the acks in order: one connection keeps the
-    /// messages in order on the server, and the batch costs about one round trip instead
-    /// of one per event. Stops counting at the first failed ack; the relay republishes
-    /// from there (later events that were stored anyway are de-duplicated by id).
-    async fn publish_all(&self, events: &[RecordedEvent]) -> (usize, Option<PublishError>) {
-        let Some(first) = events.first() else {
-            return (0, None);
+    /// Sends the event with `Nats-Expected-Last-Msg-Id: <after>` when `after` is given: the
+    /// server then stores it only if the stream's last message is `after`, and refuses it
+    /// otherwise (`wrong last msg ID`). The server looks for a duplicate first, so a
+    /// re-sent event that the stream already holds is acknowledged as a duplicate
+    /// whatever it expects.
+    async fn send(
+        &self,
+        event: &RecordedEvent,
+        after: Option<uuid::Uuid>,
+    ) -> Result<PendingAck, PublishError> {
+        let failed = |source: BoxError| PublishError {
+            event_id: event.event_id,
+            source,
         };
         let sent_on = self.link.as_ref().map(|link| *link.borrow());
         if sent_on.is_some_and(|link| !link.up) {
             // Sending now would only fill the client's buffer until it reconnects.
-            let error = PublishError {
-                event_id: first.event_id,
-                source: Box::new(PublishFailure::Disconnected),
-            };
-            return (0, Some(error));
+            return Err(failed(Box::new(PublishFailure::Disconnected)));
         }
         let sent_on = sent_on.unwrap_or_default();
-        let mut acks = Vec::with_capacity(events.len());
-        let mut error = None;
-        for event in events {
-            let sent = tokio::select! {
-                biased;
-                sent = self.send(event) => sent,
-                () = self.lost(sent_on) => Err(Box::new(PublishFailure::ConnectionLost) as BoxError),
-            };
-            match sent {
-                Ok(ack) => acks.push(ack),
-                Err(source) => {
-                    error = Some(PublishError {
-                        event_id: event.event_id,
-                        source,
-                    });
-                    break;
-                }
+        let ack = tokio::select! {
+            biased;
+            sent = self.send_one(event, after) => sent.map_err(failed)?,
+            () = lost(self.link.clone(), sent_on) => {
+                return Err(failed(Box::new(PublishFailure::ConnectionLost)));
             }
-        }
-        self.collect(events, acks, error, sent_on).await
-    }
-
-    fn link(&self) -> Option<watch::Receiver<BusLink>> {
-        self.link.clone()
-    }
-}
-
-impl JetStreamPublisher {
-    /// Awaits the acks of the events sent so far (on connection `sent_on`), in order; the
-    /// count of accepted events stops at the first failure.
-    async fn collect(
-        &self,
-        events: &[RecordedEvent],
-        acks: Vec<async_nats::jetstream::context::PublishAckFuture>,
-        mut error: Option<PublishError>,
-        sent_on: BusLink,
-    ) -> (usize, Option<PublishError>) {
-        let mut accepted = 0;
-        for (event, ack) in events.iter().zip(acks) {
+        };
+        let (event_id, timeout, link) = (event.event_id, self.timeout, self.link.clone());
+        Ok(Box::pin(async move {
             let acked = tokio::select! {
                 biased;
-                acked = tokio::time::timeout(self.timeout, ack.into_future()) => match acked {
+                acked = tokio::time::timeout(timeout, ack.into_future()) => match acked {
                     Ok(Ok(ack)) => Ok(ack),
                     Ok(Err(e)) => Err(Box::new(e) as BoxError),
-                    Err(_) => Err(Box::new(PublishFailure::TimedOut(self.timeout)) as BoxError),
+                    Err(_) => Err(Box::new(PublishFailure::TimedOut(timeout)) as BoxError),
                 },
-                () = self.lost(sent_on) => Err(Box::new(PublishFailure::ConnectionLost) as BoxError),
+                () = lost(link, sent_on) => Err(Box::new(PublishFailure::ConnectionLost) as BoxError),
             };
             match acked {
                 Ok(ack) => {
                     if ack.duplicate {
-                        tracing::debug!(event_id = %event.event_id, sequence = ack.sequence, "event was already published");
+                        tracing::debug!(%event_id, sequence = ack.sequence, "event was already published");
                     }
-                    accepted += 1;
+                    Ok(())
                 }
-                Err(source) => {
-                    error = Some(PublishError {
-                        event_id: event.event_id,
-                        source,
-                    });
-                    break;
-                }
+                Err(source) => Err(PublishError { event_id, source }),
             }
-        }
-        (accepted, error)
+        }))
+    }
+
+    fn link(&self) -> Option<watch::Receiver<BusLink>> {
+        self.link.clone()
     }
 }
 

@@ -142,6 +142,10 @@ pub async fn reconnected(link: Option<tokio::sync::watch::Receiver<BusLink>>, ea
     std::future::pending().await
 }
 
+/// The bus's answer to one event handed to [`Publisher::send`]: resolves once the bus has
+/// durably accepted the event (`Ok`), or refused it, or is not going to answer.
+pub type PendingAck = futures::future::BoxFuture<'static, Result<(), PublishError>>;
+
 /// Where the outbox relay publishes committed events.
 #[async_trait]
 pub trait Publisher: Send + Sync + 'static {
@@ -149,18 +153,27 @@ pub trait Publisher: Send + Sync + 'static {
     /// the same event twice must not deliver it twice (de-duplication by event id).
     async fn publish(&self, event: &RecordedEvent) -> Result<(), PublishError>;
 
-    /// Publishes `events` in order and returns how many of them, from the first, the bus
-    /// has durably accepted, with the error that stopped the rest. A bus that can pipeline
-    /// (send them all, then collect the acknowledgements in order) should override this:
-    /// the relay's throughput is then bounded by bandwidth rather than by one round trip
-    /// per event.
-    async fn publish_all(&self, events: &[RecordedEvent]) -> (usize, Option<PublishError>) {
-        for (done, event) in events.iter().enumerate() {
-            if let Err(error) = self.publish(event).await {
-                return (done, Some(error));
-            }
-        }
-        (events.len(), None)
+    /// Hands `event` to the bus and returns its acknowledgement, to be awaited later: the
+    /// relay sends further events before earlier acknowledgements are back.
+    ///
+    /// `after` is the id of the event sent just before this one whose acknowledgement the
+    /// caller has not seen yet (`None` when every earlier event is acknowledged). The bus
+    /// must store `event` only if that event is the last one it stored, and refuse it
+    /// otherwise; a re-sent event the bus already holds is acknowledged as before,
+    /// whatever `after` says. That is what keeps a failure midway from storing a later
+    /// event before an earlier one (see [`crate::relay`]).
+    ///
+    /// The default publishes at once ([`publish`](Self::publish)) and returns a settled
+    /// acknowledgement: every earlier event is then stored before this one is sent, so
+    /// `after` holds by itself. A bus that can check `after` should override this.
+    async fn send(
+        &self,
+        event: &RecordedEvent,
+        after: Option<uuid::Uuid>,
+    ) -> Result<PendingAck, PublishError> {
+        let _ = after;
+        self.publish(event).await?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
     }
 
     /// The state of the connection to the bus, when the publisher can tell: after a failed

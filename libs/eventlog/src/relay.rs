@@ -2,10 +2,10 @@
 //!
 //! Every append inserts one `outbox` row per event in the same transaction as the event
 //! itself, with `published_at` NULL. The relay takes the unpublished rows in position
-//! order, publishes each event (the [`Publisher`] returns once the bus has durably
-//! accepted it), and then sets `published_at`. A crash between publishing and marking only
-//! means the event is published again, and the bus drops the duplicate (its
-//! de-duplication id is the event id). NATS being down only delays events.
+//! order, sends each event to the bus, and sets `published_at` once the bus has durably
+//! accepted it (its acknowledgement). A crash between publishing and marking only means
+//! the event is published again, and the bus drops the duplicate (its de-duplication id is
+//! the event id). NATS being down only delays events.
 //!
 //! # Why unpublished rows and not "everything after position N"
 //!
@@ -16,13 +16,51 @@
 //! for the rows not yet published, so position 10 is simply picked up by the next batch
 //! once it is committed and visible. (See `docs/decisions/0001-outbox-not-position-cursor.md`.)
 //!
-//! # Order and leadership
+//! # Order
 //!
 //! Consumers see each stream's events in version order. Within a stream, version N+1 can
 //! only be appended after version N has committed (its writer read version N), so N+1
-//! always has the higher position and becomes visible later: publishing in position order,
-//! and stopping a batch at the first failure, never publishes a stream's later event
-//! before an earlier one.
+//! always has the higher position and becomes visible later. Each read therefore returns
+//! N before N+1, or N was in an earlier read, or already published: sending the events in
+//! the order read sends every stream's events in version order.
+//!
+//! Sending in order is not storing in order once sends overlap. The relay does not wait
+//! for an event's acknowledgement before sending the next, nor for a read's
+//! acknowledgements before reading and sending the next events (that wait was most of the
+//! relay's latency). If event N then failed (a timeout, a server error, a connection lost
+//! before N reached the server) while N+1 was already stored, publishing N again would
+//! store it after N+1: out of order for good, and audit consumers rely on that order.
+//!
+//! So the bus stores an event only right after the one sent before it
+//! ([`Publisher::send`]'s `after`; on JetStream the `Nats-Expected-Last-Msg-Id` header): an
+//! event sent while the event before it is unacknowledged expects that event to be the
+//! stream's last message, and the server refuses it otherwise. Call the events in the order
+//! the relay sends them e₁, e₂, …; then **eᵢ is stored only after every eⱼ (j < i) is
+//! stored**: eᵢ is sent either expecting eᵢ₋₁ (stored only if eᵢ₋₁ is the last stored
+//! message, so eᵢ₋₁ is stored before it) or, only once eᵢ₋₁ is acknowledged (stored), with
+//! no expectation; by induction, so are all earlier ones. A failure at eₖ therefore gets
+//! every later event in flight refused, and nothing after the failure is stored ahead of it.
+//!
+//! After a failure the relay sends the unacknowledged events again, from the first one, in
+//! the order it first sent them, appending new reads behind them (in-flight and
+//! acknowledged-but-unmarked rows are left out of reads); the first goes without an
+//! expectation since its predecessor is acknowledged. Keeping the order matters: a copy
+//! from the failed attempt may still be stored late (a timeout is not a refusal), and it
+//! expects the same predecessor as the new copy, so the sequence above is the only one any
+//! copy can extend. The server checks for a duplicate `Nats-Msg-Id` before the
+//! expectation, so an event already stored is acknowledged as a duplicate whatever it
+//! expects: each event is stored once (within the stream's duplicate window,
+//! `DUPLICATE_WINDOW` in `gatehouse-bus`). Checked against nats-server 2.15 in
+//! `libs/bus/tests/it/relay.rs`.
+//!
+//! Why the last message's id and not a sequence number: `Nats-Expected-Last-Sequence`
+//! would need eᵢ₋₁'s stream sequence, known only from its acknowledgement, which is the
+//! wait this avoids. And the first event of a leader's session, or the first after a
+//! failure, expects nothing: after a server restart the server remembers the last message
+//! id only if that message is within the duplicate window, so an expectation there could
+//! be refused forever.
+//!
+//! # Leadership
 //!
 //! That holds for one publisher at a time, so exactly one relay publishes across all
 //! processes: the one holding a session-level advisory lock (`pg_try_advisory_lock`) on
@@ -30,8 +68,11 @@
 //! rows with `FOR UPDATE SKIP LOCKED` would be faster, but could publish two events of one
 //! stream out of order.) The lock dies with the leader's connection, and the leader uses
 //! that same connection for its queries, so a leader that lost its lock also cannot mark
-//! rows anymore; a last in-flight publish may still overlap with the new leader's first,
-//! which the bus de-duplicates.
+//! rows anymore, nor read more to send; a last in-flight publish may still overlap with
+//! the new leader's first, which the bus de-duplicates. The proof above covers one
+//! session's sends: a new session reads afresh and relies, as before, on the previous
+//! leader's last sends having reached the server (or never reaching it) by the time the
+//! new leader sends (at least the one-second lock retry later).
 //!
 //! # Wake-ups
 //!
@@ -53,13 +94,16 @@
 //! publisher's connection ([`Publisher::link`]): when it is (re)established after the
 //! attempt that failed, the relay retries at once and starts its back-off over.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
+use gatehouse_contracts::envelope::RecordedEvent;
 use tokio::sync::{Notify, watch};
 use tokio_postgres::{Client, Statement};
 
-use crate::feed::{Publisher, reconnected};
+use crate::feed::{PendingAck, PublishError, Publisher, reconnected};
 use crate::postgres::{
     EVENT_COLUMNS, OUTBOX_CHANNEL, PgDatabase, error_chain, event_from_row, unavailable,
 };
@@ -69,8 +113,10 @@ use crate::store::StoreError;
 /// constant, the same in every process).
 pub const RELAY_LOCK: i64 = 0x6761_7465_7265_6c79; // "gaterely"
 
-/// Events taken per batch.
+/// Events taken per read.
 const BATCH_SIZE: i64 = 256;
+/// Most events sent and not yet acknowledged: the relay reads no more until acks come back.
+const MAX_IN_FLIGHT: usize = 2 * BATCH_SIZE as usize;
 /// How often a waiting relay tries to become the leader.
 const LEADER_RETRY: Duration = Duration::from_secs(1);
 /// How often an idle leader looks again without a notification (a lost one costs this).
@@ -84,11 +130,12 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// What one relay iteration did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RelayOutcome {
-    /// This many events were published and marked (more may be waiting).
+    /// Events were sent, or this many were acknowledged and marked (more may be waiting).
     Published(usize),
-    /// Nothing was waiting.
+    /// Nothing was waiting and nothing is in flight.
     Idle,
-    /// The publisher failed; whatever was published before the failure was marked.
+    /// The publisher failed; whatever was acknowledged before the failure was marked, and
+    /// the rest is sent again, in the same order, on the next iteration.
     PublisherDown,
 }
 
@@ -191,7 +238,7 @@ impl OutboxRelay {
                 .client
                 .prepare(&format!(
                     "SELECT {EVENT_COLUMNS} FROM outbox JOIN events USING (position)
-                     WHERE outbox.published_at IS NULL
+                     WHERE outbox.published_at IS NULL AND position <> ALL($2::bigint[])
                      ORDER BY position
                      LIMIT $1"
                 ))
@@ -220,10 +267,11 @@ impl OutboxRelay {
             .map_err(unavailable)?;
         let mut asleep = true;
         let link = self.publisher.link();
+        let mut chain = Chain::default();
         while !stopping(shutdown) {
             // The connection the batch is tried on: a reconnect after this is worth a retry.
             let tried_on = link.as_ref().map(|link| *link.borrow()).unwrap_or_default();
-            let outcome = self.relay_batch(&session.client, &statements).await?;
+            let outcome = self.step(&session.client, &statements, &mut chain).await?;
             tracing::debug!(?outcome, "outbox relay iteration");
             match outcome {
                 RelayOutcome::Published(_) => {
@@ -271,6 +319,9 @@ impl OutboxRelay {
                 }
             }
         }
+        // What came back is marked; what is still in flight is published again by the next
+        // leader (the bus drops what it already holds).
+        self.mark(&session.client, &statements, &mut chain).await?;
         Ok(())
     }
 
@@ -287,52 +338,208 @@ impl OutboxRelay {
         Ok(())
     }
 
-    /// Publishes up to [`BATCH_SIZE`] unpublished events in position order, stopping at
-    /// the first failure, and marks the ones published.
-    async fn relay_batch(
+    /// One turn of the pipeline (see the module documentation): marks what was
+    /// acknowledged while it reads the next unpublished events, sends them behind the
+    /// events in flight, and takes the acknowledgements that came back, waiting for one
+    /// only when there was nothing new to send.
+    async fn step(
         &self,
         client: &Client,
         statements: &Statements,
+        chain: &mut Chain,
     ) -> Result<RelayOutcome, StoreError> {
-        let rows = client
-            .query(&statements.take, &[&BATCH_SIZE])
-            .await
-            .map_err(unavailable)?;
-        if rows.is_empty() {
-            return Ok(RelayOutcome::Idle);
-        }
-        // Decode in order; an undecodable row ends the batch there, like a publish failure:
-        // later events of its stream must not overtake it. `run` logs it and retries.
-        let mut events = Vec::with_capacity(rows.len());
-        let mut stopped_early: Option<Result<RelayOutcome, StoreError>> = None;
-        for row in &rows {
-            match event_from_row(row) {
-                Ok(event) => events.push(event),
-                Err(error) => {
-                    stopped_early = Some(Err(error));
-                    break;
+        let mut sent_new = false;
+        let mut stopped_early = None;
+        if chain.failed() {
+            // A send failed behind events in flight: wait for their acks first.
+        } else if chain.unsent() {
+            // Retry from the first unacknowledged event, in the order first sent.
+            self.send_unsent(chain).await;
+            sent_new = true;
+        } else if chain.sent.len() < MAX_IN_FLIGHT {
+            let exclude = chain.positions();
+            let read = async {
+                client
+                    .query(&statements.take, &[&BATCH_SIZE, &exclude])
+                    .await
+                    .map_err(unavailable)
+            };
+            let (marked, rows) = tokio::join!(self.mark(client, statements, chain), read);
+            marked?;
+            let rows = rows?;
+            // Decode in order; an undecodable row ends the read there, like a publish
+            // failure: later events of its stream must not overtake it. `run` logs it and
+            // retries.
+            for row in &rows {
+                match event_from_row(row) {
+                    Ok(event) => chain.push(event),
+                    Err(error) => {
+                        stopped_early = Some(error);
+                        break;
+                    }
                 }
             }
+            sent_new = !rows.is_empty();
+            self.send_unsent(chain).await;
         }
-        let (accepted, failure) = self.publisher.publish_all(&events).await;
-        if let Some(error) = failure {
-            let event = events.get(accepted);
+
+        // Take what came back; wait for the oldest ack only when nothing new was sent (or
+        // no more may be in flight).
+        let before = chain.acked.len();
+        let mut wait = !sent_new || chain.sent.len() >= MAX_IN_FLIGHT;
+        let failure = loop {
+            let Some(front) = chain.sent.front_mut() else {
+                break None;
+            };
+            let answer = match &mut front.state {
+                State::Unsent => break None,
+                State::Failed(_) => None,
+                State::Sent(ack) if wait => Some(ack.await),
+                State::Sent(ack) => match ack.now_or_never() {
+                    Some(answer) => Some(answer),
+                    None => break None,
+                },
+            };
+            wait = false;
+            match answer {
+                Some(Ok(())) => {
+                    if let Some(done) = chain.sent.pop_front() {
+                        chain.acked.push(done.event.position);
+                    }
+                }
+                Some(Err(error)) => {
+                    front.state = State::Failed(error);
+                    break chain.fail();
+                }
+                None => break chain.fail(),
+            }
+        };
+        let acked = chain.acked.len() - before;
+        if let Some((error, event)) = failure {
             tracing::warn!(
                 error = %error_chain(&error),
-                position = event.map(|e| e.position),
-                stream_id = event.map(|e| e.stream_id.to_string()),
+                position = event.position,
+                stream_id = %event.stream_id,
                 "publishing an event failed; the relay backs off and retries from this event"
             );
-            stopped_early = Some(Ok(RelayOutcome::PublisherDown));
+            self.mark(client, statements, chain).await?;
+            return Ok(RelayOutcome::PublisherDown);
         }
-        let published: Vec<i64> = events[..accepted].iter().map(|e| e.position).collect();
-        if !published.is_empty() {
-            client
-                .execute(&statements.mark, &[&published])
-                .await
-                .map_err(unavailable)?;
+        if let Some(error) = stopped_early {
+            self.mark(client, statements, chain).await?;
+            return Err(error);
         }
-        stopped_early.unwrap_or(Ok(RelayOutcome::Published(published.len())))
+        if sent_new || acked > 0 || !chain.sent.is_empty() {
+            return Ok(RelayOutcome::Published(acked));
+        }
+        // Nothing read, nothing in flight: mark the rest before saying so.
+        self.mark(client, statements, chain).await?;
+        Ok(RelayOutcome::Idle)
+    }
+
+    /// Sends the events of `chain` not sent yet, in order, each after the one before it
+    /// (see the module documentation). Stops at the first that cannot be sent.
+    async fn send_unsent(&self, chain: &mut Chain) {
+        let mut after = None;
+        for entry in &mut chain.sent {
+            match entry.state {
+                State::Unsent => match self.publisher.send(&entry.event, after).await {
+                    Ok(ack) => entry.state = State::Sent(ack),
+                    Err(error) => {
+                        entry.state = State::Failed(error);
+                        return;
+                    }
+                },
+                State::Sent(_) => {}
+                State::Failed(_) => return,
+            }
+            after = Some(entry.event.event_id);
+        }
+    }
+
+    /// Marks the acknowledged events published.
+    async fn mark(
+        &self,
+        client: &Client,
+        statements: &Statements,
+        chain: &mut Chain,
+    ) -> Result<(), StoreError> {
+        if chain.acked.is_empty() {
+            return Ok(());
+        }
+        client
+            .execute(&statements.mark, &[&chain.acked])
+            .await
+            .map_err(unavailable)?;
+        chain.acked.clear();
+        Ok(())
+    }
+}
+
+/// The events sent and not yet acknowledged, in the order sent, and the positions
+/// acknowledged but not yet marked.
+#[derive(Default)]
+struct Chain {
+    sent: VecDeque<InFlight>,
+    acked: Vec<i64>,
+}
+
+struct InFlight {
+    event: RecordedEvent,
+    state: State,
+}
+
+enum State {
+    /// To be sent (again).
+    Unsent,
+    /// Sent; its acknowledgement is pending.
+    Sent(PendingAck),
+    /// Sending it failed, or the bus refused it or did not answer.
+    Failed(PublishError),
+}
+
+impl Chain {
+    fn push(&mut self, event: RecordedEvent) {
+        self.sent.push_back(InFlight {
+            event,
+            state: State::Unsent,
+        });
+    }
+
+    /// Whether an event is to be sent (again).
+    fn unsent(&self) -> bool {
+        self.sent
+            .iter()
+            .any(|entry| matches!(entry.state, State::Unsent))
+    }
+
+    /// Whether sending an event failed (it waits to reach the front).
+    fn failed(&self) -> bool {
+        self.sent
+            .iter()
+            .any(|entry| matches!(entry.state, State::Failed(_)))
+    }
+
+    /// The positions to leave out of the next read: in flight or not yet marked.
+    fn positions(&self) -> Vec<i64> {
+        self.sent
+            .iter()
+            .map(|entry| entry.event.position)
+            .chain(self.acked.iter().copied())
+            .collect()
+    }
+
+    /// The first event failed: every event in flight is to be sent again, in the same
+    /// order (whatever their pending acks would say). Returns the first failure and the
+    /// event it stopped at.
+    fn fail(&mut self) -> Option<(PublishError, RecordedEvent)> {
+        let mut failure = None;
+        for entry in &mut self.sent {
+            if let State::Failed(error) = std::mem::replace(&mut entry.state, State::Unsent) {
+                failure.get_or_insert((error, entry.event.clone()));
+            }
+        }
+        failure
     }
 }
 

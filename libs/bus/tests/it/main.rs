@@ -4,5 +4,6 @@ mod command_bus;
 mod feed;
 mod publisher;
 mod recovery;
+mod relay;
 mod restart;
 mod support;
