@@ -266,7 +266,7 @@ pub fn token_facts(token: &SecretString) -> Option<TokenFacts> {
         .gh_src
         .and_then(|src| serde_json::from_value::<gatehouse_tokens::SessionSource>(src).ok())
         .and_then(|src| match src {
-            gatehouse_tokens::SessionSource::Device { id } => Some(id),
+            gatehouse_tokens::SessionSource::Device { id } => Some(id.as_uuid()),
             _ => None,
         });
     Some(TokenFacts {
@@ -670,7 +670,9 @@ mod tests {
         let key = gatehouse_tokens::SigningKey::generate();
         let id = Uuid::parse_str("0190f0a8-3b1c-7000-8000-00000000d001").expect("uuid");
         let token = gatehouse_tokens::sign(
-            &claims(gatehouse_tokens::SessionSource::Device { id }),
+            &claims(gatehouse_tokens::SessionSource::Device {
+                id: gatehouse_contracts::DeviceId::from_uuid(id),
+            }),
             &key,
         );
         let facts = token_facts(&SecretString::from(token)).expect("facts");

@@ -1511,7 +1511,7 @@ async fn every_key_event_reaches_a_jetstream_subscriber_once_in_order_and_withou
             .as_ref()
             .with_context(|| format!("no actor: {}", p.raw))?;
         assert_eq!(actor.name, "admin", "{}", p.raw);
-        assert_eq!(actor.kind, "user", "{}", p.raw);
+        assert_eq!(actor.kind.as_str(), "user", "{}", p.raw);
         assert!(actor.id.is_some(), "{}", p.raw);
         assert_eq!(
             event.metadata.client_ip.as_deref(),

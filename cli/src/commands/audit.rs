@@ -295,7 +295,7 @@ fn table_line(body: &[u8]) -> Result<String, serde_json::Error> {
     let actor = event.metadata.actor.as_ref().map_or_else(
         || "-".to_owned(),
         |a| {
-            if a.kind == "system" {
+            if a.kind == gatehouse_contracts::envelope::ActorKind::System {
                 a.name.clone()
             } else {
                 format!("{} ({})", a.name, a.kind)

@@ -529,7 +529,9 @@ mod tests {
             client_id: "gatehouse-cli".into(),
             scope: None,
             principal_kind: gatehouse_tokens::PrincipalKind::User,
-            source: gatehouse_tokens::SessionSource::Device { id: device_id() },
+            source: gatehouse_tokens::SessionSource::Device {
+                id: gatehouse_contracts::DeviceId::from_uuid(device_id()),
+            },
             principal_epoch: 0,
         };
         gatehouse_tokens::sign(&claims, &gatehouse_tokens::SigningKey::generate())

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use gatehouse_contracts::commands::{
     Accepted, Command, CommandEnvelope, Failure, FailureKind, Reply,
 };
+use gatehouse_contracts::failures::CommonFailure;
 
 pub use router::CommandRouter;
 
@@ -100,7 +101,7 @@ pub async fn send<C: Command>(
     let payload = serde_json::to_vec(envelope).map_err(|e| {
         Failure::new(
             FailureKind::Internal,
-            "encode",
+            CommonFailure::Encode,
             format!("cannot encode the command: {e}"),
         )
     })?;
@@ -116,14 +117,14 @@ pub async fn send<C: Command>(
             tracing::warn!(subject = %subject, error = %e, "command not delivered");
             Failure::new(
                 FailureKind::Unavailable,
-                "service_unavailable",
+                CommonFailure::ServiceUnavailable,
                 format!("the {} service is unavailable", C::SERVICE),
             )
         })?;
     let reply: Reply<C::Output> = serde_json::from_slice(&reply).map_err(|e| {
         Failure::new(
             FailureKind::Internal,
-            "decode",
+            CommonFailure::Decode,
             format!("undecodable reply from {subject}: {e}"),
         )
     })?;

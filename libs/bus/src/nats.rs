@@ -18,6 +18,7 @@ use async_nats::{Client, ConnectOptions, Event, RequestErrorKind};
 use async_trait::async_trait;
 use futures::StreamExt;
 use gatehouse_contracts::commands::{Failure, FailureKind, Reply};
+use gatehouse_contracts::failures::CommonFailure;
 use gatehouse_eventlog::feed::BusLink;
 use tokio::sync::{Semaphore, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -473,7 +474,7 @@ fn refuse(command: &str, refusal: &ProofError) -> bytes::Bytes {
     );
     crate::router::encode::<()>(&Reply::Err(Failure::new(
         FailureKind::Forbidden,
-        "command_refused",
+        CommonFailure::CommandRefused,
         format!("{refusal}; commands are accepted only from a gateway"),
     )))
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use gatehouse_contracts::commands::{
     Accepted, Command, CommandEnvelope, Failure, FailureKind, Reply,
 };
+use gatehouse_contracts::failures::CommonFailure;
 
 use crate::{CommandHandler, Headers};
 
@@ -47,7 +48,7 @@ pub(crate) fn encode<T: serde::Serialize>(reply: &Reply<T>) -> Bytes {
 /// can flood the error log by sending bad requests. The one place every service's
 /// outcomes are logged; handlers do not log their own `Err`.
 fn log_failure(command: &str, request_id: Option<&str>, failure: &Failure) {
-    let (kind, code, detail) = (failure.kind, &failure.code, &failure.message);
+    let (kind, code, detail) = (failure.kind, failure.wire_code(), &failure.message);
     if kind.is_ours() {
         tracing::error!(command, request_id, ?kind, %code, %detail, "command failed");
     } else {
@@ -84,7 +85,7 @@ impl CommandRouter {
                         }
                         Err(e) => Reply::Err(Failure::new(
                             FailureKind::Invalid,
-                            "malformed_command",
+                            CommonFailure::MalformedCommand,
                             format!("cannot decode {}: {e}", C::NAME),
                         )),
                     };
@@ -103,7 +104,7 @@ impl CommandHandler for CommandRouter {
             Some(route) => route(payload).await,
             None => encode::<()>(&Reply::Err(Failure::new(
                 FailureKind::Invalid,
-                "unknown_command",
+                CommonFailure::UnknownCommand,
                 format!("unknown command {command:?}"),
             ))),
         }

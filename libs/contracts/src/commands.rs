@@ -6,10 +6,11 @@
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::envelope::{Actor, EventMetadata, StreamId};
+use crate::failures::FailureCode;
 use crate::identity::Role;
+use crate::ids::{PrincipalId, PrincipalKind, UserId};
 
 /// A command a service accepts.
 pub trait Command: Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -19,6 +20,8 @@ pub trait Command: Serialize + DeserializeOwned + Send + Sync + 'static {
     const NAME: &'static str;
     /// What an accepted command returns besides its write position.
     type Output: Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// The failure codes of the owning service (e.g. [`crate::failures::KeysFailure`]).
+    type Code: FailureCode;
 
     /// `gatehouse.cmd.<service>.<command>`.
     fn subject() -> String {
@@ -37,9 +40,9 @@ pub trait Command: Serialize + DeserializeOwned + Send + Sync + 'static {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Caller {
     /// Principal id.
-    pub id: Uuid,
+    pub id: PrincipalId,
     /// `user` or `service_account`.
-    pub kind: String,
+    pub kind: PrincipalKind,
     /// Principal name.
     pub name: String,
     /// Role at the time of the request.
@@ -54,15 +57,20 @@ impl Caller {
 
     /// Whether the caller may manage something `owner` created (a service account and its
     /// API keys): see [`may_manage`].
-    pub fn may_manage(&self, owner: Uuid) -> bool {
+    pub fn may_manage(&self, owner: PrincipalId) -> bool {
         may_manage(self.is_admin(), self.id, owner)
+    }
+
+    /// The caller's user id, when the caller is a user (a person).
+    pub fn user_id(&self) -> Option<UserId> {
+        (self.kind == PrincipalKind::User).then(|| UserId::from_uuid(self.id.as_uuid()))
     }
 
     /// The actor recorded in event metadata.
     pub fn actor(&self) -> Actor {
         Actor {
             id: Some(self.id),
-            kind: self.kind.clone(),
+            kind: self.kind.into(),
             name: self.name.clone(),
         }
     }
@@ -70,7 +78,7 @@ impl Caller {
 
 /// Who manages what a principal created: admins, and its creator. One rule for the identity
 /// service (accounts), the keys service (their keys) and the gateway (what a caller sees).
-pub fn may_manage(caller_is_admin: bool, caller_id: Uuid, owner: Uuid) -> bool {
+pub fn may_manage(caller_is_admin: bool, caller_id: PrincipalId, owner: PrincipalId) -> bool {
     caller_is_admin || caller_id == owner
 }
 
@@ -147,24 +155,76 @@ impl FailureKind {
 }
 
 /// A failed command: a stable machine-readable kind and code plus a human message.
+///
+/// The code is a string on the wire and a service's [`FailureCode`] enum in Rust: a
+/// failure is built from a variant ([`Failure::new`]) and read as one ([`Failure::code`],
+/// or [`CommandFailure`] for a command's reply).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{kind:?}: {message}")]
 pub struct Failure {
     /// The class of failure; decides the HTTP status.
     pub kind: FailureKind,
     /// A stable code, e.g. `name_taken`.
-    pub code: String,
+    code: String,
     /// A message for people; never contains secrets.
     pub message: String,
 }
 
 impl Failure {
     /// Builds a failure.
-    pub fn new(kind: FailureKind, code: &str, message: impl Into<String>) -> Self {
+    pub fn new(kind: FailureKind, code: impl FailureCode, message: impl Into<String>) -> Self {
         Self {
             kind,
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             message: message.into(),
+        }
+    }
+
+    /// The code, decoded as `C` (a code `C` does not know is its catch-all).
+    pub fn code<C: FailureCode>(&self) -> C {
+        C::from_code(&self.code)
+    }
+
+    /// Whether the code is `code`.
+    pub fn is<C: FailureCode>(&self, code: &C) -> bool {
+        self.code == code.as_str()
+    }
+
+    /// The code as it travels, for logs and for passing it on unchanged.
+    pub fn wire_code(&self) -> &str {
+        &self.code
+    }
+}
+
+/// A command's failure with its code decoded as the command's service's enum: what the
+/// gateway matches on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind:?} {code}: {message}")]
+pub struct CommandFailure<C: FailureCode> {
+    /// The class of failure; decides the HTTP status.
+    pub kind: FailureKind,
+    /// The code.
+    pub code: C,
+    /// A message for people; never contains secrets.
+    pub message: String,
+}
+
+impl<C: FailureCode> From<Failure> for CommandFailure<C> {
+    fn from(f: Failure) -> Self {
+        Self {
+            kind: f.kind,
+            code: f.code(),
+            message: f.message,
+        }
+    }
+}
+
+impl<C: FailureCode> From<CommandFailure<C>> for Failure {
+    fn from(f: CommandFailure<C>) -> Self {
+        Self {
+            kind: f.kind,
+            code: f.code.as_str().to_owned(),
+            message: f.message,
         }
     }
 }

@@ -13,12 +13,11 @@ use chrono::{DateTime, Utc};
 use gatehouse_secrets::SealedSecret;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::aggregate_events;
 use crate::commands::Command;
 use crate::envelope::StreamId;
-use crate::ids::UserId;
+use crate::ids::{DeviceId, UserId};
 
 /// The aggregate name (`device-<id>` streams, `gatehouse.events.device.*` subjects).
 pub const DEVICE_AGGREGATE: &str = "device";
@@ -31,8 +30,8 @@ pub const DEVICE_VIEW: &str = "device";
 pub const USER_CODE_SCOPE: &str = "device_user_code";
 
 /// The stream of a device.
-pub fn device_stream(id: Uuid) -> StreamId {
-    StreamId::new(DEVICE_AGGREGATE, id)
+pub fn device_stream(id: DeviceId) -> StreamId {
+    StreamId::new(DEVICE_AGGREGATE, id.as_uuid())
 }
 
 /// The user-code alphabet of RFC 8628 §6.1: base 20, no vowels, no look-alikes.
@@ -309,7 +308,7 @@ impl DeviceFacts {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceView {
     /// The device's id.
-    pub id: Uuid,
+    pub id: DeviceId,
     /// The OAuth client that asked.
     pub client_id: String,
     /// The scope asked for.
@@ -368,13 +367,14 @@ impl Command for RequestDeviceAuthorization {
     const SERVICE: &'static str = "devices";
     const NAME: &'static str = "request_device_authorization";
     type Output = DeviceAuthorizationIssued;
+    type Code = crate::failures::DevicesFailure;
 }
 
 /// The codes of a new authorization (RFC 8628 §3.2).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeviceAuthorizationIssued {
     /// The device's id.
-    pub device_id: Uuid,
+    pub device_id: DeviceId,
     /// The device code, sealed for the gateway: only the device ever sees it.
     pub device_code: SealedSecret,
     /// The user code, normalized (display it with [`display_user_code`]). Not sealed: the
@@ -412,7 +412,8 @@ pub enum DeviceDecision {
 impl Command for DecideDevice {
     const SERVICE: &'static str = "devices";
     const NAME: &'static str = "decide_device";
-    type Output = Uuid;
+    type Output = DeviceId;
+    type Code = crate::failures::DevicesFailure;
 }
 
 /// Finds the pending authorization with `user_code`, to show the person what is asking
@@ -426,7 +427,8 @@ pub struct FindPendingDevice {
 impl Command for FindPendingDevice {
     const SERVICE: &'static str = "devices";
     const NAME: &'static str = "find_pending_device";
-    type Output = Uuid;
+    type Output = DeviceId;
+    type Code = crate::failures::DevicesFailure;
 }
 
 /// The device polls with its code, found approved: activates it (RFC 8628 §3.4/3.5).
@@ -440,13 +442,14 @@ impl Command for RedeemDeviceCode {
     const SERVICE: &'static str = "devices";
     const NAME: &'static str = "redeem_device_code";
     type Output = DeviceRedeemed;
+    type Code = crate::failures::DevicesFailure;
 }
 
 /// A redeemed device code: whose session to open, until when.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeviceRedeemed {
     /// The device.
-    pub device_id: Uuid,
+    pub device_id: DeviceId,
     /// Its owner, the token's subject.
     pub owner: UserId,
     /// Whether the owner trusts it.
@@ -459,7 +462,7 @@ pub struct DeviceRedeemed {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SetDeviceLock {
     /// The device.
-    pub id: Uuid,
+    pub id: DeviceId,
     /// Lock (true) or unlock (false).
     pub locked: bool,
 }
@@ -468,17 +471,19 @@ impl Command for SetDeviceLock {
     const SERVICE: &'static str = "devices";
     const NAME: &'static str = "set_device_lock";
     type Output = ();
+    type Code = crate::failures::DevicesFailure;
 }
 
 /// Deletes a device (its owner or an admin).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeleteDevice {
     /// The device.
-    pub id: Uuid,
+    pub id: DeviceId,
 }
 
 impl Command for DeleteDevice {
     const SERVICE: &'static str = "devices";
     const NAME: &'static str = "delete_device";
     type Output = ();
+    type Code = crate::failures::DevicesFailure;
 }

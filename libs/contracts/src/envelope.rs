@@ -8,6 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::ids::{PrincipalId, PrincipalKind};
+
 /// The id of one aggregate's stream: `<aggregate>-<uuid>`, e.g.
 /// `service_account-6f1c2b9e-2a55-4d0e-9d8e-0c1a5e9f7b21`.
 #[derive(
@@ -56,9 +58,10 @@ impl std::fmt::Display for StreamId {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Actor {
     /// The principal's id (user or service account), or `None` for the system itself.
-    pub id: Option<Uuid>,
+    pub id: Option<PrincipalId>,
     /// `user`, `service_account` or `system`.
-    pub kind: String,
+    #[schemars(with = "String")]
+    pub kind: ActorKind,
     /// The principal's name when the event was recorded.
     pub name: String,
 }
@@ -68,9 +71,73 @@ impl Actor {
     pub fn system() -> Self {
         Self {
             id: None,
-            kind: "system".into(),
+            kind: ActorKind::System,
             name: "gatehouse".into(),
         }
+    }
+}
+
+/// What kind of actor caused an event: a principal, or Gatehouse itself. A string on the
+/// wire (`user`, `service_account`, `system`); a kind this build does not know (recorded
+/// by a newer version) is kept verbatim, so stored events decode and re-encode unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ActorKind {
+    /// A principal of this kind.
+    Principal(PrincipalKind),
+    /// Gatehouse itself.
+    System,
+    /// A kind this build does not know.
+    Unknown(String),
+}
+
+impl ActorKind {
+    /// The kind as it travels.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ActorKind::Principal(kind) => kind.as_str(),
+            ActorKind::System => "system",
+            ActorKind::Unknown(kind) => kind,
+        }
+    }
+
+    /// The kind a wire string means.
+    pub fn from_wire(kind: &str) -> Self {
+        match kind {
+            "system" => ActorKind::System,
+            other => [PrincipalKind::User, PrincipalKind::ServiceAccount]
+                .into_iter()
+                .find(|k| k.as_str() == other)
+                .map_or_else(
+                    || ActorKind::Unknown(other.to_owned()),
+                    ActorKind::Principal,
+                ),
+        }
+    }
+}
+
+impl From<PrincipalKind> for ActorKind {
+    fn from(kind: PrincipalKind) -> Self {
+        ActorKind::Principal(kind)
+    }
+}
+
+impl std::fmt::Display for ActorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ActorKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ActorKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let kind = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(Self::from_wire(&kind))
     }
 }
 
@@ -131,3 +198,32 @@ impl RecordedEvent {
 
 /// Every event subject starts with this.
 pub const SUBJECT_PREFIX: &str = "gatehouse.events.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actor_kinds_decode_and_encode_exactly_as_stored() {
+        for (wire, kind) in [
+            ("user", ActorKind::Principal(PrincipalKind::User)),
+            (
+                "service_account",
+                ActorKind::Principal(PrincipalKind::ServiceAccount),
+            ),
+            ("system", ActorKind::System),
+            (
+                "robot_from_the_future",
+                ActorKind::Unknown("robot_from_the_future".into()),
+            ),
+        ] {
+            let json = format!("\"{wire}\"");
+            assert_eq!(serde_json::from_str::<ActorKind>(&json).unwrap(), kind);
+            assert_eq!(serde_json::to_string(&kind).unwrap(), json);
+        }
+        let stored = r#"{"id":null,"kind":"system","name":"gatehouse"}"#;
+        let actor: Actor = serde_json::from_str(stored).unwrap();
+        assert_eq!(actor, Actor::system());
+        assert_eq!(serde_json::to_string(&actor).unwrap(), stored);
+    }
+}

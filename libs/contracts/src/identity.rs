@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::aggregate_events;
 use crate::commands::Command;
-use crate::ids::{ServiceAccountId, UserId};
+use crate::ids::{PrincipalId, ServiceAccountId, UserId};
 use crate::names::{Description, Name};
 
 /// What a principal may do. Admins manage everything; members manage what they created.
@@ -107,14 +107,15 @@ pub struct ServiceAccountCreated {
     /// Role of the account's sessions.
     pub role: Role,
     /// The principal that created (and so manages) the account.
-    pub owner: Uuid,
+    #[schemars(with = "Uuid")]
+    pub owner: PrincipalId,
 }
 
 /// A service account's owner as its events tell it: `None` before it is created and after
 /// it is deleted. What a service other than identity folds to decide who may manage the
 /// account (the keys service, for its keys), with [`crate::commands::Caller::may_manage`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AccountOwner(pub Option<Uuid>);
+pub struct AccountOwner(pub Option<PrincipalId>);
 
 impl AccountOwner {
     /// Folds one event.
@@ -201,7 +202,7 @@ pub struct ServiceAccountView {
     /// Whether it may authenticate.
     pub active: bool,
     /// The principal that created it.
-    pub owner: Uuid,
+    pub owner: PrincipalId,
     /// Incremented by every event that must kill existing tokens.
     pub epoch: u64,
     /// Created at.
@@ -236,6 +237,7 @@ impl Command for BootstrapAdmin {
     const SERVICE: &'static str = "identity";
     const NAME: &'static str = "bootstrap_admin";
     type Output = BootstrapOutcome;
+    type Code = crate::failures::IdentityFailure;
 }
 
 /// Creates a user (admins only).
@@ -255,6 +257,7 @@ impl Command for CreateUser {
     /// The user or account as the command left it (folded from the log, not read back
     /// from a read model that may lag).
     type Output = UserView;
+    type Code = crate::failures::IdentityFailure;
 }
 
 /// Changes a user's role or active flag (admins only).
@@ -274,6 +277,7 @@ impl Command for UpdateUser {
     /// The user or account as the command left it (folded from the log, not read back
     /// from a read model that may lag).
     type Output = UserView;
+    type Code = crate::failures::IdentityFailure;
 }
 
 /// Changes the caller's own password; the current one must be given.
@@ -289,12 +293,7 @@ impl Command for ChangePassword {
     const SERVICE: &'static str = "identity";
     const NAME: &'static str = "change_password";
     type Output = ();
-}
-
-impl ChangePassword {
-    /// The failure code of a wrong current password (the gateway counts it as a failed
-    /// login).
-    pub const WRONG_PASSWORD: &'static str = "wrong_password";
+    type Code = crate::failures::IdentityFailure;
 }
 
 /// Checks a username and password (the password grant). Appends nothing.
@@ -323,6 +322,7 @@ impl Command for AuthenticatePassword {
     const SERVICE: &'static str = "identity";
     const NAME: &'static str = "authenticate_password";
     type Output = AuthenticatedUser;
+    type Code = crate::failures::IdentityFailure;
 }
 
 /// Creates a service account owned by the caller.
@@ -342,6 +342,7 @@ impl Command for CreateServiceAccount {
     /// The user or account as the command left it (folded from the log, not read back
     /// from a read model that may lag).
     type Output = ServiceAccountView;
+    type Code = crate::failures::IdentityFailure;
 }
 
 /// Changes a service account.
@@ -363,6 +364,7 @@ impl Command for UpdateServiceAccount {
     /// The user or account as the command left it (folded from the log, not read back
     /// from a read model that may lag).
     type Output = ServiceAccountView;
+    type Code = crate::failures::IdentityFailure;
 }
 
 /// Deletes a service account.
@@ -376,4 +378,5 @@ impl Command for DeleteServiceAccount {
     const SERVICE: &'static str = "identity";
     const NAME: &'static str = "delete_service_account";
     type Output = ();
+    type Code = crate::failures::IdentityFailure;
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::aggregate_events;
 use crate::commands::Command;
 use crate::envelope::StreamId;
+use crate::failures::IdentityFailure;
 
 /// The aggregate name.
 pub const KEYRING_AGGREGATE: &str = "keyring";
@@ -46,6 +47,7 @@ pub struct SigningKeyEnsured {
 
 impl Command for EnsureSigningKey {
     const SERVICE: &'static str = "identity";
+    type Code = IdentityFailure;
     const NAME: &'static str = "ensure_signing_key";
     type Output = SigningKeyEnsured;
 }
@@ -66,6 +68,7 @@ pub struct SigningKeyCreated {
 
 impl Command for AddSigningKey {
     const SERVICE: &'static str = "identity";
+    type Code = IdentityFailure;
     const NAME: &'static str = "add_signing_key";
     type Output = SigningKeyCreated;
 }
@@ -80,6 +83,7 @@ pub struct RetireSigningKey {
 
 impl Command for RetireSigningKey {
     const SERVICE: &'static str = "identity";
+    type Code = IdentityFailure;
     const NAME: &'static str = "retire_signing_key";
     /// Nothing: the keyring read model shows the retirement.
     type Output = ();

@@ -325,6 +325,7 @@ impl Command for CreateApiKey {
     const SERVICE: &'static str = "keys";
     const NAME: &'static str = "create_api_key";
     type Output = KeyWithSecret;
+    type Code = crate::failures::KeysFailure;
 }
 
 /// Rotates a key's secret; the previous one stays valid for `retain_seconds`.
@@ -342,6 +343,7 @@ impl Command for RotateApiKey {
     const SERVICE: &'static str = "keys";
     const NAME: &'static str = "rotate_api_key";
     type Output = KeyWithSecret;
+    type Code = crate::failures::KeysFailure;
 }
 
 /// Changes a key's active flag, description or expiry.
@@ -370,6 +372,7 @@ impl Command for UpdateApiKey {
     const NAME: &'static str = "update_api_key";
     /// The key as the command left it.
     type Output = ApiKeyView;
+    type Code = crate::failures::KeysFailure;
 }
 
 /// Deletes a key.
@@ -385,6 +388,7 @@ impl Command for DeleteApiKey {
     const SERVICE: &'static str = "keys";
     const NAME: &'static str = "delete_api_key";
     type Output = ();
+    type Code = crate::failures::KeysFailure;
 }
 
 /// Records that a key reached its expiry (sent by the expiry sweeper). Idempotent.
@@ -398,6 +402,7 @@ impl Command for ExpireApiKey {
     const SERVICE: &'static str = "keys";
     const NAME: &'static str = "expire_api_key";
     type Output = ();
+    type Code = crate::failures::KeysFailure;
 }
 
 /// Checks an API key (the api-key grant, bearer API keys). Appends nothing.
@@ -426,6 +431,7 @@ impl Command for AuthenticateApiKey {
     const SERVICE: &'static str = "keys";
     const NAME: &'static str = "authenticate_api_key";
     type Output = AuthenticatedKey;
+    type Code = crate::failures::KeysFailure;
 }
 
 /// The stream of a key.

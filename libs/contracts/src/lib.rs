@@ -10,6 +10,7 @@ pub mod commands;
 pub mod devices;
 pub mod envelope;
 pub mod events;
+pub mod failures;
 pub mod identity;
 pub mod ids;
 pub mod keyring;
@@ -18,5 +19,5 @@ pub mod names;
 pub mod nullable;
 
 pub use envelope::{Actor, EventMetadata, RecordedEvent, StreamId};
-pub use ids::{ApiKeyId, EventId, ServiceAccountId, UserId};
+pub use ids::{ApiKeyId, DeviceId, EventId, PrincipalId, PrincipalKind, ServiceAccountId, UserId};
 pub use names::{Description, Name, NameError};

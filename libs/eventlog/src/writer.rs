@@ -8,6 +8,7 @@ use gatehouse_contracts::clock::Clock;
 use gatehouse_contracts::commands::{Accepted, Caller, Failure, FailureKind, Written};
 use gatehouse_contracts::envelope::{EventMetadata, StreamId};
 use gatehouse_contracts::events::DomainEvent;
+use gatehouse_contracts::failures::CommonFailure;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
@@ -76,7 +77,7 @@ pub fn store_failure(error: &dyn std::error::Error) -> Failure {
     tracing::error!(error = %error, cause = ?error.source(), "event store failure");
     Failure::new(
         FailureKind::Unavailable,
-        "store_unavailable",
+        CommonFailure::StoreUnavailable,
         "the event store is unavailable",
     )
 }
@@ -89,7 +90,7 @@ pub fn load_failure(error: LoadError) -> Failure {
             tracing::error!(error = %e, "undecodable event in a stream");
             Failure::new(
                 FailureKind::Internal,
-                "corrupt_stream",
+                CommonFailure::CorruptStream,
                 "a stored event cannot be read",
             )
         }
@@ -101,7 +102,7 @@ pub fn require_caller(caller: Option<Caller>) -> Result<Caller, Failure> {
     caller.ok_or_else(|| {
         Failure::new(
             FailureKind::Unauthenticated,
-            "unauthenticated",
+            CommonFailure::Unauthenticated,
             "this command needs a signed-in caller",
         )
     })
@@ -114,15 +115,17 @@ pub fn create_failure(error: AppendError, describe_conflict: impl FnOnce() -> Fa
         AppendError::UniqueViolation { .. } => describe_conflict(),
         AppendError::WrongExpectedVersion { .. } => Failure::new(
             FailureKind::Conflict,
-            "conflict",
+            CommonFailure::Conflict,
             "the resource was created concurrently",
         ),
         AppendError::IdempotencyKeyTaken => Failure::new(
             FailureKind::Conflict,
-            "idempotency_in_progress",
+            CommonFailure::IdempotencyInProgress,
             "a request with this idempotency key is in progress",
         ),
-        AppendError::Invalid(m) => Failure::new(FailureKind::Internal, "invalid_append", m),
+        AppendError::Invalid(m) => {
+            Failure::new(FailureKind::Internal, CommonFailure::InvalidAppend, m)
+        }
         AppendError::Store(e) => store_failure(&e),
     }
 }
@@ -246,14 +249,14 @@ impl CommandWriter {
         if stored.fingerprint != idempotency.fingerprint {
             return Err(Failure::new(
                 FailureKind::Invalid,
-                "idempotency_key_reused",
+                CommonFailure::IdempotencyKeyReused,
                 "this idempotency key was used for a different request",
             ));
         }
         let output = serde_json::from_value(stored.response).map_err(|_| {
             Failure::new(
                 FailureKind::Internal,
-                "corrupt_idempotency",
+                CommonFailure::CorruptIdempotency,
                 "the stored outcome cannot be read",
             )
         })?;
@@ -291,7 +294,7 @@ impl CommandWriter {
                 tracing::error!(error = %e, "a stream cannot be folded into its view");
                 Failure::new(
                     FailureKind::Internal,
-                    "corrupt_stream",
+                    CommonFailure::CorruptStream,
                     "a stored event cannot be read",
                 )
             })?;
@@ -299,7 +302,7 @@ impl CommandWriter {
         let no_view = || {
             Failure::new(
                 FailureKind::Internal,
-                "no_view",
+                CommonFailure::NoView,
                 format!("{stream_id} has no {} view", projection.kind()),
             )
         };
@@ -395,7 +398,7 @@ impl CommandWriter {
                 Err(other) => {
                     return Err(Failure::new(
                         FailureKind::Internal,
-                        "append_failed",
+                        CommonFailure::AppendFailed,
                         other.to_string(),
                     ));
                 }
@@ -403,7 +406,7 @@ impl CommandWriter {
         }
         Err(Failure::new(
             FailureKind::Conflict,
-            "conflict",
+            CommonFailure::Conflict,
             "the resource is being changed concurrently; try again",
         ))
     }

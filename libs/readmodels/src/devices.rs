@@ -3,6 +3,7 @@
 use gatehouse_contracts::devices::{DEVICE_VIEW, DeviceEvent, DeviceFacts, DeviceView};
 use gatehouse_contracts::envelope::RecordedEvent;
 use gatehouse_contracts::events::DomainEvent;
+use gatehouse_contracts::ids::DeviceId;
 use gatehouse_eventlog::views::{current_view, decode_event, upsert_view};
 use gatehouse_eventlog::{ProjectionError, ViewChange, ViewProjection};
 
@@ -33,7 +34,7 @@ impl ViewProjection for DeviceProjection {
                     ProjectionError::new(DEVICE_VIEW, event, "stream id is not a uuid")
                 })?;
                 DeviceView {
-                    id,
+                    id: DeviceId::from_uuid(id),
                     client_id: e.client_id.clone(),
                     scope: e.scope.clone(),
                     metadata: e.metadata.clone(),

@@ -1,5 +1,7 @@
 //! Claims carried by Gatehouse access tokens.
 
+use gatehouse_contracts::ids::DeviceId;
+pub use gatehouse_contracts::ids::PrincipalKind;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -58,18 +60,8 @@ pub enum SessionSource {
     /// Device authorization grant.
     Device {
         /// The device authorization id.
-        id: Uuid,
+        id: DeviceId,
     },
-}
-
-/// Kind of principal a token's subject is (`"user"` or `"service_account"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PrincipalKind {
-    /// A human user.
-    User,
-    /// A non-human service account.
-    ServiceAccount,
 }
 
 impl AccessTokenClaims {
@@ -136,7 +128,11 @@ impl AccessTokenClaims {
             }
             SessionSource::Device { id } => {
                 out.push_str("{\"method\":\"device\",\"id\":\"");
-                out.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+                out.push_str(
+                    id.as_uuid()
+                        .hyphenated()
+                        .encode_lower(&mut Uuid::encode_buffer()),
+                );
                 out.push_str("\"}");
             }
         }

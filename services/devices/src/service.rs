@@ -16,8 +16,9 @@ use gatehouse_contracts::devices::{
     normalize_user_code,
 };
 use gatehouse_contracts::envelope::StreamId;
+use gatehouse_contracts::failures::{CommonFailure, DevicesFailure};
 use gatehouse_contracts::identity::Role;
-use gatehouse_contracts::ids::UserId;
+use gatehouse_contracts::ids::{DeviceId, UserId};
 use gatehouse_eventlog::sweep::{list_all, run_every};
 use gatehouse_eventlog::writer::{require_caller, store_failure};
 use gatehouse_eventlog::{CommandWriter, EventStore, Extras, UniqueClaim, ViewStore};
@@ -26,7 +27,6 @@ use gatehouse_tokens::{DEVICE_CODE_FORMAT, DeviceCodes};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
-use uuid::Uuid;
 
 use crate::domain::{
     self, Actor, DeviceLifetimes, DeviceState, FlowSettings, PollRefusal, Rejection,
@@ -186,11 +186,17 @@ impl From<Rejection> for Failure {
     fn from(r: Rejection) -> Self {
         let message = r.to_string();
         match r {
-            Rejection::NotFound => Failure::new(FailureKind::NotFound, "not_found", message),
-            Rejection::NotPending => {
-                Failure::new(FailureKind::NotFound, "invalid_user_code", message)
+            Rejection::NotFound => {
+                Failure::new(FailureKind::NotFound, CommonFailure::NotFound, message)
             }
-            Rejection::Invalid(_) => Failure::new(FailureKind::Invalid, "invalid", message),
+            Rejection::NotPending => Failure::new(
+                FailureKind::NotFound,
+                DevicesFailure::InvalidUserCode,
+                message,
+            ),
+            Rejection::Invalid(_) => {
+                Failure::new(FailureKind::Invalid, CommonFailure::Invalid, message)
+            }
         }
     }
 }
@@ -208,24 +214,30 @@ fn release_user_code() -> UniqueClaim {
 fn invalid_user_code() -> Failure {
     Failure::new(
         FailureKind::NotFound,
-        "invalid_user_code",
+        DevicesFailure::InvalidUserCode,
         "this code is not valid: check it, or start the login on the device again",
     )
 }
 
 fn poll_refusal(refusal: PollRefusal) -> Failure {
-    let message = match refusal {
-        PollRefusal::AuthorizationPending => "the authorization is still pending",
-        PollRefusal::AccessDenied => "the authorization was denied",
-        PollRefusal::ExpiredToken => "the device code has expired",
-        PollRefusal::InvalidGrant => "the device code is invalid or was already used",
+    let (code, message) = match refusal {
+        PollRefusal::AuthorizationPending => (
+            DevicesFailure::AuthorizationPending,
+            "the authorization is still pending",
+        ),
+        PollRefusal::AccessDenied => (DevicesFailure::AccessDenied, "the authorization was denied"),
+        PollRefusal::ExpiredToken => (DevicesFailure::ExpiredToken, "the device code has expired"),
+        PollRefusal::InvalidGrant => (
+            DevicesFailure::InvalidGrant,
+            "the device code is invalid or was already used",
+        ),
     };
-    Failure::new(FailureKind::Invalid, &refusal.to_string(), message)
+    Failure::new(FailureKind::Invalid, code, message)
 }
 
 fn actor(caller: &Caller) -> Actor {
     Actor {
-        user_id: UserId::from_uuid(caller.id),
+        user_id: UserId::from_uuid(caller.id.as_uuid()),
         admin: caller.role == Role::Admin,
     }
 }
@@ -319,9 +331,9 @@ impl DevicesService {
         env: CommandEnvelope<RequestDeviceAuthorization>,
     ) -> Result<Accepted<DeviceAuthorizationIssued>, Failure> {
         let c = &env.command;
-        let id = Uuid::new_v4();
-        let code = DEVICE_CODE_FORMAT.generate(id);
-        let hash = self.codes.device_code_hash(id, &code.secret);
+        let id = DeviceId::new();
+        let code = DEVICE_CODE_FORMAT.generate(id.as_uuid());
+        let hash = self.codes.device_code_hash(id.as_uuid(), &code.secret);
         let sealed = self.seal(
             &code.full,
             &RequestDeviceAuthorization::seal_context("device_code"),
@@ -344,7 +356,7 @@ impl DevicesService {
                 tracing::error!("the user-code generator produced an invalid code");
                 return Err(Failure::new(
                     FailureKind::Internal,
-                    "invalid_user_code_generated",
+                    DevicesFailure::InvalidUserCodeGenerated,
                     "a user code cannot be issued",
                 ));
             }
@@ -371,11 +383,17 @@ impl DevicesService {
                     &env.metadata,
                     None,
                     output,
-                    || Failure::new(FailureKind::Conflict, "user_code_taken", "user code taken"),
+                    || {
+                        Failure::new(
+                            FailureKind::Conflict,
+                            DevicesFailure::UserCodeTaken,
+                            "user code taken",
+                        )
+                    },
                 )
                 .await;
             match created {
-                Err(f) if f.code == "user_code_taken" => {
+                Err(f) if f.is(&DevicesFailure::UserCodeTaken) => {
                     tracing::debug!("user code collision; drawing another");
                     continue;
                 }
@@ -384,7 +402,7 @@ impl DevicesService {
         }
         Err(Failure::new(
             FailureKind::Unavailable,
-            "user_codes_exhausted",
+            DevicesFailure::UserCodesExhausted,
             "no free user code was found; try again",
         ))
     }
@@ -408,7 +426,7 @@ impl DevicesService {
     pub async fn find_pending(
         &self,
         env: CommandEnvelope<FindPendingDevice>,
-    ) -> Result<Accepted<Uuid>, Failure> {
+    ) -> Result<Accepted<DeviceId>, Failure> {
         require_caller(env.caller.clone())?;
         let (stream_id, _) = self.pending_stream(&env.command.user_code).await?;
         let (state, _) = self.writer.load::<DeviceState>(&stream_id).await?;
@@ -419,7 +437,7 @@ impl DevicesService {
             {
                 Ok(Accepted {
                     written: None,
-                    output: id,
+                    output: DeviceId::from_uuid(id),
                 })
             }
             _ => Err(invalid_user_code()),
@@ -431,18 +449,20 @@ impl DevicesService {
     pub async fn decide(
         &self,
         env: CommandEnvelope<DecideDevice>,
-    ) -> Result<Accepted<Uuid>, Failure> {
+    ) -> Result<Accepted<DeviceId>, Failure> {
         let caller = require_caller(env.caller.clone())?;
-        if caller.kind != "user" {
+        let Some(user) = caller.user_id() else {
             return Err(Failure::new(
                 FailureKind::Forbidden,
-                "forbidden",
+                CommonFailure::Forbidden,
                 "only a person can approve a device",
             ));
-        }
+        };
         let (stream_id, claim) = self.pending_stream(&env.command.user_code).await?;
-        let id = stream_id.id().ok_or_else(invalid_user_code)?;
-        let user = UserId::from_uuid(caller.id);
+        let id = stream_id
+            .id()
+            .map(DeviceId::from_uuid)
+            .ok_or_else(invalid_user_code)?;
         let now = self.writer.clock().now();
         let decision = env.command.decision;
         self.writer
@@ -486,7 +506,7 @@ impl DevicesService {
         let parsed = DEVICE_CODE_FORMAT
             .parse(code.expose_secret())
             .map_err(|_| poll_refusal(PollRefusal::InvalidGrant))?;
-        let id = parsed.key_id;
+        let id = DeviceId::from_uuid(parsed.key_id);
         let now = self.writer.clock().now();
         let lifetimes = self.settings.lifetimes();
         let codes = self.codes.clone();
@@ -570,7 +590,7 @@ impl DevicesService {
 
     /// Records the lapse of request `id` if nobody decided on it and the lapse grace has
     /// passed since its expiry, releasing its user code; writes nothing otherwise.
-    pub async fn record_lapse(&self, id: Uuid) -> Result<Accepted<()>, Failure> {
+    pub async fn record_lapse(&self, id: DeviceId) -> Result<Accepted<()>, Failure> {
         let now = self.writer.clock().now();
         let grace = self.settings.lapse_grace();
         let metadata = gatehouse_contracts::EventMetadata {
@@ -634,7 +654,7 @@ impl DevicesService {
             tracing::error!(error = %e, "sealing a device code failed");
             Failure::new(
                 FailureKind::Internal,
-                "sealing_failed",
+                DevicesFailure::SealingFailed,
                 "the code cannot be sent",
             )
         })

@@ -11,10 +11,10 @@ use gatehouse_contracts::commands::{Caller, CommandEnvelope, Failure, FailureKin
 use gatehouse_contracts::devices::{
     DecideDevice, DeleteDevice, DeviceAuthorizationIssued, DeviceDecision, DeviceMetadata,
     DeviceStatus, DeviceView, FindPendingDevice, RedeemDeviceCode, RequestDeviceAuthorization,
-    SetDeviceLock, USER_CODE_SCOPE, display_user_code,
+    SetDeviceLock, USER_CODE_SCOPE, device_stream, display_user_code,
 };
 use gatehouse_contracts::identity::Role;
-use gatehouse_contracts::{EventMetadata, StreamId};
+use gatehouse_contracts::{DeviceId, EventMetadata, PrincipalId, PrincipalKind, StreamId};
 use gatehouse_devices::service::{USER_CODE_ATTEMPTS, generate_user_code};
 use gatehouse_devices::{DeviceSettings, DevicesService, UserCodeGenerator};
 use gatehouse_eventlog::memory::{MemoryEventStore, MemoryViewStore};
@@ -62,8 +62,8 @@ fn harness_with(settings: DeviceSettings, user_codes: Option<UserCodeGenerator>)
 
 fn user(n: u128, role: Role) -> Caller {
     Caller {
-        id: Uuid::from_u128(n),
-        kind: "user".into(),
+        id: PrincipalId::from_uuid(Uuid::from_u128(n)),
+        kind: PrincipalKind::User,
         name: format!("user-{n}"),
         role,
     }
@@ -127,7 +127,7 @@ impl Harness {
         code: &str,
         decision: DeviceDecision,
         caller: Caller,
-    ) -> Result<Uuid, Failure> {
+    ) -> Result<DeviceId, Failure> {
         self.service
             .decide(env(
                 DecideDevice {
@@ -159,9 +159,9 @@ impl Harness {
             .map(|a| a.output)
     }
 
-    async fn events(&self, id: Uuid) -> Vec<String> {
+    async fn events(&self, id: DeviceId) -> Vec<String> {
         self.store
-            .read_stream(&StreamId::new("device", id), 0)
+            .read_stream(&device_stream(id), 0)
             .await
             .expect("the stream reads")
             .into_iter()
@@ -183,7 +183,7 @@ async fn a_device_is_approved_with_its_user_code_and_redeems_its_code_once() {
     assert_eq!(issued.interval_seconds, 5);
     assert_eq!(issued.expires_at, h.now() + Duration::minutes(10));
     assert_eq!(
-        h.redeem(&code).await.unwrap_err().code,
+        h.redeem(&code).await.unwrap_err().wire_code(),
         "authorization_pending"
     );
     // Typed the way people type: lower case, with the dash.
@@ -207,10 +207,13 @@ async fn a_device_is_approved_with_its_user_code_and_redeems_its_code_once() {
     assert_eq!(id, issued.device_id);
     h.clock.advance(Duration::seconds(7));
     let redeemed = h.redeem(&code).await.unwrap();
-    assert_eq!(redeemed.owner.as_uuid(), alice().id);
+    assert_eq!(redeemed.owner, alice().user_id().unwrap());
     assert!(redeemed.trusted);
     assert_eq!(redeemed.token_expires_at, h.now() + Duration::days(30));
-    assert_eq!(h.redeem(&code).await.unwrap_err().code, "invalid_grant");
+    assert_eq!(
+        h.redeem(&code).await.unwrap_err().wire_code(),
+        "invalid_grant"
+    );
     assert_eq!(
         h.events(id).await,
         vec![
@@ -232,7 +235,10 @@ async fn a_decided_code_cannot_be_used_again() {
     h.decide(&issued.user_code, DeviceDecision::Deny, bob())
         .await
         .unwrap();
-    assert_eq!(h.redeem(&code).await.unwrap_err().code, "access_denied");
+    assert_eq!(
+        h.redeem(&code).await.unwrap_err().wire_code(),
+        "access_denied"
+    );
     let again = h
         .decide(
             &issued.user_code,
@@ -241,7 +247,7 @@ async fn a_decided_code_cannot_be_used_again() {
         )
         .await
         .unwrap_err();
-    assert_eq!(again.code, "invalid_user_code");
+    assert_eq!(again.wire_code(), "invalid_user_code");
     let lookup = h
         .service
         .find_pending(env(
@@ -252,7 +258,7 @@ async fn a_decided_code_cannot_be_used_again() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(lookup.code, "invalid_user_code");
+    assert_eq!(lookup.wire_code(), "invalid_user_code");
 }
 
 #[tokio::test]
@@ -269,7 +275,7 @@ async fn wrong_malformed_and_lapsed_codes_get_one_answer_and_append_nothing() {
             .decide(typed, DeviceDecision::Approve { trusted: true }, alice())
             .await
             .unwrap_err();
-        assert_eq!(failure.code, "invalid_user_code", "{typed:?}");
+        assert_eq!(failure.wire_code(), "invalid_user_code", "{typed:?}");
     }
     assert_eq!(h.all_events_json().await, before);
     h.clock.advance(Duration::minutes(10));
@@ -281,8 +287,11 @@ async fn wrong_malformed_and_lapsed_codes_get_one_answer_and_append_nothing() {
         )
         .await
         .unwrap_err();
-    assert_eq!(lapsed.code, "invalid_user_code");
-    assert_eq!(h.redeem(&code).await.unwrap_err().code, "expired_token");
+    assert_eq!(lapsed.wire_code(), "invalid_user_code");
+    assert_eq!(
+        h.redeem(&code).await.unwrap_err().wire_code(),
+        "expired_token"
+    );
     assert_eq!(h.all_events_json().await, before);
 }
 
@@ -297,9 +306,9 @@ async fn a_forged_device_code_for_a_real_device_is_an_invalid_grant() {
     )
     .await
     .unwrap();
-    let forged = gatehouse_tokens::DEVICE_CODE_FORMAT.generate(issued.device_id);
+    let forged = gatehouse_tokens::DEVICE_CODE_FORMAT.generate(issued.device_id.as_uuid());
     assert_eq!(
-        h.redeem(&forged.full).await.unwrap_err().code,
+        h.redeem(&forged.full).await.unwrap_err().wire_code(),
         "invalid_grant"
     );
     assert_eq!(h.events(issued.device_id).await.len(), 2, "not activated");
@@ -311,7 +320,7 @@ async fn the_gateway_checks_polled_codes_against_the_stored_hash() {
     let (issued, code) = h.request().await;
     let events = h
         .store
-        .read_stream(&StreamId::new("device", issued.device_id), 0)
+        .read_stream(&device_stream(issued.device_id), 0)
         .await
         .unwrap();
     let hash = events[0].payload["device_code_hash"]
@@ -319,7 +328,7 @@ async fn the_gateway_checks_polled_codes_against_the_stored_hash() {
         .unwrap()
         .to_owned();
     assert!(h.codes.check_device_code(code.expose_secret(), &hash));
-    let other = gatehouse_tokens::DEVICE_CODE_FORMAT.generate(issued.device_id);
+    let other = gatehouse_tokens::DEVICE_CODE_FORMAT.generate(issued.device_id.as_uuid());
     assert!(!h.codes.check_device_code(other.full.expose_secret(), &hash));
     assert!(!h.codes.check_device_code("gatehouse_dc_garbage", &hash));
 }
@@ -341,11 +350,14 @@ async fn only_the_owner_or_an_admin_locks_unlocks_and_deletes() {
         h.service
             .set_lock(env(SetDeviceLock { id, locked }, Some(caller)))
     };
-    assert_eq!(lock(true, bob()).await.unwrap_err().code, "not_found");
+    assert_eq!(
+        lock(true, bob()).await.unwrap_err().wire_code(),
+        "not_found"
+    );
     lock(true, alice()).await.unwrap();
     lock(false, admin()).await.unwrap();
     let delete = |caller| h.service.delete(env(DeleteDevice { id }, Some(caller)));
-    assert_eq!(delete(bob()).await.unwrap_err().code, "not_found");
+    assert_eq!(delete(bob()).await.unwrap_err().wire_code(), "not_found");
     delete(alice()).await.unwrap();
     assert_eq!(
         h.events(id).await,
@@ -365,7 +377,7 @@ async fn service_accounts_cannot_approve_devices() {
     let h = harness();
     let (issued, _) = h.request().await;
     let robot = Caller {
-        kind: "service_account".into(),
+        kind: PrincipalKind::ServiceAccount,
         ..alice()
     };
     let failure = h
@@ -376,7 +388,7 @@ async fn service_accounts_cannot_approve_devices() {
         )
         .await
         .unwrap_err();
-    assert_eq!(failure.code, "forbidden");
+    assert_eq!(failure.wire_code(), "forbidden");
 }
 
 #[test]
@@ -448,7 +460,7 @@ impl Harness {
     }
 
     /// A device approved by `owner` and redeemed.
-    async fn active_device(&self, owner: Caller, trusted: bool) -> (Uuid, SecretString) {
+    async fn active_device(&self, owner: Caller, trusted: bool) -> (DeviceId, SecretString) {
         let (issued, code) = self.request().await;
         self.decide(
             &issued.user_code,
@@ -463,7 +475,7 @@ impl Harness {
 
     async fn set_lock(
         &self,
-        id: Uuid,
+        id: DeviceId,
         locked: bool,
         caller: Option<Caller>,
     ) -> Result<(), Failure> {
@@ -473,7 +485,7 @@ impl Harness {
             .map(|a| a.output)
     }
 
-    async fn delete(&self, id: Uuid, caller: Option<Caller>) -> Result<(), Failure> {
+    async fn delete(&self, id: DeviceId, caller: Option<Caller>) -> Result<(), Failure> {
         self.service
             .delete(env(DeleteDevice { id }, caller))
             .await
@@ -493,7 +505,7 @@ async fn a_user_code_collision_draws_another_code_and_appends_nothing_for_it() {
     assert_eq!(first.user_code, "BCDFGHJK");
     assert_eq!(
         h.claim_holder("BCDFGHJK").await,
-        Some(StreamId::new("device", first.device_id))
+        Some(device_stream(first.device_id))
     );
 
     script(&queue, &["BCDFGHJK", "BCDFGHJK", "LMNPQRST"]);
@@ -538,7 +550,7 @@ async fn requests_give_up_after_a_few_collisions_and_append_nothing() {
     script(&queue, &["BCDFGHJK"; USER_CODE_ATTEMPTS]);
     let failure = h.try_request().await.unwrap_err();
     assert_eq!(failure.kind, FailureKind::Unavailable);
-    assert_eq!(failure.code, "user_codes_exhausted");
+    assert_eq!(failure.wire_code(), "user_codes_exhausted");
     assert_eq!(h.event_count().await, 1);
 }
 
@@ -551,7 +563,7 @@ async fn a_generator_that_makes_untypeable_codes_is_refused() {
     );
     script(&queue, &["bcdf-ghjk"]);
     let failure = h.try_request().await.unwrap_err();
-    assert_eq!(failure.code, "invalid_user_code_generated");
+    assert_eq!(failure.wire_code(), "invalid_user_code_generated");
     assert_eq!(h.event_count().await, 0);
 }
 
@@ -581,7 +593,7 @@ async fn a_decision_releases_the_user_code_so_it_can_be_issued_again() {
     ] {
         let failure = h.decide("BCDFGHJK", decision, bob()).await.unwrap_err();
         assert_eq!(failure.kind, FailureKind::NotFound);
-        assert_eq!(failure.code, "invalid_user_code");
+        assert_eq!(failure.wire_code(), "invalid_user_code");
     }
     assert_eq!(h.event_count().await, events, "nothing appended");
 
@@ -614,7 +626,7 @@ async fn a_lapsed_authorization_keeps_its_claim_until_the_sweep_but_its_code_fin
         .decide(&issued.user_code, DeviceDecision::Deny, alice())
         .await
         .unwrap_err();
-    assert_eq!(failure.code, "invalid_user_code");
+    assert_eq!(failure.wire_code(), "invalid_user_code");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -636,7 +648,7 @@ async fn concurrent_polls_of_an_approved_device_activate_it_once() {
     let redeemed: Vec<_> = polls.iter().filter(|r| r.is_ok()).collect();
     assert_eq!(redeemed.len(), 1, "{polls:?}");
     for refused in polls.iter().filter_map(|r| r.as_ref().err()) {
-        assert_eq!(refused.code, "invalid_grant");
+        assert_eq!(refused.wire_code(), "invalid_grant");
     }
     assert_eq!(
         h.events(issued.device_id).await,
@@ -707,13 +719,16 @@ async fn a_device_code_sealed_for_another_command_or_malformed_is_an_invalid_gra
         ))
         .await
         .unwrap_err();
-    assert_eq!(failure.code, "invalid_grant");
+    assert_eq!(failure.wire_code(), "invalid_grant");
     assert_eq!(failure.kind, FailureKind::Invalid);
     let garbage = SecretString::from("gatehouse_dc_not-a-code");
-    assert_eq!(h.redeem(&garbage).await.unwrap_err().code, "invalid_grant");
+    assert_eq!(
+        h.redeem(&garbage).await.unwrap_err().wire_code(),
+        "invalid_grant"
+    );
     let unknown = gatehouse_tokens::DEVICE_CODE_FORMAT.generate(Uuid::new_v4());
     assert_eq!(
-        h.redeem(&unknown.full).await.unwrap_err().code,
+        h.redeem(&unknown.full).await.unwrap_err().wire_code(),
         "invalid_grant"
     );
     assert_eq!(h.events(issued.device_id).await.len(), 2, "not activated");
@@ -745,12 +760,15 @@ async fn an_untrusted_device_gets_the_short_lifetime_from_the_settings() {
 
     let (issued, code) = h.request().await;
     h.clock.advance(Duration::seconds(61));
-    assert_eq!(h.redeem(&code).await.unwrap_err().code, "expired_token");
+    assert_eq!(
+        h.redeem(&code).await.unwrap_err().wire_code(),
+        "expired_token"
+    );
     let failure = h
         .decide(&issued.user_code, DeviceDecision::Deny, alice())
         .await
         .unwrap_err();
-    assert_eq!(failure.code, "invalid_user_code");
+    assert_eq!(failure.wire_code(), "invalid_user_code");
 }
 
 #[test]
@@ -816,11 +834,14 @@ async fn a_pending_authorization_is_nobodys_but_an_admin_may_delete_it() {
     let (issued, code) = h.request().await;
     let id = issued.device_id;
     assert_eq!(
-        h.delete(id, Some(alice())).await.unwrap_err().code,
+        h.delete(id, Some(alice())).await.unwrap_err().wire_code(),
         "not_found"
     );
     assert_eq!(
-        h.set_lock(id, true, Some(alice())).await.unwrap_err().code,
+        h.set_lock(id, true, Some(alice()))
+            .await
+            .unwrap_err()
+            .wire_code(),
         "not_found"
     );
     let refused = h.set_lock(id, true, Some(admin())).await.unwrap_err();
@@ -830,7 +851,10 @@ async fn a_pending_authorization_is_nobodys_but_an_admin_may_delete_it() {
         "a pending device has no session"
     );
     h.delete(id, Some(admin())).await.unwrap();
-    assert_eq!(h.redeem(&code).await.unwrap_err().code, "invalid_grant");
+    assert_eq!(
+        h.redeem(&code).await.unwrap_err().wire_code(),
+        "invalid_grant"
+    );
     let failure = h
         .decide(
             &issued.user_code,
@@ -839,9 +863,9 @@ async fn a_pending_authorization_is_nobodys_but_an_admin_may_delete_it() {
         )
         .await
         .unwrap_err();
-    assert_eq!(failure.code, "invalid_user_code");
+    assert_eq!(failure.wire_code(), "invalid_user_code");
     assert_eq!(
-        h.delete(id, Some(admin())).await.unwrap_err().code,
+        h.delete(id, Some(admin())).await.unwrap_err().wire_code(),
         "not_found",
         "deleted is gone"
     );
@@ -854,34 +878,37 @@ async fn other_users_unknown_devices_and_anonymous_callers_get_nowhere() {
     let before = h.event_count().await;
     for locked in [true, false] {
         assert_eq!(
-            h.set_lock(id, locked, Some(bob())).await.unwrap_err().code,
-            "not_found"
-        );
-        assert_eq!(
-            h.set_lock(Uuid::new_v4(), locked, Some(admin()))
+            h.set_lock(id, locked, Some(bob()))
                 .await
                 .unwrap_err()
-                .code,
+                .wire_code(),
             "not_found"
         );
         assert_eq!(
-            h.set_lock(id, locked, None).await.unwrap_err().code,
+            h.set_lock(DeviceId::new(), locked, Some(admin()))
+                .await
+                .unwrap_err()
+                .wire_code(),
+            "not_found"
+        );
+        assert_eq!(
+            h.set_lock(id, locked, None).await.unwrap_err().wire_code(),
             "unauthenticated"
         );
     }
     assert_eq!(
-        h.delete(id, Some(bob())).await.unwrap_err().code,
+        h.delete(id, Some(bob())).await.unwrap_err().wire_code(),
         "not_found"
     );
     assert_eq!(
-        h.delete(id, None).await.unwrap_err().code,
+        h.delete(id, None).await.unwrap_err().wire_code(),
         "unauthenticated"
     );
     assert_eq!(
-        h.delete(Uuid::new_v4(), Some(admin()))
+        h.delete(DeviceId::new(), Some(admin()))
             .await
             .unwrap_err()
-            .code,
+            .wire_code(),
         "not_found"
     );
     let decide_anonymously = h
@@ -895,7 +922,7 @@ async fn other_users_unknown_devices_and_anonymous_callers_get_nowhere() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(decide_anonymously.code, "unauthenticated");
+    assert_eq!(decide_anonymously.wire_code(), "unauthenticated");
     assert_eq!(h.event_count().await, before, "nothing appended");
 }
 
@@ -915,11 +942,7 @@ async fn an_admin_manages_anyones_device_and_repeats_change_nothing() {
         "unlocking twice records once"
     );
     h.delete(id, Some(admin())).await.unwrap();
-    let events = h
-        .store
-        .read_stream(&StreamId::new("device", id), 0)
-        .await
-        .unwrap();
+    let events = h.store.read_stream(&device_stream(id), 0).await.unwrap();
     let deleted = events.last().unwrap();
     assert_eq!(deleted.event_type, "device.deleted");
     assert_eq!(
@@ -962,7 +985,7 @@ async fn an_undecided_request_is_recorded_as_lapsed_after_the_grace_and_frees_it
     h.decide(&denied.user_code, DeviceDecision::Deny, alice())
         .await
         .unwrap();
-    let holder = StreamId::new("device", undecided.device_id);
+    let holder = device_stream(undecided.device_id);
     assert_eq!(h.claim_holder(&undecided.user_code).await, Some(holder));
 
     // Lapsed, but within the grace: nothing recorded, the code still held.
@@ -1023,7 +1046,7 @@ async fn deleting_a_pending_request_frees_its_code() {
         h.decide(&issued.user_code, DeviceDecision::Deny, alice())
             .await
             .unwrap_err()
-            .code,
+            .wire_code(),
         "invalid_user_code"
     );
 }
@@ -1052,10 +1075,10 @@ async fn views(h: &Harness) -> HashMap<StreamId, serde_json::Value> {
     docs
 }
 
-async fn view(h: &Harness, id: Uuid) -> Option<DeviceView> {
+async fn view(h: &Harness, id: DeviceId) -> Option<DeviceView> {
     views(h)
         .await
-        .remove(&StreamId::new("device", id))
+        .remove(&device_stream(id))
         .map(|doc| serde_json::from_value(doc).expect("a device view"))
 }
 
@@ -1094,7 +1117,7 @@ async fn the_view_follows_the_device_through_its_life() {
     .unwrap();
     let v = view(&h, id).await.unwrap();
     assert_eq!(v.status(h.now()), DeviceStatus::Verified);
-    assert_eq!(v.owner_id.map(|o| o.as_uuid()), Some(alice().id));
+    assert_eq!(v.owner_id, alice().user_id());
     assert!(v.facts.trusted);
     assert_eq!(v.facts.verified_at, Some(h.now()));
     assert_eq!(v.updated, h.now());

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use gatehouse_contracts::commands::Command;
+use gatehouse_contracts::commands::{Command, FailureKind};
+use gatehouse_contracts::failures::KeysFailure;
 use gatehouse_contracts::keys::{API_KEY_VIEW, AuthenticateApiKey, KeyRefusal};
 use gatehouse_tokens::{ApiKeyHash, ApiKeyHasher, PrincipalKind, parse_api_key};
 use rand_core::{OsRng, RngCore};
@@ -256,12 +257,17 @@ async fn verify(
     let accepted = state
         .command(ctx, None, AuthenticateApiKey { key: sealed }, None)
         .await
-        .map_err(|e| match e.code.as_deref() {
-            Some("key_deactivated") => KeyError::Refused(KeyRefusal::Deactivated),
-            Some("key_expired") => KeyError::Refused(KeyRefusal::Expired),
-            Some("key_rotated") => KeyError::Refused(KeyRefusal::Rotated),
-            _ if e.status.as_u16() == 503 => KeyError::Unavailable(e.message),
-            _ => KeyError::Invalid,
+        .map_err(|e| match e.code {
+            KeysFailure::KeyDeactivated => KeyError::Refused(KeyRefusal::Deactivated),
+            KeysFailure::KeyExpired => KeyError::Refused(KeyRefusal::Expired),
+            KeysFailure::KeyRotated => KeyError::Refused(KeyRefusal::Rotated),
+            _ if e.kind == FailureKind::Unavailable => KeyError::Unavailable(e.message),
+            _ => {
+                if e.kind.is_ours() {
+                    tracing::error!(error = %e, "the keys service failed to check a key");
+                }
+                KeyError::Invalid
+            }
         })?;
     let generation = accepted.output.generation;
     // A key created a moment ago on another replica may not have reached this one's

@@ -11,6 +11,7 @@ use futures::future::LocalBoxFuture;
 use gatehouse_contracts::commands::Caller;
 use gatehouse_contracts::devices::DeviceStatus;
 use gatehouse_contracts::identity::Role;
+use gatehouse_contracts::keys::KeyRefusal;
 use gatehouse_tokens::{PrincipalKind, SessionSource};
 use secrecy::SecretString;
 
@@ -80,12 +81,12 @@ impl From<KeyError> for ApiError {
             KeyError::Invalid => {
                 ApiError::unauthenticated(e.message()).with_code("invalid_api_key")
             }
-            KeyError::Refused(_) => {
-                let code = match e.reason() {
-                    "deactivated" => "api_key_deactivated",
-                    "expired" => "api_key_expired",
-                    "rotated" => "api_key_rotated",
-                    _ => "api_key_revoked",
+            KeyError::Refused(refusal) => {
+                let code = match refusal {
+                    KeyRefusal::Deactivated => "api_key_deactivated",
+                    KeyRefusal::Expired => "api_key_expired",
+                    KeyRefusal::Rotated => "api_key_rotated",
+                    KeyRefusal::Revoked => "api_key_revoked",
                 };
                 ApiError::unauthenticated(e.message()).with_code(code)
             }
@@ -142,7 +143,7 @@ pub fn authenticate_token(state: &AppState, token: &str) -> Result<Authenticated
         let now = state.clock.now();
         let device = state
             .directory
-            .device(id)
+            .device(&id.as_uuid())
             .filter(|d| d.facts.owner.map(|o| o.as_uuid()) == Some(principal.id))
             .ok_or_else(|| {
                 ApiError::unauthenticated("the token's device no longer exists")

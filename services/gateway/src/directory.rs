@@ -23,6 +23,7 @@ use gatehouse_contracts::envelope::StreamId;
 use gatehouse_contracts::identity::{
     Role, SERVICE_ACCOUNT_VIEW, ServiceAccountView, USER_VIEW, UserView,
 };
+use gatehouse_contracts::ids::PrincipalId;
 use gatehouse_contracts::keyring::{KEYRING_VIEW, KeyringView};
 use gatehouse_contracts::keys::{API_KEY_VIEW, ApiKeyView, KeyValidity};
 use gatehouse_eventlog::memory::MemoryViewStore;
@@ -60,11 +61,8 @@ impl Principal {
     /// The caller sent with commands.
     pub fn caller(&self) -> Caller {
         Caller {
-            id: self.id,
-            kind: match self.kind {
-                PrincipalKind::User => "user".into(),
-                PrincipalKind::ServiceAccount => "service_account".into(),
-            },
+            id: PrincipalId::from_uuid(self.id),
+            kind: self.kind,
             name: self.name.clone(),
             role: self.role,
         }
@@ -547,7 +545,7 @@ mod tests {
             name: Name::parse(name)?,
             description: Description::parse("")?,
             role: Role::Member,
-            owner: Uuid::new_v4(),
+            owner: gatehouse_contracts::ids::PrincipalId::from_uuid(Uuid::new_v4()),
         });
         append(log, &stream, 0, domain(&created)).await?;
         Ok((id, stream))

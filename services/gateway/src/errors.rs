@@ -3,7 +3,8 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use gatehouse_contracts::commands::{Failure, FailureKind};
+use gatehouse_contracts::commands::{CommandFailure, Failure, FailureKind};
+use gatehouse_contracts::failures::FailureCode;
 use serde::Serialize;
 
 /// The body of every non-OAuth error.
@@ -114,6 +115,7 @@ impl ApiError {
 
 impl From<Failure> for ApiError {
     fn from(f: Failure) -> Self {
+        let code = f.wire_code().to_owned();
         let base = match f.kind {
             FailureKind::Invalid => ApiError::invalid(f.message),
             FailureKind::Unauthenticated => ApiError::unauthenticated(f.message),
@@ -124,7 +126,16 @@ impl From<Failure> for ApiError {
             FailureKind::Unavailable => ApiError::unavailable(f.message),
             FailureKind::Internal | FailureKind::Unknown => ApiError::internal(&f.message),
         };
-        base.with_code(&f.code)
+        ApiError {
+            code: Some(code),
+            ..base
+        }
+    }
+}
+
+impl<C: FailureCode> From<CommandFailure<C>> for ApiError {
+    fn from(f: CommandFailure<C>) -> Self {
+        Failure::from(f).into()
     }
 }
 
@@ -235,5 +246,50 @@ impl ResponseError for OAuthError {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         response.json(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_contracts::commands::{CommandFailure, Failure, FailureKind};
+    use gatehouse_contracts::failures::KeysFailure;
+
+    use super::*;
+
+    /// A reply as a service sends it on the bus.
+    fn from_the_bus(json: &str) -> Failure {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_code_this_gateway_does_not_know_is_answered_by_its_kind_and_passed_on_unchanged() {
+        let failure =
+            from_the_bus(r#"{"kind":"conflict","code":"key_from_the_future","message":"newer"}"#);
+        let typed = CommandFailure::<KeysFailure>::from(failure);
+        assert_eq!(
+            typed.code,
+            KeysFailure::Unknown("key_from_the_future".into())
+        );
+        let api = ApiError::from(typed);
+        assert_eq!(api.status, StatusCode::CONFLICT);
+        assert_eq!(api.code.as_deref(), Some("key_from_the_future"));
+        assert_eq!(api.message, "newer");
+    }
+
+    #[test]
+    fn a_known_code_is_matched_as_its_variant_and_keeps_its_string_in_the_body() {
+        let failure =
+            from_the_bus(r#"{"kind":"unauthenticated","code":"key_rotated","message":"rotated"}"#);
+        let wire = serde_json::to_string(&failure).unwrap();
+        let typed = CommandFailure::<KeysFailure>::from(failure);
+        assert_eq!(typed.code, KeysFailure::KeyRotated);
+        assert_eq!(typed.kind, FailureKind::Unauthenticated);
+        assert_eq!(
+            serde_json::to_string(&Failure::from(typed.clone())).unwrap(),
+            wire
+        );
+        let api = ApiError::from(typed);
+        assert_eq!(api.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(api.code.as_deref(), Some("key_rotated"));
     }
 }

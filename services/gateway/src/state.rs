@@ -8,7 +8,9 @@ use actix_web::HttpResponseBuilder;
 use gatehouse_bus::CommandBus;
 use gatehouse_bus::infra::Probe;
 use gatehouse_contracts::clock::Clock;
-use gatehouse_contracts::commands::{Accepted, Caller, Command, CommandEnvelope, Written};
+use gatehouse_contracts::commands::{
+    Accepted, Caller, Command, CommandEnvelope, CommandFailure, Written,
+};
 use gatehouse_eventlog::{EventStore, ViewStore};
 use gatehouse_secrets::BusSealer;
 
@@ -195,13 +197,14 @@ impl AppState {
     /// revocation is already enforced everywhere. A command that committed is answered
     /// whether or not they caught up in time ([`Committed::consistency`] says which); a
     /// command whose outcome is unknown (the bus timed out) is a 503 with Retry-After.
+    /// A failure comes with its code decoded as the service's enum ([`Command::Code`]).
     pub async fn command<C: Command>(
         &self,
         ctx: &RequestContext,
         caller: Option<&Caller>,
         command: C,
         idempotency_key: Option<String>,
-    ) -> Result<Committed<C::Output>, ApiError> {
+    ) -> Result<Committed<C::Output>, CommandFailure<C::Code>> {
         let envelope = CommandEnvelope {
             command,
             caller: caller.cloned(),

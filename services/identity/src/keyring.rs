@@ -13,6 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use gatehouse_contracts::commands::{Accepted, CommandEnvelope, Failure, FailureKind};
 use gatehouse_contracts::envelope::{Actor, EventMetadata};
+use gatehouse_contracts::failures::{CommonFailure, IdentityFailure};
 use gatehouse_contracts::keyring::{
     AddSigningKey, EnsureSigningKey, KeyringView, RetireSigningKey, SIGNING_KEY_SEAL_PURPOSE,
     SigningKeyAdded, SigningKeyCreated, SigningKeyEnsured, keyring_stream, signing_key_slot,
@@ -30,12 +31,14 @@ impl From<KeyringRejection> for Failure {
         let message = r.to_string();
         match r {
             KeyringRejection::NotFound(_) => {
-                Failure::new(FailureKind::NotFound, "not_found", message)
+                Failure::new(FailureKind::NotFound, CommonFailure::NotFound, message)
             }
             KeyringRejection::LastSigner(_) => {
-                Failure::new(FailureKind::Conflict, "last_signer", message)
+                Failure::new(FailureKind::Conflict, IdentityFailure::LastSigner, message)
             }
-            KeyringRejection::TooFarAhead => Failure::new(FailureKind::Invalid, "invalid", message),
+            KeyringRejection::TooFarAhead => {
+                Failure::new(FailureKind::Invalid, CommonFailure::Invalid, message)
+            }
         }
     }
 }
@@ -140,7 +143,7 @@ impl KeyringKeeper {
                 tracing::error!(error = %e, "sealing a signing key failed");
                 Failure::new(
                     FailureKind::Internal,
-                    "seal_failed",
+                    IdentityFailure::SealingFailed,
                     "the key cannot be sealed",
                 )
             })?;
@@ -211,7 +214,11 @@ impl KeyringKeeper {
             .add_when(env.command.active_from, |_| true, &env.metadata)
             .await?;
         let kid = accepted.output.ok_or_else(|| {
-            Failure::new(FailureKind::Internal, "not_added", "the key was not added")
+            Failure::new(
+                FailureKind::Internal,
+                CommonFailure::AppendFailed,
+                "the key was not added",
+            )
         })?;
         Ok(Accepted {
             output: SigningKeyCreated { kid },
@@ -299,7 +306,7 @@ fn require_admin(caller: Option<gatehouse_contracts::commands::Caller>) -> Resul
     } else {
         Err(Failure::new(
             FailureKind::Forbidden,
-            "forbidden",
+            CommonFailure::Forbidden,
             "only admins manage signing keys",
         ))
     }

@@ -7,6 +7,7 @@ use gatehouse_bus::host::{ServiceContext, Task, WriteSide};
 use gatehouse_contracts::clock::Clock;
 use gatehouse_contracts::commands::{Accepted, Command, CommandEnvelope, Failure, FailureKind};
 use gatehouse_contracts::envelope::StreamId;
+use gatehouse_contracts::failures::{CommonFailure, IdentityFailure};
 use gatehouse_contracts::identity::{
     AuthenticatePassword, AuthenticatedUser, BootstrapAdmin, BootstrapOutcome, ChangePassword,
     CreateServiceAccount, CreateUser, DeleteServiceAccount, PRINCIPAL_NAME_SCOPE, Role,
@@ -73,12 +74,20 @@ impl From<Rejection> for Failure {
     fn from(r: Rejection) -> Self {
         let message = r.to_string();
         match r {
-            Rejection::NotFound(_) => Failure::new(FailureKind::NotFound, "not_found", message),
-            Rejection::Forbidden(_) => Failure::new(FailureKind::Forbidden, "forbidden", message),
-            Rejection::AlreadyExists(_) => {
-                Failure::new(FailureKind::Conflict, "already_exists", message)
+            Rejection::NotFound(_) => {
+                Failure::new(FailureKind::NotFound, CommonFailure::NotFound, message)
             }
-            Rejection::Invalid(_) => Failure::new(FailureKind::Invalid, "invalid", message),
+            Rejection::Forbidden(_) => {
+                Failure::new(FailureKind::Forbidden, CommonFailure::Forbidden, message)
+            }
+            Rejection::AlreadyExists(_) => Failure::new(
+                FailureKind::Conflict,
+                IdentityFailure::AlreadyExists,
+                message,
+            ),
+            Rejection::Invalid(_) => {
+                Failure::new(FailureKind::Invalid, CommonFailure::Invalid, message)
+            }
         }
     }
 }
@@ -191,20 +200,25 @@ impl IdentityService {
         self.sealer.open(sealed, context).map_err(|_| {
             Failure::new(
                 FailureKind::Invalid,
-                "unsealable_secret",
+                IdentityFailure::UnsealableSecret,
                 "the sealed secret cannot be opened",
             )
         })
     }
 
     async fn new_password_hash(&self, password: SecretString) -> Result<String, Failure> {
-        passwords::check_policy(&password)
-            .map_err(|e| Failure::new(FailureKind::Invalid, "weak_password", e.to_string()))?;
+        passwords::check_policy(&password).map_err(|e| {
+            Failure::new(
+                FailureKind::Invalid,
+                IdentityFailure::WeakPassword,
+                e.to_string(),
+            )
+        })?;
         passwords::hash(password).await.map_err(|e| {
             tracing::error!(error = %e, "hashing failed");
             Failure::new(
                 FailureKind::Internal,
-                "hashing_failed",
+                IdentityFailure::HashingFailed,
                 "the password could not be stored",
             )
         })
@@ -212,7 +226,7 @@ impl IdentityService {
 
     fn name_taken(name: &Name) -> impl FnOnce() -> Failure {
         let message = format!("a user or service account named \"{name}\" already exists");
-        move || Failure::new(FailureKind::Conflict, "name_taken", message)
+        move || Failure::new(FailureKind::Conflict, IdentityFailure::NameTaken, message)
     }
 
     /// Looks up the user a name belongs to (write side, strongly consistent).
@@ -288,7 +302,7 @@ impl IdentityService {
                     }),
                     None => Err(Failure::new(
                         FailureKind::Conflict,
-                        "name_taken",
+                        IdentityFailure::NameTaken,
                         "the admin name is taken by a service account",
                     )),
                 }
@@ -369,15 +383,19 @@ impl IdentityService {
         env: CommandEnvelope<UpdateUser>,
     ) -> Result<Accepted<UserView>, Failure> {
         let caller = require_caller(env.caller.clone())?;
-        let target = env.command.user_id.as_uuid();
+        let target = env.command.user_id;
         let updated = self
             .writer
-            .update_with_retry::<User, _, _, _>(user_stream(target), &env.metadata, |state| {
-                user::update(state, &caller, target, env.command.role, env.command.active)
-                    .map(|events| (events, Extras::default(), ()))
-            })
+            .update_with_retry::<User, _, _, _>(
+                user_stream(target.as_uuid()),
+                &env.metadata,
+                |state| {
+                    user::update(state, &caller, target, env.command.role, env.command.active)
+                        .map(|events| (events, Extras::default(), ()))
+                },
+            )
             .await?;
-        self.answer(&UserProjection, user_stream(target), updated)
+        self.answer(&UserProjection, user_stream(target.as_uuid()), updated)
             .await
     }
 
@@ -388,14 +406,14 @@ impl IdentityService {
         env: CommandEnvelope<ChangePassword>,
     ) -> Result<Accepted<()>, Failure> {
         let caller = require_caller(env.caller.clone())?;
-        if caller.kind != "user" {
+        let Some(user) = caller.user_id() else {
             return Err(Failure::new(
                 FailureKind::Forbidden,
-                "forbidden",
+                CommonFailure::Forbidden,
                 "only users have passwords",
             ));
-        }
-        let stream_id = user_stream(caller.id);
+        };
+        let stream_id = user_stream(user.as_uuid());
         let current = self.open(&env.command.current_password, &ChangePassword::subject())?;
         let new = self.open(&env.command.new_password, &ChangePassword::subject())?;
         let stored = self
@@ -408,7 +426,7 @@ impl IdentityService {
         if !passwords::verify(current, stored).await {
             return Err(Failure::new(
                 FailureKind::Invalid,
-                ChangePassword::WRONG_PASSWORD,
+                IdentityFailure::WrongPassword,
                 "the current password is not correct",
             ));
         }
@@ -477,7 +495,7 @@ impl IdentityService {
             }),
             _ => Err(Failure::new(
                 FailureKind::Unauthenticated,
-                "invalid_grant",
+                IdentityFailure::InvalidGrant,
                 "invalid username or password",
             )),
         }

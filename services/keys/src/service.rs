@@ -11,6 +11,7 @@ use gatehouse_contracts::commands::{
 };
 use gatehouse_contracts::envelope::StreamId;
 use gatehouse_contracts::events::DomainEvent as _;
+use gatehouse_contracts::failures::{CommonFailure, KeysFailure};
 use gatehouse_contracts::identity::{AccountOwner, ServiceAccountEvent};
 use gatehouse_contracts::ids::ApiKeyId;
 use gatehouse_contracts::ids::ServiceAccountId;
@@ -120,8 +121,12 @@ impl From<Rejection> for Failure {
     fn from(r: Rejection) -> Self {
         let message = r.to_string();
         match r {
-            Rejection::NotFound => Failure::new(FailureKind::NotFound, "not_found", message),
-            Rejection::Invalid(_) => Failure::new(FailureKind::Invalid, "invalid", message),
+            Rejection::NotFound => {
+                Failure::new(FailureKind::NotFound, CommonFailure::NotFound, message)
+            }
+            Rejection::Invalid(_) => {
+                Failure::new(FailureKind::Invalid, CommonFailure::Invalid, message)
+            }
         }
     }
 }
@@ -142,10 +147,10 @@ impl Aggregate for AccountAuthority {
 /// Why a presented key is refused; the code tells the client what to do.
 fn refused(refusal: Option<KeyRefusal>) -> Failure {
     let (code, message) = match refusal {
-        None | Some(KeyRefusal::Revoked) => ("invalid_key", "invalid API key".to_owned()),
-        Some(KeyRefusal::Deactivated) => ("key_deactivated", KeyRefusal::Deactivated.to_string()),
-        Some(KeyRefusal::Expired) => ("key_expired", KeyRefusal::Expired.to_string()),
-        Some(KeyRefusal::Rotated) => ("key_rotated", KeyRefusal::Rotated.to_string()),
+        None | Some(KeyRefusal::Revoked) => (KeysFailure::InvalidKey, "invalid API key".to_owned()),
+        Some(r @ KeyRefusal::Deactivated) => (KeysFailure::KeyDeactivated, r.to_string()),
+        Some(r @ KeyRefusal::Expired) => (KeysFailure::KeyExpired, r.to_string()),
+        Some(r @ KeyRefusal::Rotated) => (KeysFailure::KeyRotated, r.to_string()),
     };
     Failure::new(FailureKind::Unauthenticated, code, message)
 }
@@ -232,7 +237,7 @@ impl KeysService {
                 tracing::error!(error = %e, "sealing a new key failed");
                 Failure::new(
                     FailureKind::Internal,
-                    "sealing_failed",
+                    KeysFailure::SealingFailed,
                     "the key cannot be sent",
                 )
             })
@@ -266,7 +271,7 @@ impl KeysService {
             Some(owner) if caller.may_manage(owner) => Ok(caller),
             _ => Err(Failure::new(
                 FailureKind::NotFound,
-                "not_found",
+                CommonFailure::NotFound,
                 "no such service account",
             )),
         }
@@ -350,7 +355,7 @@ impl KeysService {
                 move || {
                     Failure::new(
                         FailureKind::Conflict,
-                        "name_taken",
+                        KeysFailure::NameTaken,
                         format!("the service account already has an API key named \"{name}\""),
                     )
                 },
@@ -440,7 +445,7 @@ impl KeysService {
         }
         Err(Failure::new(
             FailureKind::Conflict,
-            "conflict",
+            CommonFailure::Conflict,
             "the API key is being rotated concurrently; try again",
         ))
     }
@@ -529,7 +534,7 @@ impl KeysService {
             .map_err(|_| {
                 Failure::new(
                     FailureKind::Invalid,
-                    "unsealable_secret",
+                    KeysFailure::UnsealableSecret,
                     "the sealed key cannot be opened",
                 )
             })?;

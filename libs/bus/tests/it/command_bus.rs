@@ -276,6 +276,7 @@ impl Command for Shout {
     const SERVICE: &'static str = "loud";
     const NAME: &'static str = "shout";
     type Output = String;
+    type Code = gatehouse_contracts::failures::CommonFailure;
 }
 
 #[tokio::test]

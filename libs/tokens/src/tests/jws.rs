@@ -152,7 +152,9 @@ fn claims_serialize_to_the_documented_shape() {
             serde_json::json!({"method": "password"}),
         ),
         (
-            SessionSource::Device { id },
+            SessionSource::Device {
+                id: gatehouse_contracts::DeviceId::from_uuid(id),
+            },
             serde_json::json!({"method": "device", "id": id.to_string()}),
         ),
     ] {
@@ -683,7 +685,9 @@ fn infallible_claims_writer_matches_serde_json() {
             generation: u32::MAX,
             epoch: u64::MAX,
         },
-        SessionSource::Device { id },
+        SessionSource::Device {
+            id: gatehouse_contracts::DeviceId::from_uuid(id),
+        },
     ];
     let mut checked = 0;
     for text in &strings {

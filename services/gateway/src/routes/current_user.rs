@@ -2,6 +2,7 @@
 
 use actix_web::{HttpResponse, get, post, web};
 use gatehouse_contracts::commands::Command;
+use gatehouse_contracts::failures::IdentityFailure;
 use gatehouse_contracts::identity::{ChangePassword, Role};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -36,10 +37,7 @@ pub async fn get_current_user(auth: Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(CurrentUser {
         id: p.id,
         name: p.name.clone(),
-        kind: match p.kind {
-            gatehouse_tokens::PrincipalKind::User => "user",
-            gatehouse_tokens::PrincipalKind::ServiceAccount => "service_account",
-        },
+        kind: p.kind.as_str(),
         role: p.role,
         authenticated_by: match auth.source {
             gatehouse_tokens::SessionSource::Password => "password",
@@ -93,11 +91,11 @@ pub async fn change_password(
         .await
     {
         Ok(_) => state.limits.login_succeeded(ctx.client_ip, &subject),
-        Err(e) if e.code.as_deref() == Some(ChangePassword::WRONG_PASSWORD) => {
+        Err(e) if e.code == IdentityFailure::WrongPassword => {
             state.limits.login_failed(ctx.client_ip, &subject);
-            return Err(e);
+            return Err(e.into());
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -16,13 +16,14 @@ use gatehouse_contracts::commands::Command;
 use gatehouse_contracts::devices::{
     DeviceMetadata, DeviceStatus, RedeemDeviceCode, RequestDeviceAuthorization, display_user_code,
 };
+use gatehouse_contracts::failures::DevicesFailure;
 use gatehouse_tokens::{DEVICE_CODE_FORMAT, PrincipalKind, SessionSource};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::context::RequestContext;
-use crate::errors::OAuthError;
+use crate::errors::{ApiError, OAuthError};
 use crate::issuer::Session;
 use crate::routes::oauth::{TokenForm, parse_form, token_response};
 use crate::state::AppState;
@@ -164,7 +165,9 @@ pub async fn device_authorization(
     let accepted = state
         .command(&ctx, None, command, None)
         .await
-        .map_err(|e| OAuthError::new("temporarily_unavailable", e.message).status(503))?;
+        .map_err(|e| {
+            OAuthError::new("temporarily_unavailable", ApiError::from(e).message).status(503)
+        })?;
     let issued = accepted.output;
     let device_code = state
         .sealer
@@ -288,17 +291,19 @@ async fn redeem(
             None,
         )
         .await
-        .map_err(|e| match e.code.as_deref() {
-            Some("authorization_pending") => OAuthError::new("authorization_pending", e.message),
-            Some("access_denied") => OAuthError::new("access_denied", e.message),
-            Some("expired_token") => OAuthError::new("expired_token", e.message),
-            Some("invalid_grant") => OAuthError::new("invalid_grant", e.message),
-            _ => OAuthError::new("temporarily_unavailable", e.message)
+        .map_err(|e| match e.code {
+            DevicesFailure::AuthorizationPending => {
+                OAuthError::new("authorization_pending", e.message)
+            }
+            DevicesFailure::AccessDenied => OAuthError::new("access_denied", e.message),
+            DevicesFailure::ExpiredToken => OAuthError::new("expired_token", e.message),
+            DevicesFailure::InvalidGrant => OAuthError::new("invalid_grant", e.message),
+            _ => OAuthError::new("temporarily_unavailable", ApiError::from(e).message)
                 .status(503)
                 .retry_after(1),
         })?
         .output;
-    state.device_polls.forget(&redeemed.device_id);
+    state.device_polls.forget(&redeemed.device_id.as_uuid());
     let owner = redeemed.owner.as_uuid();
     let principal = state
         .directory

@@ -4,10 +4,13 @@
 
 use actix_web::{HttpResponse, delete, get, post, web};
 use chrono::{DateTime, Utc};
+use gatehouse_contracts::commands::CommandFailure;
 use gatehouse_contracts::devices::{
     DEVICE_VIEW, DecideDevice, DeleteDevice, DeviceDecision, DeviceStatus, DeviceView,
     FindPendingDevice, SetDeviceLock, USER_CODE_ALPHABET, USER_CODE_LEN,
 };
+use gatehouse_contracts::failures::DevicesFailure;
+use gatehouse_contracts::ids::DeviceId;
 use gatehouse_eventlog::ListQuery;
 use gatehouse_tokens::PrincipalKind;
 use serde::{Deserialize, Serialize};
@@ -63,7 +66,7 @@ impl DeviceResponse {
             .and_then(|id| state.directory.principal(&id))
             .map(|p| p.name.clone());
         Self {
-            id: v.id,
+            id: v.id.as_uuid(),
             status: v.facts.status(now),
             trusted: v.facts.trusted,
             owner_id,
@@ -121,11 +124,15 @@ pub struct Verification {
 }
 
 /// The device `id` if `auth` may see it (its owner, or an admin); 404 otherwise.
-async fn visible(state: &AppState, auth: &Authenticated, id: Uuid) -> Result<DeviceView, ApiError> {
+async fn visible(
+    state: &AppState,
+    auth: &Authenticated,
+    id: DeviceId,
+) -> Result<DeviceView, ApiError> {
     let not_found = || ApiError::not_found("no such device");
     let doc = state
         .views
-        .get(DEVICE_VIEW, id)
+        .get(DEVICE_VIEW, id.as_uuid())
         .await?
         .ok_or_else(not_found)?;
     let view: DeviceView = decode(&doc)?;
@@ -140,7 +147,7 @@ async fn visible(state: &AppState, auth: &Authenticated, id: Uuid) -> Result<Dev
 async fn respond(
     state: &AppState,
     auth: &Authenticated,
-    id: Uuid,
+    id: DeviceId,
 ) -> Result<HttpResponse, ApiError> {
     let view = visible(state, auth, id).await?;
     Ok(HttpResponse::Ok().json(DeviceResponse::new(state, view, state.clock.now())))
@@ -219,7 +226,7 @@ pub async fn list_devices(
 pub async fn get_device(
     state: web::Data<AppState>,
     auth: Authenticated,
-    path: web::Path<Uuid>,
+    path: web::Path<DeviceId>,
 ) -> Result<HttpResponse, ApiError> {
     respond(&state, &auth, path.into_inner()).await
 }
@@ -228,7 +235,7 @@ async fn set_lock(
     state: &AppState,
     ctx: &RequestContext,
     auth: &Authenticated,
-    id: Uuid,
+    id: DeviceId,
     locked: bool,
 ) -> Result<HttpResponse, ApiError> {
     visible(state, auth, id).await?;
@@ -252,7 +259,7 @@ pub async fn lock_device(
     state: web::Data<AppState>,
     ctx: RequestContext,
     auth: Authenticated,
-    path: web::Path<Uuid>,
+    path: web::Path<DeviceId>,
 ) -> Result<HttpResponse, ApiError> {
     set_lock(&state, &ctx, &auth, path.into_inner(), true).await
 }
@@ -266,7 +273,7 @@ pub async fn unlock_device(
     state: web::Data<AppState>,
     ctx: RequestContext,
     auth: Authenticated,
-    path: web::Path<Uuid>,
+    path: web::Path<DeviceId>,
 ) -> Result<HttpResponse, ApiError> {
     set_lock(&state, &ctx, &auth, path.into_inner(), false).await
 }
@@ -280,7 +287,7 @@ pub async fn delete_device(
     state: web::Data<AppState>,
     ctx: RequestContext,
     auth: Authenticated,
-    path: web::Path<Uuid>,
+    path: web::Path<DeviceId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     visible(&state, &auth, id).await?;
@@ -298,7 +305,7 @@ pub async fn decide_device(
     auth: &Authenticated,
     user_code: &str,
     decision: DeviceDecision,
-) -> Result<Uuid, ApiError> {
+) -> Result<DeviceId, ApiError> {
     let subject = guessing_subject(auth)?;
     let command = DecideDevice {
         user_code: user_code.to_owned(),
@@ -336,7 +343,7 @@ pub async fn find_pending_device(
     .output;
     let doc = state
         .views
-        .get(DEVICE_VIEW, id)
+        .get(DEVICE_VIEW, id.as_uuid())
         .await?
         .ok_or_else(|| ApiError::not_found("no such device"))?;
     decode(&doc)
@@ -354,7 +361,7 @@ async fn counted<T>(
     state: &AppState,
     ctx: &RequestContext,
     subject: &str,
-    command: impl std::future::Future<Output = Result<T, ApiError>>,
+    command: impl std::future::Future<Output = Result<T, CommandFailure<DevicesFailure>>>,
 ) -> Result<T, ApiError> {
     if let Err(wait) = state.limits.check_user_code(ctx.client_ip, subject) {
         return Err(ApiError {
@@ -363,11 +370,11 @@ async fn counted<T>(
         });
     }
     match command.await {
-        Err(e) if e.code.as_deref() == Some("invalid_user_code") => {
+        Err(e) if e.code == DevicesFailure::InvalidUserCode => {
             state.limits.user_code_failed(ctx.client_ip, subject);
-            Err(e)
+            Err(e.into())
         }
-        other => other,
+        other => Ok(other?),
     }
 }
 
@@ -394,7 +401,7 @@ pub async fn verify_device(
     let id = decide_device(&state, &ctx, &auth, &body.user_code, decision).await?;
     let doc = state
         .views
-        .get(DEVICE_VIEW, id)
+        .get(DEVICE_VIEW, id.as_uuid())
         .await?
         .ok_or_else(|| ApiError::not_found("no such device"))?;
     let view: DeviceView = decode(&doc)?;

@@ -3,7 +3,8 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
-use gatehouse_contracts::commands::Command;
+use gatehouse_contracts::commands::{Command, FailureKind};
+use gatehouse_contracts::failures::IdentityFailure;
 use gatehouse_contracts::identity::AuthenticatePassword;
 use gatehouse_tokens::{PrincipalKind, SessionSource};
 use secrecy::SecretString;
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apikeys::{KeyError, authenticate_key};
 use crate::context::RequestContext;
-use crate::errors::OAuthError;
+use crate::errors::{ApiError, OAuthError};
 use crate::issuer::Session;
 use crate::routes::device_flow::{DEVICE_CODE_GRANT, device_code_grant};
 use crate::state::AppState;
@@ -186,19 +187,27 @@ pub async fn password_session(
         .await;
     let user = match result {
         Ok(accepted) => accepted.output,
-        Err(e) if e.status.as_u16() == 401 || e.code.as_deref() == Some("invalid_grant") => {
+        Err(e)
+            if e.kind == FailureKind::Unauthenticated
+                || e.code == IdentityFailure::InvalidGrant =>
+        {
             state.limits.login_failed(ctx.client_ip, &subject);
             return Err(OAuthError::new(
                 "invalid_grant",
                 "invalid username or password",
             ));
         }
-        Err(e) if e.status.as_u16() == 503 => {
+        Err(e) if e.kind == FailureKind::Unavailable => {
             return Err(OAuthError::new("temporarily_unavailable", e.message)
                 .status(503)
                 .retry_after(1));
         }
-        Err(e) => return Err(OAuthError::new("invalid_request", e.message)),
+        Err(e) => {
+            return Err(OAuthError::new(
+                "invalid_request",
+                ApiError::from(e).message,
+            ));
+        }
     };
     state.limits.login_succeeded(ctx.client_ip, &subject);
     Ok(Session {

@@ -7,6 +7,7 @@ use gatehouse_contracts::identity::{
     CreateServiceAccount, DeleteServiceAccount, Role, SERVICE_ACCOUNT_VIEW, ServiceAccountView,
     UpdateServiceAccount,
 };
+use gatehouse_contracts::ids::PrincipalId;
 use gatehouse_contracts::names::{Description, Name};
 use gatehouse_eventlog::ListQuery;
 use serde::{Deserialize, Serialize};
@@ -62,7 +63,7 @@ impl From<ServiceAccountView> for ServiceAccountResponse {
             description: v.description,
             active: v.active,
             role: v.role,
-            owner: v.owner,
+            owner: v.owner.as_uuid(),
             owner_name: None,
             created: v.created,
             updated: v.updated,
@@ -115,7 +116,11 @@ pub(crate) async fn visible(
         .await?
         .ok_or_else(not_found)?;
     let view: ServiceAccountView = decode(&doc)?;
-    if !gatehouse_contracts::commands::may_manage(auth.is_admin(), auth.principal.id, view.owner) {
+    if !gatehouse_contracts::commands::may_manage(
+        auth.is_admin(),
+        PrincipalId::from_uuid(auth.principal.id),
+        view.owner,
+    ) {
         return Err(not_found());
     }
     Ok(view)

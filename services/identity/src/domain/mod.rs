@@ -25,6 +25,6 @@ pub enum Rejection {
 
 /// Whether `caller` may manage something owned by `owner` (the rule shared with the keys
 /// service and the gateway: [`Caller::may_manage`]).
-pub fn may_manage(caller: &Caller, owner: uuid::Uuid) -> bool {
+pub fn may_manage(caller: &Caller, owner: gatehouse_contracts::PrincipalId) -> bool {
     caller.may_manage(owner)
 }

@@ -5,9 +5,9 @@ use gatehouse_contracts::identity::{
     Deactivated, DescriptionChanged, Reactivated, Role, RoleChanged, ServiceAccountCreated,
     ServiceAccountDeleted, ServiceAccountEvent,
 };
+use gatehouse_contracts::ids::PrincipalId;
 use gatehouse_contracts::names::{Description, Name};
 use gatehouse_eventlog::Aggregate;
-use uuid::Uuid;
 
 use super::{Rejection, may_manage};
 
@@ -28,7 +28,7 @@ pub enum ServiceAccount {
         /// Whether it may authenticate.
         active: bool,
         /// Its manager.
-        owner: Uuid,
+        owner: PrincipalId,
         /// Incremented by every event that kills existing tokens.
         epoch: u64,
     },
@@ -221,8 +221,8 @@ mod tests {
 
     fn caller(role: Role) -> Caller {
         Caller {
-            id: Uuid::new_v4(),
-            kind: "user".into(),
+            id: gatehouse_contracts::PrincipalId::new(),
+            kind: gatehouse_contracts::PrincipalKind::User,
             name: "someone".into(),
             role,
         }

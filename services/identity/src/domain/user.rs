@@ -4,6 +4,7 @@ use gatehouse_contracts::commands::Caller;
 use gatehouse_contracts::identity::{
     Deactivated, Reactivated, Role, RoleChanged, UserCreated, UserEvent, UserPasswordChanged,
 };
+use gatehouse_contracts::ids::{PrincipalId, UserId};
 use gatehouse_contracts::names::Name;
 use gatehouse_eventlog::Aggregate;
 
@@ -124,7 +125,7 @@ pub fn change_password(state: &User) -> Result<Vec<UserEvent>, Rejection> {
 pub fn update(
     state: &User,
     caller: &Caller,
-    target: uuid::Uuid,
+    target: UserId,
     role: Option<Role>,
     active: Option<bool>,
 ) -> Result<Vec<UserEvent>, Rejection> {
@@ -139,7 +140,9 @@ pub fn update(
     else {
         return Err(Rejection::NotFound("user"));
     };
-    if caller.id == target && (active == Some(false) || role == Some(Role::Member)) {
+    if caller.id == PrincipalId::from(target)
+        && (active == Some(false) || role == Some(Role::Member))
+    {
         return Err(Rejection::Invalid(
             "you cannot deactivate or demote the account you are using",
         ));
@@ -162,8 +165,8 @@ mod tests {
 
     fn admin() -> Caller {
         Caller {
-            id: uuid::Uuid::new_v4(),
-            kind: "user".into(),
+            id: gatehouse_contracts::PrincipalId::new(),
+            kind: gatehouse_contracts::PrincipalKind::User,
             name: "admin".into(),
             role: Role::Admin,
         }
@@ -171,8 +174,8 @@ mod tests {
 
     fn member() -> Caller {
         Caller {
-            id: uuid::Uuid::new_v4(),
-            kind: "user".into(),
+            id: gatehouse_contracts::PrincipalId::new(),
+            kind: gatehouse_contracts::PrincipalKind::User,
             name: "bob".into(),
             role: Role::Member,
         }
@@ -239,7 +242,7 @@ mod tests {
     #[test]
     fn deactivating_bumps_the_epoch_and_reactivating_keeps_it() {
         let state = given(&[created()]);
-        let target = uuid::Uuid::new_v4();
+        let target = UserId::new();
         let events = update(&state, &admin(), target, None, Some(false)).unwrap();
         assert_eq!(events, vec![UserEvent::Deactivated(Deactivated {})]);
         let state = events.iter().fold(state, |s, e| s.evolve(e));
@@ -270,7 +273,7 @@ mod tests {
             update(
                 &state,
                 &admin(),
-                uuid::Uuid::new_v4(),
+                UserId::new(),
                 Some(Role::Member),
                 Some(true)
             ),
@@ -283,11 +286,11 @@ mod tests {
         let me = admin();
         let state = given(&[created()]);
         assert!(matches!(
-            update(&state, &me, me.id, None, Some(false)),
+            update(&state, &me, me.user_id().unwrap(), None, Some(false)),
             Err(Rejection::Invalid(_))
         ));
         assert!(matches!(
-            update(&state, &me, me.id, Some(Role::Member), None),
+            update(&state, &me, me.user_id().unwrap(), Some(Role::Member), None),
             Err(Rejection::Invalid(_))
         ));
     }
@@ -296,13 +299,7 @@ mod tests {
     fn a_member_cannot_update_users() {
         let state = given(&[created()]);
         assert!(matches!(
-            update(
-                &state,
-                &member(),
-                uuid::Uuid::new_v4(),
-                Some(Role::Admin),
-                None
-            ),
+            update(&state, &member(), UserId::new(), Some(Role::Admin), None),
             Err(Rejection::Forbidden(_))
         ));
     }
