@@ -62,6 +62,19 @@ impl CommandRouter {
         Self::default()
     }
 
+    /// Routes command `C` to `handler`, called with a clone of `service` (a service's
+    /// handle, cheap to clone): `router.route::<CreateUser, _, _, _>(&s, |s, env| async move { s.create_user(env).await })`.
+    pub fn route<C, S, F, Fut>(self, service: &S, handler: F) -> Self
+    where
+        C: Command,
+        S: Clone + Send + Sync + 'static,
+        F: Fn(S, CommandEnvelope<C>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Accepted<C::Output>, Failure>> + Send + 'static,
+    {
+        let service = service.clone();
+        self.on::<C, _, _>(move |envelope| handler(service.clone(), envelope))
+    }
+
     /// Routes command `C` to `handler`.
     pub fn on<C, F, Fut>(mut self, handler: F) -> Self
     where

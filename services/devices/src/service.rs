@@ -290,37 +290,18 @@ impl DevicesService {
 
     /// The bus router for every devices command.
     pub fn router(&self) -> CommandRouter {
-        let router = CommandRouter::new();
-        let s = self.clone();
-        let router = router.on::<RequestDeviceAuthorization, _, _>(move |env| {
-            let s = s.clone();
-            async move { s.request(env).await }
-        });
-        let s = self.clone();
-        let router = router.on::<FindPendingDevice, _, _>(move |env| {
-            let s = s.clone();
-            async move { s.find_pending(env).await }
-        });
-        let s = self.clone();
-        let router = router.on::<DecideDevice, _, _>(move |env| {
-            let s = s.clone();
-            async move { s.decide(env).await }
-        });
-        let s = self.clone();
-        let router = router.on::<RedeemDeviceCode, _, _>(move |env| {
-            let s = s.clone();
-            async move { s.redeem(env).await }
-        });
-        let s = self.clone();
-        let router = router.on::<SetDeviceLock, _, _>(move |env| {
-            let s = s.clone();
-            async move { s.set_lock(env).await }
-        });
-        let s = self.clone();
-        router.on::<DeleteDevice, _, _>(move |env| {
-            let s = s.clone();
-            async move { s.delete(env).await }
-        })
+        CommandRouter::new()
+            .route::<RequestDeviceAuthorization, _, _, _>(self, |s, env| async move {
+                s.request(env).await
+            })
+            .route::<FindPendingDevice, _, _, _>(
+                self,
+                |s, env| async move { s.find_pending(env).await },
+            )
+            .route::<DecideDevice, _, _, _>(self, |s, env| async move { s.decide(env).await })
+            .route::<RedeemDeviceCode, _, _, _>(self, |s, env| async move { s.redeem(env).await })
+            .route::<SetDeviceLock, _, _, _>(self, |s, env| async move { s.set_lock(env).await })
+            .route::<DeleteDevice, _, _, _>(self, |s, env| async move { s.delete(env).await })
     }
 
     /// Starts an authorization: a device code (sealed for the gateway, hashed in the

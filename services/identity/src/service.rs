@@ -111,83 +111,39 @@ impl IdentityService {
 
     /// The bus router for every identity command.
     pub fn router(&self) -> CommandRouter {
-        let s = self.clone();
-        let router = CommandRouter::new();
-        let router = {
-            let s = s.clone();
-            router.on::<BootstrapAdmin, _, _>(move |env| {
-                let s = s.clone();
-                async move { s.bootstrap_admin(env).await }
+        CommandRouter::new()
+            .route::<BootstrapAdmin, _, _, _>(
+                self,
+                |s, env| async move { s.bootstrap_admin(env).await },
+            )
+            .route::<CreateUser, _, _, _>(self, |s, env| async move { s.create_user(env).await })
+            .route::<UpdateUser, _, _, _>(self, |s, env| async move { s.update_user(env).await })
+            .route::<ChangePassword, _, _, _>(
+                self,
+                |s, env| async move { s.change_password(env).await },
+            )
+            .route::<AuthenticatePassword, _, _, _>(self, |s, env| async move {
+                s.authenticate_password(env).await
             })
-        };
-        let router = {
-            let s = s.clone();
-            router.on::<CreateUser, _, _>(move |env| {
-                let s = s.clone();
-                async move { s.create_user(env).await }
+            .route::<CreateServiceAccount, _, _, _>(self, |s, env| async move {
+                s.create_service_account(env).await
             })
-        };
-        let router = {
-            let s = s.clone();
-            router.on::<UpdateUser, _, _>(move |env| {
-                let s = s.clone();
-                async move { s.update_user(env).await }
+            .route::<UpdateServiceAccount, _, _, _>(self, |s, env| async move {
+                s.update_service_account(env).await
             })
-        };
-        let router = {
-            let s = s.clone();
-            router.on::<ChangePassword, _, _>(move |env| {
-                let s = s.clone();
-                async move { s.change_password(env).await }
+            .route::<DeleteServiceAccount, _, _, _>(self, |s, env| async move {
+                s.delete_service_account(env).await
             })
-        };
-        let router = {
-            let s = s.clone();
-            router.on::<AuthenticatePassword, _, _>(move |env| {
-                let s = s.clone();
-                async move { s.authenticate_password(env).await }
+            .route::<EnsureSigningKey, _, _, _>(&self.keyring, |k, env| async move {
+                k.ensure(env).await
             })
-        };
-        let router = {
-            let s = s.clone();
-            router.on::<CreateServiceAccount, _, _>(move |env| {
-                let s = s.clone();
-                async move { s.create_service_account(env).await }
+            .route::<AddSigningKey, _, _, _>(
+                &self.keyring,
+                |k, env| async move { k.add(env).await },
+            )
+            .route::<RetireSigningKey, _, _, _>(&self.keyring, |k, env| async move {
+                k.retire(env).await
             })
-        };
-        let router = {
-            let s = s.clone();
-            router.on::<UpdateServiceAccount, _, _>(move |env| {
-                let s = s.clone();
-                async move { s.update_service_account(env).await }
-            })
-        };
-        let router = {
-            let s = s.clone();
-            router.on::<DeleteServiceAccount, _, _>(move |env| {
-                let s = s.clone();
-                async move { s.delete_service_account(env).await }
-            })
-        };
-        let router = {
-            let k = s.keyring();
-            router.on::<EnsureSigningKey, _, _>(move |env| {
-                let k = k.clone();
-                async move { k.ensure(env).await }
-            })
-        };
-        let router = {
-            let k = s.keyring();
-            router.on::<AddSigningKey, _, _>(move |env| {
-                let k = k.clone();
-                async move { k.add(env).await }
-            })
-        };
-        let k = s.keyring();
-        router.on::<RetireSigningKey, _, _>(move |env| {
-            let k = k.clone();
-            async move { k.retire(env).await }
-        })
     }
 
     /// Opens a secret sealed by the gateway for this command (the command's subject is the

@@ -197,37 +197,30 @@ impl KeysService {
 
     /// The bus router for every keys command.
     pub fn router(&self) -> CommandRouter {
-        let router = CommandRouter::new();
-        let s = self.clone();
-        let router = router.on::<CreateApiKey, _, _>(move |env| {
-            let s = s.clone();
-            async move { s.create_api_key(env).await }
-        });
-        let s = self.clone();
-        let router = router.on::<RotateApiKey, _, _>(move |env| {
-            let s = s.clone();
-            async move { s.rotate_api_key(env).await }
-        });
-        let s = self.clone();
-        let router = router.on::<UpdateApiKey, _, _>(move |env| {
-            let s = s.clone();
-            async move { s.update_api_key(env).await }
-        });
-        let s = self.clone();
-        let router = router.on::<DeleteApiKey, _, _>(move |env| {
-            let s = s.clone();
-            async move { s.delete_api_key(env).await }
-        });
-        let s = self.clone();
-        let router = router.on::<ExpireApiKey, _, _>(move |env| {
-            let s = s.clone();
-            async move { s.expire_api_key(env).await }
-        });
-        let s = self.clone();
-        router.on::<AuthenticateApiKey, _, _>(move |env| {
-            let s = s.clone();
-            async move { s.authenticate_api_key(env).await }
-        })
+        CommandRouter::new()
+            .route::<CreateApiKey, _, _, _>(
+                self,
+                |s, env| async move { s.create_api_key(env).await },
+            )
+            .route::<RotateApiKey, _, _, _>(
+                self,
+                |s, env| async move { s.rotate_api_key(env).await },
+            )
+            .route::<UpdateApiKey, _, _, _>(
+                self,
+                |s, env| async move { s.update_api_key(env).await },
+            )
+            .route::<DeleteApiKey, _, _, _>(
+                self,
+                |s, env| async move { s.delete_api_key(env).await },
+            )
+            .route::<ExpireApiKey, _, _, _>(
+                self,
+                |s, env| async move { s.expire_api_key(env).await },
+            )
+            .route::<AuthenticateApiKey, _, _, _>(self, |s, env| async move {
+                s.authenticate_api_key(env).await
+            })
     }
 
     fn seal_reply<C: Command>(&self, key: &SecretString) -> Result<SealedSecret, Failure> {
