@@ -7,12 +7,11 @@ mod credentials;
 mod device_flow;
 mod duration;
 mod output;
-mod runtime;
-mod services;
 #[cfg(test)]
 mod testing;
 
 use clap::{Parser, Subcommand};
+use gatehouse::runtime;
 
 use commands::{
     AuditCommand, DeviceCommand, Globals, LoginArgs, LogoutArgs, OutputFormat,

@@ -18,7 +18,7 @@ use gatehouse_eventlog::memory::{MemoryEventStore, MemoryViewStore};
 use gatehouse_eventlog::postgres::PgDatabase;
 use gatehouse_eventlog::{EventFeed, EventStore, ViewStore};
 use gatehouse_gateway::bootstrap::{bootstrap_admin, spawn_read_model_projector};
-use gatehouse_gateway::{GatewayDeps, GatewaySettings, Probe};
+use gatehouse_gateway::{GatewayDeps, GatewaySettings, Probe, RunningGateway};
 use gatehouse_secrets::MasterKey;
 use rand::distributions::{Alphanumeric, DistString};
 use secrecy::{ExposeSecret, SecretString};
@@ -96,13 +96,53 @@ struct Backends {
     nats: Option<async_nats::Client>,
 }
 
-/// Runs identity, projector and gateway until a signal; returns after a graceful stop.
-async fn run_all(
+/// A running Gatehouse, started by [`start_dev`] (or inside `dev` and `serve`): every
+/// service of the registry, the read-model projector and the gateway, ready to answer.
+pub struct Started {
+    /// Where the gateway listens.
+    pub addr: SocketAddr,
+    /// The event log the services append to (tests read what a request recorded).
+    pub log: Arc<dyn EventStore>,
+    /// The admin's password, when this start created the admin with a generated one.
+    generated_password: Option<SecretString>,
+    stop: watch::Sender<bool>,
+    hosted: Hosted,
+    gateway: RunningGateway,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started")
+            .field("addr", &self.addr)
+            .field("hosted", &self.hosted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Started {
+    /// Waits until `signal` completes or a background task fails (see [`Hosted::wait`]).
+    pub async fn wait(
+        &mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        self.hosted.wait(signal).await
+    }
+
+    /// Stops the gateway, the services and their tasks gracefully, and waits for them.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        let _ = self.gateway.task.await;
+        self.hosted.stop().await;
+    }
+}
+
+/// Starts every service of the registry behind the command bus, the read-model projector
+/// and the gateway on `backends`; returns once the gateway listens and the admin exists.
+async fn start(
     args: &ServerArgs,
     master: MasterKey,
     backends: Backends,
-    banner: impl FnOnce(SocketAddr, Option<&SecretString>),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Started> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (stop, shutdown) = watch::channel(false);
 
@@ -149,22 +189,38 @@ async fn run_all(
         None => (generated_password(), true),
     };
     let created = bootstrap_admin(&state, &password).await?;
-    let running = gatehouse_gateway::serve(state, shutdown.clone())
+    let gateway = gatehouse_gateway::serve(state, shutdown.clone())
         .map_err(|e| anyhow::anyhow!(bind_failed(args.bind, &e)))?;
-    banner(running.addr, (created && generated).then_some(&password));
+    Ok(Started {
+        addr: gateway.addr,
+        log: backends.log,
+        generated_password: (created && generated).then_some(password),
+        stop,
+        hosted,
+        gateway,
+    })
+}
 
-    let outcome = hosted.wait(shutdown_signal()).await;
+/// Runs until a signal (or a failed task); returns after a graceful stop.
+async fn run_all(
+    args: &ServerArgs,
+    master: MasterKey,
+    backends: Backends,
+    banner: impl FnOnce(SocketAddr, Option<&SecretString>),
+) -> anyhow::Result<()> {
+    let mut started = start(args, master, backends).await?;
+    banner(started.addr, started.generated_password.as_ref());
+    let outcome = started.wait(shutdown_signal()).await;
     tracing::info!("shutting down");
-    stop.send_replace(true);
-    let _ = running.task.await;
-    hosted.stop().await;
+    started.stop().await;
     outcome
 }
 
-/// `gatehouse dev`: everything in memory.
-pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
+/// The backends of `gatehouse dev`: the in-memory log, feed and view store and the
+/// in-process bus.
+fn in_memory() -> Backends {
     let log = MemoryEventStore::new();
-    let backends = Backends {
+    Backends {
         log: Arc::new(log.clone()),
         feed: Arc::new(log),
         views: Arc::new(MemoryViewStore::new()),
@@ -173,21 +229,35 @@ pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
         database: None,
         relay: None,
         nats: None,
-    };
-    let master = MasterKey::generate();
-    run_all(&args, master, backends, |addr, password| {
-        println!("Gatehouse dev server (in memory: nothing persists)");
-        println!("  URL:      http://{addr}");
-        println!("  Username: admin");
-        match password {
-            Some(p) => println!("  Password: {}   (shown once)", p.expose_secret()),
-            None => println!("  Password: from GATEHOUSE_ADMIN_PASSWORD"),
-        }
-        println!();
-        println!("  gatehouse login --url http://{addr} --username admin");
-        println!();
-        println!("Press Ctrl-C to stop.");
-    })
+    }
+}
+
+/// What `gatehouse dev` runs, started and ready, without its banner and without waiting
+/// for a signal: the end-to-end suite's in-process test app (`tests/support/inproc.rs`).
+pub async fn start_dev(args: &ServerArgs) -> anyhow::Result<Started> {
+    start(args, MasterKey::generate(), in_memory()).await
+}
+
+/// `gatehouse dev`: everything in memory.
+pub async fn dev(args: ServerArgs) -> anyhow::Result<()> {
+    run_all(
+        &args,
+        MasterKey::generate(),
+        in_memory(),
+        |addr, password| {
+            println!("Gatehouse dev server (in memory: nothing persists)");
+            println!("  URL:      http://{addr}");
+            println!("  Username: admin");
+            match password {
+                Some(p) => println!("  Password: {}   (shown once)", p.expose_secret()),
+                None => println!("  Password: from GATEHOUSE_ADMIN_PASSWORD"),
+            }
+            println!();
+            println!("  gatehouse login --url http://{addr} --username admin");
+            println!();
+            println!("Press Ctrl-C to stop.");
+        },
+    )
     .await
 }
 

@@ -1,7 +1,8 @@
-//! API keys of service accounts (issue 3), end to end against the real binaries: the CLI
-//! session, CI-style use with `GATEHOUSE_API_KEY`, rotation windows, deactivation seen by
-//! two gateway processes, concurrent rotations, bad keys and the failure limit, and the
-//! audit trail on JetStream.
+//! API keys of service accounts (issue 3). End to end against the real binaries: the CLI
+//! session, CI-style use with `GATEHOUSE_API_KEY`, deactivation seen by two gateway
+//! processes, concurrent rotations on Postgres, and the audit trail on JetStream. Against
+//! the in-process app (the gateway's handlers): rotation windows, bad keys and the failure
+//! limit, removing an expiry.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -11,12 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use gatehouse_e2e::{ADMIN_PASSWORD, NatsUser, TestApp, call, claims, run_cli_env};
+use gatehouse_e2e::api::{key_path, keys_path};
+use gatehouse_e2e::{ADMIN_PASSWORD, Api, InProcApp, NatsUser, TestApp, claims, run_cli_env};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const API_KEY_GRANT: &str = "urn:gatehouse:params:oauth:grant-type:api-key";
 /// `gatehouse_<32 hex>_<43 base62 secret><6 base62 checksum>`.
 const KEY_LEN: usize = 92;
 const PREFIX: &str = "gatehouse_";
@@ -27,14 +28,6 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-fn keys_path(account: &str) -> String {
-    format!("/api/v1/service_accounts/{account}/api_keys")
-}
-
-fn key_path(account: &str, key: &str) -> String {
-    format!("/api/v1/service_accounts/{account}/api_keys/{key}")
-}
 
 /// The secret part of a key string (between the id and the checksum).
 fn secret_of(key: &str) -> &str {
@@ -90,156 +83,14 @@ pub(crate) fn printed_keys(text: &str) -> Vec<String> {
 
 /// An HTTP client whose requests come from `ip` (any 127.x.y.z is local on Linux): a
 /// separate source address for the failure limiter.
-fn client_from(ip: Ipv4Addr) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .local_address(IpAddr::V4(ip))
-        .timeout(Duration::from_secs(30))
-        .build()?)
-}
-
-/// Creates service account `name` as `admin` (201 or an error).
-pub(crate) async fn service_account(
-    app: &TestApp,
-    admin: &str,
-    name: &str,
-) -> anyhow::Result<Value> {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/api/v1/service_accounts",
-            Some(admin),
-            Some(json!({ "name": name })),
-        )
-        .await?;
-    anyhow::ensure!(
-        status == StatusCode::CREATED,
-        "creating service account {name}: {status} {body}"
-    );
-    Ok(body)
-}
-
-/// Creates a key; returns the response and the key string.
-async fn create_key(
-    app: &TestApp,
-    admin: &str,
-    account: &str,
-    body: Value,
-) -> anyhow::Result<(Value, String)> {
-    let (status, created) = app
-        .call(Method::POST, &keys_path(account), Some(admin), Some(body))
-        .await?;
-    anyhow::ensure!(
-        status == StatusCode::CREATED,
-        "creating a key: {status} {created}"
-    );
-    let key = created["key"]
-        .as_str()
-        .context("the create response has no key")?
-        .to_owned();
-    Ok((created, key))
-}
-
-/// Rotates a key; returns the response and the new key string.
-async fn rotate(
-    app: &TestApp,
-    admin: &str,
-    account: &str,
-    key: &str,
-    body: Value,
-) -> anyhow::Result<(Value, String)> {
-    let (status, rotated) = app
-        .call(
-            Method::POST,
-            &format!("{}/rotate", key_path(account, key)),
-            Some(admin),
-            Some(body),
-        )
-        .await?;
-    anyhow::ensure!(status == StatusCode::OK, "rotating: {status} {rotated}");
-    let new_key = rotated["key"]
-        .as_str()
-        .context("the rotate response has no key")?
-        .to_owned();
-    Ok((rotated, new_key))
-}
-
-async fn patch_key(
-    app: &TestApp,
-    admin: &str,
-    account: &str,
-    key: &str,
-    body: Value,
-) -> anyhow::Result<Value> {
-    let (status, updated) = app
-        .call(
-            Method::PATCH,
-            &key_path(account, key),
-            Some(admin),
-            Some(body.clone()),
-        )
-        .await?;
-    anyhow::ensure!(
-        status == StatusCode::OK,
-        "PATCH {body} on key {key}: {status} {updated}"
-    );
-    Ok(updated)
-}
-
-async fn describe(app: &TestApp, admin: &str, account: &str, key: &str) -> anyhow::Result<Value> {
-    let (status, body) = app
-        .call(Method::GET, &key_path(account, key), Some(admin), None)
-        .await?;
-    anyhow::ensure!(
-        status == StatusCode::OK,
-        "describing {key}: {status} {body}"
-    );
-    Ok(body)
-}
-
-/// `POST /oauth/token` with the API-key grant at `base`.
-pub(crate) async fn exchange(
-    http: &reqwest::Client,
-    base: &str,
-    key: &str,
-) -> anyhow::Result<(StatusCode, Value)> {
-    let response = http
-        .post(format!("{base}/oauth/token"))
-        .form(&[("grant_type", API_KEY_GRANT), ("api_key", key)])
-        .send()
-        .await?;
-    let status = response.status();
-    let body = response.json::<Value>().await.unwrap_or(Value::Null);
-    Ok((status, body))
-}
-
-/// Exchanges `key` at the app and returns the access token.
-async fn token_for(app: &TestApp, key: &str) -> anyhow::Result<String> {
-    let (status, body) = exchange(&app.http, &app.url, key).await?;
-    anyhow::ensure!(
-        status == StatusCode::OK,
-        "exchanging a key: {status} {body}"
-    );
-    Ok(body["access_token"]
-        .as_str()
-        .context("no access_token")?
-        .to_owned())
-}
-
-/// `GET /api/v1/current-user` at `base` with `credential` (a token or an API key).
-async fn whoami(
-    http: &reqwest::Client,
-    base: &str,
-    credential: &str,
-) -> anyhow::Result<(StatusCode, Value)> {
-    call(
-        http,
-        base,
-        Method::GET,
-        "/api/v1/current-user",
-        Some(credential),
-        None,
-    )
-    .await
+fn client_from(app: &Api, ip: Ipv4Addr) -> anyhow::Result<Api> {
+    Ok(Api {
+        url: app.url.clone(),
+        http: reqwest::Client::builder()
+            .local_address(IpAddr::V4(ip))
+            .timeout(Duration::from_secs(30))
+            .build()?,
+    })
 }
 
 /// Asserts an API-key grant refusal: 400 `invalid_grant` with `reason`.
@@ -278,12 +129,12 @@ fn retained_generations(key: &Value) -> BTreeSet<u64> {
 /// Exchanges `key` until the token endpoint refuses it; returns when (test clock) and
 /// the refusal. Fails if it still works at `deadline`.
 async fn wait_until_refused(
-    app: &TestApp,
+    app: &Api,
     key: &str,
     deadline: Instant,
 ) -> anyhow::Result<(DateTime<Utc>, StatusCode, Value)> {
     loop {
-        let (status, body) = exchange(&app.http, &app.url, key).await?;
+        let (status, body) = app.exchange_api_key(key).await?;
         let at = Utc::now();
         if status != StatusCode::OK {
             return Ok((at, status, body));
@@ -297,13 +148,6 @@ async fn postgres(app: &TestApp) -> anyhow::Result<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::connect(app.db.url(), tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
-}
-
-async fn event_count(db: &tokio_postgres::Client) -> anyhow::Result<i64> {
-    Ok(db
-        .query_one("SELECT count(*) FROM events", &[])
-        .await?
-        .get(0))
 }
 
 /// The events of key `id` in the event log, in version order: (version, type, payload).
@@ -452,7 +296,7 @@ async fn the_api_key_cli_session_from_the_docs_works() -> anyhow::Result<()> {
         "the key is printed once: {out}"
     );
     assert!(out.contains("\"default\""), "{out}");
-    let (status, body) = exchange(&app.http, &app.url, &default_key).await?;
+    let (status, body) = app.exchange_api_key(&default_key).await?;
     assert_eq!(status, StatusCode::OK, "the printed key works: {body}");
 
     let key_cmd = |rest: &[&'static str]| {
@@ -564,7 +408,7 @@ async fn the_api_key_cli_session_from_the_docs_works() -> anyhow::Result<()> {
     );
     assert!(out.contains("keeps working until"), "{out}");
     for key in [&deploy_v1, &deploy_v2] {
-        let (status, body) = exchange(&app.http, &app.url, key).await?;
+        let (status, body) = app.exchange_api_key(key).await?;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let described: Value = serde_json::from_str(
@@ -604,14 +448,15 @@ async fn the_api_key_cli_session_from_the_docs_works() -> anyhow::Result<()> {
         .await?,
     )?;
     assert_eq!(described["active"], false);
-    let (status, body) = exchange(&app.http, &app.url, &deploy_v2).await?;
+    let (status, body) = app.exchange_api_key(&deploy_v2).await?;
     assert_refused_grant(status, &body, "deactivated", "deactivated key");
 
     // delete: without a terminal it needs --yes; then the key is gone.
     let (code, _, err) = app.cli(dir, &key_cmd(&["delete", "deploy"]), None).await?;
     assert_ne!(code, 0);
     assert!(err.contains("--yes"), "{err}");
-    describe(&app, &app.admin_token().await?, "ci-bot", "deploy").await?;
+    app.describe_api_key(&app.admin_token().await?, "ci-bot", "deploy")
+        .await?;
     let out = cli_ok(&app, dir, &key_cmd(&["delete", "deploy", "--yes"]), None).await?;
     assert!(out.contains("Deleted"), "{out}");
     let (code, _, err) = app
@@ -622,7 +467,7 @@ async fn the_api_key_cli_session_from_the_docs_works() -> anyhow::Result<()> {
         err.contains("not_found") || err.contains("not found") || err.contains("no API key"),
         "{err}"
     );
-    let (status, body) = exchange(&app.http, &app.url, &deploy_v1).await?;
+    let (status, body) = app.exchange_api_key(&deploy_v1).await?;
     assert_refused_grant(status, &body, "invalid", "deleted key");
     let listed: Value =
         serde_json::from_str(&cli_ok(&app, dir, &key_cmd(&["list", "-o", "json"]), None).await?)?;
@@ -665,8 +510,10 @@ async fn ci_runs_with_only_url_and_api_key_and_caches_the_token() -> anyhow::Res
     const CLI_TIMEOUT: Duration = Duration::from_secs(20);
     let app = TestApp::spawn().await?;
     let admin = app.admin_token().await?;
-    service_account(&app, &admin, "ci-bot").await?;
-    let (_, key) = create_key(&app, &admin, "ci-bot", json!({"name": "ci"})).await?;
+    app.create_service_account(&admin, "ci-bot").await?;
+    let (_, key) = app
+        .create_api_key(&admin, "ci-bot", json!({"name": "ci"}))
+        .await?;
     let home = tempfile::tempdir()?;
     let home_dir = home.path().to_str().context("temp dir is not UTF-8")?;
     let ci = |key: &str, args: &[&str]| {
@@ -715,7 +562,7 @@ async fn ci_runs_with_only_url_and_api_key_and_caches_the_token() -> anyhow::Res
         .as_str()
         .context("no access_token in the cache")?
         .to_owned();
-    let (status, _) = whoami(&app.http, &app.url, &cached_token).await?;
+    let (status, _) = app.current_user(&cached_token).await?;
     assert_eq!(status, StatusCode::OK, "the cached token is a real token");
 
     // A second command reuses it: an exchange would mint another token (new jti) and
@@ -755,7 +602,8 @@ async fn ci_runs_with_only_url_and_api_key_and_caches_the_token() -> anyhow::Res
     );
 
     // Deactivated: the cached token is refused, the key exchanged again and refused.
-    patch_key(&app, &admin, "ci-bot", "ci", json!({"active": false})).await?;
+    app.patch_api_key(&admin, "ci-bot", "ci", json!({"active": false}))
+        .await?;
     let (code, out, err) = ci(&key, &["current-user"]).await?;
     assert_ne!(code, 0, "a deactivated key still worked: {out}");
     assert!(
@@ -764,8 +612,11 @@ async fn ci_runs_with_only_url_and_api_key_and_caches_the_token() -> anyhow::Res
     );
 
     // Rotated away (retain 0): the old key is refused as rotated; the new one works.
-    patch_key(&app, &admin, "ci-bot", "ci", json!({"active": true})).await?;
-    let (_, new_key) = rotate(&app, &admin, "ci-bot", "ci", json!({})).await?;
+    app.patch_api_key(&admin, "ci-bot", "ci", json!({"active": true}))
+        .await?;
+    let (_, new_key) = app
+        .rotate_api_key(&admin, "ci-bot", "ci", json!({}))
+        .await?;
     let (code, _, err) = ci(&key, &["current-user"]).await?;
     assert_ne!(code, 0);
     assert!(err.contains("rotated"), "{err}");
@@ -783,23 +634,25 @@ async fn ci_runs_with_only_url_and_api_key_and_caches_the_token() -> anyhow::Res
 async fn a_rotated_secret_works_for_its_own_retention_window_and_not_after() -> anyhow::Result<()> {
     // Allowance for the gap between the server's check and this test reading the clock.
     let slack = chrono::Duration::milliseconds(100);
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let admin = app.admin_token().await?;
-    service_account(&app, &admin, "deployer").await?;
-    let (created, gen1) = create_key(&app, &admin, "deployer", json!({"name": "deploy"})).await?;
+    app.create_service_account(&admin, "deployer").await?;
+    let (created, gen1) = app
+        .create_api_key(&admin, "deployer", json!({"name": "deploy"}))
+        .await?;
     let id = created["id"].clone();
     assert_eq!(created["generation"], 1);
-    let gen1_token = token_for(&app, &gen1).await?;
+    let gen1_token = app.api_key_token(&gen1).await?;
 
     // One window of 3 s.
-    let (rotated, gen2) = rotate(
-        &app,
-        &admin,
-        "deployer",
-        "deploy",
-        json!({"retain_period_seconds": 3}),
-    )
-    .await?;
+    let (rotated, gen2) = app
+        .rotate_api_key(
+            &admin,
+            "deployer",
+            "deploy",
+            json!({"retain_period_seconds": 3}),
+        )
+        .await?;
     assert_eq!(rotated["id"], id);
     assert_eq!(rotated["name"], "deploy");
     assert_eq!(rotated["generation"], 2);
@@ -812,18 +665,15 @@ async fn a_rotated_secret_works_for_its_own_retention_window_and_not_after() -> 
         "generation 1 retained until {until1}"
     );
     // Inside the window: the old secret, its token and the new secret all work.
-    let (status, body) = exchange(&app.http, &app.url, &gen1).await?;
+    let (status, body) = app.exchange_api_key(&gen1).await?;
     assert_eq!(
         status,
         StatusCode::OK,
         "old secret inside its window: {body}"
     );
-    assert_eq!(
-        whoami(&app.http, &app.url, &gen1_token).await?.0,
-        StatusCode::OK
-    );
-    assert_eq!(whoami(&app.http, &app.url, &gen1).await?.0, StatusCode::OK);
-    token_for(&app, &gen2).await?;
+    assert_eq!(app.current_user(&gen1_token).await?.0, StatusCode::OK);
+    assert_eq!(app.current_user(&gen1).await?.0, StatusCode::OK);
+    app.api_key_token(&gen2).await?;
     // After it: refused, and so is its token.
     let (at, status, body) =
         wait_until_refused(&app, &gen1, Instant::now() + Duration::from_secs(10)).await?;
@@ -832,33 +682,33 @@ async fn a_rotated_secret_works_for_its_own_retention_window_and_not_after() -> 
         "refused at {at}, before its window closed at {until1}"
     );
     assert_refused_grant(status, &body, "rotated", "old secret after its window");
-    let (status, body) = whoami(&app.http, &app.url, &gen1_token).await?;
+    let (status, body) = app.current_user(&gen1_token).await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    let (status, body) = whoami(&app.http, &app.url, &gen1).await?;
+    let (status, body) = app.current_user(&gen1).await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["code"], "api_key_rotated", "{body}");
 
     // Overlapping windows: generation 2 keeps 6 s, then generation 3 only 2 s. Each
     // keeps its own window: 3 dies first while 2 still works, then 2 dies.
-    let gen2_token = token_for(&app, &gen2).await?;
-    let (rotated, gen3) = rotate(
-        &app,
-        &admin,
-        "deployer",
-        "deploy",
-        json!({"retain_period_seconds": 6}),
-    )
-    .await?;
+    let gen2_token = app.api_key_token(&gen2).await?;
+    let (rotated, gen3) = app
+        .rotate_api_key(
+            &admin,
+            "deployer",
+            "deploy",
+            json!({"retain_period_seconds": 6}),
+        )
+        .await?;
     assert_eq!(rotated["generation"], 3);
-    let gen3_token = token_for(&app, &gen3).await?;
-    let (rotated, gen4) = rotate(
-        &app,
-        &admin,
-        "deployer",
-        "deploy",
-        json!({"retain_period_seconds": 2}),
-    )
-    .await?;
+    let gen3_token = app.api_key_token(&gen3).await?;
+    let (rotated, gen4) = app
+        .rotate_api_key(
+            &admin,
+            "deployer",
+            "deploy",
+            json!({"retain_period_seconds": 2}),
+        )
+        .await?;
     assert_eq!(rotated["generation"], 4);
     assert_eq!(rotated["id"], id);
     assert_eq!(retained_generations(&rotated), BTreeSet::from([2, 3]));
@@ -866,7 +716,7 @@ async fn a_rotated_secret_works_for_its_own_retention_window_and_not_after() -> 
     let until3 = retained_until(&rotated, 3)?;
     assert!(until3 < until2, "{rotated}");
     for key in [&gen2, &gen3, &gen4] {
-        let (status, body) = exchange(&app.http, &app.url, key).await?;
+        let (status, body) = app.exchange_api_key(key).await?;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let (at, status, body) =
@@ -877,14 +727,11 @@ async fn a_rotated_secret_works_for_its_own_retention_window_and_not_after() -> 
         Utc::now() < until2 - chrono::Duration::milliseconds(500),
         "too slow to observe the overlap (generation 2 ends at {until2})"
     );
-    let (status, body) = exchange(&app.http, &app.url, &gen2).await?;
+    let (status, body) = app.exchange_api_key(&gen2).await?;
     assert_eq!(status, StatusCode::OK, "generation 2 died with 3: {body}");
+    assert_eq!(app.current_user(&gen2_token).await?.0, StatusCode::OK);
     assert_eq!(
-        whoami(&app.http, &app.url, &gen2_token).await?.0,
-        StatusCode::OK
-    );
-    assert_eq!(
-        whoami(&app.http, &app.url, &gen3_token).await?.0,
+        app.current_user(&gen3_token).await?.0,
         StatusCode::UNAUTHORIZED
     );
     let (at, status, body) =
@@ -892,38 +739,40 @@ async fn a_rotated_secret_works_for_its_own_retention_window_and_not_after() -> 
     assert!(at >= until2 - slack, "generation 2 refused at {at}");
     assert_refused_grant(status, &body, "rotated", "generation 2 after its window");
     assert_eq!(
-        whoami(&app.http, &app.url, &gen2_token).await?.0,
+        app.current_user(&gen2_token).await?.0,
         StatusCode::UNAUTHORIZED
     );
-    let described = describe(&app, &admin, "deployer", "deploy").await?;
+    let described = app.describe_api_key(&admin, "deployer", "deploy").await?;
     assert_eq!(described["generation"], 4);
     assert!(retained_generations(&described).is_empty(), "{described}");
 
     // Retain 0: the old secret and its tokens stop at once.
-    let gen4_token = token_for(&app, &gen4).await?;
-    let (rotated, gen5) = rotate(
-        &app,
-        &admin,
-        "deployer",
-        "deploy",
-        json!({"retain_period_seconds": 0}),
-    )
-    .await?;
+    let gen4_token = app.api_key_token(&gen4).await?;
+    let (rotated, gen5) = app
+        .rotate_api_key(
+            &admin,
+            "deployer",
+            "deploy",
+            json!({"retain_period_seconds": 0}),
+        )
+        .await?;
     assert_eq!(rotated["generation"], 5);
     assert!(retained_generations(&rotated).is_empty(), "{rotated}");
-    let (status, body) = exchange(&app.http, &app.url, &gen4).await?;
+    let (status, body) = app.exchange_api_key(&gen4).await?;
     assert_refused_grant(status, &body, "rotated", "retain 0");
-    let (status, body) = whoami(&app.http, &app.url, &gen4_token).await?;
+    let (status, body) = app.current_user(&gen4_token).await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    let (status, _) = whoami(&app.http, &app.url, &gen4).await?;
+    let (status, _) = app.current_user(&gen4).await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let gen5_token = token_for(&app, &gen5).await?;
-    let (status, me) = whoami(&app.http, &app.url, &gen5_token).await?;
+    let gen5_token = app.api_key_token(&gen5).await?;
+    let (status, me) = app.current_user(&gen5_token).await?;
     assert_eq!(status, StatusCode::OK, "{me}");
     assert_eq!(me["name"], "deployer");
 
     // Same key throughout: id and name never changed.
-    let described = describe(&app, &admin, "deployer", id.as_str().unwrap_or_default()).await?;
+    let described = app
+        .describe_api_key(&admin, "deployer", id.as_str().unwrap_or_default())
+        .await?;
     assert_eq!(described["id"], id);
     assert_eq!(described["name"], "deploy");
     assert_eq!(described["generation"], 5);
@@ -941,18 +790,20 @@ async fn deactivating_a_key_refuses_it_and_its_tokens_on_every_replica_at_once()
     let app = TestApp::spawn().await?;
     let replica = app.replica().await?;
     let admin = app.admin_token().await?;
-    service_account(&app, &admin, "worker").await?;
-    let (_, key) = create_key(&app, &admin, "worker", json!({"name": "main"})).await?;
-    let token = token_for(&app, &key).await?;
+    app.create_service_account(&admin, "worker").await?;
+    let (_, key) = app
+        .create_api_key(&admin, "worker", json!({"name": "main"}))
+        .await?;
+    let token = app.api_key_token(&key).await?;
     let both = [app.url.as_str(), replica.url.as_str()];
 
     // Accepted by both before (the replica may need a moment to see the new key).
-    assert_eq!(whoami(&app.http, &app.url, &token).await?.0, StatusCode::OK);
-    assert_eq!(whoami(&app.http, &app.url, &key).await?.0, StatusCode::OK);
+    assert_eq!(app.current_user(&token).await?.0, StatusCode::OK);
+    assert_eq!(app.current_user(&key).await?.0, StatusCode::OK);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let by_token = whoami(&app.http, &replica.url, &token).await?.0;
-        let by_key = whoami(&app.http, &replica.url, &key).await?.0;
+        let by_token = app.at_url(&replica.url).current_user(&token).await?.0;
+        let by_key = app.at_url(&replica.url).current_user(&key).await?.0;
         if by_token == StatusCode::OK && by_key == StatusCode::OK {
             break;
         }
@@ -962,18 +813,17 @@ async fn deactivating_a_key_refuses_it_and_its_tokens_on_every_replica_at_once()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (status, body) = exchange(&app.http, &replica.url, &key).await?;
+    let (status, body) = app.at_url(&replica.url).exchange_api_key(&key).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     let replica_token = body["access_token"]
         .as_str()
         .context("no access_token")?
         .to_owned();
-    assert_eq!(
-        whoami(&app.http, &app.url, &replica_token).await?.0,
-        StatusCode::OK
-    );
+    assert_eq!(app.current_user(&replica_token).await?.0, StatusCode::OK);
 
-    let updated = patch_key(&app, &admin, "worker", "main", json!({"active": false})).await?;
+    let updated = app
+        .patch_api_key(&admin, "worker", "main", json!({"active": false}))
+        .await?;
     assert_eq!(updated["active"], false);
     // The PATCH returns once every live replica enforces it: the very first request to
     // each after it is refused, no polling.
@@ -982,30 +832,32 @@ async fn deactivating_a_key_refuses_it_and_its_tokens_on_every_replica_at_once()
             ("token from the app", &token),
             ("token from the replica", &replica_token),
         ] {
-            let (status, body) = whoami(&app.http, base, credential).await?;
+            let (status, body) = app.at_url(base).current_user(credential).await?;
             assert_eq!(
                 status,
                 StatusCode::UNAUTHORIZED,
                 "{base} accepted the {what} after the deactivation returned: {body}"
             );
         }
-        let (status, body) = whoami(&app.http, base, &key).await?;
+        let (status, body) = app.at_url(base).current_user(&key).await?;
         assert_eq!(
             status,
             StatusCode::UNAUTHORIZED,
             "{base} accepted the deactivated key as bearer: {body}"
         );
         assert_eq!(body["code"], "api_key_deactivated", "{body}");
-        let (status, body) = exchange(&app.http, base, &key).await?;
+        let (status, body) = app.at_url(base).exchange_api_key(&key).await?;
         assert_refused_grant(status, &body, "deactivated", base);
     }
 
     // Reactivation: new exchanges work, tokens from before the deactivation stay dead.
-    let updated = patch_key(&app, &admin, "worker", "main", json!({"active": true})).await?;
+    let updated = app
+        .patch_api_key(&admin, "worker", "main", json!({"active": true}))
+        .await?;
     assert_eq!(updated["active"], true);
     for base in both {
         for credential in [&token, &replica_token] {
-            let (status, body) = whoami(&app.http, base, credential).await?;
+            let (status, body) = app.at_url(base).current_user(credential).await?;
             assert_eq!(
                 status,
                 StatusCode::UNAUTHORIZED,
@@ -1013,12 +865,12 @@ async fn deactivating_a_key_refuses_it_and_its_tokens_on_every_replica_at_once()
             );
         }
     }
-    let fresh = token_for(&app, &key).await?;
+    let fresh = app.api_key_token(&key).await?;
     let deadline = Instant::now() + Duration::from_secs(5);
     for base in both {
         loop {
-            let by_token = whoami(&app.http, base, &fresh).await?.0;
-            let by_key = whoami(&app.http, base, &key).await?.0;
+            let by_token = app.at_url(base).current_user(&fresh).await?.0;
+            let by_key = app.at_url(base).current_user(&key).await?.0;
             if by_token == StatusCode::OK && by_key == StatusCode::OK {
                 break;
             }
@@ -1041,16 +893,16 @@ async fn deactivating_a_key_refuses_it_and_its_tokens_on_every_replica_at_once()
         .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     for base in both {
-        let (status, body) = whoami(&app.http, base, &fresh).await?;
+        let (status, body) = app.at_url(base).current_user(&fresh).await?;
         assert_eq!(
             status,
             StatusCode::UNAUTHORIZED,
             "{base} accepted a key token of a deactivated account: {body}"
         );
-        let (status, body) = whoami(&app.http, base, &key).await?;
+        let (status, body) = app.at_url(base).current_user(&key).await?;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{base}: {body}");
     }
-    let (status, body) = exchange(&app.http, &app.url, &key).await?;
+    let (status, body) = app.exchange_api_key(&key).await?;
     assert_refused_grant(status, &body, "deactivated", "deactivated account");
 
     // Deleting the key kills its tokens.
@@ -1063,8 +915,8 @@ async fn deactivating_a_key_refuses_it_and_its_tokens_on_every_replica_at_once()
         )
         .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let last = token_for(&app, &key).await?;
-    assert_eq!(whoami(&app.http, &app.url, &last).await?.0, StatusCode::OK);
+    let last = app.api_key_token(&key).await?;
+    assert_eq!(app.current_user(&last).await?.0, StatusCode::OK);
     let (status, body) = app
         .call(
             Method::DELETE,
@@ -1075,16 +927,16 @@ async fn deactivating_a_key_refuses_it_and_its_tokens_on_every_replica_at_once()
         .await?;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     for base in both {
-        let (status, body) = whoami(&app.http, base, &last).await?;
+        let (status, body) = app.at_url(base).current_user(&last).await?;
         assert_eq!(
             status,
             StatusCode::UNAUTHORIZED,
             "{base} accepted a token of a deleted key: {body}"
         );
-        let (status, body) = whoami(&app.http, base, &key).await?;
+        let (status, body) = app.at_url(base).current_user(&key).await?;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{base}: {body}");
     }
-    let (status, body) = exchange(&app.http, &app.url, &key).await?;
+    let (status, body) = app.exchange_api_key(&key).await?;
     assert_refused_grant(status, &body, "invalid", "deleted key");
     Ok(())
 }
@@ -1099,8 +951,10 @@ async fn twenty_concurrent_rotations_give_twenty_consecutive_working_generations
     const ROTATIONS: u64 = 20;
     let app = TestApp::spawn().await?;
     let admin = app.admin_token().await?;
-    service_account(&app, &admin, "rotor").await?;
-    let (created, original) = create_key(&app, &admin, "rotor", json!({"name": "busy"})).await?;
+    app.create_service_account(&admin, "rotor").await?;
+    let (created, original) = app
+        .create_api_key(&admin, "rotor", json!({"name": "busy"}))
+        .await?;
     let id = created["id"].as_str().context("no id")?.to_owned();
 
     let path = format!("{}/rotate", key_path("rotor", "busy"));
@@ -1139,7 +993,7 @@ async fn twenty_concurrent_rotations_give_twenty_consecutive_working_generations
         .chain(returned.iter().map(|(_, k)| k))
         .enumerate()
     {
-        let (status, body) = exchange(&app.http, &app.url, key).await?;
+        let (status, body) = app.exchange_api_key(key).await?;
         assert_eq!(status, StatusCode::OK, "key #{n} does not work: {body}");
         let token = body["access_token"].as_str().context("no access_token")?;
         let source = &claims(token)?["gh_src"];
@@ -1159,7 +1013,7 @@ async fn twenty_concurrent_rotations_give_twenty_consecutive_working_generations
     );
 
     // The key's history is consistent.
-    let described = describe(&app, &admin, "rotor", "busy").await?;
+    let described = app.describe_api_key(&admin, "rotor", "busy").await?;
     assert_eq!(described["generation"], ROTATIONS + 1, "{described}");
     assert_eq!(
         retained_generations(&described),
@@ -1227,10 +1081,12 @@ async fn twenty_concurrent_rotations_give_twenty_consecutive_working_generations
 
 #[tokio::test]
 async fn forged_truncated_and_wrong_keys_are_refused_and_change_nothing() -> anyhow::Result<()> {
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let admin = app.admin_token().await?;
-    service_account(&app, &admin, "target").await?;
-    let (_, real) = create_key(&app, &admin, "target", json!({"name": "real"})).await?;
+    app.create_service_account(&admin, "target").await?;
+    let (_, real) = app
+        .create_api_key(&admin, "target", json!({"name": "real"}))
+        .await?;
     assert_eq!(real.len(), KEY_LEN);
     // This test's checksum is the server's: the well-formed variants below really are.
     assert_eq!(with_checksum(&real[..CHECKSUM_AT]), real);
@@ -1261,55 +1117,49 @@ async fn forged_truncated_and_wrong_keys_are_refused_and_change_nothing() -> any
         ("changed secret", changed_secret),
     ];
 
-    let db = postgres(&app).await?;
     let (status, keys_before) = app
         .call(Method::GET, &keys_path("target"), Some(&admin), None)
         .await?;
     assert_eq!(status, StatusCode::OK);
-    let events_before = event_count(&db).await?;
+    let events_before = app.last_position().await?;
 
     for (n, (what, key)) in bad.iter().enumerate() {
         assert_ne!(key, &real);
         // Each from its own address, so that the failure limit below stays out of the way.
-        let client = client_from(Ipv4Addr::new(127, 0, 0, 10 + n as u8))?;
-        let (status, body) = exchange(&client, &app.url, key).await?;
+        let client = client_from(&app, Ipv4Addr::new(127, 0, 0, 10 + n as u8))?;
+        let (status, body) = client.exchange_api_key(key).await?;
         assert_refused_grant(status, &body, "invalid", what);
         assert!(
             !body.to_string().contains(secret_of(&real)),
             "{what}: {body}"
         );
-        let (status, body) = whoami(&client, &app.url, key).await?;
+        let (status, body) = client.current_user(key).await?;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{what} as bearer: {body}");
         assert_eq!(body["code"], "invalid_api_key", "{what} as bearer: {body}");
-        let (status, body) = call(
-            &client,
-            &app.url,
-            Method::GET,
-            &keys_path("target"),
-            Some(key),
-            None,
-        )
-        .await?;
+        let (status, body) = client
+            .call(Method::GET, &keys_path("target"), Some(key), None)
+            .await?;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{what} as bearer: {body}");
     }
 
     // Nothing changed: no event, the key list as before (not even last_used).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(event_count(&db).await?, events_before, "new events");
+    assert_eq!(app.last_position().await?, events_before, "new events");
     let (_, keys_after) = app
         .call(Method::GET, &keys_path("target"), Some(&admin), None)
         .await?;
     assert_eq!(keys_after, keys_before);
-    let (status, body) = exchange(&app.http, &app.url, &real).await?;
+    let (status, body) = app.exchange_api_key(&real).await?;
     assert_eq!(status, StatusCode::OK, "the real key still works: {body}");
 
     // Repeated failures from one address: 429 past the limit, for that address only.
-    let attacker = client_from(Ipv4Addr::new(127, 0, 0, 50))?;
+    let attacker = client_from(&app, Ipv4Addr::new(127, 0, 0, 50))?;
     let unknown = &bad[3].1;
     let mut statuses = Vec::new();
     let mut limited = None;
     for _ in 0..10 {
         let response = attacker
+            .http
             .post(app.at("/oauth/token"))
             .form(&[("grant_type", "api_key"), ("api_key", unknown.as_str())])
             .send()
@@ -1335,18 +1185,18 @@ async fn forged_truncated_and_wrong_keys_are_refused_and_change_nothing() -> any
     assert!(statuses.len() <= 8, "limited too late: {statuses:?}");
     assert_eq!(body["error"], "too_many_attempts", "{body}");
     assert!(retry_after.is_some_and(|s| s >= 1), "no Retry-After");
-    let (status, body) = whoami(&attacker, &app.url, unknown).await?;
+    let (status, body) = attacker.current_user(unknown).await?;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "as bearer: {body}");
     // The block is for that key from that address: another key still works from it (one
     // bad job behind a shared address does not lock out the others)...
-    let (status, body) = exchange(&attacker, &app.url, &real).await?;
+    let (status, body) = attacker.exchange_api_key(&real).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     // ...and a success with it does not clear the failures of the guessed key.
-    let (status, _) = exchange(&attacker, &app.url, unknown).await?;
+    let (status, _) = attacker.exchange_api_key(unknown).await?;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 
     // Spraying many key ids from one address blocks the address for every key.
-    let sprayer = client_from(Ipv4Addr::new(127, 0, 0, 51))?;
+    let sprayer = client_from(&app, Ipv4Addr::new(127, 0, 0, 51))?;
     let mut sprayed = Vec::new();
     for _ in 0..60 {
         let forged = with_checksum(&format!(
@@ -1354,7 +1204,7 @@ async fn forged_truncated_and_wrong_keys_are_refused_and_change_nothing() -> any
             Uuid::new_v4().simple(),
             secret_of(&real)
         ));
-        let (status, _) = exchange(&sprayer, &app.url, &forged).await?;
+        let (status, _) = sprayer.exchange_api_key(&forged).await?;
         sprayed.push(status.as_u16());
         if status == StatusCode::TOO_MANY_REQUESTS {
             break;
@@ -1365,10 +1215,10 @@ async fn forged_truncated_and_wrong_keys_are_refused_and_change_nothing() -> any
         Some(&429),
         "a spray of key ids was never limited: {sprayed:?}"
     );
-    let (status, _) = exchange(&sprayer, &app.url, &real).await?;
+    let (status, _) = sprayer.exchange_api_key(&real).await?;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     // Other addresses are unaffected.
-    let (status, body) = exchange(&app.http, &app.url, &real).await?;
+    let (status, body) = app.exchange_api_key(&real).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     Ok(())
 }
@@ -1385,58 +1235,56 @@ async fn every_key_event_reaches_a_jetstream_subscriber_once_in_order_and_withou
     let stream = events_stream(&app).await?;
     let mut messages = subscribe(&stream, "gatehouse.events.api_key.>").await?;
 
-    service_account(&app, &admin, "auditee").await?;
+    app.create_service_account(&admin, "auditee").await?;
     let mut issued = Vec::new();
-    let (alpha, key) = create_key(
-        &app,
-        &admin,
-        "auditee",
-        json!({"name": "alpha", "description": "first", "expires_in_seconds": 3600}),
-    )
-    .await?;
+    let (alpha, key) = app
+        .create_api_key(
+            &admin,
+            "auditee",
+            json!({"name": "alpha", "description": "first", "expires_in_seconds": 3600}),
+        )
+        .await?;
     issued.push(key);
-    let (beta, key) = create_key(&app, &admin, "auditee", json!({"name": "beta"})).await?;
+    let (beta, key) = app
+        .create_api_key(&admin, "auditee", json!({"name": "beta"}))
+        .await?;
     issued.push(key);
-    let (_, key) = rotate(
-        &app,
-        &admin,
-        "auditee",
-        "alpha",
-        json!({"retain_period_minutes": 1}),
-    )
-    .await?;
+    let (_, key) = app
+        .rotate_api_key(
+            &admin,
+            "auditee",
+            "alpha",
+            json!({"retain_period_minutes": 1}),
+        )
+        .await?;
     issued.push(key);
-    patch_key(
-        &app,
+    app.patch_api_key(
         &admin,
         "auditee",
         "beta",
         json!({"expires_in_seconds": 86400}),
     )
     .await?;
-    patch_key(
-        &app,
+    app.patch_api_key(
         &admin,
         "auditee",
         "alpha",
         json!({"description": "alpha, rotated"}),
     )
     .await?;
-    let (_, key) = rotate(&app, &admin, "auditee", "beta", json!({})).await?;
+    let (_, key) = app
+        .rotate_api_key(&admin, "auditee", "beta", json!({}))
+        .await?;
     issued.push(key);
-    patch_key(&app, &admin, "auditee", "alpha", json!({"active": false})).await?;
-    patch_key(
-        &app,
-        &admin,
-        "auditee",
-        "beta",
-        json!({"description": "second"}),
-    )
-    .await?;
-    patch_key(&app, &admin, "auditee", "alpha", json!({"active": true})).await?;
-    patch_key(&app, &admin, "auditee", "beta", json!({"active": false})).await?;
-    patch_key(
-        &app,
+    app.patch_api_key(&admin, "auditee", "alpha", json!({"active": false}))
+        .await?;
+    app.patch_api_key(&admin, "auditee", "beta", json!({"description": "second"}))
+        .await?;
+    app.patch_api_key(&admin, "auditee", "alpha", json!({"active": true}))
+        .await?;
+    app.patch_api_key(&admin, "auditee", "beta", json!({"active": false}))
+        .await?;
+    app.patch_api_key(
         &admin,
         "auditee",
         "alpha",
@@ -1608,26 +1456,28 @@ async fn every_key_event_reaches_a_jetstream_subscriber_once_in_order_and_withou
 
 #[tokio::test]
 async fn removing_a_keys_expiry_with_null_lets_it_work_past_the_old_expiry() -> anyhow::Result<()> {
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let admin = app.admin_token().await?;
-    service_account(&app, &admin, "mortal").await?;
-    let (created, key) = create_key(
-        &app,
-        &admin,
-        "mortal",
-        json!({"name": "short", "expires_in_seconds": 3}),
-    )
-    .await?;
+    app.create_service_account(&admin, "mortal").await?;
+    let (created, key) = app
+        .create_api_key(
+            &admin,
+            "mortal",
+            json!({"name": "short", "expires_in_seconds": 3}),
+        )
+        .await?;
     let id = created["id"].as_str().context("no id")?.to_owned();
     let expires = timestamp(&created["expires_at"])?;
 
-    let updated = patch_key(&app, &admin, "mortal", "short", json!({"expires_at": null})).await?;
+    let updated = app
+        .patch_api_key(&admin, "mortal", "short", json!({"expires_at": null}))
+        .await?;
     assert!(
         updated["expires_at"].is_null(),
         "PATCH {{\"expires_at\": null}} answered 200 but the key still expires: {updated}"
     );
-    let db = postgres(&app).await?;
-    let types: Vec<String> = key_events(&db, &id)
+    let types: Vec<String> = app
+        .events_of(&format!("api_key-{id}"))
         .await?
         .into_iter()
         .map(|(_, t, _)| t)
@@ -1637,7 +1487,7 @@ async fn removing_a_keys_expiry_with_null_lets_it_work_past_the_old_expiry() -> 
     // Past the old expiry, the key still works.
     let wait = (expires - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(500);
     tokio::time::sleep(wait).await;
-    let (status, body) = exchange(&app.http, &app.url, &key).await?;
+    let (status, body) = app.exchange_api_key(&key).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     Ok(())
 }
@@ -1649,17 +1499,14 @@ async fn removing_a_keys_expiry_with_null_lets_it_work_past_the_old_expiry() -> 
 async fn a_secret_rotated_away_at_once_is_reported_rotated_not_invalid() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
     let admin = app.admin_token().await?;
-    service_account(&app, &admin, "rotator").await?;
-    let (_, first) = create_key(&app, &admin, "rotator", json!({"name": "ci"})).await?;
+    app.create_service_account(&admin, "rotator").await?;
+    let (_, first) = app
+        .create_api_key(&admin, "rotator", json!({"name": "ci"}))
+        .await?;
     // Never used: no gateway cache knows it; only the keys service can tell.
-    let (_, second) = rotate(
-        &app,
-        &admin,
-        "rotator",
-        "ci",
-        json!({"retain_period_seconds": 0}),
-    )
-    .await?;
+    let (_, second) = app
+        .rotate_api_key(&admin, "rotator", "ci", json!({"retain_period_seconds": 0}))
+        .await?;
     // The CLI of a CI job holding the old secret says so, with the fix.
     let config = tempfile::tempdir()?;
     let config_dir = config.path().to_string_lossy();
@@ -1676,16 +1523,16 @@ async fn a_secret_rotated_away_at_once_is_reported_rotated_not_invalid() -> anyh
     .await?;
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("rotated"), "{err}");
-    let (status, body) = exchange(&app.http, &app.url, &first).await?;
+    let (status, body) = app.exchange_api_key(&first).await?;
     assert_refused_grant(status, &body, "rotated", "a secret retired at once");
-    let (status, body) = whoami(&app.http, &app.url, &first).await?;
+    let (status, body) = app.current_user(&first).await?;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["code"], "api_key_rotated", "{body}");
     // A key that never existed is still just invalid.
     let mut forged = second.clone();
     let last = forged.pop().context("empty key")?;
     forged.push(if last == 'A' { 'B' } else { 'A' });
-    let (status, body) = exchange(&app.http, &app.url, &forged).await?;
+    let (status, body) = app.exchange_api_key(&forged).await?;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_ne!(body["gatehouse_reason"], "rotated", "{body}");
     Ok(())

@@ -1,10 +1,12 @@
-use gatehouse_e2e::TestApp;
+//! Who may manage what: members and admins, against the in-process app.
+
+use gatehouse_e2e::InProcApp;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 #[tokio::test]
 async fn members_manage_only_their_own_service_accounts() -> anyhow::Result<()> {
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let admin = app.admin_token().await?;
     let alice = app.user_with_token(&admin, "alice", "member").await?;
     let bob = app.user_with_token(&admin, "bob", "member").await?;
@@ -71,7 +73,7 @@ async fn members_manage_only_their_own_service_accounts() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn members_cannot_manage_users_or_escalate_roles() -> anyhow::Result<()> {
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let admin = app.admin_token().await?;
     let alice = app.user_with_token(&admin, "alice", "member").await?;
 

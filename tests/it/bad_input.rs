@@ -1,8 +1,11 @@
-use gatehouse_e2e::TestApp;
+//! Bad input, bad tokens and failed logins get clear 4xx answers and change nothing,
+//! against the in-process app.
+
+use gatehouse_e2e::{Api, InProcApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-async fn service_account_names(app: &TestApp, token: &str) -> anyhow::Result<Vec<String>> {
+async fn service_account_names(app: &Api, token: &str) -> anyhow::Result<Vec<String>> {
     let (_, list) = app
         .call(
             Method::GET,
@@ -35,7 +38,7 @@ fn assert_error_shape(body: &Value, class: &str) {
 
 #[tokio::test]
 async fn bad_requests_get_a_clear_4xx_and_change_nothing() -> anyhow::Result<()> {
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let admin = app.admin_token().await?;
     let (status, _) = app
         .call(
@@ -166,7 +169,7 @@ async fn bad_requests_get_a_clear_4xx_and_change_nothing() -> anyhow::Result<()>
 #[tokio::test]
 async fn missing_forged_and_malformed_tokens_get_401() -> anyhow::Result<()> {
     use base64::Engine;
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let admin = app.admin_token().await?;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -237,7 +240,7 @@ async fn missing_forged_and_malformed_tokens_get_401() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn the_token_endpoint_answers_in_rfc_6749_form() -> anyhow::Result<()> {
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let response = app.password_grant("admin", "wrong-password").await?;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
@@ -290,7 +293,7 @@ async fn the_token_endpoint_answers_in_rfc_6749_form() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn repeated_failed_logins_from_one_address_are_slowed_down() -> anyhow::Result<()> {
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let mut limited = None;
     for attempt in 0..12 {
         let response = app.password_grant("admin", "wrong-password").await?;

@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use crate::api_keys::service_account;
 use anyhow::Context as _;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt as _;
@@ -47,7 +46,7 @@ async fn a_client_without_credentials_is_refused_and_the_audit_user_only_reads()
 -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
     let token = app.admin_token().await?;
-    service_account(&app, &token, "audited").await?;
+    app.create_service_account(&token, "audited").await?;
 
     // No user: the server refuses the connection.
     let anonymous = async_nats::ConnectOptions::new()
@@ -115,7 +114,7 @@ async fn a_client_without_credentials_is_refused_and_the_audit_user_only_reads()
 async fn an_event_the_log_does_not_hold_is_refused_and_logged() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
     let token = app.admin_token().await?;
-    service_account(&app, &token, "genuine").await?;
+    app.create_service_account(&token, "genuine").await?;
 
     // Take a real `service_account.created` off the bus and re-publish it with new ids and
     // another name, with a service's valid bus credentials: what the attack did.
@@ -154,7 +153,8 @@ async fn an_event_the_log_does_not_hold_is_refused_and_logged() -> anyhow::Resul
         .context("the stream took the forged event (valid credentials)")?;
 
     // A later genuine create is visible only once the projector passed the forged event.
-    service_account(&app, &token, "after-the-forgery").await?;
+    app.create_service_account(&token, "after-the-forgery")
+        .await?;
     let names = account_names(&app, &token).await?;
     assert!(names.contains(&"after-the-forgery".to_owned()), "{names:?}");
     assert!(!names.contains(&"forged-admin".to_owned()), "{names:?}");
@@ -263,7 +263,7 @@ async fn a_command_without_a_valid_gateway_proof_is_refused_and_logged() -> anyh
 async fn the_keys_service_refuses_a_caller_who_does_not_manage_the_account() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
     let admin = app.admin_token().await?;
-    let account = service_account(&app, &admin, "admins-bot").await?;
+    let account = app.create_service_account(&admin, "admins-bot").await?;
     let member = app.user_with_token(&admin, "mallory", "member").await?;
     let (status, mallory) = app
         .call(Method::GET, "/api/v1/current-user", Some(&member), None)

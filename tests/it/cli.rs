@@ -272,7 +272,7 @@ async fn after_a_second_rotation_the_cli_says_what_is_true_of_each_secret() -> a
     let works = |k: String| {
         let app = &app;
         async move {
-            let (status, _) = crate::api_keys::exchange(&app.http, &app.url, &k).await?;
+            let (status, _) = app.exchange_api_key(&k).await?;
             anyhow::Ok(status.is_success())
         }
     };

@@ -8,13 +8,14 @@
 //! - creating an API key with an `Idempotency-Key` answers a retry with the same key (the
 //!   sealed answer is kept for a bounded time, never in clear); without one a retry is 409;
 //! - an idempotent create replayed after the resource was deleted answers the first 201
-//!   body again.
+//!   body again (against the in-process app: the writer's idempotency records, which the
+//!   in-memory log keeps to the same contract).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::stream::DiscardPolicy;
-use gatehouse_e2e::{NatsUser, TestApp};
+use gatehouse_e2e::{Api, InProcApp, NatsUser, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -32,7 +33,7 @@ struct Answer {
 
 /// Sends a request with the admin's token and an optional `Idempotency-Key`.
 async fn send(
-    app: &TestApp,
+    app: &Api,
     token: &str,
     method: Method,
     path: &str,
@@ -101,7 +102,7 @@ async fn set_stream_limit(app: &TestApp, max_messages: Option<i64>) -> anyhow::R
 }
 
 /// Creates a service account the normal way (visible before the answer).
-async fn account(app: &TestApp, token: &str, name: &str) -> anyhow::Result<Value> {
+async fn account(app: &Api, token: &str, name: &str) -> anyhow::Result<Value> {
     let created = send(
         app,
         token,
@@ -431,7 +432,7 @@ async fn a_kept_api_key_answer_expires_and_is_deleted() -> anyhow::Result<()> {
 #[tokio::test]
 async fn an_idempotent_create_replayed_after_a_delete_answers_the_first_result()
 -> anyhow::Result<()> {
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let admin = app.admin_token().await?;
     let body = json!({"name": "short-lived", "description": "deleted soon"});
     let accounts = "/api/v1/service_accounts";

@@ -1,88 +1,53 @@
 //! Device login (RFC 8628): the device side with plain form posts; the person's side with
-//! `POST /api/v1/devices/verify`, and on the `/device` page in headless Chromium.
+//! `POST /api/v1/devices/verify` (against the in-process app), and on the `/device` page in
+//! headless Chromium, across replicas and from the CLI (against the real binaries).
 
 use std::time::Duration;
 
 use anyhow::Context;
+use gatehouse_e2e::api::{DEVICE_CLIENT as CLIENT, DEVICE_GRANT};
 use gatehouse_e2e::browser::Browser;
-use gatehouse_e2e::{TestApp, call, claims};
+use gatehouse_e2e::{Api, InProcApp, TestApp, call, claims};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-const CLIENT: &str = "gatehouse-cli";
-const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// An app whose devices may poll every second and whose authorizations lapse after
 /// `ttl` seconds.
 async fn app(ttl: &str) -> anyhow::Result<TestApp> {
-    TestApp::spawn_with(&[
+    TestApp::spawn_with(&fast_polls(ttl)).await
+}
+
+/// The same, in process.
+async fn inproc(ttl: &str) -> anyhow::Result<InProcApp> {
+    InProcApp::spawn_with(&fast_polls(ttl)).await
+}
+
+fn fast_polls(ttl: &str) -> [(&'static str, &str); 2] {
+    [
         ("GATEHOUSE_DEVICE_POLL_INTERVAL", "1"),
         ("GATEHOUSE_DEVICE_AUTHORIZATION_TTL", ttl),
-    ])
-    .await
-}
-
-async fn authorize(app: &TestApp) -> anyhow::Result<Value> {
-    let response = app
-        .http
-        .post(app.at("/oauth/device_authorization"))
-        .form(&[
-            ("client_id", CLIENT),
-            ("hostname", "build-box"),
-            ("os", "linux x86_64"),
-            ("client_version", "0.1.0"),
-        ])
-        .send()
-        .await?;
-    anyhow::ensure!(
-        response.status() == StatusCode::OK,
-        "{}",
-        response.text().await?
-    );
-    Ok(response.json().await?)
-}
-
-async fn poll(app: &TestApp, device_code: &str) -> anyhow::Result<(StatusCode, Value)> {
-    let response = app
-        .http
-        .post(app.at("/oauth/token"))
-        .form(&[
-            ("grant_type", DEVICE_GRANT),
-            ("device_code", device_code),
-            ("client_id", CLIENT),
-        ])
-        .send()
-        .await?;
-    Ok((response.status(), response.json().await?))
-}
-
-async fn verify(app: &TestApp, token: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
-    app.call(
-        Method::POST,
-        "/api/v1/devices/verify",
-        Some(token),
-        Some(body),
-    )
-    .await
+    ]
 }
 
 /// Runs the flow for a user: authorize, approve, wait out the interval, redeem.
 async fn logged_in_device(
-    app: &TestApp,
+    app: &Api,
     user_token: &str,
     trusted: bool,
 ) -> anyhow::Result<(String, String)> {
-    let started = authorize(app).await?;
+    let started = app.device_authorization().await?;
     let code = started["user_code"].as_str().unwrap_or_default();
-    let (status, device) = verify(
-        app,
-        user_token,
-        json!({"user_code": code, "trusted_device": trusted}),
-    )
-    .await?;
+    let (status, device) = app
+        .verify_device(
+            user_token,
+            json!({"user_code": code, "trusted_device": trusted}),
+        )
+        .await?;
     anyhow::ensure!(status == StatusCode::OK, "verify: {status} {device}");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (status, body) = poll(app, started["device_code"].as_str().unwrap_or_default()).await?;
+    let (status, body) = app
+        .device_token(started["device_code"].as_str().unwrap_or_default())
+        .await?;
     anyhow::ensure!(status == StatusCode::OK, "redeem: {status} {body}");
     Ok((
         device["id"].as_str().unwrap_or_default().to_owned(),
@@ -92,11 +57,11 @@ async fn logged_in_device(
 
 #[tokio::test]
 async fn a_device_approved_as_trusted_gets_a_thirty_day_token() -> anyhow::Result<()> {
-    let app = app("600").await?;
+    let app = inproc("600").await?;
     let admin = app.admin_token().await?;
     let alice = app.user_with_token(&admin, "alice", "member").await?;
 
-    let started = authorize(&app).await?;
+    let started = app.device_authorization().await?;
     let user_code = started["user_code"].as_str().unwrap_or_default().to_owned();
     assert!(
         user_code.len() == 9
@@ -120,7 +85,7 @@ async fn a_device_approved_as_trusted_gets_a_thirty_day_token() -> anyhow::Resul
         .to_owned();
     assert!(device_code.starts_with("gatehouse_dc_"), "{device_code}");
 
-    let (status, body) = poll(&app, &device_code).await?;
+    let (status, body) = app.device_token(&device_code).await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "authorization_pending", "{body}");
 
@@ -139,12 +104,9 @@ async fn a_device_approved_as_trusted_gets_a_thirty_day_token() -> anyhow::Resul
     assert_eq!(shown["os"], "linux x86_64");
     // Typed the way people type: lower case, no dash.
     let typed = user_code.replace('-', "").to_lowercase();
-    let (status, device) = verify(
-        &app,
-        &alice,
-        json!({"user_code": typed, "trusted_device": true}),
-    )
-    .await?;
+    let (status, device) = app
+        .verify_device(&alice, json!({"user_code": typed, "trusted_device": true}))
+        .await?;
     assert_eq!(status, StatusCode::OK, "{device}");
     assert_eq!(device["status"], "verified");
     assert_eq!(device["owner"], "alice");
@@ -152,7 +114,7 @@ async fn a_device_approved_as_trusted_gets_a_thirty_day_token() -> anyhow::Resul
     assert_eq!(device["ip_address"], "127.0.0.1");
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (status, body) = poll(&app, &device_code).await?;
+    let (status, body) = app.device_token(&device_code).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     let expires_in = body["expires_in"].as_u64().unwrap_or_default();
     assert!(
@@ -171,7 +133,7 @@ async fn a_device_approved_as_trusted_gets_a_thirty_day_token() -> anyhow::Resul
 
     // The code works once.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (status, body) = poll(&app, &device_code).await?;
+    let (status, body) = app.device_token(&device_code).await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "invalid_grant", "{body}");
 
@@ -194,36 +156,36 @@ async fn a_device_approved_as_trusted_gets_a_thirty_day_token() -> anyhow::Resul
 
 #[tokio::test]
 async fn an_untrusted_device_gets_a_day_and_polling_too_fast_slows_it_down() -> anyhow::Result<()> {
-    let app = app("600").await?;
+    let app = inproc("600").await?;
     let admin = app.admin_token().await?;
-    let started = authorize(&app).await?;
+    let started = app.device_authorization().await?;
     let device_code = started["device_code"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     assert_eq!(
-        poll(&app, &device_code).await?.1["error"],
+        app.device_token(&device_code).await?.1["error"],
         "authorization_pending"
     );
     // Immediately again: slow_down, and the interval is now 1 + 5 s for good.
-    let (status, body) = poll(&app, &device_code).await?;
+    let (status, body) = app.device_token(&device_code).await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "slow_down", "{body}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        poll(&app, &device_code).await?.1["error"],
+        app.device_token(&device_code).await?.1["error"],
         "slow_down",
         "1.5 s is fine for the old interval, not for the new one"
     );
-    let (status, _) = verify(
-        &app,
-        &admin,
-        json!({"user_code": started["user_code"], "trusted_device": false}),
-    )
-    .await?;
+    let (status, _) = app
+        .verify_device(
+            &admin,
+            json!({"user_code": started["user_code"], "trusted_device": false}),
+        )
+        .await?;
     assert_eq!(status, StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(11_200)).await;
-    let (status, body) = poll(&app, &device_code).await?;
+    let (status, body) = app.device_token(&device_code).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     let expires_in = body["expires_in"].as_u64().unwrap_or_default();
     assert!((86_400 - 60..=86_400).contains(&expires_in), "{expires_in}");
@@ -232,30 +194,38 @@ async fn an_untrusted_device_gets_a_day_and_polling_too_fast_slows_it_down() -> 
 
 #[tokio::test]
 async fn a_denied_or_lapsed_authorization_gets_its_rfc_error() -> anyhow::Result<()> {
-    let app = app("3").await?;
+    let app = inproc("3").await?;
     let admin = app.admin_token().await?;
-    let denied = authorize(&app).await?;
-    let (status, device) = verify(
-        &app,
-        &admin,
-        json!({"user_code": denied["user_code"], "deny": true}),
-    )
-    .await?;
+    let denied = app.device_authorization().await?;
+    let (status, device) = app
+        .verify_device(
+            &admin,
+            json!({"user_code": denied["user_code"], "deny": true}),
+        )
+        .await?;
     assert_eq!(status, StatusCode::OK, "{device}");
     assert_eq!(device["status"], "denied");
-    let (status, body) = poll(&app, denied["device_code"].as_str().unwrap_or_default()).await?;
+    let (status, body) = app
+        .device_token(denied["device_code"].as_str().unwrap_or_default())
+        .await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "access_denied", "{body}");
     // Deciding again is refused like any unknown code.
-    let (status, body) = verify(&app, &admin, json!({"user_code": denied["user_code"]})).await?;
+    let (status, body) = app
+        .verify_device(&admin, json!({"user_code": denied["user_code"]}))
+        .await?;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
-    let lapsing = authorize(&app).await?;
+    let lapsing = app.device_authorization().await?;
     tokio::time::sleep(Duration::from_millis(3100)).await;
-    let (status, body) = poll(&app, lapsing["device_code"].as_str().unwrap_or_default()).await?;
+    let (status, body) = app
+        .device_token(lapsing["device_code"].as_str().unwrap_or_default())
+        .await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "expired_token", "{body}");
-    let (status, body) = verify(&app, &admin, json!({"user_code": lapsing["user_code"]})).await?;
+    let (status, body) = app
+        .verify_device(&admin, json!({"user_code": lapsing["user_code"]}))
+        .await?;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["code"], "invalid_user_code");
     Ok(())
@@ -264,7 +234,7 @@ async fn a_denied_or_lapsed_authorization_gets_its_rfc_error() -> anyhow::Result
 #[tokio::test]
 async fn a_request_nobody_decided_on_is_swept_after_its_grace_and_forgotten() -> anyhow::Result<()>
 {
-    let app = TestApp::spawn_with(&[
+    let app = InProcApp::spawn_with(&[
         ("GATEHOUSE_DEVICE_POLL_INTERVAL", "1"),
         ("GATEHOUSE_DEVICE_AUTHORIZATION_TTL", "2"),
         ("GATEHOUSE_DEVICE_LAPSE_GRACE_SECONDS", "1"),
@@ -272,14 +242,14 @@ async fn a_request_nobody_decided_on_is_swept_after_its_grace_and_forgotten() ->
     ])
     .await?;
     let admin = app.admin_token().await?;
-    let undecided = authorize(&app).await?;
-    let approved = authorize(&app).await?;
-    let (status, body) = verify(
-        &app,
-        &admin,
-        json!({"user_code": approved["user_code"], "trusted_device": false}),
-    )
-    .await?;
+    let undecided = app.device_authorization().await?;
+    let approved = app.device_authorization().await?;
+    let (status, body) = app
+        .verify_device(
+            &admin,
+            json!({"user_code": approved["user_code"], "trusted_device": false}),
+        )
+        .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     let approved_id = body["id"].as_str().context("no id")?.to_owned();
     let listed = || {
@@ -332,8 +302,9 @@ async fn a_request_nobody_decided_on_is_swept_after_its_grace_and_forgotten() ->
     // The gateway forgot it too: its code is now simply invalid.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let (status, body) =
-            poll(&app, undecided["device_code"].as_str().unwrap_or_default()).await?;
+        let (status, body) = app
+            .device_token(undecided["device_code"].as_str().unwrap_or_default())
+            .await?;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         if body["error"] == "invalid_grant" {
             break;
@@ -347,8 +318,8 @@ async fn a_request_nobody_decided_on_is_swept_after_its_grace_and_forgotten() ->
 
 #[tokio::test]
 async fn malformed_forged_and_foreign_device_codes_are_refused() -> anyhow::Result<()> {
-    let app = app("600").await?;
-    let started = authorize(&app).await?;
+    let app = inproc("600").await?;
+    let started = app.device_authorization().await?;
     let real = started["device_code"]
         .as_str()
         .unwrap_or_default()
@@ -358,7 +329,7 @@ async fn malformed_forged_and_foreign_device_codes_are_refused() -> anyhow::Resu
         real[..real.len() - 1].to_owned(),
         format!("{}x", &real[..real.len() - 1]),
     ] {
-        let (status, body) = poll(&app, &code).await?;
+        let (status, body) = app.device_token(&code).await?;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"], "invalid_grant", "{code}: {body}");
     }
@@ -387,13 +358,13 @@ async fn malformed_forged_and_foreign_device_codes_are_refused() -> anyhow::Resu
 
 #[tokio::test]
 async fn one_address_may_start_only_so_many_authorizations_a_minute() -> anyhow::Result<()> {
-    let app = TestApp::spawn_with(&[("GATEHOUSE_DEVICE_AUTHORIZATIONS_PER_MINUTE", "2")]).await?;
+    let app = InProcApp::spawn_with(&[("GATEHOUSE_DEVICE_AUTHORIZATIONS_PER_MINUTE", "2")]).await?;
     let admin = app.admin_token().await?;
     let before = app
         .call(Method::GET, "/api/v1/devices", Some(&admin), None)
         .await?;
-    authorize(&app).await?;
-    authorize(&app).await?;
+    app.device_authorization().await?;
+    app.device_authorization().await?;
     let response = app
         .http
         .post(app.at("/oauth/device_authorization"))
@@ -429,10 +400,10 @@ async fn one_address_may_start_only_so_many_authorizations_a_minute() -> anyhow:
 
 #[tokio::test]
 async fn wrong_user_codes_are_limited_and_never_say_whether_a_code_exists() -> anyhow::Result<()> {
-    let app = app("600").await?;
+    let app = inproc("600").await?;
     let admin = app.admin_token().await?;
     let mallory = app.user_with_token(&admin, "mallory", "member").await?;
-    let started = authorize(&app).await?;
+    let started = app.device_authorization().await?;
     let mut statuses = Vec::new();
     let mut limited = None;
     for n in 0..8 {
@@ -440,7 +411,9 @@ async fn wrong_user_codes_are_limited_and_never_say_whether_a_code_exists() -> a
             "BCDF-GH{}",
             ["JK", "KJ", "LM", "ML", "NP", "PN", "QR", "RQ"][n]
         );
-        let (status, body) = verify(&app, &mallory, json!({"user_code": guess})).await?;
+        let (status, body) = app
+            .verify_device(&mallory, json!({"user_code": guess}))
+            .await?;
         if status == StatusCode::NOT_FOUND {
             assert_eq!(body["code"], "invalid_user_code", "{body}");
         } else {
@@ -453,7 +426,9 @@ async fn wrong_user_codes_are_limited_and_never_say_whether_a_code_exists() -> a
     let limited = limited.unwrap_or_default();
     assert_eq!(limited["message"], "too many wrong codes", "{limited}");
     // Being limited holds for the real code too: the count is per person, not per code.
-    let (status, _) = verify(&app, &mallory, json!({"user_code": started["user_code"]})).await?;
+    let (status, _) = app
+        .verify_device(&mallory, json!({"user_code": started["user_code"]}))
+        .await?;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     // The page counts for the same person: limited there too, saying for how long.
     let response = app
@@ -470,10 +445,14 @@ async fn wrong_user_codes_are_limited_and_never_say_whether_a_code_exists() -> a
         "{html}"
     );
     // Malformed codes get the same answer as well-formed wrong ones.
-    let (status, body) = verify(&app, &admin, json!({"user_code": "AEIOU"})).await?;
+    let (status, body) = app
+        .verify_device(&admin, json!({"user_code": "AEIOU"}))
+        .await?;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     // The limit is mallory's: the real code still works for someone else.
-    let (status, _) = verify(&app, &admin, json!({"user_code": started["user_code"]})).await?;
+    let (status, _) = app
+        .verify_device(&admin, json!({"user_code": started["user_code"]}))
+        .await?;
     assert_eq!(status, StatusCode::OK);
     Ok(())
 }
@@ -564,7 +543,7 @@ async fn lock_unlock_and_delete_take_effect_on_every_replica_at_once() -> anyhow
 
 #[tokio::test]
 async fn another_user_can_neither_see_nor_touch_my_device() -> anyhow::Result<()> {
-    let app = app("600").await?;
+    let app = inproc("600").await?;
     let admin = app.admin_token().await?;
     let alice = app.user_with_token(&admin, "alice", "member").await?;
     let bob = app.user_with_token(&admin, "bob", "member").await?;
@@ -630,7 +609,7 @@ async fn a_person_approves_a_trusted_device_in_the_browser() -> anyhow::Result<(
     let app = app("600").await?;
     let admin = app.admin_token().await?;
     app.user_with_token(&admin, "alice", "member").await?;
-    let started = authorize(&app).await?;
+    let started = app.device_authorization().await?;
     let user_code = started["user_code"].as_str().unwrap_or_default().to_owned();
     let device_code = started["device_code"]
         .as_str()
@@ -676,7 +655,7 @@ async fn a_person_approves_a_trusted_device_in_the_browser() -> anyhow::Result<(
     assert_eq!(browser.find("#device-ip").await?.text().await?, "127.0.0.1");
     assert_eq!(browser.find("#shown-code").await?.text().await?, user_code);
     assert_eq!(
-        poll(&app, &device_code).await?.1["error"],
+        app.device_token(&device_code).await?.1["error"],
         "authorization_pending",
         "showing the device decides nothing"
     );
@@ -688,7 +667,7 @@ async fn a_person_approves_a_trusted_device_in_the_browser() -> anyhow::Result<(
     assert!(result.contains("30 days"), "{result}");
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (status, body) = poll(&app, &device_code).await?;
+    let (status, body) = app.device_token(&device_code).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     let expires_in = body["expires_in"].as_u64().unwrap_or_default();
     assert!(
@@ -714,7 +693,7 @@ async fn the_complete_link_leads_straight_to_the_decision_and_deny_refuses_the_d
     let app = app("600").await?;
     let admin = app.admin_token().await?;
     app.user_with_token(&admin, "alice", "member").await?;
-    let started = authorize(&app).await?;
+    let started = app.device_authorization().await?;
     let browser = Browser::start().await?;
     browser
         .goto(
@@ -733,7 +712,9 @@ async fn the_complete_link_leads_straight_to_the_decision_and_deny_refuses_the_d
     browser.find("#deny").await?.click().await?;
     let result = browser.wait_for("#result", WAIT).await?.text().await?;
     assert!(result.contains("denied"), "{result}");
-    let (status, body) = poll(&app, started["device_code"].as_str().unwrap_or_default()).await?;
+    let (status, body) = app
+        .device_token(started["device_code"].as_str().unwrap_or_default())
+        .await?;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "access_denied", "{body}");
 
@@ -799,12 +780,12 @@ async fn cli_device_session(
     token: &str,
 ) -> anyhow::Result<String> {
     let (login, user_code) = start_cli_device_login(app, dir).await?;
-    let (status, body) = verify(
-        app,
-        token,
-        json!({"user_code": user_code, "trusted_device": false}),
-    )
-    .await?;
+    let (status, body) = app
+        .verify_device(
+            token,
+            json!({"user_code": user_code, "trusted_device": false}),
+        )
+        .await?;
     anyhow::ensure!(status == StatusCode::OK, "verify: {status} {body}");
     let finished = tokio::time::timeout(Duration::from_secs(30), login.wait_with_output())
         .await

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use crate::api_keys::service_account;
 use anyhow::Context as _;
 use gatehouse_e2e::{ADMIN_PASSWORD, TestApp};
 use reqwest::StatusCode;
@@ -72,7 +71,7 @@ async fn admins_follow_the_log_as_server_sent_events_filtered_and_resumable() ->
     let app = TestApp::spawn().await?;
     let admin = app.admin_token().await?;
     let member = app.user_with_token(&admin, "watcher", "member").await?;
-    service_account(&app, &admin, "feed-a").await?;
+    app.create_service_account(&admin, "feed-a").await?;
 
     // Everything from the start, only service accounts: the envelope as on NATS.
     let mut feed = open(&app, Some(&admin), "?since=0&aggregate=service_account").await?;
@@ -107,7 +106,7 @@ async fn admins_follow_the_log_as_server_sent_events_filtered_and_resumable() ->
     }
 
     // New events arrive on the open stream.
-    service_account(&app, &admin, "feed-b").await?;
+    app.create_service_account(&admin, "feed-b").await?;
     read_until(&mut feed, created("feed-b")).await?;
     drop(feed);
 
@@ -125,7 +124,7 @@ async fn admins_follow_the_log_as_server_sent_events_filtered_and_resumable() ->
 
     // Without since: only new events; a type filter.
     let mut fresh = open(&app, Some(&admin), "?type=service_account.created").await?;
-    service_account(&app, &admin, "feed-c").await?;
+    app.create_service_account(&admin, "feed-c").await?;
     let seen = read_until(&mut fresh, created("feed-c")).await?;
     assert_eq!(seen.len(), 1, "{seen:?}");
 
@@ -153,7 +152,7 @@ async fn admins_follow_the_log_as_server_sent_events_filtered_and_resumable() ->
 async fn audit_tail_follows_the_feed_through_the_saved_session() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
     let admin = app.admin_token().await?;
-    service_account(&app, &admin, "tailed").await?;
+    app.create_service_account(&admin, "tailed").await?;
     let config = tempfile::tempdir()?;
     let (code, _, err) = app
         .cli(

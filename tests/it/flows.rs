@@ -1,10 +1,12 @@
-use gatehouse_e2e::{TestApp, claims};
+//! The main flows of the REST and OAuth API, against the in-process app.
+
+use gatehouse_e2e::{InProcApp, claims};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 #[tokio::test]
 async fn the_admin_logs_in_and_manages_a_service_account_end_to_end() -> anyhow::Result<()> {
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let admin = app.admin_token().await?;
 
     let (status, me) = app
@@ -113,7 +115,7 @@ async fn tokens_are_ed25519_jwts_verifiable_with_the_published_jwks() -> anyhow:
     use base64::Engine;
     use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let token = app.admin_token().await?;
     let (status, jwks) = app
         .call(Method::GET, "/.well-known/jwks.json", None, None)
@@ -162,7 +164,7 @@ async fn tokens_are_ed25519_jwts_verifiable_with_the_published_jwks() -> anyhow:
 
 #[tokio::test]
 async fn an_idempotency_key_makes_a_create_safe_to_retry() -> anyhow::Result<()> {
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let admin = app.admin_token().await?;
     let send = |name: &'static str| {
         app.http
@@ -191,7 +193,7 @@ async fn an_idempotency_key_makes_a_create_safe_to_retry() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn an_idempotency_key_makes_creating_a_user_safe_to_retry() -> anyhow::Result<()> {
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let admin = app.admin_token().await?;
     let send = |name: &'static str, key: &'static str| {
         app.http
@@ -236,7 +238,7 @@ async fn an_idempotency_key_makes_creating_a_user_safe_to_retry() -> anyhow::Res
 
 #[tokio::test]
 async fn a_user_changes_their_password_and_old_sessions_end() -> anyhow::Result<()> {
-    let app = TestApp::spawn().await?;
+    let app = InProcApp::spawn().await?;
     let admin = app.admin_token().await?;
     let alice = app.user_with_token(&admin, "alice", "member").await?;
     let (status, _) = app

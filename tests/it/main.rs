@@ -1,4 +1,5 @@
-//! End-to-end suite: the real `gatehouse` binaries against real Postgres and nats-server.
+//! End-to-end suite: the real `gatehouse` binaries against real Postgres and nats-server,
+//! and the gateway's handlers against the in-process app (`gatehouse_e2e::InProcApp`).
 //! One test binary (link time); modules by topic.
 
 mod api_keys;
@@ -15,6 +16,7 @@ mod faults;
 mod flows;
 mod fuzz;
 mod hardening_limits;
+mod inproc;
 mod oauth_client;
 mod outbox;
 mod restart;

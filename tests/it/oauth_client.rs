@@ -4,11 +4,12 @@
 //! denies over REST. The library gets only a client id and the two endpoint URLs, read from
 //! the server's RFC 8414 metadata; its HTTP transport is the suite's reqwest (no second HTTP
 //! stack), wrapped to record each exchange so that the test can see what the library saw.
+//! Against the in-process app: what is tested is the gateway's OAuth answers.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gatehouse_e2e::TestApp;
+use gatehouse_e2e::{Api, InProcApp};
 use oauth2::basic::{BasicClient, BasicTokenType};
 use oauth2::{
     ClientId, DeviceAuthorizationUrl, DeviceCodeErrorResponseType, EndpointNotSet, EndpointSet,
@@ -104,7 +105,7 @@ fn header(response: &HttpResponse, name: oauth2::http::HeaderName) -> String {
 
 /// Starts the flow with the library, checks what it parsed, and returns the parsed answer.
 async fn start(
-    app: &TestApp,
+    app: &Api,
     client: &StandardClient,
     http_client: &impl Fn(HttpRequest) -> BoxedSend,
     log: &Recorded,
@@ -167,7 +168,7 @@ type BoxedSend =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, std::io::Error>>>>;
 
 /// The library's HTTP client over the app's reqwest client, recording into `log`.
-fn http_client(app: &TestApp, log: &Recorded) -> impl Fn(HttpRequest) -> BoxedSend + use<> {
+fn http_client(app: &Api, log: &Recorded) -> impl Fn(HttpRequest) -> BoxedSend + use<> {
     let http = app.http.clone();
     let log = Arc::clone(log);
     move |request: HttpRequest| -> BoxedSend {
@@ -177,7 +178,7 @@ fn http_client(app: &TestApp, log: &Recorded) -> impl Fn(HttpRequest) -> BoxedSe
 
 /// A standard client configured the way an integrator would, from the server's RFC 8414
 /// metadata: its device authorization endpoint and its token endpoint, nothing else.
-async fn standard_client(app: &TestApp) -> anyhow::Result<StandardClient> {
+async fn standard_client(app: &Api) -> anyhow::Result<StandardClient> {
     let (status, metadata) = app
         .call(
             Method::GET,
@@ -276,7 +277,7 @@ fn check_polls(log: &Recorded) -> Vec<Exchange> {
 
 #[tokio::test]
 async fn a_standard_oauth_client_logs_in_with_the_device_flow() -> anyhow::Result<()> {
-    let app = TestApp::spawn_with(&[("GATEHOUSE_DEVICE_POLL_INTERVAL", "1")]).await?;
+    let app = InProcApp::spawn_with(&[("GATEHOUSE_DEVICE_POLL_INTERVAL", "1")]).await?;
     let admin = app.admin_token().await?;
     let alice = app.user_with_token(&admin, "alice", "member").await?;
 
@@ -368,7 +369,7 @@ async fn a_standard_oauth_client_logs_in_with_the_device_flow() -> anyhow::Resul
 
 #[tokio::test]
 async fn a_standard_oauth_client_is_told_access_denied() -> anyhow::Result<()> {
-    let app = TestApp::spawn_with(&[("GATEHOUSE_DEVICE_POLL_INTERVAL", "1")]).await?;
+    let app = InProcApp::spawn_with(&[("GATEHOUSE_DEVICE_POLL_INTERVAL", "1")]).await?;
     let admin = app.admin_token().await?;
     let alice = app.user_with_token(&admin, "alice", "member").await?;
 

@@ -8,8 +8,6 @@ use serde_json::json;
 
 use gatehouse_e2e::TestApp;
 
-use crate::api_keys::{exchange, service_account};
-
 #[tokio::test]
 async fn every_service_answers_from_its_own_process() -> anyhow::Result<()> {
     let app = TestApp::spawn_split(&[]).await?;
@@ -24,7 +22,7 @@ async fn every_service_answers_from_its_own_process() -> anyhow::Result<()> {
         Some(1),
         "{keyring}"
     );
-    let account = service_account(&app, &admin, "split-ci").await?;
+    let account = app.create_service_account(&admin, "split-ci").await?;
     let id = account["id"].as_str().unwrap_or_default().to_owned();
 
     // Keys: a key is created, then exchanged for a token the gateway verifies.
@@ -38,7 +36,7 @@ async fn every_service_answers_from_its_own_process() -> anyhow::Result<()> {
         .await?;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let key = created["key"].as_str().unwrap_or_default();
-    let (status, token) = exchange(&app.http, &app.url, key).await?;
+    let (status, token) = app.exchange_api_key(key).await?;
     assert_eq!(status, StatusCode::OK, "{token}");
 
     // Devices: a device authorization is issued.

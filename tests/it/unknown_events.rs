@@ -11,15 +11,13 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::api_keys::service_account;
-
 /// Creates service account `name` with one API key; returns its id and the key.
 async fn account_with_key(
     app: &TestApp,
     admin: &str,
     name: &str,
 ) -> anyhow::Result<(Uuid, String)> {
-    let account = service_account(app, admin, name).await?;
+    let account = app.create_service_account(admin, name).await?;
     let (status, created) = app
         .call(
             Method::POST,

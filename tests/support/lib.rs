@@ -1,8 +1,12 @@
 //! Test support for the end-to-end suite: spawns the real `gatehouse serve` binary against
-//! a fresh Postgres database and a real nats-server, and drives it through REST and the CLI.
+//! a fresh Postgres database and a real nats-server ([`TestApp`]), or runs what `gatehouse
+//! dev` runs in the test's own process ([`InProcApp`]), and drives either through REST
+//! ([`Api`], a helper per endpoint) and the CLI.
 
+pub mod api;
 pub mod bench;
 pub mod browser;
+pub mod inproc;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -12,12 +16,12 @@ use anyhow::{Context, bail};
 use base64::Engine;
 pub use gatehouse_testsupport::NatsUser;
 use gatehouse_testsupport::{NatsServer, TestDatabase, free_port};
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use reqwest::StatusCode;
+use serde_json::Value;
 use tokio::process::{Child, Command};
 
-/// The admin password every test app starts with.
-pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+pub use crate::api::{ADMIN_PASSWORD, Api, call};
+pub use crate::inproc::InProcApp;
 
 /// Path of a binary built from this workspace (next to the test executable's directory).
 pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
@@ -43,13 +47,11 @@ pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// A `gatehouse serve` process with its own database and nats-server.
+/// A `gatehouse serve` process with its own database and nats-server. Dereferences to its
+/// [`Api`] (`app.url`, `app.http`, a helper per endpoint).
 #[allow(missing_debug_implementations)]
 pub struct TestApp {
-    /// Base URL, e.g. `http://127.0.0.1:41234`.
-    pub url: String,
-    /// HTTP client.
-    pub http: reqwest::Client,
+    api: Api,
     /// The database (dropped with the app).
     pub db: TestDatabase,
     /// The nats-server (killed with the app).
@@ -113,10 +115,7 @@ impl TestApp {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("gatehouse.log");
         let app = TestApp {
-            url: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?,
+            api: Api::new(format!("http://127.0.0.1:{port}"))?,
             db,
             nats,
             master_key,
@@ -240,81 +239,6 @@ impl TestApp {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// A full URL for `path`.
-    pub fn at(&self, path: &str) -> String {
-        format!("{}{}", self.url, path)
-    }
-
-    /// `POST /oauth/token` with the password grant.
-    pub async fn password_grant(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> anyhow::Result<reqwest::Response> {
-        Ok(self
-            .http
-            .post(self.at("/oauth/token"))
-            .form(&[
-                ("grant_type", "password"),
-                ("username", username),
-                ("password", password),
-            ])
-            .send()
-            .await?)
-    }
-
-    /// Logs in and returns the access token.
-    pub async fn token(&self, username: &str, password: &str) -> anyhow::Result<String> {
-        let response = self.password_grant(username, password).await?;
-        let status = response.status();
-        let body: Value = response.json().await?;
-        if status != StatusCode::OK {
-            bail!("login as {username} failed: {status} {body}");
-        }
-        Ok(body["access_token"]
-            .as_str()
-            .context("no access_token")?
-            .to_owned())
-    }
-
-    /// The admin's token.
-    pub async fn admin_token(&self) -> anyhow::Result<String> {
-        self.token("admin", ADMIN_PASSWORD).await
-    }
-
-    /// Sends a JSON request with a bearer token; returns status and body (JSON or null).
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> anyhow::Result<(StatusCode, Value)> {
-        call(&self.http, &self.url, method, path, token, body).await
-    }
-
-    /// Creates a user (as admin) and returns its token.
-    pub async fn user_with_token(
-        &self,
-        admin: &str,
-        name: &str,
-        role: &str,
-    ) -> anyhow::Result<String> {
-        let password = format!("{name}-password");
-        let (status, body) = self
-            .call(
-                Method::POST,
-                "/api/v1/users",
-                Some(admin),
-                Some(json!({"name": name, "password": password, "role": role})),
-            )
-            .await?;
-        if status != StatusCode::CREATED {
-            bail!("creating user {name}: {status} {body}");
-        }
-        self.token(name, &password).await
-    }
-
     /// Runs the `gatehouse` CLI with an isolated config dir; returns (exit code, stdout, stderr).
     pub async fn cli(
         &self,
@@ -323,6 +247,14 @@ impl TestApp {
         stdin: Option<&str>,
     ) -> anyhow::Result<(i32, String, String)> {
         run_cli(config_dir, &self.url, args, stdin).await
+    }
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
     }
 }
 
@@ -367,34 +299,6 @@ impl Drop for Replica {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
-}
-
-/// Sends a request to `base` and returns status and JSON body (null when empty).
-pub async fn call(
-    http: &reqwest::Client,
-    base: &str,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> anyhow::Result<(StatusCode, Value)> {
-    let mut request = http.request(method, format!("{base}{path}"));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await?;
-    let status = response.status();
-    let bytes = response.bytes().await?;
-    let value = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-    };
-    Ok((status, value))
 }
 
 /// Runs the CLI binary.
@@ -460,18 +364,26 @@ async fn wait_for(
     path: &str,
     log: &std::path::Path,
 ) -> anyhow::Result<()> {
+    if answers_ok(http, url, path).await {
+        return Ok(());
+    }
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    bail!("{url}{path} did not answer 200 in 30 s; log:\n{log}");
+}
+
+/// Whether `path` answers 200 within 30 s (asked every 10 ms).
+pub(crate) async fn answers_ok(http: &reqwest::Client, url: &str, path: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(response) = http.get(format!("{url}{path}")).send().await {
             if response.status() == StatusCode::OK {
-                return Ok(());
+                return true;
             }
         }
         if Instant::now() > deadline {
-            let log = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("{url}{path} did not answer 200 in 30 s; log:\n{log}");
+            return false;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
