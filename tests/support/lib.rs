@@ -86,7 +86,8 @@ impl TestApp {
 
     /// Starts the deployment `docker compose up` runs: `gatehouse-identity`,
     /// `gatehouse-keys` and `gatehouse-devices` as their own processes (each as its own
-    /// NATS user), then one `gatehouse-gateway` in front; waits until it is ready.
+    /// NATS user), then, once they are ready, one `gatehouse-gateway` in front; waits until
+    /// it is ready.
     pub async fn spawn_split(env: &[(&str, &str)]) -> anyhow::Result<TestApp> {
         let mut app = Self::prepare(env, "gatehouse-gateway").await?;
         for binary in ["gatehouse-identity", "gatehouse-keys", "gatehouse-devices"] {
@@ -96,6 +97,20 @@ impl TestApp {
                 .spawn()
                 .with_context(|| format!("spawning {binary}"))?;
             app.services.push(child);
+        }
+        // The services create the event stream (the gateway's NATS user may not), so the
+        // gateway starts once they are ready, as an orchestrator's readiness order would.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for binary in ["gatehouse-identity", "gatehouse-keys", "gatehouse-devices"] {
+            while !app.service_log(binary).contains(&format!("{binary} ready")) {
+                if Instant::now() > deadline {
+                    bail!(
+                        "{binary} was not ready in 60 s; log:\n{}",
+                        app.service_log(binary)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         app.start().await?;
         Ok(app)
