@@ -2,8 +2,8 @@
 
 use gatehouse_contracts::commands::Caller;
 use gatehouse_contracts::identity::{
-    Deactivated, DescriptionChanged, Reactivated, Role, RoleChanged, ServiceAccountCreated,
-    ServiceAccountDeleted, ServiceAccountEvent,
+    Deactivated, DescriptionChanged, EpochEvent, Reactivated, Role, RoleChanged,
+    ServiceAccountCreated, ServiceAccountDeleted, ServiceAccountEvent,
 };
 use gatehouse_contracts::ids::PrincipalId;
 use gatehouse_contracts::names::{Description, Name};
@@ -41,7 +41,7 @@ impl Aggregate for ServiceAccount {
 
     fn evolve(self, event: &ServiceAccountEvent) -> Self {
         use ServiceAccountEvent as E;
-        match (self, event) {
+        let mut next = match (self, event) {
             (ServiceAccount::Absent, E::Created(e)) => ServiceAccount::Present {
                 name: e.name.clone(),
                 description: e.description.clone(),
@@ -102,7 +102,7 @@ impl Aggregate for ServiceAccount {
                 role,
                 active: false,
                 owner,
-                epoch: epoch + 1,
+                epoch,
             },
             (
                 ServiceAccount::Present {
@@ -124,7 +124,11 @@ impl Aggregate for ServiceAccount {
             },
             (ServiceAccount::Present { .. }, E::Deleted(_)) => ServiceAccount::Deleted,
             (state, _) => state,
+        };
+        if let ServiceAccount::Present { epoch, .. } = &mut next {
+            *epoch = event.epoch_after(*epoch);
         }
+        next
     }
 }
 
