@@ -9,7 +9,7 @@ use gatehouse_contracts::ids::PrincipalId;
 use gatehouse_contracts::names::{Description, Name};
 use gatehouse_eventlog::Aggregate;
 
-use super::{Rejection, may_manage};
+use super::Rejection;
 
 /// A service account's state. A deleted account is gone for every command.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -175,7 +175,7 @@ pub fn update(
     else {
         return Err(Rejection::NotFound("service account"));
     };
-    if !may_manage(caller, *owner) {
+    if !caller.may_manage(*owner) {
         return Err(Rejection::NotFound("service account"));
     }
     let mut events = Vec::new();
@@ -210,7 +210,7 @@ pub fn delete(
     caller: &Caller,
 ) -> Result<Vec<ServiceAccountEvent>, Rejection> {
     match state {
-        ServiceAccount::Present { name, owner, .. } if may_manage(caller, *owner) => {
+        ServiceAccount::Present { name, owner, .. } if caller.may_manage(*owner) => {
             Ok(vec![ServiceAccountEvent::Deleted(ServiceAccountDeleted {
                 name: name.clone(),
             })])
