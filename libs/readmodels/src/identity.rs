@@ -163,3 +163,55 @@ pub const READ_SIDE: crate::ReadSide = crate::ReadSide {
         gatehouse_contracts::keyring::KeyringEvent::AGGREGATE,
     ],
 };
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_contracts::clock::{Clock, SystemClock};
+    use gatehouse_contracts::envelope::{EventMetadata, StreamId};
+    use gatehouse_contracts::identity::{
+        Deactivated, Reactivated, Role, UserCreated, UserPasswordChanged,
+    };
+    use gatehouse_contracts::names::Name;
+
+    use super::*;
+
+    /// The `user` view after `events`, folded as the projector folds them.
+    fn folded(events: &[UserEvent]) -> UserView {
+        let stream_id = StreamId::new(UserEvent::AGGREGATE, UserId::new().as_uuid());
+        let mut doc = None;
+        for (version, event) in (1..).zip(events) {
+            let recorded = RecordedEvent {
+                position: version,
+                stream_id: stream_id.clone(),
+                version,
+                event_id: UserId::new().as_uuid(),
+                event_type: event.event_type().into(),
+                schema_version: event.schema_version(),
+                payload: event.to_payload(),
+                metadata: EventMetadata::default(),
+                recorded_at: SystemClock.now(),
+            };
+            match UserProjection.apply(doc.as_ref(), &recorded).unwrap() {
+                ViewChange::Upsert(next) => doc = Some(next),
+                other => panic!("{event:?}: {other:?}"),
+            }
+        }
+        serde_json::from_value(doc.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_user_view_folds_the_epoch_by_the_one_rule() {
+        let events = [
+            UserEvent::Created(UserCreated {
+                name: Name::parse("alice").unwrap(),
+                role: Role::Member,
+            }),
+            UserEvent::PasswordChanged(UserPasswordChanged {}),
+            UserEvent::Deactivated(Deactivated {}),
+            UserEvent::Reactivated(Reactivated {}),
+        ];
+        let expected = events.iter().fold(0, |epoch, e| e.epoch_after(epoch));
+        assert_eq!(expected, 2);
+        assert_eq!(folded(&events).epoch, expected);
+    }
+}
