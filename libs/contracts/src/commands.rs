@@ -56,9 +56,10 @@ impl Caller {
     }
 
     /// Whether the caller may manage something `owner` created (a service account and its
-    /// API keys): see [`may_manage`].
+    /// API keys): admins, and its creator. One rule for the identity service (accounts),
+    /// the keys service (their keys) and the gateway (what a caller sees).
     pub fn may_manage(&self, owner: PrincipalId) -> bool {
-        may_manage(self.is_admin(), self.id, owner)
+        self.is_admin() || self.id == owner
     }
 
     /// The caller's user id, when the caller is a user (a person).
@@ -74,12 +75,6 @@ impl Caller {
             name: self.name.clone(),
         }
     }
-}
-
-/// Who manages what a principal created: admins, and its creator. One rule for the identity
-/// service (accounts), the keys service (their keys) and the gateway (what a caller sees).
-pub fn may_manage(caller_is_admin: bool, caller_id: PrincipalId, owner: PrincipalId) -> bool {
-    caller_is_admin || caller_id == owner
 }
 
 /// A command with its context, as sent over the bus.

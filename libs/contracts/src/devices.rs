@@ -15,9 +15,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate_events;
-use crate::commands::Command;
+use crate::commands::{Caller, Command};
 use crate::envelope::StreamId;
-use crate::ids::{DeviceId, UserId};
+use crate::ids::{DeviceId, PrincipalId, UserId};
 
 /// The aggregate name (`device-<id>` streams, `gatehouse.events.device.*` subjects).
 pub const DEVICE_AGGREGATE: &str = "device";
@@ -302,6 +302,87 @@ impl DeviceFacts {
     pub fn ends_at(&self) -> DateTime<Utc> {
         self.token_expires_at.unwrap_or(self.expires_at)
     }
+
+    /// What a poll of the device's code answers at `now` (RFC 8628 §3.5), pace aside
+    /// (`slow_down` is the polling gateway's to say): `Ok` when the device is approved and
+    /// this poll redeems its code. The one rule for the devices service's `redeem` and the
+    /// gateway, which answers polls from its directory.
+    pub fn poll(&self, now: DateTime<Utc>) -> Result<(), PollRefusal> {
+        match self.status(now) {
+            DeviceStatus::Pending => Err(PollRefusal::AuthorizationPending),
+            DeviceStatus::Denied => Err(PollRefusal::AccessDenied),
+            DeviceStatus::Expired if self.activated_at.is_none() => Err(PollRefusal::ExpiredToken),
+            DeviceStatus::Verified => Ok(()),
+            // Redeemed before: a device code works once.
+            DeviceStatus::Active | DeviceStatus::Locked | DeviceStatus::Expired => {
+                Err(PollRefusal::InvalidGrant)
+            }
+        }
+    }
+
+    /// Whether nobody approved or denied the request yet (what the lapse sweep looks for).
+    pub fn awaiting_decision(&self) -> bool {
+        self.owner.is_none() && !self.denied
+    }
+}
+
+/// Why a poll of the token endpoint gets no token: the RFC 8628 §3.5 errors other than
+/// `slow_down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.as_str())]
+pub enum PollRefusal {
+    /// Nobody approved or denied it yet.
+    AuthorizationPending,
+    /// A person denied it.
+    AccessDenied,
+    /// It lapsed.
+    ExpiredToken,
+    /// Unknown code, or already redeemed (a device code is used once).
+    InvalidGrant,
+}
+
+impl PollRefusal {
+    /// The OAuth error code (`authorization_pending`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PollRefusal::AuthorizationPending => "authorization_pending",
+            PollRefusal::AccessDenied => "access_denied",
+            PollRefusal::ExpiredToken => "expired_token",
+            PollRefusal::InvalidGrant => "invalid_grant",
+        }
+    }
+}
+
+/// Who looks at devices, and so which devices they may see, list, lock, unlock and delete:
+/// its owner sees a device, an admin sees every device, and a pending authorization is
+/// nobody's yet (only admins see it). The one rule for the devices service's decisions and
+/// the gateway's reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceViewer {
+    /// The principal looking.
+    pub id: PrincipalId,
+    /// Admins see every device.
+    pub admin: bool,
+}
+
+impl DeviceViewer {
+    /// The caller of a command or a request.
+    pub fn of(caller: &Caller) -> Self {
+        Self {
+            id: caller.id,
+            admin: caller.is_admin(),
+        }
+    }
+
+    /// Whether the viewer may see and manage the device with `facts`.
+    pub fn may_see(&self, facts: &DeviceFacts) -> bool {
+        self.admin || facts.owner.map(PrincipalId::from) == Some(self.id)
+    }
+
+    /// The owner whose devices a listing shows: `None` for every device (an admin).
+    pub fn listed_owner(&self) -> Option<PrincipalId> {
+        (!self.admin).then_some(self.id)
+    }
 }
 
 /// The `device` read model: one document per device.
@@ -486,4 +567,154 @@ impl Command for DeleteDevice {
     const NAME: &'static str = "delete_device";
     type Output = ();
     type Code = crate::failures::DevicesFailure;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Role;
+    use crate::ids::PrincipalKind;
+
+    /// `seconds` after the request (2026-01-01T12:00:00Z).
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_767_268_800 + seconds, 0).unwrap()
+    }
+
+    /// A request made at `at(0)`, lapsing after 600 s.
+    fn requested() -> DeviceFacts {
+        DeviceFacts::requested(&DeviceAuthorizationRequested {
+            client_id: "gatehouse-cli".into(),
+            scope: None,
+            metadata: DeviceMetadata::default(),
+            requested_at: at(0),
+            expires_at: at(600),
+            interval_seconds: 5,
+            device_code_hash: "hash".into(),
+        })
+    }
+
+    fn after(mut facts: DeviceFacts, events: &[DeviceEvent]) -> DeviceFacts {
+        for event in events {
+            facts.evolve(event);
+        }
+        facts
+    }
+
+    fn verified(owner: UserId) -> DeviceEvent {
+        DeviceEvent::Verified(DeviceVerified {
+            user_id: owner,
+            trusted: false,
+            verified_at: at(30),
+        })
+    }
+
+    fn activated() -> DeviceEvent {
+        DeviceEvent::Activated(DeviceActivated {
+            activated_at: at(35),
+            token_expires_at: at(3600),
+        })
+    }
+
+    fn alice() -> UserId {
+        UserId::from_uuid(uuid::Uuid::from_u128(1))
+    }
+
+    #[test]
+    fn a_poll_redeems_only_an_approved_unredeemed_device() {
+        let pending = requested();
+        assert_eq!(pending.poll(at(10)), Err(PollRefusal::AuthorizationPending));
+        assert_eq!(pending.poll(at(600)), Err(PollRefusal::ExpiredToken));
+
+        let denied = after(
+            requested(),
+            &[DeviceEvent::Denied(DeviceDenied {
+                user_id: alice(),
+                denied_at: at(20),
+            })],
+        );
+        assert_eq!(denied.poll(at(21)), Err(PollRefusal::AccessDenied));
+        assert_eq!(denied.poll(at(900)), Err(PollRefusal::AccessDenied));
+
+        let approved = after(requested(), &[verified(alice())]);
+        assert_eq!(approved.poll(at(31)), Ok(()));
+        assert_eq!(
+            approved.poll(at(600)),
+            Err(PollRefusal::ExpiredToken),
+            "approved but not redeemed before the request lapsed"
+        );
+
+        // Redeemed: the code works once, whatever became of the session since.
+        let active = after(requested(), &[verified(alice()), activated()]);
+        assert_eq!(active.poll(at(40)), Err(PollRefusal::InvalidGrant));
+        assert_eq!(active.poll(at(3600)), Err(PollRefusal::InvalidGrant));
+        let locked = after(
+            requested(),
+            &[
+                verified(alice()),
+                activated(),
+                DeviceEvent::Locked(DeviceLocked {}),
+            ],
+        );
+        assert_eq!(locked.poll(at(40)), Err(PollRefusal::InvalidGrant));
+    }
+
+    #[test]
+    fn poll_refusals_are_the_oauth_error_codes() {
+        for (refusal, code) in [
+            (PollRefusal::AuthorizationPending, "authorization_pending"),
+            (PollRefusal::AccessDenied, "access_denied"),
+            (PollRefusal::ExpiredToken, "expired_token"),
+            (PollRefusal::InvalidGrant, "invalid_grant"),
+        ] {
+            assert_eq!(refusal.as_str(), code);
+            assert_eq!(refusal.to_string(), code);
+        }
+    }
+
+    #[test]
+    fn only_the_owner_or_an_admin_sees_a_device() {
+        let viewer = |n: u128, kind, role| {
+            DeviceViewer::of(&Caller {
+                id: PrincipalId::from_uuid(uuid::Uuid::from_u128(n)),
+                kind,
+                name: "someone".into(),
+                role,
+            })
+        };
+        let owner = viewer(1, PrincipalKind::User, Role::Member);
+        let other = viewer(2, PrincipalKind::User, Role::Member);
+        let account = viewer(3, PrincipalKind::ServiceAccount, Role::Member);
+        let admin = viewer(4, PrincipalKind::User, Role::Admin);
+
+        let device = after(requested(), &[verified(alice()), activated()]);
+        assert!(owner.may_see(&device));
+        assert!(admin.may_see(&device));
+        assert!(!other.may_see(&device));
+        assert!(!account.may_see(&device));
+
+        // A pending authorization is nobody's yet.
+        let pending = requested();
+        assert!(admin.may_see(&pending));
+        assert!(!owner.may_see(&pending));
+        assert!(!other.may_see(&pending));
+
+        // Listings: an admin's shows every device, anyone else's their own.
+        assert_eq!(admin.listed_owner(), None);
+        assert_eq!(owner.listed_owner(), Some(PrincipalId::from(alice())));
+        assert_eq!(account.listed_owner(), Some(account.id));
+    }
+
+    #[test]
+    fn a_request_awaits_a_decision_until_approved_or_denied() {
+        assert!(requested().awaiting_decision());
+        assert!(!after(requested(), &[verified(alice())]).awaiting_decision());
+        let denied = after(
+            requested(),
+            &[DeviceEvent::Denied(DeviceDenied {
+                user_id: alice(),
+                denied_at: at(20),
+            })],
+        );
+        assert!(!denied.awaiting_decision());
+    }
 }

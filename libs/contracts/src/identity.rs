@@ -160,6 +160,38 @@ aggregate_events! {
     }
 }
 
+/// The token epoch: every token carries its principal's epoch from when it was minted, and
+/// a token with an older epoch than the principal's is refused. An event that ends every
+/// token the principal holds raises the epoch; nothing lowers it (reactivating does not
+/// bring old tokens back). The one rule for the identity aggregates and the identity read
+/// models (and so every gateway's directory).
+pub trait EpochEvent {
+    /// Whether the event ends every token the principal holds.
+    fn raises_epoch(&self) -> bool;
+
+    /// The principal's epoch after the event, from `epoch` before it.
+    fn epoch_after(&self, epoch: u64) -> u64 {
+        epoch + u64::from(self.raises_epoch())
+    }
+}
+
+impl EpochEvent for UserEvent {
+    /// Deactivation and a password change.
+    fn raises_epoch(&self) -> bool {
+        matches!(
+            self,
+            UserEvent::Deactivated(_) | UserEvent::PasswordChanged(_)
+        )
+    }
+}
+
+impl EpochEvent for ServiceAccountEvent {
+    /// Deactivation.
+    fn raises_epoch(&self) -> bool {
+        matches!(self, ServiceAccountEvent::Deactivated(_))
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Read models (views), shared by the projector and the gateway
 // ---------------------------------------------------------------------------------------
@@ -379,4 +411,65 @@ impl Command for DeleteServiceAccount {
     const NAME: &'static str = "delete_service_account";
     type Output = ();
     type Code = crate::failures::IdentityFailure;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deactivation_and_a_password_change_raise_the_epoch_and_nothing_lowers_it() {
+        let name = || Name::parse("alice").unwrap();
+        let users = [
+            (
+                UserEvent::Created(UserCreated {
+                    name: name(),
+                    role: Role::Member,
+                }),
+                false,
+            ),
+            (UserEvent::PasswordChanged(UserPasswordChanged {}), true),
+            (
+                UserEvent::RoleChanged(RoleChanged { role: Role::Admin }),
+                false,
+            ),
+            (UserEvent::Deactivated(Deactivated {}), true),
+            (UserEvent::Reactivated(Reactivated {}), false),
+        ];
+        for (event, raises) in &users {
+            assert_eq!(event.raises_epoch(), *raises, "{event:?}");
+            assert_eq!(event.epoch_after(7), 7 + u64::from(*raises), "{event:?}");
+        }
+        let accounts = [
+            (
+                ServiceAccountEvent::Created(ServiceAccountCreated {
+                    name: name(),
+                    description: Description::default(),
+                    role: Role::Member,
+                    owner: PrincipalId::new(),
+                }),
+                false,
+            ),
+            (
+                ServiceAccountEvent::DescriptionChanged(DescriptionChanged {
+                    description: Description::default(),
+                }),
+                false,
+            ),
+            (
+                ServiceAccountEvent::RoleChanged(RoleChanged { role: Role::Admin }),
+                false,
+            ),
+            (ServiceAccountEvent::Deactivated(Deactivated {}), true),
+            (ServiceAccountEvent::Reactivated(Reactivated {}), false),
+            (
+                ServiceAccountEvent::Deleted(ServiceAccountDeleted { name: name() }),
+                false,
+            ),
+        ];
+        for (event, raises) in &accounts {
+            assert_eq!(event.raises_epoch(), *raises, "{event:?}");
+            assert_eq!(event.epoch_after(7), 7 + u64::from(*raises), "{event:?}");
+        }
+    }
 }

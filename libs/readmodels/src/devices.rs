@@ -61,7 +61,7 @@ impl ViewProjection for DeviceProjection {
         next.owner_id = next.facts.owner;
         // Copied out of `facts` for the lapse sweep's filter (a lapsed request's view is
         // removed, so undecided means nobody approved or denied it).
-        next.awaiting_decision = next.facts.owner.is_none() && !next.facts.denied;
+        next.awaiting_decision = next.facts.awaiting_decision();
         next.updated = at;
         upsert_view(DEVICE_VIEW, &next, event)
     }

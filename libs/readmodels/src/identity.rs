@@ -3,7 +3,8 @@
 use gatehouse_contracts::envelope::RecordedEvent;
 use gatehouse_contracts::events::DomainEvent;
 use gatehouse_contracts::identity::{
-    SERVICE_ACCOUNT_VIEW, ServiceAccountEvent, ServiceAccountView, USER_VIEW, UserEvent, UserView,
+    EpochEvent, SERVICE_ACCOUNT_VIEW, ServiceAccountEvent, ServiceAccountView, USER_VIEW,
+    UserEvent, UserView,
 };
 use gatehouse_contracts::ids::{ServiceAccountId, UserId};
 use gatehouse_eventlog::views::{current_view as current, decode_event, upsert_view as upsert};
@@ -30,7 +31,7 @@ impl ViewProjection for UserProjection {
         let decoded: UserEvent = decode_event(USER_VIEW, event)?;
         let view: Option<UserView> = current(USER_VIEW, doc, event)?;
         let at = event.recorded_at;
-        let next = match (view, decoded) {
+        let mut next = match (view, &decoded) {
             (None, UserEvent::Created(e)) => {
                 let id = event.stream_id.id().map(UserId::from_uuid).ok_or_else(|| {
                     ProjectionError::new(USER_VIEW, event, "stream id is not a uuid")
@@ -52,7 +53,6 @@ impl ViewProjection for UserProjection {
             },
             (Some(v), UserEvent::Deactivated(_)) => UserView {
                 active: false,
-                epoch: v.epoch + 1,
                 updated: at,
                 ..v
             },
@@ -61,13 +61,10 @@ impl ViewProjection for UserProjection {
                 updated: at,
                 ..v
             },
-            (Some(v), UserEvent::PasswordChanged(_)) => UserView {
-                epoch: v.epoch + 1,
-                updated: at,
-                ..v
-            },
+            (Some(v), UserEvent::PasswordChanged(_)) => UserView { updated: at, ..v },
             (_, _) => return Ok(ViewChange::Unchanged),
         };
+        next.epoch = decoded.epoch_after(next.epoch);
         upsert(USER_VIEW, &next, event)
     }
 }
@@ -93,7 +90,7 @@ impl ViewProjection for ServiceAccountProjection {
         let decoded: ServiceAccountEvent = decode_event(SERVICE_ACCOUNT_VIEW, event)?;
         let view: Option<ServiceAccountView> = current(SERVICE_ACCOUNT_VIEW, doc, event)?;
         let at = event.recorded_at;
-        let next = match (view, decoded) {
+        let mut next = match (view, &decoded) {
             (None, ServiceAccountEvent::Created(e)) => {
                 let id = event
                     .stream_id
@@ -126,7 +123,6 @@ impl ViewProjection for ServiceAccountProjection {
             },
             (Some(v), ServiceAccountEvent::Deactivated(_)) => ServiceAccountView {
                 active: false,
-                epoch: v.epoch + 1,
                 updated: at,
                 ..v
             },
@@ -138,6 +134,7 @@ impl ViewProjection for ServiceAccountProjection {
             (Some(_), ServiceAccountEvent::Deleted(_)) => return Ok(ViewChange::Delete),
             (_, _) => return Ok(ViewChange::Unchanged),
         };
+        next.epoch = decoded.epoch_after(next.epoch);
         upsert(SERVICE_ACCOUNT_VIEW, &next, event)
     }
 }
@@ -166,3 +163,55 @@ pub const READ_SIDE: crate::ReadSide = crate::ReadSide {
         gatehouse_contracts::keyring::KeyringEvent::AGGREGATE,
     ],
 };
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_contracts::clock::{Clock, SystemClock};
+    use gatehouse_contracts::envelope::{EventMetadata, StreamId};
+    use gatehouse_contracts::identity::{
+        Deactivated, Reactivated, Role, UserCreated, UserPasswordChanged,
+    };
+    use gatehouse_contracts::names::Name;
+
+    use super::*;
+
+    /// The `user` view after `events`, folded as the projector folds them.
+    fn folded(events: &[UserEvent]) -> UserView {
+        let stream_id = StreamId::new(UserEvent::AGGREGATE, UserId::new().as_uuid());
+        let mut doc = None;
+        for (version, event) in (1..).zip(events) {
+            let recorded = RecordedEvent {
+                position: version,
+                stream_id: stream_id.clone(),
+                version,
+                event_id: UserId::new().as_uuid(),
+                event_type: event.event_type().into(),
+                schema_version: event.schema_version(),
+                payload: event.to_payload(),
+                metadata: EventMetadata::default(),
+                recorded_at: SystemClock.now(),
+            };
+            match UserProjection.apply(doc.as_ref(), &recorded).unwrap() {
+                ViewChange::Upsert(next) => doc = Some(next),
+                other => panic!("{event:?}: {other:?}"),
+            }
+        }
+        serde_json::from_value(doc.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_user_view_folds_the_epoch_by_the_one_rule() {
+        let events = [
+            UserEvent::Created(UserCreated {
+                name: Name::parse("alice").unwrap(),
+                role: Role::Member,
+            }),
+            UserEvent::PasswordChanged(UserPasswordChanged {}),
+            UserEvent::Deactivated(Deactivated {}),
+            UserEvent::Reactivated(Reactivated {}),
+        ];
+        let expected = events.iter().fold(0, |epoch, e| e.epoch_after(epoch));
+        assert_eq!(expected, 2);
+        assert_eq!(folded(&events).epoch, expected);
+    }
+}

@@ -9,10 +9,11 @@
 //! release its user code (see [`lapse`]).
 
 use chrono::{DateTime, Duration, Utc};
+pub use gatehouse_contracts::devices::PollRefusal;
 use gatehouse_contracts::devices::{
     DeviceActivated, DeviceAuthorizationLapsed, DeviceAuthorizationRequested, DeviceDeleted,
     DeviceDenied, DeviceEvent, DeviceFacts, DeviceLocked, DeviceMetadata, DeviceStatus,
-    DeviceUnlocked, DeviceVerified,
+    DeviceUnlocked, DeviceVerified, DeviceViewer,
 };
 use gatehouse_contracts::ids::UserId;
 use gatehouse_eventlog::Aggregate;
@@ -69,32 +70,6 @@ pub enum Rejection {
     Invalid(String),
 }
 
-/// Why a poll of the token endpoint did not get a token: the RFC 8628 §3.5 errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PollRefusal {
-    /// Nobody approved or denied it yet.
-    #[error("authorization_pending")]
-    AuthorizationPending,
-    /// A person denied it.
-    #[error("access_denied")]
-    AccessDenied,
-    /// It lapsed.
-    #[error("expired_token")]
-    ExpiredToken,
-    /// Unknown code, or already redeemed (a device code is used once).
-    #[error("invalid_grant")]
-    InvalidGrant,
-}
-
-/// Who acts on a device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Actor {
-    /// The user.
-    pub user_id: UserId,
-    /// Admins act on every device.
-    pub admin: bool,
-}
-
 /// A device that exists.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Device {
@@ -120,12 +95,6 @@ impl Device {
     /// Where the device stands at `now`.
     pub fn status(&self, now: DateTime<Utc>) -> DeviceStatus {
         self.facts.status(now)
-    }
-
-    /// Whether `actor` may see and manage the device: its owner, or an admin. A pending
-    /// authorization is nobody's yet, so only admins see it.
-    pub fn visible_to(&self, actor: &Actor) -> bool {
-        actor.admin || self.facts.owner == Some(actor.user_id)
     }
 }
 
@@ -181,10 +150,11 @@ impl DeviceState {
         }
     }
 
-    /// The device, if it exists and `actor` may manage it.
-    pub fn of(&self, actor: &Actor) -> Result<&Device, Rejection> {
+    /// The device, if it exists and `actor` may see and manage it
+    /// ([`DeviceViewer::may_see`]).
+    pub fn of(&self, actor: &DeviceViewer) -> Result<&Device, Rejection> {
         self.device()
-            .filter(|d| d.visible_to(actor))
+            .filter(|d| actor.may_see(&d.facts))
             .ok_or(Rejection::NotFound)
     }
 }
@@ -282,35 +252,23 @@ pub fn redeem(
     now: DateTime<Utc>,
 ) -> Result<Vec<DeviceEvent>, PollRefusal> {
     let device = state.device().ok_or(PollRefusal::InvalidGrant)?;
-    match device.status(now) {
-        DeviceStatus::Pending => Err(PollRefusal::AuthorizationPending),
-        DeviceStatus::Denied => Err(PollRefusal::AccessDenied),
-        DeviceStatus::Expired if device.facts.activated_at.is_none() => {
-            Err(PollRefusal::ExpiredToken)
-        }
-        DeviceStatus::Verified => {
-            let lifetime = if device.facts.trusted {
-                lifetimes.trusted
-            } else {
-                lifetimes.untrusted
-            };
-            Ok(vec![DeviceEvent::Activated(DeviceActivated {
-                activated_at: now,
-                token_expires_at: now + lifetime,
-            })])
-        }
-        // Redeemed before: a device code works once.
-        DeviceStatus::Active | DeviceStatus::Locked | DeviceStatus::Expired => {
-            Err(PollRefusal::InvalidGrant)
-        }
-    }
+    device.facts.poll(now)?;
+    let lifetime = if device.facts.trusted {
+        lifetimes.trusted
+    } else {
+        lifetimes.untrusted
+    };
+    Ok(vec![DeviceEvent::Activated(DeviceActivated {
+        activated_at: now,
+        token_expires_at: now + lifetime,
+    })])
 }
 
 /// Locks an approved device: its token is refused until it is unlocked. Locking a locked
 /// device changes nothing.
 pub fn lock(
     state: &DeviceState,
-    actor: &Actor,
+    actor: &DeviceViewer,
     now: DateTime<Utc>,
 ) -> Result<Vec<DeviceEvent>, Rejection> {
     let device = state.of(actor)?;
@@ -330,7 +288,7 @@ pub fn lock(
 /// is not locked changes nothing.
 pub fn unlock(
     state: &DeviceState,
-    actor: &Actor,
+    actor: &DeviceViewer,
     now: DateTime<Utc>,
 ) -> Result<Vec<DeviceEvent>, Rejection> {
     let device = state.of(actor)?;
@@ -346,7 +304,7 @@ pub fn unlock(
 }
 
 /// Deletes a device: its token dies at once.
-pub fn delete(state: &DeviceState, actor: &Actor) -> Result<Vec<DeviceEvent>, Rejection> {
+pub fn delete(state: &DeviceState, actor: &DeviceViewer) -> Result<Vec<DeviceEvent>, Rejection> {
     let device = state.of(actor)?;
     Ok(vec![DeviceEvent::Deleted(DeviceDeleted {
         user_id: device.facts.owner,
@@ -360,8 +318,7 @@ pub fn lapse(state: &DeviceState, now: DateTime<Utc>, grace: Duration) -> Vec<De
     match state.device() {
         Some(device)
             if !device.lapse_recorded
-                && device.facts.owner.is_none()
-                && !device.facts.denied
+                && device.facts.awaiting_decision()
                 && now >= device.facts.expires_at + grace =>
         {
             vec![DeviceEvent::AuthorizationLapsed(
@@ -396,16 +353,16 @@ mod tests {
         UserId::from_uuid(uuid::Uuid::from_u128(2))
     }
 
-    fn as_user(user_id: UserId) -> Actor {
-        Actor {
-            user_id,
+    fn as_user(user_id: UserId) -> DeviceViewer {
+        DeviceViewer {
+            id: user_id.into(),
             admin: false,
         }
     }
 
-    fn admin() -> Actor {
-        Actor {
-            user_id: UserId::from_uuid(uuid::Uuid::from_u128(99)),
+    fn admin() -> DeviceViewer {
+        DeviceViewer {
+            id: UserId::from_uuid(uuid::Uuid::from_u128(99)).into(),
             admin: true,
         }
     }

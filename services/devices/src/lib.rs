@@ -12,7 +12,7 @@
 pub mod domain;
 pub mod service;
 
-pub use domain::{Actor, DeviceLifetimes, FlowSettings, PollRefusal, Rejection};
+pub use domain::{DeviceLifetimes, FlowSettings, PollRefusal, Rejection};
 pub use service::{
     DeviceSettings, DevicesService, UserCodeGenerator, generate_user_code, write_side,
 };

@@ -6,19 +6,16 @@ use chrono::Duration;
 use gatehouse_bus::CommandRouter;
 use gatehouse_bus::host::{ServiceContext, Task, WriteSide};
 use gatehouse_contracts::clock::Clock;
-use gatehouse_contracts::commands::{
-    Accepted, Caller, Command, CommandEnvelope, Failure, FailureKind,
-};
+use gatehouse_contracts::commands::{Accepted, Command, CommandEnvelope, Failure, FailureKind};
 use gatehouse_contracts::devices::{
     DEVICE_VIEW, DecideDevice, DeleteDevice, DeviceAuthorizationIssued, DeviceDecision,
-    DeviceRedeemed, DeviceView, FindPendingDevice, RedeemDeviceCode, RequestDeviceAuthorization,
-    SetDeviceLock, USER_CODE_ALPHABET, USER_CODE_LEN, USER_CODE_SCOPE, device_stream,
-    normalize_user_code,
+    DeviceRedeemed, DeviceView, DeviceViewer, FindPendingDevice, RedeemDeviceCode,
+    RequestDeviceAuthorization, SetDeviceLock, USER_CODE_ALPHABET, USER_CODE_LEN, USER_CODE_SCOPE,
+    device_stream, normalize_user_code,
 };
 use gatehouse_contracts::envelope::StreamId;
 use gatehouse_contracts::failures::{CommonFailure, DevicesFailure};
-use gatehouse_contracts::identity::Role;
-use gatehouse_contracts::ids::{DeviceId, UserId};
+use gatehouse_contracts::ids::DeviceId;
 use gatehouse_eventlog::sweep::{list_all, run_every};
 use gatehouse_eventlog::writer::{require_caller, store_failure};
 use gatehouse_eventlog::{CommandWriter, EventStore, Extras, UniqueClaim, ViewStore};
@@ -28,9 +25,7 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 
-use crate::domain::{
-    self, Actor, DeviceLifetimes, DeviceState, FlowSettings, PollRefusal, Rejection,
-};
+use crate::domain::{self, DeviceLifetimes, DeviceState, FlowSettings, PollRefusal, Rejection};
 
 /// New user codes drawn when one collides with a held claim (odds ~2^-34 each).
 pub const USER_CODE_ATTEMPTS: usize = 5;
@@ -233,13 +228,6 @@ fn poll_refusal(refusal: PollRefusal) -> Failure {
         ),
     };
     Failure::new(FailureKind::Invalid, code, message)
-}
-
-fn actor(caller: &Caller) -> Actor {
-    Actor {
-        user_id: UserId::from_uuid(caller.id.as_uuid()),
-        admin: caller.role == Role::Admin,
-    }
 }
 
 /// The devices service.
@@ -526,7 +514,7 @@ impl DevicesService {
         env: CommandEnvelope<SetDeviceLock>,
     ) -> Result<Accepted<()>, Failure> {
         let caller = require_caller(env.caller.clone())?;
-        let actor = actor(&caller);
+        let actor = DeviceViewer::of(&caller);
         let now = self.writer.clock().now();
         let locked = env.command.locked;
         self.writer
@@ -552,7 +540,7 @@ impl DevicesService {
         env: CommandEnvelope<DeleteDevice>,
     ) -> Result<Accepted<()>, Failure> {
         let caller = require_caller(env.caller.clone())?;
-        let actor = actor(&caller);
+        let actor = DeviceViewer::of(&caller);
         self.writer
             .update_with_retry::<DeviceState, _, _, _>(
                 device_stream(env.command.id),

@@ -2,7 +2,8 @@
 //! retention windows and expiry are tested with any clock.
 
 use chrono::{DateTime, Duration, Utc};
-use gatehouse_contracts::identity::{Deactivated, DescriptionChanged, Reactivated};
+use gatehouse_contracts::commands::Caller;
+use gatehouse_contracts::identity::{AccountOwner, Deactivated, DescriptionChanged, Reactivated};
 use gatehouse_contracts::ids::ServiceAccountId;
 use gatehouse_contracts::keys::{
     ApiKeyCreated, ApiKeyDeleted, ApiKeyEvent, ApiKeyExpired, ApiKeyExpiryChanged, ApiKeyRotated,
@@ -22,9 +23,23 @@ pub enum Rejection {
     /// No such key in this service account.
     #[error("API key not found")]
     NotFound,
+    /// No such service account that the caller may manage.
+    #[error("no such service account")]
+    AccountNotFound,
     /// The request makes no sense for the key's state or is out of range.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Whether `caller` may manage the keys of the service account whose owner is `owner`
+/// (`None`: no such account): admins and whoever created the account, the one rule
+/// [`Caller::may_manage`]. Everyone else is told the account does not exist, as the
+/// gateway tells them: the keys service does not take the gateway's word for it.
+pub fn authorize(caller: &Caller, owner: AccountOwner) -> Result<(), Rejection> {
+    match owner {
+        AccountOwner(Some(owner)) if caller.may_manage(owner) => Ok(()),
+        _ => Err(Rejection::AccountNotFound),
+    }
 }
 
 /// A live key.
@@ -283,6 +298,34 @@ mod tests {
         match state {
             ApiKey::Present(k) => &k.validity,
             other => panic!("no key: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_admins_and_the_accounts_creator_manage_its_keys() {
+        use gatehouse_contracts::identity::Role;
+        use gatehouse_contracts::ids::{PrincipalId, PrincipalKind};
+        let caller = |n: u128, role| Caller {
+            id: PrincipalId::from_uuid(uuid::Uuid::from_u128(n)),
+            kind: PrincipalKind::User,
+            name: "someone".into(),
+            role,
+        };
+        let creator = caller(1, Role::Member);
+        let account = AccountOwner(Some(creator.id));
+        assert_eq!(authorize(&creator, account), Ok(()));
+        assert_eq!(authorize(&caller(9, Role::Admin), account), Ok(()));
+        assert_eq!(
+            authorize(&caller(2, Role::Member), account),
+            Err(Rejection::AccountNotFound),
+            "another member is told the account does not exist"
+        );
+        // No such account (never created, or deleted): not even for an admin.
+        for owner in [AccountOwner(None), AccountOwner::default()] {
+            assert_eq!(
+                authorize(&caller(9, Role::Admin), owner),
+                Err(Rejection::AccountNotFound)
+            );
         }
     }
 

@@ -121,7 +121,7 @@ impl From<Rejection> for Failure {
     fn from(r: Rejection) -> Self {
         let message = r.to_string();
         match r {
-            Rejection::NotFound => {
+            Rejection::NotFound | Rejection::AccountNotFound => {
                 Failure::new(FailureKind::NotFound, CommonFailure::NotFound, message)
             }
             Rejection::Invalid(_) => {
@@ -132,8 +132,7 @@ impl From<Rejection> for Failure {
 }
 
 /// A service account's owner, folded from the identity service's events: what the keys
-/// service needs to decide who may manage the account's keys (the rule is
-/// [`Caller::may_manage`], shared with identity and the gateway).
+/// service needs to decide who may manage the account's keys ([`domain::authorize`]).
 #[derive(Debug, Default)]
 struct AccountAuthority(AccountOwner);
 
@@ -248,9 +247,7 @@ impl KeysService {
             .unwrap_or_default())
     }
 
-    /// The caller, when it may manage the keys of `account` (admins, and whoever created
-    /// the account). Everyone else is told the account does not exist, as the gateway
-    /// tells them: the keys service does not take the gateway's word for it.
+    /// The caller, when it may manage the keys of `account` ([`domain::authorize`]).
     async fn authorize(
         &self,
         caller: Option<Caller>,
@@ -258,16 +255,9 @@ impl KeysService {
     ) -> Result<Caller, Failure> {
         let caller = require_caller(caller)?;
         let stream = StreamId::new(ServiceAccountEvent::AGGREGATE, account.as_uuid());
-        let (AccountAuthority(AccountOwner(owner)), _) =
-            self.writer.load::<AccountAuthority>(&stream).await?;
-        match owner {
-            Some(owner) if caller.may_manage(owner) => Ok(caller),
-            _ => Err(Failure::new(
-                FailureKind::NotFound,
-                CommonFailure::NotFound,
-                "no such service account",
-            )),
-        }
+        let (AccountAuthority(owner), _) = self.writer.load::<AccountAuthority>(&stream).await?;
+        domain::authorize(&caller, owner)?;
+        Ok(caller)
     }
 
     fn hashes_slot(hashes: &[StoredHash]) -> SecretOp {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use gatehouse_contracts::commands::Command;
 use gatehouse_contracts::devices::{
-    DeviceMetadata, DeviceStatus, RedeemDeviceCode, RequestDeviceAuthorization, display_user_code,
+    DeviceMetadata, PollRefusal, RedeemDeviceCode, RequestDeviceAuthorization, display_user_code,
 };
 use gatehouse_contracts::failures::DevicesFailure;
 use gatehouse_tokens::{DEVICE_CODE_FORMAT, PrincipalKind, SessionSource};
@@ -244,29 +244,14 @@ pub async fn device_code_grant(
             format!("polling too fast: wait {interval} s between polls"),
         ));
     }
-    match device.facts.status(state.clock.now()) {
-        DeviceStatus::Pending => {
-            return Err(OAuthError::new(
-                "authorization_pending",
-                "the person has not approved this device yet",
-            ));
-        }
-        DeviceStatus::Denied => {
-            return Err(OAuthError::new(
-                "access_denied",
-                "the authorization was denied",
-            ));
-        }
-        DeviceStatus::Expired if device.facts.activated_at.is_none() => {
-            return Err(OAuthError::new(
-                "expired_token",
-                "the device code has expired",
-            ));
-        }
-        DeviceStatus::Verified => {}
-        DeviceStatus::Active | DeviceStatus::Locked | DeviceStatus::Expired => {
-            return Err(invalid());
-        }
+    if let Err(refusal) = device.facts.poll(state.clock.now()) {
+        let description = match refusal {
+            PollRefusal::AuthorizationPending => "the person has not approved this device yet",
+            PollRefusal::AccessDenied => "the authorization was denied",
+            PollRefusal::ExpiredToken => "the device code has expired",
+            PollRefusal::InvalidGrant => return Err(invalid()),
+        };
+        return Err(OAuthError::new(refusal.as_str(), description));
     }
     redeem(state, ctx, &code, client_id, form.scope).await
 }

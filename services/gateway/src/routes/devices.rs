@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use gatehouse_contracts::commands::CommandFailure;
 use gatehouse_contracts::devices::{
     DEVICE_VIEW, DecideDevice, DeleteDevice, DeviceDecision, DeviceStatus, DeviceView,
-    FindPendingDevice, SetDeviceLock, USER_CODE_ALPHABET, USER_CODE_LEN,
+    DeviceViewer, FindPendingDevice, SetDeviceLock, USER_CODE_ALPHABET, USER_CODE_LEN,
 };
 use gatehouse_contracts::failures::DevicesFailure;
 use gatehouse_contracts::ids::DeviceId;
@@ -136,8 +136,7 @@ async fn visible(
         .await?
         .ok_or_else(not_found)?;
     let view: DeviceView = decode(&doc)?;
-    let mine = view.facts.owner.map(|o| o.as_uuid()) == Some(auth.principal.id);
-    if mine || auth.is_admin() {
+    if DeviceViewer::of(&auth.caller()).may_see(&view.facts) {
         Ok(view)
     } else {
         Err(not_found())
@@ -177,8 +176,8 @@ pub async fn list_devices(
         ),
     };
     let mut base = Vec::new();
-    if !auth.is_admin() {
-        base.push(("owner_id".to_owned(), serde_json::json!(auth.principal.id)));
+    if let Some(owner) = DeviceViewer::of(&auth.caller()).listed_owner() {
+        base.push(("owner_id".to_owned(), serde_json::json!(owner)));
     }
     // Status depends on the clock, so it is filtered here rather than in the store.
     let now = state.clock.now();

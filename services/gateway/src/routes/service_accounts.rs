@@ -7,7 +7,6 @@ use gatehouse_contracts::identity::{
     CreateServiceAccount, DeleteServiceAccount, Role, SERVICE_ACCOUNT_VIEW, ServiceAccountView,
     UpdateServiceAccount,
 };
-use gatehouse_contracts::ids::PrincipalId;
 use gatehouse_contracts::names::{Description, Name};
 use gatehouse_eventlog::ListQuery;
 use serde::{Deserialize, Serialize};
@@ -116,11 +115,7 @@ pub(crate) async fn visible(
         .await?
         .ok_or_else(not_found)?;
     let view: ServiceAccountView = decode(&doc)?;
-    if !gatehouse_contracts::commands::may_manage(
-        auth.is_admin(),
-        PrincipalId::from_uuid(auth.principal.id),
-        view.owner,
-    ) {
+    if !auth.caller().may_manage(view.owner) {
         return Err(not_found());
     }
     Ok(view)

@@ -4,8 +4,6 @@ pub mod keyring;
 pub mod service_account;
 pub mod user;
 
-use gatehouse_contracts::commands::Caller;
-
 /// Why the identity service refused a command. Distinct from store failures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
@@ -21,10 +19,4 @@ pub enum Rejection {
     /// The request makes no sense for the current state.
     #[error("{0}")]
     Invalid(&'static str),
-}
-
-/// Whether `caller` may manage something owned by `owner` (the rule shared with the keys
-/// service and the gateway: [`Caller::may_manage`]).
-pub fn may_manage(caller: &Caller, owner: gatehouse_contracts::PrincipalId) -> bool {
-    caller.may_manage(owner)
 }

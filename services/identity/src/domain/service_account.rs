@@ -2,14 +2,14 @@
 
 use gatehouse_contracts::commands::Caller;
 use gatehouse_contracts::identity::{
-    Deactivated, DescriptionChanged, Reactivated, Role, RoleChanged, ServiceAccountCreated,
-    ServiceAccountDeleted, ServiceAccountEvent,
+    Deactivated, DescriptionChanged, EpochEvent, Reactivated, Role, RoleChanged,
+    ServiceAccountCreated, ServiceAccountDeleted, ServiceAccountEvent,
 };
 use gatehouse_contracts::ids::PrincipalId;
 use gatehouse_contracts::names::{Description, Name};
 use gatehouse_eventlog::Aggregate;
 
-use super::{Rejection, may_manage};
+use super::Rejection;
 
 /// A service account's state. A deleted account is gone for every command.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl Aggregate for ServiceAccount {
 
     fn evolve(self, event: &ServiceAccountEvent) -> Self {
         use ServiceAccountEvent as E;
-        match (self, event) {
+        let mut next = match (self, event) {
             (ServiceAccount::Absent, E::Created(e)) => ServiceAccount::Present {
                 name: e.name.clone(),
                 description: e.description.clone(),
@@ -102,7 +102,7 @@ impl Aggregate for ServiceAccount {
                 role,
                 active: false,
                 owner,
-                epoch: epoch + 1,
+                epoch,
             },
             (
                 ServiceAccount::Present {
@@ -124,7 +124,11 @@ impl Aggregate for ServiceAccount {
             },
             (ServiceAccount::Present { .. }, E::Deleted(_)) => ServiceAccount::Deleted,
             (state, _) => state,
+        };
+        if let ServiceAccount::Present { epoch, .. } = &mut next {
+            *epoch = event.epoch_after(*epoch);
         }
+        next
     }
 }
 
@@ -171,7 +175,7 @@ pub fn update(
     else {
         return Err(Rejection::NotFound("service account"));
     };
-    if !may_manage(caller, *owner) {
+    if !caller.may_manage(*owner) {
         return Err(Rejection::NotFound("service account"));
     }
     let mut events = Vec::new();
@@ -206,7 +210,7 @@ pub fn delete(
     caller: &Caller,
 ) -> Result<Vec<ServiceAccountEvent>, Rejection> {
     match state {
-        ServiceAccount::Present { name, owner, .. } if may_manage(caller, *owner) => {
+        ServiceAccount::Present { name, owner, .. } if caller.may_manage(*owner) => {
             Ok(vec![ServiceAccountEvent::Deleted(ServiceAccountDeleted {
                 name: name.clone(),
             })])

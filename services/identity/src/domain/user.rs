@@ -2,7 +2,8 @@
 
 use gatehouse_contracts::commands::Caller;
 use gatehouse_contracts::identity::{
-    Deactivated, Reactivated, Role, RoleChanged, UserCreated, UserEvent, UserPasswordChanged,
+    Deactivated, EpochEvent, Reactivated, Role, RoleChanged, UserCreated, UserEvent,
+    UserPasswordChanged,
 };
 use gatehouse_contracts::ids::{PrincipalId, UserId};
 use gatehouse_contracts::names::Name;
@@ -33,7 +34,7 @@ impl Aggregate for User {
     type Event = UserEvent;
 
     fn evolve(self, event: &UserEvent) -> Self {
-        match (self, event) {
+        let mut next = match (self, event) {
             (User::Absent, UserEvent::Created(e)) => User::Present {
                 name: e.name.clone(),
                 role: e.role,
@@ -63,7 +64,7 @@ impl Aggregate for User {
                 name,
                 role,
                 active: false,
-                epoch: epoch + 1,
+                epoch,
             },
             (
                 User::Present {
@@ -88,10 +89,14 @@ impl Aggregate for User {
                 name,
                 role,
                 active,
-                epoch: epoch + 1,
+                epoch,
             },
             (state, _) => state,
+        };
+        if let User::Present { epoch, .. } = &mut next {
+            *epoch = event.epoch_after(*epoch);
         }
+        next
     }
 }
 
