@@ -316,6 +316,23 @@ async fn a_request_nobody_decided_on_is_swept_after_its_grace_and_forgotten() ->
     Ok(())
 }
 
+/// Found by the fuzzer: a client_id the devices service refuses (only control characters,
+/// which it strips) is the client's error, 400, not a 503 that tells it to retry.
+#[tokio::test]
+async fn a_client_id_of_control_characters_is_an_invalid_request() -> anyhow::Result<()> {
+    let app = inproc("600").await?;
+    let response = app
+        .http
+        .post(app.at("/oauth/device_authorization"))
+        .form(&[("client_id", "\u{1}\u{7}")])
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await?;
+    assert_eq!(body["error"], "invalid_request", "{body}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn malformed_forged_and_foreign_device_codes_are_refused() -> anyhow::Result<()> {
     let app = inproc("600").await?;

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
-use gatehouse_contracts::commands::Command;
+use gatehouse_contracts::commands::{Command, FailureKind};
 use gatehouse_contracts::devices::{
     DeviceMetadata, PollRefusal, RedeemDeviceCode, RequestDeviceAuthorization, display_user_code,
 };
@@ -165,8 +165,11 @@ pub async fn device_authorization(
     let accepted = state
         .command(&ctx, None, command, None)
         .await
-        .map_err(|e| {
-            OAuthError::new("temporarily_unavailable", ApiError::from(e).message).status(503)
+        .map_err(|e| match e.kind {
+            // What the device sent is not acceptable (e.g. a client_id that is only control
+            // characters, which the service strips): the client's error, not ours.
+            FailureKind::Invalid => OAuthError::new("invalid_request", e.message),
+            _ => OAuthError::new("temporarily_unavailable", ApiError::from(e).message).status(503),
         })?;
     let issued = accepted.output;
     let device_code = state
