@@ -14,10 +14,7 @@ pub mod context;
 pub mod directory;
 pub mod errors;
 pub mod issuer;
-pub mod limiter;
-pub mod limits;
 pub mod openapi;
-pub mod peers;
 pub mod routes;
 pub mod state;
 
@@ -37,8 +34,7 @@ use gatehouse_eventlog::{EventFeed, EventStore, ViewStore};
 use gatehouse_secrets::{BusSealer, MasterKey};
 use tokio::sync::watch;
 
-use crate::limits::Limits;
-use crate::peers::Peers;
+use gatehouse_replicas::{Limits, Peers};
 
 pub use directory::{Directory, READ_MODEL_PROJECTOR};
 pub use errors::ApiError;
@@ -61,7 +57,7 @@ pub struct GatewayDeps {
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// NATS, when other gateway replicas may run: writes then wait for all of them
-    /// (see [`peers`]). `None` in the one-process dev mode.
+    /// (see [`gatehouse_replicas::peers`]). `None` in the one-process dev mode.
     pub nats: Option<async_nats::Client>,
     /// Readiness checks.
     pub probes: Vec<Arc<dyn Probe>>,
@@ -95,9 +91,13 @@ pub async fn build(
     let limits = Limits::alone(settings.device_authorizations_per_minute);
     let (peers, limits) = match deps.nats {
         Some(client) => {
-            let peers = Peers::join(client.clone(), directory.clone(), shutdown.clone())
-                .await
-                .context("joining the gateway replica set over NATS")?;
+            let peers = Peers::join(
+                client.clone(),
+                Arc::new(directory.clone()),
+                shutdown.clone(),
+            )
+            .await
+            .context("joining the gateway replica set over NATS")?;
             let replica = peers.replica().unwrap_or_else(uuid::Uuid::new_v4);
             let limits = limits
                 .shared(client, replica, shutdown.clone())

@@ -12,13 +12,13 @@ use gatehouse_contracts::commands::{
     Accepted, Caller, Command, CommandEnvelope, CommandFailure, Written,
 };
 use gatehouse_eventlog::{EventStore, ViewStore};
+use gatehouse_replicas::{BarrierOutcome, Limits, Peers};
 use gatehouse_secrets::BusSealer;
 
 use crate::context::RequestContext;
 use crate::directory::Directory;
 use crate::errors::ApiError;
 use crate::issuer::TokenIssuer;
-use crate::peers::{BarrierOutcome, Peers};
 
 /// Gateway settings (from flags and `GATEHOUSE_*` environment variables).
 #[derive(Clone, Debug)]
@@ -158,7 +158,7 @@ pub struct AppState {
     pub sealer: Arc<BusSealer>,
     /// Failed logins and key attempts, wrong user codes, new device authorizations: counted
     /// alike on every replica.
-    pub limits: crate::limits::Limits,
+    pub limits: Limits,
     /// API keys verified before, and their use records.
     pub key_cache: Arc<crate::apikeys::KeyCache>,
     /// Checks polled device codes against their stored hashes.
