@@ -15,6 +15,7 @@ pub mod directory;
 pub mod errors;
 pub mod issuer;
 pub mod openapi;
+pub mod pacer;
 pub mod routes;
 pub mod state;
 
@@ -112,6 +113,17 @@ pub async fn build(
             .clone()
             .run(deps.views.clone(), deps.feed.clone(), shutdown),
     );
+    let sealer = Arc::new(BusSealer::new(&deps.master));
+    let api_keys = apikeys::ApiKeyAuthenticator::new(
+        Arc::new(directory.clone()),
+        Arc::new(apikeys::BusKeyChecker::new(
+            deps.bus.clone(),
+            sealer.clone(),
+        )),
+        limits.clone(),
+        deps.views.clone(),
+        deps.clock.clone(),
+    );
     Ok(AppState {
         settings,
         log: deps.log,
@@ -120,9 +132,9 @@ pub async fn build(
         directory,
         peers,
         issuer,
-        sealer: Arc::new(BusSealer::new(&deps.master)),
+        sealer,
         limits,
-        key_cache: Arc::new(apikeys::KeyCache::default()),
+        api_keys: Arc::new(api_keys),
         device_codes: Arc::new(gatehouse_tokens::DeviceCodes::new(&deps.master)),
         device_polls: Arc::default(),
         clock: deps.clock,

@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use gatehouse_tokens::{PrincipalKind, SessionSource};
 
 use super::{TokenForm, token_response};
-use crate::apikeys::{KeyError, authenticate_key};
+use crate::apikeys::KeyError;
 use crate::context::RequestContext;
 use crate::errors::OAuthError;
 use crate::issuer::Session;
@@ -23,7 +23,9 @@ pub(super) async fn grant(
     let key = form
         .api_key
         .ok_or_else(|| OAuthError::new("invalid_request", "missing parameter api_key"))?;
-    let verified = authenticate_key(state, ctx, &key)
+    let verified = state
+        .api_keys
+        .authenticate(ctx, &key)
         .await
         .map_err(|e| match e {
             KeyError::RateLimited(wait) => OAuthError::new("too_many_attempts", e.message())
