@@ -979,3 +979,88 @@ async fn the_cli_logs_in_with_a_code_approved_from_another_terminal_and_manages_
     assert_ne!(code, 0, "a deleted device's session is refused");
     Ok(())
 }
+
+/// The device list is a read-model query: by owner, by status (which turns `expired` with
+/// the clock, without an event), newest first, paged, with the total of all that match.
+#[tokio::test]
+async fn listing_devices_filters_by_status_newest_first_page_by_page() -> anyhow::Result<()> {
+    let app = app("2").await?;
+    let admin = app.admin_token().await?;
+    app.device_authorization().await?; // nobody decides: it lapses
+    let approved = app.device_authorization().await?;
+    let denied = app.device_authorization().await?;
+    let mut ids = Vec::new();
+    for (started, decision) in [
+        (&approved, json!({"user_code": approved["user_code"]})),
+        (
+            &denied,
+            json!({"user_code": denied["user_code"], "deny": true}),
+        ),
+    ] {
+        let (status, device) = app.verify_device(&admin, decision).await?;
+        assert_eq!(status, StatusCode::OK, "{device} ({started})");
+        ids.push(device["id"].clone());
+    }
+    // Past the two-second lifetime: the undecided and the approved (never redeemed)
+    // authorizations are expired now; the denied one stays denied.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    app.device_authorization().await?;
+    let list = |query: &str| {
+        let (app, admin) = (&app, &admin);
+        let path = format!("/api/v1/devices{query}");
+        async move {
+            let (status, page) = app.call(Method::GET, &path, Some(admin), None).await?;
+            assert_eq!(status, StatusCode::OK, "{path}: {page}");
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            let seen: Vec<(Value, Value)> = items
+                .iter()
+                .map(|d| (d["id"].clone(), d["status"].clone()))
+                .collect();
+            anyhow::Ok((seen, page["total"].clone()))
+        }
+    };
+    let (all, total) = list("").await?;
+    assert_eq!(total, 4);
+    let statuses: Vec<&Value> = all.iter().map(|(_, s)| s).collect();
+    assert_eq!(
+        statuses,
+        ["pending", "denied", "expired", "expired"],
+        "{all:?}"
+    );
+    assert_eq!((&all[1].0, &all[2].0), (&ids[1], &ids[0]), "newest first");
+    assert_eq!(list("?size=3").await?, (all[..3].to_vec(), json!(4)));
+    assert_eq!(list("?size=3&page=2").await?, (all[3..].to_vec(), json!(4)));
+    assert_eq!(
+        list("?status=expired").await?,
+        (all[2..].to_vec(), json!(2))
+    );
+    assert_eq!(
+        list("?status=expired&size=1&page=2").await?,
+        (all[3..].to_vec(), json!(2))
+    );
+    assert_eq!(
+        list("?status=denied").await?,
+        (all[1..2].to_vec(), json!(1))
+    );
+    assert_eq!(
+        list("?status=pending").await?,
+        (all[..1].to_vec(), json!(1))
+    );
+    assert_eq!(list("?status=verified").await?, (vec![], json!(0)));
+    // A member sees only their own devices: none here.
+    let mallory = app.user_with_token(&admin, "mallory", "member").await?;
+    let (status, page) = app
+        .call(
+            Method::GET,
+            "/api/v1/devices?status=expired",
+            Some(&mallory),
+            None,
+        )
+        .await?;
+    assert_eq!(
+        (status, &page["total"]),
+        (StatusCode::OK, &json!(0)),
+        "{page}"
+    );
+    Ok(())
+}

@@ -303,6 +303,19 @@ impl DeviceFacts {
         self.token_expires_at.unwrap_or(self.expires_at)
     }
 
+    /// The part of [`status`](Self::status) the clock does not change: the status until
+    /// [`live_until`](Self::live_until), never `Expired`.
+    pub fn standing(&self) -> DeviceStatus {
+        self.status(DateTime::<Utc>::MIN_UTC)
+    }
+
+    /// When the device turns `Expired`, if it ever does (a denied device stays denied).
+    /// With [`standing`](Self::standing): `status(now)` is `Expired` from this time on,
+    /// `standing()` before it.
+    pub fn live_until(&self) -> Option<DateTime<Utc>> {
+        (!self.denied).then(|| self.ends_at())
+    }
+
     /// What a poll of the device's code answers at `now` (RFC 8628 §3.5), pace aside
     /// (`slow_down` is the polling gateway's to say): `Ok` when the device is approved and
     /// this poll redeems its code. The one rule for the devices service's `redeem` and the
@@ -410,10 +423,20 @@ pub struct DeviceView {
     /// a recorded lapse removes the view).
     #[serde(default)]
     pub awaiting_decision: bool,
+    /// [`DeviceFacts::standing`], copied out of `facts` for listing by status.
+    #[serde(default = "pending")]
+    pub standing: DeviceStatus,
+    /// [`DeviceFacts::live_until`], copied out of `facts` for listing by status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_until: Option<DateTime<Utc>>,
     /// Requested at.
     pub created: DateTime<Utc>,
     /// Last changed at.
     pub updated: DateTime<Utc>,
+}
+
+fn pending() -> DeviceStatus {
+    DeviceStatus::Pending
 }
 
 impl DeviceView {

@@ -34,7 +34,7 @@ pub use store::{
     SecretOp, StoreError, StoredOutcome, UniqueClaim,
 };
 pub use views::{
-    FailureKind, ListQuery, Page, ProjectionError, SkippedEvent, ViewChange, ViewDoc,
+    FailureKind, ListQuery, Page, ProjectionError, SkippedEvent, TimeBound, ViewChange, ViewDoc,
     ViewProjection, ViewSnapshot, ViewStore,
 };
 pub use writer::{CommandWriter, Extras, Idempotency};

@@ -416,8 +416,12 @@ impl ViewStore for MemoryViewStore {
             .docs
             .values()
             .filter(|(d, _)| d.kind == kind && matches_filters(&d.doc, &query.filters))
+            .filter(|(d, _)| query.time_bounds.iter().all(|b| b.admits(&d.doc)))
             .collect();
         hits.sort_by_key(|(d, created)| (*created, d.id));
+        if query.newest_first {
+            hits.reverse();
+        }
         let total = hits.len() as u64;
         let items = hits
             .into_iter()

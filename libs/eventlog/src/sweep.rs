@@ -22,6 +22,7 @@ pub async fn list_all(
         filters,
         offset: 0,
         limit: 500,
+        ..ListQuery::default()
     };
     loop {
         let page = views.list(kind, &query).await?;

@@ -185,15 +185,55 @@ pub trait ViewProjection: Send + Sync + 'static {
     ) -> Result<ViewChange, ProjectionError>;
 }
 
-/// A listing request: equality filters on top-level document fields, in creation order.
+/// A listing request: equality filters and time bounds on top-level document fields, in
+/// creation order (or newest first).
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
     /// Field → required value.
     pub filters: Vec<(String, serde_json::Value)>,
+    /// Bounds on top-level timestamp fields (RFC 3339 strings, as serde writes
+    /// `DateTime<Utc>`); a document without the field, or with something else in it,
+    /// matches no bound.
+    pub time_bounds: Vec<TimeBound>,
+    /// Newest first: the reverse of creation order.
+    pub newest_first: bool,
     /// Rows to skip.
     pub offset: u64,
     /// Rows to return at most.
     pub limit: u64,
+}
+
+/// A bound on a top-level timestamp field of a view document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TimeBound {
+    /// The field is at or before the time.
+    AtOrBefore(String, chrono::DateTime<chrono::Utc>),
+    /// The field is after the time.
+    After(String, chrono::DateTime<chrono::Utc>),
+}
+
+impl TimeBound {
+    /// The field bounded.
+    pub fn field(&self) -> &str {
+        match self {
+            TimeBound::AtOrBefore(field, _) | TimeBound::After(field, _) => field,
+        }
+    }
+
+    /// Whether `doc` meets the bound.
+    pub fn admits(&self, doc: &serde_json::Value) -> bool {
+        let Some(at) = doc
+            .get(self.field())
+            .and_then(serde_json::Value::as_str)
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        else {
+            return false;
+        };
+        match self {
+            TimeBound::AtOrBefore(_, bound) => at <= *bound,
+            TimeBound::After(_, bound) => at > *bound,
+        }
+    }
 }
 
 /// One page of a listing.

@@ -1,5 +1,5 @@
 //! API-key authentication at the gateway: the api-key grant and `Authorization: Bearer
-//! <api key>` both come through [`authenticate_key`].
+//! <api key>` both come through [`ApiKeyAuthenticator::authenticate`].
 //!
 //! A key whose shape or checksum is wrong is refused before any lookup. Otherwise the
 //! keys service checks the secret against the stored hashes (over the bus, sealed). A
@@ -9,23 +9,34 @@
 //! used *now* (active, not expired, not rotated away, account active) is decided on every
 //! use from the directory, which follows the event feed. So a deactivation, deletion,
 //! rotation or expiry takes effect here as fast as it does for tokens.
+//!
+//! The authenticator is a component of the application state that takes exactly what it
+//! uses: the directory's key and principal entries ([`KeyLookup`]), the keys service's
+//! check of a key not seen here yet ([`KeyChecker`]; [`BusKeyChecker`] sends
+//! `AuthenticateApiKey` over the bus), the shared failure limits, the read models (to record
+//! a key's use) and the clock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use gatehouse_bus::CommandBus;
+use gatehouse_contracts::clock::Clock;
 use gatehouse_contracts::commands::{Command, FailureKind};
 use gatehouse_contracts::failures::KeysFailure;
 use gatehouse_contracts::keys::{API_KEY_VIEW, AuthenticateApiKey, KeyRefusal};
+use gatehouse_eventlog::ViewStore;
+use gatehouse_replicas::Limits;
+use gatehouse_secrets::BusSealer;
 use gatehouse_tokens::{ApiKeyHash, ApiKeyHasher, PrincipalKind, parse_api_key};
 use rand_core::{OsRng, RngCore};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::context::RequestContext;
-use crate::directory::Principal;
-use crate::state::AppState;
+use crate::directory::{Directory, KeyEntry, NotLoaded, Principal};
 
 /// How often a key's use is written to the shared `last_used` record (per replica).
 const USE_RESOLUTION: Duration = Duration::from_secs(60);
@@ -62,8 +73,8 @@ pub enum KeyError {
     Unavailable(String),
 }
 
-impl From<crate::directory::NotLoaded> for KeyError {
-    fn from(e: crate::directory::NotLoaded) -> Self {
+impl From<NotLoaded> for KeyError {
+    fn from(e: NotLoaded) -> Self {
         KeyError::Unavailable(e.to_string())
     }
 }
@@ -102,7 +113,7 @@ struct Remembered {
 }
 
 /// Verified keys and when each was last recorded as used.
-pub struct KeyCache {
+struct KeyCache {
     /// Keyed with a random per-process pepper: the digests are useless outside.
     digester: ApiKeyHasher,
     /// Per key, the secrets (generations) verified lately: during a retention window old
@@ -178,84 +189,70 @@ impl KeyCache {
     }
 }
 
-/// Decides, from the directory alone, whether generation `generation` of key `id` may be
-/// used now, and returns the key's service account.
-fn usable_now(
-    state: &AppState,
-    id: Uuid,
-    generation: u32,
-    now: DateTime<Utc>,
-) -> Result<VerifiedKey, KeyError> {
-    let entry = state.directory.api_key(&id).ok_or(KeyError::Invalid)?;
-    entry
-        .validity
-        .check(generation, now)
-        .map_err(KeyError::Refused)?;
-    let principal = state
-        .directory
-        .principal(&entry.service_account_id)
-        .filter(|p| p.kind == PrincipalKind::ServiceAccount)
-        .ok_or(KeyError::Invalid)?;
-    if !principal.active {
-        return Err(KeyError::Refused(KeyRefusal::Deactivated));
-    }
-    Ok(VerifiedKey {
-        id,
-        generation,
-        epoch: entry.validity.epoch,
-        expires_at: entry.validity.expires_at,
-        principal,
-    })
+/// What the authenticator reads from the directory (which follows the event feed).
+pub trait KeyLookup: Send + Sync + 'static {
+    /// `Err` until the directory is loaded: before that, "not found" proves nothing.
+    fn loaded(&self) -> Result<(), NotLoaded>;
+    /// An API key by id.
+    fn api_key(&self, id: &Uuid) -> Option<Arc<KeyEntry>>;
+    /// A principal by id.
+    fn principal(&self, id: &Uuid) -> Option<Arc<Principal>>;
 }
 
-/// Authenticates a presented API key. Failures count against the source address and the
-/// key id (malformed keys against the address alone).
-pub async fn authenticate_key(
-    state: &AppState,
-    ctx: &RequestContext,
-    key: &SecretString,
-) -> Result<VerifiedKey, KeyError> {
-    state.directory.loaded()?;
-    let subject = parse_api_key(key.expose_secret())
-        .map(|parsed| parsed.key_id.to_string())
-        .unwrap_or_default();
-    if let Err(wait) = state.limits.check_login(ctx.client_ip, &subject) {
-        return Err(KeyError::RateLimited(wait));
+impl KeyLookup for Directory {
+    fn loaded(&self) -> Result<(), NotLoaded> {
+        Directory::loaded(self)
     }
-    let result = verify(state, ctx, key).await;
-    match &result {
-        Ok(verified) => {
-            state.limits.login_succeeded(ctx.client_ip, &subject);
-            record_use(state, verified.id);
-        }
-        Err(KeyError::Unavailable(_)) => {}
-        Err(_) => state.limits.login_failed(ctx.client_ip, &subject),
+
+    fn api_key(&self, id: &Uuid) -> Option<Arc<KeyEntry>> {
+        Directory::api_key(self, id)
     }
-    result
+
+    fn principal(&self, id: &Uuid) -> Option<Arc<Principal>> {
+        Directory::principal(self, id)
+    }
 }
 
-async fn verify(
-    state: &AppState,
-    ctx: &RequestContext,
-    key: &SecretString,
-) -> Result<VerifiedKey, KeyError> {
-    let parsed = parse_api_key(key.expose_secret()).map_err(|_| KeyError::Invalid)?;
-    let id = parsed.key_id;
-    let digest = state.key_cache.digester.hash(id, &parsed.secret);
-    let now = state.clock.now();
-    if let Some(generation) = state.key_cache.remembered(&id, &digest) {
-        let result = usable_now(state, id, generation, now);
-        if matches!(result, Err(KeyError::Invalid)) {
-            state.key_cache.forget(&id);
-        }
-        return result;
+/// The keys service's check of a presented key against its stored hashes.
+#[async_trait]
+pub trait KeyChecker: Send + Sync + 'static {
+    /// The generation the key's secret is, or why it is refused.
+    async fn check(&self, ctx: &RequestContext, key: &SecretString) -> Result<u32, KeyError>;
+}
+
+/// Asks the keys service over the bus (`AuthenticateApiKey`, the key sealed).
+pub struct BusKeyChecker {
+    bus: Arc<dyn CommandBus>,
+    sealer: Arc<BusSealer>,
+}
+
+impl std::fmt::Debug for BusKeyChecker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusKeyChecker").finish_non_exhaustive()
     }
-    let sealed = state
-        .sealer
-        .seal(key, &AuthenticateApiKey::subject())
-        .map_err(|e| KeyError::Unavailable(e.to_string()))?;
-    let accepted = state
-        .command(ctx, None, AuthenticateApiKey { key: sealed }, None)
+}
+
+impl BusKeyChecker {
+    /// Sends over `bus`, sealing the key with `sealer`.
+    pub fn new(bus: Arc<dyn CommandBus>, sealer: Arc<BusSealer>) -> Self {
+        Self { bus, sealer }
+    }
+}
+
+#[async_trait]
+impl KeyChecker for BusKeyChecker {
+    async fn check(&self, ctx: &RequestContext, key: &SecretString) -> Result<u32, KeyError> {
+        let sealed = self
+            .sealer
+            .seal(key, &AuthenticateApiKey::subject())
+            .map_err(|e| KeyError::Unavailable(e.to_string()))?;
+        let accepted = crate::state::send(
+            self.bus.as_ref(),
+            ctx,
+            None,
+            AuthenticateApiKey { key: sealed },
+            None,
+        )
         .await
         .map_err(|e| match e.code {
             KeysFailure::KeyDeactivated => KeyError::Refused(KeyRefusal::Deactivated),
@@ -269,31 +266,145 @@ async fn verify(
                 KeyError::Invalid
             }
         })?;
-    let generation = accepted.output.generation;
-    // A key created a moment ago on another replica may not have reached this one's
-    // directory yet: give the feed a moment.
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while state.directory.api_key(&id).is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        Ok(accepted.output.generation)
     }
-    let verified = usable_now(state, id, generation, now)?;
-    state.key_cache.remember(id, digest, generation);
-    Ok(verified)
 }
 
-/// Writes the key's use to the shared record, at most once a minute per key and replica,
-/// in the background (never on the request's path).
-fn record_use(state: &AppState, id: Uuid) {
-    if !state.key_cache.due_for_recording(id, Instant::now()) {
-        return;
+/// Authenticates presented API keys (see the module docs).
+pub struct ApiKeyAuthenticator {
+    cache: KeyCache,
+    directory: Arc<dyn KeyLookup>,
+    checker: Arc<dyn KeyChecker>,
+    limits: Limits,
+    views: Arc<dyn ViewStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for ApiKeyAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyAuthenticator")
+            .finish_non_exhaustive()
     }
-    let views = state.views.clone();
-    let at = state.clock.now();
-    tokio::spawn(async move {
-        if let Err(e) = views.record_use(API_KEY_VIEW, id, at).await {
-            tracing::warn!(key = %id, error = %e, "recording an API key's use failed");
+}
+
+impl ApiKeyAuthenticator {
+    /// Decides with `directory`, asks `checker` about keys not verified here before,
+    /// counts failures in `limits` and records uses in `views`.
+    pub fn new(
+        directory: Arc<dyn KeyLookup>,
+        checker: Arc<dyn KeyChecker>,
+        limits: Limits,
+        views: Arc<dyn ViewStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            cache: KeyCache::default(),
+            directory,
+            checker,
+            limits,
+            views,
+            clock,
         }
-    });
+    }
+
+    /// Authenticates a presented API key. Failures count against the source address and
+    /// the key id (malformed keys against the address alone).
+    pub async fn authenticate(
+        &self,
+        ctx: &RequestContext,
+        key: &SecretString,
+    ) -> Result<VerifiedKey, KeyError> {
+        self.directory.loaded()?;
+        let subject = parse_api_key(key.expose_secret())
+            .map(|parsed| parsed.key_id.to_string())
+            .unwrap_or_default();
+        if let Err(wait) = self.limits.check_login(ctx.client_ip, &subject) {
+            return Err(KeyError::RateLimited(wait));
+        }
+        let result = self.verify(ctx, key).await;
+        match &result {
+            Ok(verified) => {
+                self.limits.login_succeeded(ctx.client_ip, &subject);
+                self.record_use(verified.id);
+            }
+            Err(KeyError::Unavailable(_)) => {}
+            Err(_) => self.limits.login_failed(ctx.client_ip, &subject),
+        }
+        result
+    }
+
+    /// Decides, from the directory alone, whether generation `generation` of key `id` may
+    /// be used now, and returns the key's service account.
+    fn usable_now(
+        &self,
+        id: Uuid,
+        generation: u32,
+        now: DateTime<Utc>,
+    ) -> Result<VerifiedKey, KeyError> {
+        let entry = self.directory.api_key(&id).ok_or(KeyError::Invalid)?;
+        entry
+            .validity
+            .check(generation, now)
+            .map_err(KeyError::Refused)?;
+        let principal = self
+            .directory
+            .principal(&entry.service_account_id)
+            .filter(|p| p.kind == PrincipalKind::ServiceAccount)
+            .ok_or(KeyError::Invalid)?;
+        if !principal.active {
+            return Err(KeyError::Refused(KeyRefusal::Deactivated));
+        }
+        Ok(VerifiedKey {
+            id,
+            generation,
+            epoch: entry.validity.epoch,
+            expires_at: entry.validity.expires_at,
+            principal,
+        })
+    }
+
+    async fn verify(
+        &self,
+        ctx: &RequestContext,
+        key: &SecretString,
+    ) -> Result<VerifiedKey, KeyError> {
+        let parsed = parse_api_key(key.expose_secret()).map_err(|_| KeyError::Invalid)?;
+        let id = parsed.key_id;
+        let digest = self.cache.digester.hash(id, &parsed.secret);
+        let now = self.clock.now();
+        if let Some(generation) = self.cache.remembered(&id, &digest) {
+            let result = self.usable_now(id, generation, now);
+            if matches!(result, Err(KeyError::Invalid)) {
+                self.cache.forget(&id);
+            }
+            return result;
+        }
+        let generation = self.checker.check(ctx, key).await?;
+        // A key created a moment ago on another replica may not have reached this one's
+        // directory yet: give the feed a moment.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.directory.api_key(&id).is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let verified = self.usable_now(id, generation, now)?;
+        self.cache.remember(id, digest, generation);
+        Ok(verified)
+    }
+
+    /// Writes the key's use to the shared record, at most once a minute per key and
+    /// replica, in the background (never on the request's path).
+    fn record_use(&self, id: Uuid) {
+        if !self.cache.due_for_recording(id, Instant::now()) {
+            return;
+        }
+        let views = self.views.clone();
+        let at = self.clock.now();
+        tokio::spawn(async move {
+            if let Err(e) = views.record_use(API_KEY_VIEW, id, at).await {
+                tracing::warn!(key = %id, error = %e, "recording an API key's use failed");
+            }
+        });
+    }
 }
 
 /// Whether a bearer credential looks like an API key rather than a token.
@@ -303,9 +414,169 @@ pub fn looks_like_api_key(credential: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use gatehouse_contracts::clock::SystemClock;
+    use gatehouse_contracts::identity::Role;
+    use gatehouse_contracts::keys::KeyValidity;
+    use gatehouse_eventlog::memory::MemoryViewStore;
     use gatehouse_tokens::generate_api_key;
 
     use super::*;
+
+    /// The directory's entries, set by the test.
+    #[derive(Default)]
+    struct Entries {
+        keys: Mutex<HashMap<Uuid, Arc<KeyEntry>>>,
+        principals: Mutex<HashMap<Uuid, Arc<Principal>>>,
+    }
+
+    impl KeyLookup for Entries {
+        fn loaded(&self) -> Result<(), NotLoaded> {
+            Ok(())
+        }
+
+        fn api_key(&self, id: &Uuid) -> Option<Arc<KeyEntry>> {
+            self.keys.lock().ok()?.get(id).cloned()
+        }
+
+        fn principal(&self, id: &Uuid) -> Option<Arc<Principal>> {
+            self.principals.lock().ok()?.get(id).cloned()
+        }
+    }
+
+    impl Entries {
+        fn key(&self, id: Uuid, account: Uuid, validity: KeyValidity) {
+            let entry = KeyEntry {
+                service_account_id: account,
+                validity,
+            };
+            if let Ok(mut keys) = self.keys.lock() {
+                keys.insert(id, Arc::new(entry));
+            }
+        }
+
+        fn account(&self, id: Uuid, active: bool) {
+            let principal = Principal {
+                id,
+                kind: PrincipalKind::ServiceAccount,
+                name: "ci".into(),
+                role: Role::Member,
+                active,
+                epoch: 0,
+            };
+            if let Ok(mut principals) = self.principals.lock() {
+                principals.insert(id, Arc::new(principal));
+            }
+        }
+    }
+
+    /// The keys service's answer, and how often it was asked.
+    struct Answer {
+        answer: Result<u32, KeyError>,
+        asked: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl KeyChecker for Answer {
+        async fn check(&self, _: &RequestContext, _: &SecretString) -> Result<u32, KeyError> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            self.answer.clone()
+        }
+    }
+
+    fn authenticator(
+        answer: Result<u32, KeyError>,
+    ) -> (ApiKeyAuthenticator, Arc<Entries>, Arc<Answer>) {
+        let entries = Arc::new(Entries::default());
+        let checker = Arc::new(Answer {
+            answer,
+            asked: AtomicUsize::new(0),
+        });
+        let authenticator = ApiKeyAuthenticator::new(
+            entries.clone(),
+            checker.clone(),
+            Limits::alone(30),
+            Arc::new(MemoryViewStore::new()),
+            Arc::new(SystemClock),
+        );
+        (authenticator, entries, checker)
+    }
+
+    fn ctx() -> RequestContext {
+        RequestContext {
+            request_id: "test".into(),
+            client_ip: Some(IpAddr::from([10, 0, 0, 1])),
+            traceparent: gatehouse_telemetry::new_traceparent(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_key_is_refused_without_asking_the_keys_service() {
+        let (authenticator, _, checker) = authenticator(Ok(1));
+        let key = SecretString::from("gatehouse_0123_not-a-key");
+        let result = authenticator.authenticate(&ctx(), &key).await;
+        assert_eq!(result.err(), Some(KeyError::Invalid));
+        assert_eq!(checker.asked.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_verified_key_is_decided_from_the_directory_without_asking_again() {
+        let (authenticator, entries, checker) = authenticator(Ok(1));
+        let (id, account) = (Uuid::new_v4(), Uuid::new_v4());
+        entries.key(id, account, KeyValidity::new(None));
+        entries.account(account, true);
+        let key = generate_api_key(id).full;
+
+        for _ in 0..3 {
+            let verified = authenticator.authenticate(&ctx(), &key).await;
+            let verified = verified.map_err(|e| e.message());
+            assert_eq!(verified.map(|v| (v.id, v.principal.id)), Ok((id, account)));
+        }
+        assert_eq!(checker.asked.load(Ordering::SeqCst), 1, "asked once");
+
+        // The account is deactivated (the directory hears it from the feed): refused at
+        // once, with no round trip.
+        entries.account(account, false);
+        let refused = authenticator.authenticate(&ctx(), &key).await;
+        assert_eq!(
+            refused.err(),
+            Some(KeyError::Refused(KeyRefusal::Deactivated))
+        );
+        // So is a deactivated key of an active account.
+        entries.account(account, true);
+        let mut validity = KeyValidity::new(None);
+        validity.active = false;
+        entries.key(id, account, validity);
+        let refused = authenticator.authenticate(&ctx(), &key).await;
+        assert_eq!(
+            refused.err(),
+            Some(KeyError::Refused(KeyRefusal::Deactivated))
+        );
+        assert_eq!(checker.asked.load(Ordering::SeqCst), 1, "still once");
+    }
+
+    #[tokio::test]
+    async fn keys_the_service_refuses_are_counted_until_the_address_must_wait() {
+        let (authenticator, _, checker) = authenticator(Err(KeyError::Invalid));
+        let key = generate_api_key(Uuid::new_v4()).full;
+        // The default allowance: five failures per key and address, then a block.
+        for _ in 0..6 {
+            let result = authenticator.authenticate(&ctx(), &key).await;
+            assert_eq!(result.err(), Some(KeyError::Invalid));
+        }
+        let result = authenticator.authenticate(&ctx(), &key).await;
+        assert!(
+            matches!(result, Err(KeyError::RateLimited(_))),
+            "{result:?}"
+        );
+        assert_eq!(
+            checker.asked.load(Ordering::SeqCst),
+            6,
+            "not asked when blocked"
+        );
+    }
 
     #[test]
     fn several_generations_of_one_key_stay_remembered_and_the_oldest_goes_first() {

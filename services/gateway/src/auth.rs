@@ -15,7 +15,7 @@ use gatehouse_contracts::keys::KeyRefusal;
 use gatehouse_tokens::{PrincipalKind, SessionSource};
 use secrecy::SecretString;
 
-use crate::apikeys::{KeyError, authenticate_key, looks_like_api_key};
+use crate::apikeys::{KeyError, looks_like_api_key};
 use crate::context::RequestContext;
 use crate::directory::Principal;
 use crate::errors::ApiError;
@@ -174,7 +174,7 @@ pub async fn authenticate_api_key(
     ctx: &RequestContext,
     key: &SecretString,
 ) -> Result<Authenticated, ApiError> {
-    let verified = authenticate_key(state, ctx, key).await?;
+    let verified = state.api_keys.authenticate(ctx, key).await?;
     debug_assert_eq!(verified.principal.kind, PrincipalKind::ServiceAccount);
     Ok(Authenticated {
         principal: verified.principal,

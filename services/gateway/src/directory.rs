@@ -503,6 +503,23 @@ impl Directory {
     }
 }
 
+/// The replica barrier asks the directory: a replica is waited for once it is ready, and
+/// confirms a write once its directory has applied it.
+#[async_trait]
+impl gatehouse_replicas::Follower for Directory {
+    fn is_ready(&self) -> bool {
+        Directory::is_ready(self)
+    }
+
+    async fn wait_ready(&self) {
+        Directory::wait_ready(self).await;
+    }
+
+    async fn wait_applied(&self, stream_id: &StreamId, version: i64, timeout: Duration) -> bool {
+        Directory::wait_applied(self, stream_id, version, timeout).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use gatehouse_contracts::clock::SystemClock;

@@ -14,10 +14,8 @@ pub mod context;
 pub mod directory;
 pub mod errors;
 pub mod issuer;
-pub mod limiter;
-pub mod limits;
 pub mod openapi;
-pub mod peers;
+pub mod pacer;
 pub mod routes;
 pub mod state;
 
@@ -37,8 +35,7 @@ use gatehouse_eventlog::{EventFeed, EventStore, ViewStore};
 use gatehouse_secrets::{BusSealer, MasterKey};
 use tokio::sync::watch;
 
-use crate::limits::Limits;
-use crate::peers::Peers;
+use gatehouse_replicas::{Limits, Peers};
 
 pub use directory::{Directory, READ_MODEL_PROJECTOR};
 pub use errors::ApiError;
@@ -61,7 +58,7 @@ pub struct GatewayDeps {
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// NATS, when other gateway replicas may run: writes then wait for all of them
-    /// (see [`peers`]). `None` in the one-process dev mode.
+    /// (see [`gatehouse_replicas::peers`]). `None` in the one-process dev mode.
     pub nats: Option<async_nats::Client>,
     /// Readiness checks.
     pub probes: Vec<Arc<dyn Probe>>,
@@ -95,9 +92,13 @@ pub async fn build(
     let limits = Limits::alone(settings.device_authorizations_per_minute);
     let (peers, limits) = match deps.nats {
         Some(client) => {
-            let peers = Peers::join(client.clone(), directory.clone(), shutdown.clone())
-                .await
-                .context("joining the gateway replica set over NATS")?;
+            let peers = Peers::join(
+                client.clone(),
+                Arc::new(directory.clone()),
+                shutdown.clone(),
+            )
+            .await
+            .context("joining the gateway replica set over NATS")?;
             let replica = peers.replica().unwrap_or_else(uuid::Uuid::new_v4);
             let limits = limits
                 .shared(client, replica, shutdown.clone())
@@ -112,6 +113,17 @@ pub async fn build(
             .clone()
             .run(deps.views.clone(), deps.feed.clone(), shutdown),
     );
+    let sealer = Arc::new(BusSealer::new(&deps.master));
+    let api_keys = apikeys::ApiKeyAuthenticator::new(
+        Arc::new(directory.clone()),
+        Arc::new(apikeys::BusKeyChecker::new(
+            deps.bus.clone(),
+            sealer.clone(),
+        )),
+        limits.clone(),
+        deps.views.clone(),
+        deps.clock.clone(),
+    );
     Ok(AppState {
         settings,
         log: deps.log,
@@ -120,9 +132,9 @@ pub async fn build(
         directory,
         peers,
         issuer,
-        sealer: Arc::new(BusSealer::new(&deps.master)),
+        sealer,
         limits,
-        key_cache: Arc::new(apikeys::KeyCache::default()),
+        api_keys: Arc::new(api_keys),
         device_codes: Arc::new(gatehouse_tokens::DeviceCodes::new(&deps.master)),
         device_polls: Arc::default(),
         clock: deps.clock,

@@ -12,13 +12,13 @@ use gatehouse_contracts::commands::{
     Accepted, Caller, Command, CommandEnvelope, CommandFailure, Written,
 };
 use gatehouse_eventlog::{EventStore, ViewStore};
+use gatehouse_replicas::{BarrierOutcome, Limits, Peers};
 use gatehouse_secrets::BusSealer;
 
 use crate::context::RequestContext;
 use crate::directory::Directory;
 use crate::errors::ApiError;
 use crate::issuer::TokenIssuer;
-use crate::peers::{BarrierOutcome, Peers};
 
 /// Gateway settings (from flags and `GATEHOUSE_*` environment variables).
 #[derive(Clone, Debug)]
@@ -158,13 +158,13 @@ pub struct AppState {
     pub sealer: Arc<BusSealer>,
     /// Failed logins and key attempts, wrong user codes, new device authorizations: counted
     /// alike on every replica.
-    pub limits: crate::limits::Limits,
-    /// API keys verified before, and their use records.
-    pub key_cache: Arc<crate::apikeys::KeyCache>,
+    pub limits: Limits,
+    /// Authenticates API keys (remembering those verified before).
+    pub api_keys: Arc<crate::apikeys::ApiKeyAuthenticator>,
     /// Checks polled device codes against their stored hashes.
     pub device_codes: Arc<gatehouse_tokens::DeviceCodes>,
     /// Each device's polling pace.
-    pub device_polls: Arc<crate::routes::device_flow::PollPacer>,
+    pub device_polls: Arc<crate::pacer::PollPacer>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Readiness checks of the dependencies (database, bus).
@@ -177,6 +177,29 @@ impl std::fmt::Debug for AppState {
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
+}
+
+/// Sends a command on behalf of `caller` with the request's metadata and trace headers,
+/// and waits for the service's answer (nothing else: [`AppState::command`] also waits for
+/// the write to be visible).
+pub async fn send<C: Command>(
+    bus: &dyn CommandBus,
+    ctx: &RequestContext,
+    caller: Option<&Caller>,
+    command: C,
+    idempotency_key: Option<String>,
+) -> Result<Accepted<C::Output>, CommandFailure<C::Code>> {
+    let envelope = CommandEnvelope {
+        command,
+        caller: caller.cloned(),
+        metadata: ctx.metadata(caller),
+        idempotency_key,
+    };
+    let headers = vec![
+        ("traceparent".to_owned(), ctx.traceparent.clone()),
+        ("x-request-id".to_owned(), ctx.request_id.clone()),
+    ];
+    Ok(gatehouse_bus::send(bus, &envelope, headers).await?)
 }
 
 impl AppState {
@@ -205,18 +228,8 @@ impl AppState {
         command: C,
         idempotency_key: Option<String>,
     ) -> Result<Committed<C::Output>, CommandFailure<C::Code>> {
-        let envelope = CommandEnvelope {
-            command,
-            caller: caller.cloned(),
-            metadata: ctx.metadata(caller),
-            idempotency_key,
-        };
-        let headers = vec![
-            ("traceparent".to_owned(), ctx.traceparent.clone()),
-            ("x-request-id".to_owned(), ctx.request_id.clone()),
-        ];
         let Accepted { written, output } =
-            gatehouse_bus::send(self.bus.as_ref(), &envelope, headers).await?;
+            send(self.bus.as_ref(), ctx, caller, command, idempotency_key).await?;
         let consistency = match &written {
             Some(written) => self.await_consistency(written).await,
             None => Consistency::Visible,

@@ -25,8 +25,8 @@ use super::store::{corrupt, execute, parse_stream_id, query};
 use super::{PROJECTED_CHANNEL, PgDatabase, error_chain, to_bigint, unavailable};
 use crate::store::StoreError;
 use crate::views::{
-    BatchWrite, ListQuery, Page, SkippedEvent, StreamState, StreamWrite, ViewDoc, ViewSnapshot,
-    ViewStore,
+    BatchWrite, ListQuery, Page, SkippedEvent, StreamState, StreamWrite, TimeBound, ViewDoc,
+    ViewSnapshot, ViewStore,
 };
 
 /// How often [`ViewStore::wait_applied`] looks again when no notification arrives (a lost
@@ -123,6 +123,10 @@ async fn listen_for_commits(database: PgDatabase, signal: watch::Sender<u64>) {
 
 const DOC_COLUMNS: &str = "kind, id, version, doc";
 
+/// What a time bound reads as a timestamp (`DateTime<Utc>` as serde writes it); anything
+/// else in the field matches no bound instead of failing the cast.
+const RFC3339: &str = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$";
+
 fn doc_from_row(row: &tokio_postgres::Row) -> Result<ViewDoc, StoreError> {
     Ok(ViewDoc {
         kind: row.try_get(0).map_err(corrupt)?,
@@ -181,29 +185,60 @@ impl ViewStore for PostgresViewStore {
     }
 
     /// Filters become one containment test (`doc @> {"field": value, …}`, served by the
-    /// GIN index): for scalar values that is equality.
+    /// GIN index): for scalar values that is equality. A time bound compares the field
+    /// read as a timestamp (`NULL`, so no match, where it is missing or no timestamp).
     async fn list(&self, kind: &str, request: &ListQuery) -> Result<Page, StoreError> {
         let client = self.pool().get().await.map_err(unavailable)?;
         let filter: serde_json::Map<String, serde_json::Value> =
             request.filters.iter().cloned().collect();
         let filter = serde_json::Value::Object(filter);
         let (offset, limit) = (to_bigint(request.offset), to_bigint(request.limit));
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&kind, &filter];
+        let mut conditions = String::new();
+        let bounds: Vec<(&str, &str, chrono::DateTime<chrono::Utc>)> = request
+            .time_bounds
+            .iter()
+            .map(|bound| match bound {
+                TimeBound::AtOrBefore(field, at) => (field.as_str(), "<=", *at),
+                TimeBound::After(field, at) => (field.as_str(), ">", *at),
+            })
+            .collect();
+        for (field, op, at) in &bounds {
+            let n = params.len();
+            conditions.push_str(&format!(
+                " AND CASE WHEN doc->>(${f}::text) ~ '{RFC3339}' \
+                 THEN (doc->>(${f}::text))::timestamptz END {op} ${t}",
+                f = n + 1,
+                t = n + 2
+            ));
+            params.push(field);
+            params.push(at);
+        }
+        let counted = params.len();
+        let order = if request.newest_first {
+            "created_position DESC, id DESC"
+        } else {
+            "created_position, id"
+        };
         let sql = format!(
             "SELECT {DOC_COLUMNS}, count(*) OVER () FROM read.views
-             WHERE kind = $1 AND doc @> $2::jsonb
-             ORDER BY created_position, id OFFSET $3 LIMIT $4"
+             WHERE kind = $1 AND doc @> $2::jsonb{conditions}
+             ORDER BY {order} OFFSET ${} LIMIT ${}",
+            counted + 1,
+            counted + 2
         );
-        let rows = query(&client, &sql, &[&kind, &filter, &offset, &limit])
-            .await
-            .map_err(unavailable)?;
+        let mut paged = params.clone();
+        paged.push(&offset);
+        paged.push(&limit);
+        let rows = query(&client, &sql, &paged).await.map_err(unavailable)?;
         let total: i64 = match rows.first() {
             Some(row) => row.try_get(4).map_err(corrupt)?,
             // No row on this page: the window count is not there, count separately.
             None => {
-                let sql = "SELECT count(*) FROM read.views WHERE kind = $1 AND doc @> $2::jsonb";
-                let rows = query(&client, sql, &[&kind, &filter])
-                    .await
-                    .map_err(unavailable)?;
+                let sql = format!(
+                    "SELECT count(*) FROM read.views WHERE kind = $1 AND doc @> $2::jsonb{conditions}"
+                );
+                let rows = query(&client, &sql, &params).await.map_err(unavailable)?;
                 rows.first()
                     .map(|row| row.try_get(0))
                     .transpose()

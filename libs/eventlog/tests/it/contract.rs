@@ -9,7 +9,7 @@ use gatehouse_eventlog::checked::LogCheckedFeed;
 use gatehouse_eventlog::feed::{EventFeed, FeedError, StartFrom, Subscription, SubscriptionSpec};
 use gatehouse_eventlog::{
     AppendError, ExpectedVersion, FailureKind, ListQuery, ProjectionRunner, ProjectorError,
-    SecretOp, UniqueClaim,
+    SecretOp, TimeBound, UniqueClaim,
 };
 use gatehouse_eventlog::{Delivery, IdempotencyRecord};
 use serde_json::json;
@@ -373,6 +373,7 @@ async fn projections_skip_redeliveries_fill_gaps_from_the_log_and_rebuild_identi
         filters: vec![],
         offset: 0,
         limit: 100,
+        ..ListQuery::default()
     };
     let once = s.views.list(VIEW_KIND, &query).await?;
     runner.apply_deliveries(deliveries(&all)).await?;
@@ -423,14 +424,13 @@ async fn projections_skip_redeliveries_fill_gaps_from_the_log_and_rebuild_identi
     Ok(())
 }
 
-both!(listing_filters_on_document_fields_in_creation_order);
-async fn listing_filters_on_document_fields_in_creation_order(s: Stores) -> anyhow::Result<()> {
+/// One counter per label, each its own stream, projected; their ids in creation order.
+async fn counters(s: &Stores, labels: &[&str]) -> anyhow::Result<Vec<uuid::Uuid>> {
     let runner = ProjectionRunner::new("test-projector", s.views.clone(), s.log.clone())
         .with(Arc::new(CountingProjection));
-    let mut streams = Vec::new();
-    for i in 0..6 {
+    let mut ids = Vec::new();
+    for label in labels {
         let stream = new_stream();
-        let label = if i % 2 == 0 { "even" } else { "odd" };
         s.log
             .append(append(
                 &stream,
@@ -438,11 +438,18 @@ async fn listing_filters_on_document_fields_in_creation_order(s: Stores) -> anyh
                 vec![event("bumped", label)],
             ))
             .await?;
-        streams.push(stream);
+        ids.push(stream.id().unwrap_or_default());
     }
     runner
         .apply_deliveries(deliveries(&s.log.read_all(0, 100).await?))
         .await?;
+    Ok(ids)
+}
+
+both!(listing_filters_on_document_fields_in_creation_order);
+async fn listing_filters_on_document_fields_in_creation_order(s: Stores) -> anyhow::Result<()> {
+    let labels = ["even", "odd", "even", "odd", "even", "odd"];
+    let ids = counters(&s, &labels).await?;
     let even = s
         .views
         .list(
@@ -451,18 +458,13 @@ async fn listing_filters_on_document_fields_in_creation_order(s: Stores) -> anyh
                 filters: vec![("label".into(), json!("even"))],
                 offset: 0,
                 limit: 2,
+                ..ListQuery::default()
             },
         )
         .await?;
     assert_eq!(even.total, 3);
-    let ids: Vec<_> = even.items.iter().map(|d| d.id).collect();
-    assert_eq!(
-        ids,
-        vec![
-            streams[0].id().unwrap_or_default(),
-            streams[2].id().unwrap_or_default()
-        ]
-    );
+    let ids_found: Vec<_> = even.items.iter().map(|d| d.id).collect();
+    assert_eq!(ids_found, vec![ids[0], ids[2]]);
     let past_the_end = s
         .views
         .list(
@@ -471,6 +473,7 @@ async fn listing_filters_on_document_fields_in_creation_order(s: Stores) -> anyh
                 filters: vec![],
                 offset: 10,
                 limit: 5,
+                ..ListQuery::default()
             },
         )
         .await?;
@@ -480,7 +483,64 @@ async fn listing_filters_on_document_fields_in_creation_order(s: Stores) -> anyh
         .find(VIEW_KIND, "label", &json!("odd"))
         .await?
         .ok_or_else(|| anyhow::anyhow!("none"))?;
-    assert_eq!(found.id, streams[1].id().unwrap_or_default());
+    assert_eq!(found.id, ids[1]);
+    Ok(())
+}
+
+both!(listing_bounds_timestamp_fields_and_lists_newest_first);
+async fn listing_bounds_timestamp_fields_and_lists_newest_first(s: Stores) -> anyhow::Result<()> {
+    // The label is a timestamp (with and without fractional seconds), or not one at all.
+    let labels = [
+        "2026-01-01T00:00:00Z",
+        "2026-01-01T00:00:00.500Z",
+        "2026-01-01T00:00:01Z",
+        "not a time",
+        "2026-01-01T00:00:02.250+00:00",
+    ];
+    let ids = counters(&s, &labels).await?;
+    let at = |s: &str| -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+        Ok(chrono::DateTime::parse_from_rfc3339(s)?.to_utc())
+    };
+    let list = |time_bounds: Vec<TimeBound>, newest_first: bool, offset: u64, limit: u64| {
+        let views = s.views.clone();
+        async move {
+            let query = ListQuery {
+                time_bounds,
+                newest_first,
+                offset,
+                limit,
+                ..ListQuery::default()
+            };
+            let page = views.list(VIEW_KIND, &query).await?;
+            anyhow::Ok((
+                page.items.iter().map(|d| d.id).collect::<Vec<_>>(),
+                page.total,
+            ))
+        }
+    };
+    let half = at("2026-01-01T00:00:00.500Z")?;
+    let label = || "label".to_owned();
+
+    // At or before: the instant itself included; a field that is no time never matches.
+    let (found, total) = list(vec![TimeBound::AtOrBefore(label(), half)], false, 0, 10).await?;
+    assert_eq!((found, total), (vec![ids[0], ids[1]], 2));
+    // After: the instant excluded.
+    let (found, total) = list(vec![TimeBound::After(label(), half)], false, 0, 10).await?;
+    assert_eq!((found, total), (vec![ids[2], ids[4]], 2));
+    // Both bounds, newest first, paged: the total counts every match.
+    let bounds = vec![
+        TimeBound::After(label(), at("2025-12-31T23:59:59Z")?),
+        TimeBound::AtOrBefore(label(), at("2026-01-01T00:00:02Z")?),
+    ];
+    let (found, total) = list(bounds.clone(), true, 0, 2).await?;
+    assert_eq!((found, total), (vec![ids[2], ids[1]], 3));
+    let (found, total) = list(bounds.clone(), true, 2, 2).await?;
+    assert_eq!((found, total), (vec![ids[0]], 3));
+    let (found, total) = list(bounds, true, 5, 2).await?;
+    assert_eq!((found, total), (vec![], 3), "past the end");
+    // No bound, newest first: the reverse of creation order.
+    let (found, _) = list(vec![], true, 0, 10).await?;
+    assert_eq!(found, ids.iter().rev().copied().collect::<Vec<_>>());
     Ok(())
 }
 

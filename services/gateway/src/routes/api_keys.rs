@@ -194,6 +194,7 @@ async fn visible_key(
                 ],
                 offset: 0,
                 limit: 1,
+                ..ListQuery::default()
             };
             state.views.list(API_KEY_VIEW, &query).await?.items.pop()
         }
@@ -290,6 +291,7 @@ pub async fn list_api_keys(
         filters: vec![("service_account_id".into(), serde_json::json!(account.id))],
         offset,
         limit,
+        ..ListQuery::default()
     };
     if let Some(name) = &filters.name {
         query.filters.push(("name".into(), serde_json::json!(name)));

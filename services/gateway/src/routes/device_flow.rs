@@ -3,13 +3,11 @@
 //!
 //! Polls are the load a device flow puts on a server, so a poll is answered from this
 //! replica's memory: the device code is checked against the keyed hash the directory holds,
-//! the status comes from the directory, and the polling pace from [`PollPacer`]. Only the
+//! the status comes from the directory, and the polling pace from [`crate::pacer::PollPacer`]. Only the
 //! one poll that finds the device approved goes to the devices service, which activates
 //! the device (an event) exactly once.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
 use gatehouse_contracts::commands::{Command, FailureKind};
@@ -20,7 +18,6 @@ use gatehouse_contracts::failures::DevicesFailure;
 use gatehouse_tokens::{DEVICE_CODE_FORMAT, PrincipalKind, SessionSource};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::context::RequestContext;
 use crate::errors::{ApiError, OAuthError};
@@ -30,10 +27,6 @@ use crate::state::AppState;
 
 /// The grant type of RFC 8628.
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
-/// How much `slow_down` adds to a device's interval (RFC 8628 §3.5).
-const SLOW_DOWN_STEP: u32 = 5;
-/// Device entries remembered at most by the pacer (a bound against memory abuse).
-const MAX_PACED: usize = 100_000;
 
 /// The form of `POST /oauth/device_authorization`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -65,61 +58,6 @@ pub struct DeviceAuthorizationResponse {
     pub expires_in: u64,
     /// Seconds to wait between polls.
     pub interval: u32,
-}
-
-/// Each device's polling pace on this replica (RFC 8628 §3.5: a device that polls faster
-/// than its interval gets `slow_down`, and its interval grows by 5 s for good).
-#[derive(Debug, Default)]
-pub struct PollPacer {
-    devices: Mutex<HashMap<Uuid, Pace>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Pace {
-    last: Instant,
-    interval: u32,
-}
-
-impl PollPacer {
-    /// Records a poll of `device` at `now`; `Err(new interval)` when it came too early.
-    pub fn poll(&self, device: Uuid, first_interval: u32, now: Instant) -> Result<(), u32> {
-        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
-        if devices.len() >= MAX_PACED && !devices.contains_key(&device) {
-            // Authorizations live minutes: forget the ones not polled for a while.
-            devices.retain(|_, p| now.duration_since(p.last) < Duration::from_secs(900));
-        }
-        match devices.get_mut(&device) {
-            None => {
-                devices.insert(
-                    device,
-                    Pace {
-                        last: now,
-                        interval: first_interval,
-                    },
-                );
-                Ok(())
-            }
-            Some(pace) => {
-                let early =
-                    now.duration_since(pace.last) < Duration::from_secs(pace.interval.into());
-                pace.last = now;
-                if early {
-                    pace.interval += SLOW_DOWN_STEP;
-                    Err(pace.interval)
-                } else {
-                    Ok(())
-                }
-            }
-        }
-    }
-
-    /// Forgets a device that has its token.
-    pub fn forget(&self, device: &Uuid) {
-        self.devices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(device);
-    }
 }
 
 /// Starts a device authorization (RFC 8628 §3.1).
@@ -315,36 +253,4 @@ async fn redeem(
         ttl,
     };
     Ok(token_response(state, session))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn polling_too_fast_slows_the_device_down_for_good() {
-        let pacer = PollPacer::default();
-        let device = Uuid::new_v4();
-        let t0 = Instant::now();
-        let at = |s: u64| t0 + Duration::from_secs(s);
-        assert_eq!(pacer.poll(device, 5, at(0)), Ok(()));
-        assert_eq!(pacer.poll(device, 5, at(5)), Ok(()));
-        assert_eq!(
-            pacer.poll(device, 5, at(7)),
-            Err(10),
-            "2 s after: slow_down"
-        );
-        // The interval is now 10 s, for every later poll.
-        assert_eq!(
-            pacer.poll(device, 5, at(15)),
-            Err(15),
-            "8 s after: still too fast"
-        );
-        assert_eq!(pacer.poll(device, 5, at(30)), Ok(()));
-        assert_eq!(pacer.poll(device, 5, at(44)), Err(20));
-        // Another device keeps its own pace.
-        assert_eq!(pacer.poll(Uuid::new_v4(), 5, at(44)), Ok(()));
-        pacer.forget(&device);
-        assert_eq!(pacer.poll(device, 5, at(45)), Ok(()), "forgotten");
-    }
 }

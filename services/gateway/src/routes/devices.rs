@@ -12,6 +12,7 @@ use gatehouse_contracts::devices::{
 use gatehouse_contracts::failures::DevicesFailure;
 use gatehouse_contracts::ids::DeviceId;
 use gatehouse_eventlog::ListQuery;
+use gatehouse_readmodels::devices::status_query;
 use gatehouse_tokens::PrincipalKind;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -175,45 +176,28 @@ pub async fn list_devices(
                 })?,
         ),
     };
-    let mut base = Vec::new();
-    if let Some(owner) = DeviceViewer::of(&auth.caller()).listed_owner() {
-        base.push(("owner_id".to_owned(), serde_json::json!(owner)));
-    }
-    // Status depends on the clock, so it is filtered here rather than in the store.
     let now = state.clock.now();
-    let mut matching = Vec::new();
-    let mut from = 0;
-    loop {
-        let page = state
-            .views
-            .list(
-                DEVICE_VIEW,
-                &ListQuery {
-                    filters: base.clone(),
-                    offset: from,
-                    limit: 500,
-                },
-            )
-            .await?;
-        for doc in &page.items {
-            let view: DeviceView = decode(doc)?;
-            if wanted.is_none_or(|w| view.facts.status(now) == w) {
-                matching.push(view);
-            }
-        }
-        from += page.items.len() as u64;
-        if page.items.is_empty() || from >= page.total {
-            break;
-        }
+    let mut query = ListQuery {
+        newest_first: true,
+        offset,
+        limit,
+        ..ListQuery::default()
+    };
+    if let Some(owner) = DeviceViewer::of(&auth.caller()).listed_owner() {
+        query
+            .filters
+            .push(("owner_id".to_owned(), serde_json::json!(owner)));
     }
-    matching.sort_by_key(|v| std::cmp::Reverse(v.created));
-    let total = matching.len() as u64;
-    let items = matching
-        .into_iter()
-        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-        .take(usize::try_from(limit).unwrap_or(usize::MAX))
-        .map(|v| DeviceResponse::new(&state, v, now))
-        .collect();
+    if let Some(wanted) = wanted {
+        status_query(&mut query, wanted, now);
+    }
+    let page = state.views.list(DEVICE_VIEW, &query).await?;
+    let total = page.total;
+    let items = page
+        .items
+        .iter()
+        .map(|doc| decode(doc).map(|view| DeviceResponse::new(&state, view, now)))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(Page::new(items, offset, limit, total)))
 }
 

@@ -170,6 +170,7 @@ pub async fn list_service_accounts(
         filters: vec![],
         offset,
         limit,
+        ..ListQuery::default()
     };
     if !auth.is_admin() {
         query.filters.push((

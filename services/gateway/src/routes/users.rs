@@ -134,6 +134,7 @@ pub async fn list_users(
         filters: vec![],
         offset,
         limit,
+        ..ListQuery::default()
     };
     if let Some(name) = &filters.name {
         query

@@ -21,13 +21,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use futures::StreamExt;
 use gatehouse_contracts::envelope::StreamId;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
-
-use crate::directory::Directory;
 
 /// Where replicas announce themselves.
 pub const PRESENCE_SUBJECT: &str = "gatehouse.gateway.presence";
@@ -59,6 +58,19 @@ struct BarrierRequest {
 struct BarrierReply {
     replica: Uuid,
     applied: bool,
+}
+
+/// What this replica enforces (the gateway's in-memory directory): a replica announces
+/// itself only once it is ready, and answers a barrier once it has applied the write.
+#[async_trait]
+pub trait Follower: Send + Sync + 'static {
+    /// Whether it is loaded and enforcing.
+    fn is_ready(&self) -> bool;
+    /// Waits until it is ready.
+    async fn wait_ready(&self);
+    /// Waits (at most `timeout`) until it reflects `stream_id` at `version` (or later);
+    /// whether it does. A stream it does not follow counts as applied.
+    async fn wait_applied(&self, stream_id: &StreamId, version: i64, timeout: Duration) -> bool;
 }
 
 /// What a barrier achieved.
@@ -95,7 +107,7 @@ struct Inner {
     replica: Uuid,
     /// When each other replica was last heard from.
     members: Mutex<HashMap<Uuid, Instant>>,
-    directory: Directory,
+    directory: Arc<dyn Follower>,
     /// Whether the others have been told about this replica (it is ready only then).
     announced: AtomicBool,
 }
@@ -110,7 +122,7 @@ impl Peers {
     /// directory is ready, announces this replica until `shutdown`.
     pub async fn join(
         client: async_nats::Client,
-        directory: Directory,
+        directory: Arc<dyn Follower>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, async_nats::SubscribeError> {
         let inner = Arc::new(Inner {

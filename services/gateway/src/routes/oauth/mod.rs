@@ -1,21 +1,27 @@
 //! OAuth 2.0 endpoints: the token endpoint (RFC 6749 §3.2), JWKS and the authorization
 //! server metadata (RFC 8414).
+//!
+//! The token endpoint reads the form and hands it to the grant it names, one module each:
+//! [`password`], [`api_key`], and the device-code grant of RFC 8628, which lives with the
+//! device authorization endpoint in [`crate::routes::device_flow`]. A grant gets the form
+//! and answers with [`token_response`] or an RFC 6749 error.
+
+pub mod api_key;
+pub mod password;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
-use gatehouse_contracts::commands::{Command, FailureKind};
-use gatehouse_contracts::failures::IdentityFailure;
-use gatehouse_contracts::identity::AuthenticatePassword;
-use gatehouse_tokens::{PrincipalKind, SessionSource};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::apikeys::{KeyError, authenticate_key};
 use crate::context::RequestContext;
-use crate::errors::{ApiError, OAuthError};
+use crate::errors::OAuthError;
 use crate::issuer::Session;
 use crate::routes::device_flow::{DEVICE_CODE_GRANT, device_code_grant};
 use crate::state::AppState;
+
+pub use api_key::API_KEY_GRANT;
+pub use password::password_session;
 
 /// The form of `POST /oauth/token`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -94,7 +100,8 @@ pub fn parse_form<T: serde::de::DeserializeOwned>(
         .map_err(|e| OAuthError::new("invalid_request", format!("malformed form: {e}")))
 }
 
-fn required(value: Option<String>, name: &str) -> Result<String, OAuthError> {
+/// A required, non-empty form parameter, or `invalid_request`.
+pub(crate) fn required(value: Option<String>, name: &str) -> Result<String, OAuthError> {
     value
         .filter(|v| !v.is_empty())
         .ok_or_else(|| OAuthError::new("invalid_request", format!("missing parameter {name}")))
@@ -119,153 +126,14 @@ pub async fn token(
 ) -> Result<HttpResponse, OAuthError> {
     let form: TokenForm = parse_form(&req, &body)?;
     match form.grant_type.as_str() {
-        "password" => password_grant(&state, &ctx, form).await,
-        API_KEY_GRANT | "api_key" => api_key_grant(&state, &ctx, form).await,
+        "password" => password::grant(&state, &ctx, form).await,
+        API_KEY_GRANT | "api_key" => api_key::grant(&state, &ctx, form).await,
         DEVICE_CODE_GRANT => device_code_grant(&state, &ctx, form).await,
         other => Err(OAuthError::new(
             "unsupported_grant_type",
             format!("grant type {other:?} is not supported"),
         )),
     }
-}
-
-async fn password_grant(
-    state: &AppState,
-    ctx: &RequestContext,
-    form: TokenForm,
-) -> Result<HttpResponse, OAuthError> {
-    let username = required(form.username, "username")?;
-    let password = form
-        .password
-        .ok_or_else(|| OAuthError::new("invalid_request", "missing parameter password"))?;
-    let session = password_session(
-        state,
-        ctx,
-        username,
-        &password,
-        form.client_id.unwrap_or_else(|| "gatehouse-cli".into()),
-        form.scope,
-        state.settings.password_token_ttl,
-    )
-    .await?;
-    Ok(token_response(state, session))
-}
-
-/// Checks a user's password (under the failed-login limiter) and returns the session to
-/// mint: the password grant and the device approval page both sign people in with it.
-pub async fn password_session(
-    state: &AppState,
-    ctx: &RequestContext,
-    username: String,
-    password: &SecretString,
-    client_id: String,
-    scope: Option<String>,
-    ttl: std::time::Duration,
-) -> Result<Session, OAuthError> {
-    let subject = username.to_lowercase();
-    if let Err(wait) = state.limits.check_login(ctx.client_ip, &subject) {
-        return Err(OAuthError::new(
-            "too_many_attempts",
-            format!("too many failed logins from this address; retry in {wait} s"),
-        )
-        .status(429)
-        .retry_after(wait));
-    }
-    let sealed = state
-        .seal(password, &AuthenticatePassword::subject())
-        .map_err(|_| OAuthError::new("server_error", "an unexpected error occurred").status(500))?;
-    let result = state
-        .command(
-            ctx,
-            None,
-            AuthenticatePassword {
-                username,
-                password: sealed,
-            },
-            None,
-        )
-        .await;
-    let user = match result {
-        Ok(accepted) => accepted.output,
-        Err(e)
-            if e.kind == FailureKind::Unauthenticated
-                || e.code == IdentityFailure::InvalidGrant =>
-        {
-            state.limits.login_failed(ctx.client_ip, &subject);
-            return Err(OAuthError::new(
-                "invalid_grant",
-                "invalid username or password",
-            ));
-        }
-        Err(e) if e.kind == FailureKind::Unavailable => {
-            return Err(OAuthError::new("temporarily_unavailable", e.message)
-                .status(503)
-                .retry_after(1));
-        }
-        Err(e) => {
-            return Err(OAuthError::new(
-                "invalid_request",
-                ApiError::from(e).message,
-            ));
-        }
-    };
-    state.limits.login_succeeded(ctx.client_ip, &subject);
-    Ok(Session {
-        subject: user.user_id.as_uuid(),
-        kind: PrincipalKind::User,
-        epoch: user.epoch,
-        source: SessionSource::Password,
-        client_id,
-        scope,
-        ttl,
-    })
-}
-
-/// The grant type of the API-key exchange.
-pub const API_KEY_GRANT: &str = "urn:gatehouse:params:oauth:grant-type:api-key";
-
-async fn api_key_grant(
-    state: &AppState,
-    ctx: &RequestContext,
-    form: TokenForm,
-) -> Result<HttpResponse, OAuthError> {
-    let key = form
-        .api_key
-        .ok_or_else(|| OAuthError::new("invalid_request", "missing parameter api_key"))?;
-    let verified = authenticate_key(state, ctx, &key)
-        .await
-        .map_err(|e| match e {
-            KeyError::RateLimited(wait) => OAuthError::new("too_many_attempts", e.message())
-                .status(429)
-                .retry_after(wait),
-            KeyError::Unavailable(m) => OAuthError::new("temporarily_unavailable", m)
-                .status(503)
-                .retry_after(1),
-            e => OAuthError::new("invalid_grant", e.message()).reason(e.reason()),
-        })?;
-    let now = state.clock.now();
-    // A token never outlives the key it came from.
-    let ttl = match verified.expires_at {
-        Some(at) => {
-            let left = (at - now).to_std().unwrap_or_default();
-            state.settings.api_key_token_ttl.min(left)
-        }
-        None => state.settings.api_key_token_ttl,
-    };
-    let session = Session {
-        subject: verified.principal.id,
-        kind: PrincipalKind::ServiceAccount,
-        epoch: verified.principal.epoch,
-        source: SessionSource::ApiKey {
-            id: verified.id,
-            generation: verified.generation,
-            epoch: verified.epoch,
-        },
-        client_id: form.client_id.unwrap_or_else(|| "gatehouse-cli".into()),
-        scope: form.scope,
-        ttl,
-    };
-    Ok(token_response(state, session))
 }
 
 /// Mints the token of `session` and answers RFC 6749 §5.1.
