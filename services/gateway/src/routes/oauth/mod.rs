@@ -2,11 +2,12 @@
 //! server metadata (RFC 8414).
 //!
 //! The token endpoint reads the form and hands it to the grant it names, one module each:
-//! [`password`], [`api_key`], and the device-code grant of RFC 8628, which lives with the
-//! device authorization endpoint in [`crate::routes::device_flow`]. A grant gets the form
-//! and answers with [`token_response`] or an RFC 6749 error.
+//! [`password`], [`api_key`] and [`device_code`] (RFC 8628; its device authorization
+//! endpoint is [`crate::routes::device_flow`]). A grant gets the form and answers with
+//! [`token_response`] or an RFC 6749 error.
 
 pub mod api_key;
+pub mod device_code;
 pub mod password;
 
 use actix_web::http::header;
@@ -17,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::context::RequestContext;
 use crate::errors::OAuthError;
 use crate::issuer::Session;
-use crate::routes::device_flow::{DEVICE_CODE_GRANT, device_code_grant};
 use crate::state::AppState;
 
 pub use api_key::API_KEY_GRANT;
+pub use device_code::DEVICE_CODE_GRANT;
 pub use password::password_session;
 
 /// The form of `POST /oauth/token`.
@@ -128,7 +129,7 @@ pub async fn token(
     match form.grant_type.as_str() {
         "password" => password::grant(&state, &ctx, form).await,
         API_KEY_GRANT | "api_key" => api_key::grant(&state, &ctx, form).await,
-        DEVICE_CODE_GRANT => device_code_grant(&state, &ctx, form).await,
+        DEVICE_CODE_GRANT => device_code::grant(&state, &ctx, form).await,
         other => Err(OAuthError::new(
             "unsupported_grant_type",
             format!("grant type {other:?} is not supported"),
