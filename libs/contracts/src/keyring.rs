@@ -19,16 +19,13 @@ use crate::failures::IdentityFailure;
 /// The aggregate name.
 pub const KEYRING_AGGREGATE: &str = "keyring";
 
-/// The master-key purpose of the key that seals signing keys' private halves.
-pub const SIGNING_KEY_SEAL_PURPOSE: &str = "gatehouse/signing-keys/v1";
-
 /// The keyring's one stream.
 pub fn keyring_stream() -> StreamId {
     StreamId::new(KEYRING_AGGREGATE, Uuid::nil())
 }
 
-/// The secret slot of the keyring stream holding `kid`'s sealed private half (sealed with
-/// the key of [`SIGNING_KEY_SEAL_PURPOSE`], with the kid as associated data).
+/// The secret slot of the keyring stream holding `kid`'s sealed private half (sealed and
+/// opened by `gatehouse_tokens::SigningKeySeal`).
 pub fn signing_key_slot(kid: &str) -> String {
     format!("signing_key:{kid}")
 }

@@ -45,6 +45,7 @@ mod claims;
 mod device_code;
 mod hash;
 mod jws;
+mod sealed_keys;
 
 #[cfg(test)]
 mod tests;
@@ -60,3 +61,4 @@ pub use jws::{
     DEFAULT_LEEWAY_SECS, FULLY_SPECIFIED_ALG, Jwk, JwkError, Jwks, MAX_TOKEN_LEN, SIGNING_ALG,
     SigningKey, TOKEN_TYPE, TokenError, VerificationKey, Verifier, sign,
 };
+pub use sealed_keys::{SigningKeySeal, UnsealError};

@@ -30,7 +30,7 @@ use gatehouse_contracts::keys::{API_KEY_VIEW, AuthenticateApiKey, KeyRefusal};
 use gatehouse_eventlog::ViewStore;
 use gatehouse_replicas::Limits;
 use gatehouse_secrets::BusSealer;
-use gatehouse_tokens::{ApiKeyHash, ApiKeyHasher, PrincipalKind, parse_api_key};
+use gatehouse_tokens::{ApiKeyHash, ApiKeyHasher, ParsedApiKey, PrincipalKind, parse_api_key};
 use rand_core::{OsRng, RngCore};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -315,13 +315,19 @@ impl ApiKeyAuthenticator {
         key: &SecretString,
     ) -> Result<VerifiedKey, KeyError> {
         self.directory.loaded()?;
-        let subject = parse_api_key(key.expose_secret())
+        // Parsed once: the shape and checksum are checked before anything else.
+        let parsed = parse_api_key(key.expose_secret());
+        let subject = parsed
+            .as_ref()
             .map(|parsed| parsed.key_id.to_string())
             .unwrap_or_default();
         if let Err(wait) = self.limits.check_login(ctx.client_ip, &subject) {
             return Err(KeyError::RateLimited(wait));
         }
-        let result = self.verify(ctx, key).await;
+        let result = match parsed {
+            Ok(parsed) => self.verify(ctx, key, &parsed).await,
+            Err(_) => Err(KeyError::Invalid),
+        };
         match &result {
             Ok(verified) => {
                 self.limits.login_succeeded(ctx.client_ip, &subject);
@@ -367,8 +373,8 @@ impl ApiKeyAuthenticator {
         &self,
         ctx: &RequestContext,
         key: &SecretString,
+        parsed: &ParsedApiKey,
     ) -> Result<VerifiedKey, KeyError> {
-        let parsed = parse_api_key(key.expose_secret()).map_err(|_| KeyError::Invalid)?;
         let id = parsed.key_id;
         let digest = self.cache.digester.hash(id, &parsed.secret);
         let now = self.clock.now();

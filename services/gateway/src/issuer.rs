@@ -22,14 +22,13 @@ use chrono::{DateTime, Utc};
 use gatehouse_contracts::clock::Clock;
 use gatehouse_contracts::events::{DomainEvent, EventDecodeError};
 use gatehouse_contracts::keyring::{
-    KeyringEvent, KeyringView, SIGNING_KEY_SEAL_PURPOSE, SigningKeyAdded, keyring_stream,
-    signing_key_slot,
+    KeyringEvent, KeyringView, SigningKeyAdded, keyring_stream, signing_key_slot,
 };
 use gatehouse_eventlog::{EventStore, StoreError};
-use gatehouse_secrets::{DerivedKey, MasterKey};
+use gatehouse_secrets::MasterKey;
 use gatehouse_tokens::{
-    AccessTokenClaims, Jwk, Jwks, PrincipalKind, SessionSource, SigningKey, TokenError,
-    VerificationKey, Verifier,
+    AccessTokenClaims, Jwk, Jwks, PrincipalKind, SessionSource, SigningKey, SigningKeySeal,
+    TokenError, UnsealError, VerificationKey, Verifier,
 };
 use uuid::Uuid;
 
@@ -78,7 +77,7 @@ pub enum IssuerError {
 /// Signs and verifies access tokens.
 pub struct TokenIssuer {
     store: Arc<dyn EventStore>,
-    seal: DerivedKey,
+    seal: SigningKeySeal,
     issuer: String,
     audience: String,
     keys: RwLock<Arc<Keys>>,
@@ -180,7 +179,7 @@ impl TokenIssuer {
         audience: &str,
         clock: &dyn Clock,
     ) -> Result<Self, IssuerError> {
-        let seal = master.derive_key(SIGNING_KEY_SEAL_PURPOSE);
+        let seal = SigningKeySeal::new(master);
         let events = store.read_stream(&keyring_stream(), 0).await?;
         if events.is_empty() {
             return Err(IssuerError::Corrupt("the keyring has no key yet".into()));
@@ -413,7 +412,7 @@ impl TokenIssuer {
 /// The private half of `kid`, unsealed from the keyring's secret slot.
 async fn load_seed(
     store: &dyn EventStore,
-    seal: &DerivedKey,
+    seal: &SigningKeySeal,
     kid: &str,
 ) -> Result<Option<SigningKey>, IssuerError> {
     let Some(sealed) = store
@@ -422,16 +421,12 @@ async fn load_seed(
     else {
         return Ok(None);
     };
-    let seed = seal
-        .open(&sealed, kid.as_bytes())
-        .map_err(|_| IssuerError::Unseal {
+    seal.open(kid, &sealed).map(Some).map_err(|e| match e {
+        UnsealError::Open => IssuerError::Unseal {
             kid: kid.to_owned(),
-        })?;
-    let seed: [u8; 32] = seed
-        .as_slice()
-        .try_into()
-        .map_err(|_| IssuerError::Corrupt("a seed is not 32 bytes".into()))?;
-    Ok(Some(SigningKey::from_seed(seed)))
+        },
+        UnsealError::NotASeed => IssuerError::Corrupt(format!("{kid}: {e}")),
+    })
 }
 
 #[cfg(test)]
@@ -444,16 +439,10 @@ pub(crate) mod tests {
     /// Writes a first signing key into `log` as the identity service does (the gateway's
     /// own tests cannot run the service: the gateway does not depend on it).
     pub(crate) async fn first_key(log: &dyn EventStore, master: &MasterKey) -> anyhow::Result<()> {
-        let key = SigningKey::generate();
-        let kid = key.kid().to_owned();
-        let sealed = master
-            .derive_key(SIGNING_KEY_SEAL_PURPOSE)
-            .seal(key.seed().as_slice(), kid.as_bytes())?;
-        let added = KeyringEvent::SigningKeyAdded(SigningKeyAdded {
-            kid: kid.clone(),
-            public_key: key.jwk().x,
-            active_from: Utc::now() - chrono::Duration::seconds(1),
-        });
+        let (_, added, sealed) =
+            SigningKeySeal::new(master).generate(Utc::now() - chrono::Duration::seconds(1))?;
+        let name = signing_key_slot(&added.kid);
+        let added = KeyringEvent::SigningKeyAdded(added);
         let mut request = AppendRequest::new(
             keyring_stream(),
             ExpectedVersion::NoStream,
@@ -464,7 +453,7 @@ pub(crate) mod tests {
             )],
         );
         request.secrets.push(SecretOp::Put {
-            name: signing_key_slot(&kid),
+            name,
             value: sealed,
         });
         log.append(request).await?;

@@ -1,7 +1,7 @@
 //! The keyring's command handlers, its rotation schedule and their settings.
 //!
-//! A new key is generated here, its private half sealed under the master key (purpose
-//! [`SIGNING_KEY_SEAL_PURPOSE`]) into the keyring stream's secret slot in the same
+//! A new key is generated here, its private half sealed under the master key
+//! (`gatehouse_tokens::SigningKeySeal`) into the keyring stream's secret slot in the same
 //! transaction as the `keyring.signing_key_added` event; retiring a key deletes that slot
 //! (crypto-shredding: a retired key can never sign again). Gateways only read the keyring.
 //! Every identity replica may run the schedule: each decision is taken again on the
@@ -15,13 +15,13 @@ use gatehouse_contracts::commands::{Accepted, CommandEnvelope, Failure, FailureK
 use gatehouse_contracts::envelope::{Actor, EventMetadata};
 use gatehouse_contracts::failures::{CommonFailure, IdentityFailure};
 use gatehouse_contracts::keyring::{
-    AddSigningKey, EnsureSigningKey, KeyringView, RetireSigningKey, SIGNING_KEY_SEAL_PURPOSE,
-    SigningKeyAdded, SigningKeyCreated, SigningKeyEnsured, keyring_stream, signing_key_slot,
+    AddSigningKey, EnsureSigningKey, KeyringView, RetireSigningKey, SigningKeyAdded,
+    SigningKeyCreated, SigningKeyEnsured, keyring_stream, signing_key_slot,
 };
 use gatehouse_eventlog::writer::require_caller;
 use gatehouse_eventlog::{CommandWriter, Extras, SecretOp};
-use gatehouse_secrets::{DerivedKey, MasterKey};
-use gatehouse_tokens::SigningKey;
+use gatehouse_secrets::MasterKey;
+use gatehouse_tokens::SigningKeySeal;
 use tokio::sync::watch;
 
 use crate::domain::keyring::{self, Keyring, KeyringRejection, RotationSchedule};
@@ -43,31 +43,37 @@ impl From<KeyringRejection> for Failure {
     }
 }
 
+/// A new key after 90 days, signing an hour later; superseded keys retired 31 days after
+/// (longer than any token lives).
+const ROTATE_SECONDS: u64 = 90 * 86_400;
+const ACTIVATE_SECONDS: u64 = 3600;
+const RETIRE_SECONDS: u64 = 31 * 86_400;
+
 /// The signing-key schedule, as flags and environment variables.
 #[derive(Clone, Debug, clap::Args)]
 pub struct KeyringSettings {
     /// Seconds a signing key signs before a new one is added by itself (0: never).
-    #[arg(long, env = "GATEHOUSE_SIGNING_KEY_ROTATE_SECONDS", default_value_t = 90 * 86_400)]
+    #[arg(long, env = "GATEHOUSE_SIGNING_KEY_ROTATE_SECONDS", default_value_t = ROTATE_SECONDS)]
     pub signing_key_rotate_seconds: u64,
     /// Seconds between adding a key by schedule and its first signature.
     #[arg(
         long,
         env = "GATEHOUSE_SIGNING_KEY_ACTIVATE_SECONDS",
-        default_value_t = 3600
+        default_value_t = ACTIVATE_SECONDS
     )]
     pub signing_key_activate_seconds: u64,
     /// Seconds a superseded key keeps verifying before it is retired by itself (0: never).
     /// Must exceed the longest token lifetime (a trusted device's: 30 days by default).
-    #[arg(long, env = "GATEHOUSE_SIGNING_KEY_RETIRE_SECONDS", default_value_t = 31 * 86_400)]
+    #[arg(long, env = "GATEHOUSE_SIGNING_KEY_RETIRE_SECONDS", default_value_t = RETIRE_SECONDS)]
     pub signing_key_retire_seconds: u64,
 }
 
 impl Default for KeyringSettings {
     fn default() -> Self {
         Self {
-            signing_key_rotate_seconds: 90 * 86_400,
-            signing_key_activate_seconds: 3600,
-            signing_key_retire_seconds: 31 * 86_400,
+            signing_key_rotate_seconds: ROTATE_SECONDS,
+            signing_key_activate_seconds: ACTIVATE_SECONDS,
+            signing_key_retire_seconds: RETIRE_SECONDS,
         }
     }
 }
@@ -106,7 +112,7 @@ impl KeyringSettings {
 #[derive(Clone)]
 pub struct KeyringKeeper {
     writer: CommandWriter,
-    seal: Arc<DerivedKey>,
+    seal: Arc<SigningKeySeal>,
 }
 
 impl std::fmt::Debug for KeyringKeeper {
@@ -127,33 +133,23 @@ impl KeyringKeeper {
     pub fn new(writer: CommandWriter, master: &MasterKey) -> Self {
         Self {
             writer,
-            seal: Arc::new(master.derive_key(SIGNING_KEY_SEAL_PURPOSE)),
+            seal: Arc::new(SigningKeySeal::new(master)),
         }
     }
 
     /// A fresh key signing from `active_from`: its public half as an event payload, and
     /// the secret-slot write of its sealed private half.
     fn new_key(&self, active_from: DateTime<Utc>) -> Result<(SigningKeyAdded, SecretOp), Failure> {
-        let key = SigningKey::generate();
-        let kid = key.kid().to_owned();
-        let sealed = self
-            .seal
-            .seal(key.seed().as_slice(), kid.as_bytes())
-            .map_err(|e| {
-                tracing::error!(error = %e, "sealing a signing key failed");
-                Failure::new(
-                    FailureKind::Internal,
-                    IdentityFailure::SealingFailed,
-                    "the key cannot be sealed",
-                )
-            })?;
-        let added = SigningKeyAdded {
-            kid: kid.clone(),
-            public_key: key.jwk().x,
-            active_from,
-        };
+        let (_, added, sealed) = self.seal.generate(active_from).map_err(|e| {
+            tracing::error!(error = %e, "sealing a signing key failed");
+            Failure::new(
+                FailureKind::Internal,
+                IdentityFailure::SealingFailed,
+                "the key cannot be sealed",
+            )
+        })?;
         let secret = SecretOp::Put {
-            name: signing_key_slot(&kid),
+            name: signing_key_slot(&added.kid),
             value: sealed,
         };
         Ok((added, secret))
@@ -174,7 +170,12 @@ impl KeyringKeeper {
                 let events = keyring::add(keyring, added.clone(), &due, now)?;
                 let kid = (!events.is_empty()).then(|| added.kid.clone());
                 let extras = Extras {
-                    secrets: events.iter().map(|_| secret.clone()).collect(),
+                    // The sealed private half goes in only with the event that adds it.
+                    secrets: if events.is_empty() {
+                        vec![]
+                    } else {
+                        vec![secret.clone()]
+                    },
                     ..Extras::default()
                 };
                 Ok::<_, KeyringRejection>((events, extras, kid))
@@ -251,7 +252,11 @@ impl KeyringKeeper {
             .update_with_retry::<Keyring, _, _, _>(keyring_stream(), metadata, |keyring| {
                 let events = keyring::retire(keyring, kid, now)?;
                 let extras = Extras {
-                    secrets: events.iter().map(|_| shred.clone()).collect(),
+                    secrets: if events.is_empty() {
+                        vec![]
+                    } else {
+                        vec![shred.clone()]
+                    },
                     ..Extras::default()
                 };
                 Ok::<_, KeyringRejection>((events, extras, ()))
