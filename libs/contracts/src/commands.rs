@@ -132,6 +132,10 @@ pub enum FailureKind {
     Unavailable,
     /// A bug or an unexpected failure (HTTP 500).
     Internal,
+    /// A cloud behind a connector answered with an error (HTTP 502).
+    Upstream,
+    /// A cloud behind a connector did not answer in time (HTTP 504).
+    UpstreamTimeout,
     /// A kind this build does not know.
     #[serde(other)]
     Unknown,

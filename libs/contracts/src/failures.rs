@@ -227,6 +227,38 @@ failure_codes!(
     }
 );
 
+failure_codes!(
+    /// Codes of the connectors service (service connectors, leases, components).
+    ConnectorsFailure with CommonFailure {
+        /// The name is taken.
+        NameTaken = "name_taken",
+        /// No such connector, lease or component (or the caller may not see it).
+        NotFound = "not_found",
+        /// The caller sees it but may not do this (names what the caller may do).
+        Forbidden = "forbidden",
+        /// A request field is invalid (the message names it).
+        InvalidRequest = "invalid_request",
+        /// Implicit auth methods are off on this server.
+        ImplicitDisabled = "implicit_auth_disabled",
+        /// The server refuses to hand out long-lived credentials.
+        LongLivedForbidden = "long_lived_credentials_forbidden",
+        /// The cloud answered with an error.
+        UpstreamError = "upstream_error",
+        /// The cloud did not answer in time.
+        UpstreamTimeout = "upstream_timeout",
+        /// The lease's credentials cannot be revoked at the cloud.
+        NotRevocable = "not_revocable",
+        /// The connector is used by components (the message names them).
+        InUse = "in_use",
+        /// The component is not connected to a connector.
+        NotConnected = "not_connected",
+        /// The connector's stored secrets cannot be opened (shredded or corrupt).
+        SecretsUnavailable = "secrets_unavailable",
+        /// Something cannot be sealed for the reply.
+        SealingFailed = "sealing_failed",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +329,14 @@ mod tests {
             DevicesFailure::AuthorizationPending.as_str(),
             "authorization_pending"
         );
+    }
+
+    #[test]
+    fn every_connectors_code_round_trips_and_an_unknown_one_is_kept() {
+        round_trips(
+            ConnectorsFailure::known(),
+            ConnectorsFailure::Unknown("from_the_future".into()),
+        );
+        assert_eq!(ConnectorsFailure::NotRevocable.as_str(), "not_revocable");
     }
 }

@@ -81,6 +81,20 @@ id_type!(
     PrincipalId
 );
 
+id_type!(
+    /// Identifies a service connector.
+    ConnectorId
+);
+id_type!(
+    /// Identifies a lease: one issue of short-lived credentials through a connector.
+    LeaseId
+);
+id_type!(
+    /// Identifies a stack component (an artifact store, a container registry, an
+    /// orchestrator).
+    ComponentId
+);
+
 impl From<UserId> for PrincipalId {
     fn from(id: UserId) -> Self {
         Self(id.0)

@@ -5,8 +5,10 @@
 //! audit feed), so the serialized form is a contract: event types and field names never
 //! change once released; new fields are optional; old versions are upcast on read.
 
+pub mod catalogue;
 pub mod clock;
 pub mod commands;
+pub mod connectors;
 pub mod devices;
 pub mod envelope;
 pub mod events;
@@ -19,5 +21,8 @@ pub mod names;
 pub mod nullable;
 
 pub use envelope::{Actor, EventMetadata, RecordedEvent, StreamId};
-pub use ids::{ApiKeyId, DeviceId, EventId, PrincipalId, PrincipalKind, ServiceAccountId, UserId};
+pub use ids::{
+    ApiKeyId, ComponentId, ConnectorId, DeviceId, EventId, LeaseId, PrincipalId, PrincipalKind,
+    ServiceAccountId, UserId,
+};
 pub use names::{Description, Name, NameError};

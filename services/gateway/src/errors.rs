@@ -124,6 +124,12 @@ impl From<Failure> for ApiError {
             FailureKind::Conflict => ApiError::new(StatusCode::CONFLICT, "conflict", f.message),
             FailureKind::RateLimited => ApiError::rate_limited(1),
             FailureKind::Unavailable => ApiError::unavailable(f.message),
+            FailureKind::Upstream => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", f.message)
+            }
+            FailureKind::UpstreamTimeout => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", f.message)
+            }
             FailureKind::Internal | FailureKind::Unknown => ApiError::internal(&f.message),
         };
         ApiError {
