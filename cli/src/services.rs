@@ -17,6 +17,8 @@ pub struct ServiceSettings {
     pub keys: gatehouse_keys::KeySettings,
     #[command(flatten)]
     pub devices: gatehouse_devices::DeviceSettings,
+    #[command(flatten)]
+    pub connectors: gatehouse_connectors::ConnectorSettings,
 }
 
 /// Every service's write side, in the order of `gatehouse_readmodels::SERVICES`.
@@ -25,6 +27,7 @@ pub fn write_sides(ctx: &ServiceContext<'_>, settings: &ServiceSettings) -> Vec<
         gatehouse_identity::write_side(ctx, &settings.keyring),
         gatehouse_keys::write_side(ctx, &settings.keys),
         gatehouse_devices::write_side(ctx, &settings.devices),
+        gatehouse_connectors::write_side(ctx, &settings.connectors),
     ]
 }
 

@@ -90,7 +90,12 @@ impl TestApp {
     /// it is ready.
     pub async fn spawn_split(env: &[(&str, &str)]) -> anyhow::Result<TestApp> {
         let mut app = Self::prepare(env, "gatehouse-gateway").await?;
-        for binary in ["gatehouse-identity", "gatehouse-keys", "gatehouse-devices"] {
+        for binary in [
+            "gatehouse-identity",
+            "gatehouse-keys",
+            "gatehouse-devices",
+            "gatehouse-connectors",
+        ] {
             let log = app._dir.path().join(format!("{binary}.log"));
             let child = app
                 .command(binary, app.port, &log)?
@@ -101,7 +106,12 @@ impl TestApp {
         // The services create the event stream (the gateway's NATS user may not), so the
         // gateway starts once they are ready, as an orchestrator's readiness order would.
         let deadline = Instant::now() + Duration::from_secs(60);
-        for binary in ["gatehouse-identity", "gatehouse-keys", "gatehouse-devices"] {
+        for binary in [
+            "gatehouse-identity",
+            "gatehouse-keys",
+            "gatehouse-devices",
+            "gatehouse-connectors",
+        ] {
             while !app.service_log(binary).contains(&format!("{binary} ready")) {
                 if Instant::now() > deadline {
                     bail!(
@@ -184,6 +194,7 @@ impl TestApp {
             "gatehouse-identity" => NatsUser::Identity,
             "gatehouse-keys" => NatsUser::Keys,
             "gatehouse-devices" => NatsUser::Devices,
+            "gatehouse-connectors" => NatsUser::Connectors,
             _ => NatsUser::Gateway,
         };
         cmd.env("GATEHOUSE_DATABASE_URL", self.db.url())

@@ -232,12 +232,6 @@ failure_codes!(
     ConnectorsFailure with CommonFailure {
         /// The name is taken.
         NameTaken = "name_taken",
-        /// No such connector, lease or component (or the caller may not see it).
-        NotFound = "not_found",
-        /// The caller sees it but may not do this (names what the caller may do).
-        Forbidden = "forbidden",
-        /// A request field is invalid (the message names it).
-        InvalidRequest = "invalid_request",
         /// Implicit auth methods are off on this server.
         ImplicitDisabled = "implicit_auth_disabled",
         /// The server refuses to hand out long-lived credentials.
@@ -254,6 +248,8 @@ failure_codes!(
         NotConnected = "not_connected",
         /// The connector's stored secrets cannot be opened (shredded or corrupt).
         SecretsUnavailable = "secrets_unavailable",
+        /// A sealed secret in the command cannot be opened.
+        UnsealableSecret = "unsealable_secret",
         /// Something cannot be sealed for the reply.
         SealingFailed = "sealing_failed",
     }

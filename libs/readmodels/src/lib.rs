@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use gatehouse_eventlog::ViewProjection;
 
+pub mod connectors;
 pub mod devices;
 pub mod identity;
 pub mod keyring;
@@ -51,7 +52,12 @@ impl std::fmt::Debug for ReadSide {
 }
 
 /// Every service's read side.
-pub const SERVICES: &[ReadSide] = &[identity::READ_SIDE, keys::READ_SIDE, devices::READ_SIDE];
+pub const SERVICES: &[ReadSide] = &[
+    identity::READ_SIDE,
+    keys::READ_SIDE,
+    devices::READ_SIDE,
+    connectors::READ_SIDE,
+];
 
 /// Every read-model projection of every service.
 pub fn projections() -> Vec<Arc<dyn ViewProjection>> {

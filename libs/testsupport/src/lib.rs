@@ -351,6 +351,8 @@ pub enum NatsUser {
     Keys,
     /// `gatehouse-devices`.
     Devices,
+    /// `gatehouse-connectors`.
+    Connectors,
     /// `gatehouse serve` (everything in one process).
     Gatehouse,
     /// Audit consumers: read-only.
@@ -359,11 +361,12 @@ pub enum NatsUser {
 
 impl NatsUser {
     /// Every user.
-    pub const ALL: [NatsUser; 6] = [
+    pub const ALL: [NatsUser; 7] = [
         NatsUser::Gateway,
         NatsUser::Identity,
         NatsUser::Keys,
         NatsUser::Devices,
+        NatsUser::Connectors,
         NatsUser::Gatehouse,
         NatsUser::Audit,
     ];
@@ -375,6 +378,7 @@ impl NatsUser {
             NatsUser::Identity => "identity",
             NatsUser::Keys => "keys",
             NatsUser::Devices => "devices",
+            NatsUser::Connectors => "connectors",
             NatsUser::Gatehouse => "gatehouse",
             NatsUser::Audit => "audit",
         }

@@ -7,4 +7,10 @@
 //! live lease, the implicit gate, timeouts); each cloud is one module behind
 //! [`types::ConnectorType`].
 
+pub mod domain;
+pub mod schema;
+pub mod service;
 pub mod types;
+pub mod vault;
+
+pub use service::{ConnectorSettings, ConnectorsService, write_side};

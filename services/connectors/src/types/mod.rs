@@ -18,6 +18,8 @@ use gatehouse_contracts::catalogue::ConnectorTypeSpec;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
+pub mod fixture;
+
 /// One connector's secret fields, decrypted for one call. Never printed.
 #[derive(Clone, Default)]
 pub struct Secrets(BTreeMap<String, SecretString>);
@@ -207,5 +209,19 @@ impl Catalogue {
 impl fmt::Debug for Catalogue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.types.keys()).finish()
+    }
+}
+
+/// Settings every type gets.
+#[derive(Clone, Debug)]
+pub struct TypeSettings {
+    /// How long one call to a cloud may take.
+    pub timeout: Duration,
+}
+
+impl Catalogue {
+    /// The types this build ships.
+    pub fn builtin(_settings: &TypeSettings) -> Self {
+        Self::of(Vec::new())
     }
 }

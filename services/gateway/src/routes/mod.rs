@@ -1,12 +1,15 @@
 //! HTTP routes, registered in one place.
 
 pub mod api_keys;
+pub mod components;
+pub mod connectors;
 pub mod current_user;
 pub mod device_flow;
 pub mod device_page;
 pub mod devices;
 pub mod events;
 pub mod health;
+pub mod leases;
 pub mod oauth;
 pub mod paging;
 pub mod service_accounts;
@@ -60,7 +63,33 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(signing_keys::list_signing_keys)
                 .service(signing_keys::add_signing_key)
                 .service(signing_keys::retire_signing_key)
-                .service(events::follow_events),
+                .service(events::follow_events)
+                .service(connectors::list_connector_types)
+                .service(connectors::get_connector_type)
+                // Before `/service_connectors/{connector}`, which would take "verify".
+                .service(connectors::verify_new_connector)
+                .service(connectors::register_connector)
+                .service(connectors::list_connectors)
+                .service(connectors::get_connector)
+                .service(connectors::update_connector)
+                .service(connectors::delete_connector)
+                .service(connectors::verify_connector)
+                .service(connectors::list_resources)
+                .service(connectors::connector_credentials)
+                .service(connectors::grant_connector)
+                .service(connectors::list_grants)
+                .service(connectors::revoke_grant)
+                .service(leases::list_leases)
+                .service(leases::get_lease)
+                .service(leases::revoke_lease)
+                .service(components::register_component)
+                .service(components::list_components)
+                .service(components::get_component)
+                .service(components::update_component)
+                .service(components::delete_component)
+                .service(components::connect_component)
+                .service(components::disconnect_component)
+                .service(components::component_credentials),
         );
 }
 
