@@ -3,6 +3,7 @@
 mod api_key;
 mod client;
 mod commands;
+mod connectors;
 mod credentials;
 mod device_flow;
 mod duration;
@@ -16,6 +17,10 @@ use gatehouse::runtime;
 use commands::{
     AuditCommand, DeviceCommand, Globals, LoginArgs, LogoutArgs, OutputFormat,
     ServiceAccountCommand, SigningKeyCommand, UserCommand,
+};
+use connectors::{
+    ArtifactStoreCommand, ContainerRegistryCommand, LeaseCommand, OrchestratorCommand,
+    ServiceConnectorCommand,
 };
 
 /// Gatehouse: the authentication plane for ML platforms.
@@ -122,6 +127,58 @@ Examples:
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Service connectors: cloud credentials kept on the server, handed out short-lived
+    /// for one resource.
+    #[command(
+        name = "service-connector",
+        after_long_help = "\
+Examples:
+  gatehouse service-connector list-types
+  gatehouse service-connector describe-type aws --auth-method iam-role
+  gatehouse service-connector register aws-ml --type aws --auto-configure
+  gatehouse service-connector credentials aws-ml --resource-type s3-bucket \\
+      --resource-id s3://zenfiles --format env
+  gatehouse service-connector login aws-ml --resource-type s3-bucket   # an AWS profile
+
+Secrets are never taken from the command line: pass --secret NAME=@FILE or NAME=@-, or
+answer the hidden prompt."
+    )]
+    ServiceConnector {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: ServiceConnectorCommand,
+    },
+    /// Credential leases: who got credentials from which connector, until when.
+    Lease {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: LeaseCommand,
+    },
+    /// Artifact stores, linked to a service connector.
+    #[command(name = "artifact-store")]
+    ArtifactStore {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: ArtifactStoreCommand,
+    },
+    /// Container registries, linked to a service connector.
+    #[command(name = "container-registry")]
+    ContainerRegistry {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: ContainerRegistryCommand,
+    },
+    /// Orchestrators, linked to a service connector.
+    Orchestrator {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: OrchestratorCommand,
+    },
 }
 
 impl Command {
@@ -137,6 +194,11 @@ impl Command {
             | Command::AuthorizedDevice { globals, .. }
             | Command::SigningKey { globals, .. } => globals.output,
             Command::Audit { globals, .. } => globals.output,
+            Command::ServiceConnector { globals, .. }
+            | Command::Lease { globals, .. }
+            | Command::ArtifactStore { globals, .. }
+            | Command::ContainerRegistry { globals, .. }
+            | Command::Orchestrator { globals, .. } => globals.output,
         }
     }
 }
@@ -163,6 +225,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::AuthorizedDevice { globals, command } => command.run(&globals).await,
         Command::SigningKey { globals, command } => command.run(&globals).await,
         Command::Audit { globals, command } => command.run(&globals).await,
+        Command::ServiceConnector { globals, command } => command.run(&globals).await,
+        Command::Lease { globals, command } => command.run(&globals).await,
+        Command::ArtifactStore { globals, command } => command.run(&globals).await,
+        Command::ContainerRegistry { globals, command } => command.run(&globals).await,
+        Command::Orchestrator { globals, command } => command.run(&globals).await,
     }
 }
 
@@ -210,6 +277,11 @@ fn parse_failed(e: &clap::Error, args: &[std::ffi::OsString]) -> std::process::E
 
 fn main() -> std::process::ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Started as docker-credential-gatehouse (a link to this binary): Docker's helper.
+    if connectors::helper::invoked_as_helper(args.first().map(|a| a.as_os_str())) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        return connectors::helper::main(args.get(1).and_then(|a| a.to_str()));
+    }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => return parse_failed(&e, &args),
