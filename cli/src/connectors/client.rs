@@ -19,6 +19,15 @@ use crate::client::{ClientError, GatehouseClient, Page};
 /// What the API shows in place of a secret value.
 pub const HIDDEN: &str = "[HIDDEN]";
 
+/// A field the server may send as `null` where it means "none": read as its default.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 /// Secret fields of a connector, as given by the user. `Debug` hides the values.
 #[derive(Clone, Default)]
 pub struct SecretFields(BTreeMap<String, SecretString>);
@@ -96,19 +105,19 @@ pub struct Connector {
     /// The auth method (`iam-role`).
     pub auth_method: String,
     /// The resource types it serves (empty: all its method serves).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub resource_types: Vec<String>,
     /// The one resource it serves, when single-instance.
     #[serde(default)]
     pub resource_id: Option<String>,
     /// Non-secret configuration.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub configuration: Map<String, Value>,
     /// The secret fields set, each `[HIDDEN]`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub secrets: Map<String, Value>,
     /// Labels.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub labels: BTreeMap<String, String>,
     /// What it is for.
     #[serde(default)]
@@ -129,10 +138,10 @@ pub struct Connector {
     #[serde(default)]
     pub owner: Option<String>,
     /// Who else may use it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub grants: Vec<Grant>,
     /// The components linked to it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub components: Vec<String>,
     /// Created at (RFC 3339, kept as sent).
     #[serde(default)]
@@ -168,7 +177,7 @@ pub struct Verification {
     #[serde(default)]
     pub identity: Option<String>,
     /// What it reaches.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub resources: Vec<ResourceList>,
     /// Fields this CLI does not know yet.
     #[serde(flatten)]
@@ -186,7 +195,7 @@ pub struct ConnectorResources {
     #[serde(default)]
     pub connector_type: String,
     /// What it reaches, per resource type.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub resources: Vec<ResourceList>,
     /// Fields this CLI does not know yet.
     #[serde(flatten)]
@@ -247,7 +256,7 @@ pub struct IssuedCredentials {
     #[serde(default)]
     pub revocable: bool,
     /// The credentials themselves.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub credentials: CredentialFields,
     /// Fields this CLI does not know yet.
     #[serde(flatten)]
@@ -338,7 +347,7 @@ pub struct Component {
     /// The flavor (`s3`).
     pub flavor: String,
     /// Its configuration.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub configuration: Map<String, Value>,
     /// Who registered it.
     #[serde(default)]
@@ -1006,6 +1015,10 @@ mod tests {
             "grants": [{"principal": "p", "principal_name": "ci-bot", "resource_ids": null}],
             "components": [], "created": "2026-12-03T11:00:00Z", "updated": "2026-12-03T11:00:00Z",
             "health": "ok"}))?;
+        let sparse: Connector = serde_json::from_value(serde_json::json!({
+            "id": "c", "name": "n", "connector_type": "aws", "auth_method": "m",
+            "resource_types": null, "configuration": null, "labels": null, "grants": null}))?;
+        assert!(sparse.resource_types.is_empty() && sparse.grants.is_empty());
         assert_eq!(connector.grants[0].principal_name, "ci-bot");
         assert_eq!(connector.extra["health"], "ok");
         Ok(())
