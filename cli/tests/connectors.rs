@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 struct Seen {
     method: String,
     target: String,
+    headers: Vec<(String, String)>,
     body: String,
 }
 
@@ -31,6 +32,13 @@ impl Seen {
             self.method,
             self.target.split('?').next().unwrap_or_default()
         )
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn json(&self) -> Value {
@@ -64,6 +72,7 @@ impl Gateway {
                 let method = parts.next().unwrap_or_default().to_owned();
                 let target = parts.next().unwrap_or_default().to_owned();
                 let mut length = 0;
+                let mut headers = Vec::new();
                 loop {
                     let mut header = String::new();
                     if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
@@ -73,6 +82,7 @@ impl Gateway {
                         if k.eq_ignore_ascii_case("content-length") {
                             length = v.trim().parse().unwrap_or(0);
                         }
+                        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
                     }
                 }
                 let mut body = vec![0; length];
@@ -80,6 +90,7 @@ impl Gateway {
                 let request = Seen {
                     method,
                     target,
+                    headers,
                     body: String::from_utf8_lossy(&body).into_owned(),
                 };
                 let (status, value) = answer(&request);
@@ -237,16 +248,30 @@ fn or_empty(value: &Value) -> Value {
     }
 }
 
+/// An expiry an hour from now, as the server sends it (tools refuse expired answers).
+fn in_an_hour() -> String {
+    (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 fn issued(resource_type: &str, resource_id: Option<&str>, credentials: Value) -> Value {
     json!({"lease_id": "0193a1b2-0000-7e5f-8a9b-00000000l0a5", "connector_id": "c1",
         "connector_type": "aws", "auth_method": "iam-role", "resource_type": resource_type,
-        "resource_id": resource_id, "expires_at": "2026-12-03T12:00:00Z", "revocable": false,
+        "resource_id": resource_id, "expires_at": in_an_hour(), "revocable": false,
         "credentials": credentials})
 }
 
 /// The stand-in of the connector API.
 fn connector_api() -> Gateway {
-    Gateway::start(Box::new(|req: &Seen| {
+    connector_api_for(None)
+}
+
+/// The stand-in, naming `cluster` (server URL, CA bundle in base64) in credentials for
+/// kubernetes-cluster; without one it is the cluster itself.
+fn connector_api_for(cluster: Option<(String, String)>) -> Gateway {
+    let me: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
+    let own_url = me.clone();
+    let api = Gateway::start(Box::new(move |req: &Seen| {
         let body = req.json();
         match req.route().as_str() {
             "GET /api/v1/service_connector_types/aws" => (200, aws_type()),
@@ -264,8 +289,13 @@ fn connector_api() -> Gateway {
                 let credentials = match kind {
                     "docker-registry" => json!({"username": "AWS", "password": "registry-pw",
                         "registry": "123456789012.dkr.ecr.eu-west-1.amazonaws.com"}),
-                    "kubernetes-cluster" => json!({"server": "https://127.0.0.1:6443",
-                        "certificate_authority_data": "LS0tLS1CRUdJTg==", "token": "k8s-token"}),
+                    // The stand-in is the cluster too (plain HTTP, so no CA).
+                    "kubernetes-cluster" => match &cluster {
+                        Some((server, ca)) => json!({"token": "k8s-token", "server": server,
+                            "certificate_authority_data": ca}),
+                        None => json!({"token": "k8s-token",
+                            "server": own_url.get().cloned().unwrap_or_default()}),
+                    },
                     _ => {
                         json!({"aws_access_key_id": "ASIAEXAMPLE", "aws_secret_access_key": SECRET,
                         "aws_session_token": "FwoGZXIvYXdzEXAMPLE", "region": "eu-west-1",
@@ -274,6 +304,15 @@ fn connector_api() -> Gateway {
                 };
                 (200, issued(kind, id, credentials))
             }
+            // The cluster's API server, to kubectl.
+            "GET /version" => (
+                if req.header("authorization") == Some("Bearer k8s-token") {
+                    200
+                } else {
+                    401
+                },
+                json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0"}),
+            ),
             "POST /api/v1/leases/l-1/revoke" => (
                 409,
                 json!({"error": "conflict", "code": "not_revocable", "request_id": "r1",
@@ -291,7 +330,9 @@ fn connector_api() -> Gateway {
                     "request_id": "r0"}),
             ),
         }
-    }))
+    }));
+    let _ = me.set(api.url.clone());
+    api
 }
 
 #[test]
@@ -446,12 +487,18 @@ fn credentials_print_for_each_tool_and_the_table_shows_no_value() {
         assert!(out.status.success(), "{extra:?}: {out:?}");
         out
     };
-    let process: Value =
+    let mut process: Value =
         serde_json::from_slice(&run(&["--format", "aws-process"]).stdout).expect("json");
+    let expiration = process["Expiration"].take();
+    let expiration = expiration.as_str().unwrap_or_default();
+    assert!(
+        expiration.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(expiration).is_ok(),
+        "{expiration}"
+    );
     assert_eq!(
         process,
         json!({"Version": 1, "AccessKeyId": "ASIAEXAMPLE", "SecretAccessKey": SECRET,
-            "SessionToken": "FwoGZXIvYXdzEXAMPLE", "Expiration": "2026-12-03T12:00:00Z"})
+            "SessionToken": "FwoGZXIvYXdzEXAMPLE", "Expiration": null})
     );
     // The env format is what a shell evaluates.
     let env = text(&run(&["--format", "env"]).stdout);
@@ -654,7 +701,7 @@ fn login_writes_a_kubeconfig_context_with_an_exec_plugin() {
     assert_eq!(kubeconfig["current-context"], "ml");
     assert_eq!(
         kubeconfig["clusters"][0]["cluster"]["server"],
-        "https://127.0.0.1:6443"
+        api.url.as_str()
     );
     let exec = &kubeconfig["users"][0]["user"]["exec"];
     let command = exec["command"].as_str().expect("command");
@@ -753,4 +800,212 @@ fn an_artifact_store_registers_with_its_path_sugar() {
     let wrong = machine.run(&["artifact-store", "register", "x", "--flavor", "gcs"]);
     assert_eq!(wrong.status.code(), Some(2));
     assert!(text(&wrong.stderr).contains("it has s3"));
+}
+
+/// A tool on PATH, or `None` (the test then says it was skipped, on stderr). Set
+/// `GATEHOUSE_TEST_REQUIRE_TOOLS=1` to make a missing tool a failure.
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("GATEHOUSE_TEST_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{name} is not on PATH"
+        );
+        eprintln!("skipped: {name} is not on PATH");
+    }
+    found
+}
+
+/// The real AWS SDK for Python (botocore, as the AWS CLI uses it) reads the profile
+/// `login` wrote, runs its credential_process and accepts the answer.
+#[test]
+fn botocore_gets_credentials_through_the_written_profile() {
+    let Some(python) = tool("python3") else {
+        return;
+    };
+    let check = Command::new(&python)
+        .args(["-c", "import botocore"])
+        .output()
+        .expect("python3");
+    if !check.status.success() {
+        assert!(std::env::var("GATEHOUSE_TEST_REQUIRE_TOOLS").as_deref() != Ok("1"));
+        eprintln!("skipped: python3 has no botocore");
+        return;
+    }
+    let api = connector_api();
+    let machine = Machine::new(&api.url);
+    let out = machine.run(&[
+        "service-connector",
+        "login",
+        "aws-ml",
+        "--resource-type",
+        "s3-bucket",
+        "--profile",
+        "ml",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let script = "import botocore.session\n\
+        s = botocore.session.Session(profile='ml')\n\
+        c = s.get_credentials().get_frozen_credentials()\n\
+        print(c.access_key, c.secret_key, c.token, s.get_config_variable('region'))\n";
+    // The user's environment (python may be a pyenv shim that needs HOME), with this
+    // machine's Gatehouse and AWS files and no AWS credentials of the user's.
+    let sdk = Command::new(&python)
+        .args(["-c", script])
+        .env("AWS_CONFIG_FILE", machine.path("aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            machine.path("no-credentials"),
+        )
+        .env("GATEHOUSE_CONFIG_DIR", machine.path("gatehouse"))
+        .env("GATEHOUSE_URL", &machine.url)
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("GATEHOUSE_API_KEY")
+        .output()
+        .expect("botocore");
+    assert!(sdk.status.success(), "{sdk:?}");
+    assert_eq!(
+        text(&sdk.stdout).trim(),
+        format!("ASIAEXAMPLE {SECRET} FwoGZXIvYXdzEXAMPLE eu-west-1")
+    );
+}
+
+/// The Authorization headers a server saw.
+type Headers = Arc<Mutex<Vec<String>>>;
+
+/// A cluster's API server for kubectl: HTTPS (kubectl sends no bearer token over plain
+/// HTTP) with a self-signed certificate made by `openssl`, answering `/version` to the
+/// bearer `k8s-token` only. Returns its URL, its certificate in base64 (kubeconfig's
+/// `certificate-authority-data`) and the Authorization headers it saw.
+fn tls_cluster(dir: &Path) -> Option<(String, String, Headers)> {
+    use rustls::pki_types::pem::PemObject as _;
+    let openssl = tool("openssl")?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new(&openssl)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{made:?}");
+    let b64 = Command::new(&openssl)
+        .args(["base64", "-A", "-in"])
+        .arg(&cert)
+        .output()
+        .expect("openssl base64");
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
+        .expect("cert")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certs");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("server config");
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                continue;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            let mut reader = BufReader::new(&mut tls);
+            let mut auth = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("authorization") {
+                        auth = v.trim().to_owned();
+                    }
+                }
+            }
+            if let Ok(mut log) = log.lock() {
+                log.push(auth.clone());
+            }
+            let (status, body) = if auth == "Bearer k8s-token" {
+                (
+                    "200 OK",
+                    r#"{"major":"1","minor":"32","gitVersion":"v1.32.0"}"#,
+                )
+            } else {
+                ("401 Unauthorized", r#"{"kind":"Status","code":401}"#)
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.write_all(response.as_bytes());
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    Some((url, text(&b64.stdout).trim().to_owned(), seen))
+}
+
+/// Real kubectl trusts the cluster through the CA `login` wrote, runs the exec plugin and
+/// sends its token.
+#[test]
+fn kubectl_authenticates_with_the_exec_plugin() {
+    let Some(kubectl) = tool("kubectl") else {
+        return;
+    };
+    let certs = tempfile::tempdir().expect("tempdir");
+    let Some((server, ca, seen)) = tls_cluster(certs.path()) else {
+        return;
+    };
+    let api = connector_api_for(Some((server, ca)));
+    let machine = Machine::new(&api.url);
+    let out = machine.run(&[
+        "service-connector",
+        "login",
+        "aws-ml",
+        "--resource-type",
+        "kubernetes-cluster",
+        "--resource-id",
+        "ml-cluster",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let version = machine
+        .command(&kubectl)
+        .args(["--context", "gatehouse-aws-ml", "get", "--raw", "/version"])
+        .output()
+        .expect("kubectl");
+    assert!(version.status.success(), "{version:?}");
+    assert!(text(&version.stdout).contains("v1.32.0"), "{version:?}");
+    let auth = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(
+        !auth.is_empty() && auth.iter().all(|a| a == "Bearer k8s-token"),
+        "{auth:?}"
+    );
 }
