@@ -552,7 +552,17 @@ fn auto_configure(spec: &ConnectorTypeSpec, draft: &mut Draft) -> anyhow::Result
         .auth_method
         .clone()
         .unwrap_or_else(|| found.auth_method.clone());
-    let method = auth_method_of(spec, &method_name)?;
+    let method = match (auth_method_of(spec, &method_name), &draft.auth_method) {
+        (Ok(m), _) => m,
+        (Err(e), Some(_)) => return Err(e),
+        (Err(e), None) => {
+            return Err(e.context(format!(
+                "{} fits the auth method {method_name}, which this server does not offer: \
+                 pass --auth-method",
+                found.source
+            )));
+        }
+    };
     let (configuration, secrets, left_out) = split_fields(method, found.fields);
     draft.configuration.extend(configuration);
     for name in secrets.names() {
@@ -655,7 +665,7 @@ fn guided(
             draft.resource_types = vec![r.resource_type.clone()];
             if r.supports_instances && draft.resource_id.is_none() {
                 let forms = r.id_forms.join(", ");
-                let id = input::text(&format!("Resource id ({forms}; empty: any)"), Some(""))?;
+                let id = input::text(&format!("Resource id ({forms}; empty: any)"), None)?;
                 draft.resource_id = (!id.is_empty()).then_some(id);
             }
         }
