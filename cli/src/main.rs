@@ -368,6 +368,216 @@ mod tests {
     }
 
     #[test]
+    fn every_connector_command_and_flag_has_help_and_the_client_options() {
+        fn check(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" {
+                    assert!(arg.get_help().is_some(), "{path} {id} has no help");
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                assert!(
+                    sub.get_about().is_some(),
+                    "{path} {} has no help",
+                    sub.get_name()
+                );
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        for top in [
+            "service-connector",
+            "lease",
+            "artifact-store",
+            "container-registry",
+            "orchestrator",
+        ] {
+            let sub = cmd.find_subcommand(top).unwrap_or_else(|| panic!("{top}"));
+            check(sub, top);
+        }
+        for client in [
+            &["service-connector", "register"][..],
+            &["service-connector", "credentials"],
+            &["lease", "list"],
+            &["artifact-store", "connect"],
+            &["orchestrator", "register"],
+        ] {
+            let help = long_help(client);
+            assert!(
+                help.contains("--url") && help.contains("--output"),
+                "{client:?}: {help}"
+            );
+        }
+    }
+
+    #[test]
+    fn connector_commands_parse_as_documented() {
+        let parses = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("gatehouse").chain(args.iter().copied())).is_ok()
+        };
+        assert!(parses(&[
+            "service-connector",
+            "register",
+            "aws-ml",
+            "--type",
+            "aws",
+            "--auth-method",
+            "iam-role",
+            "--resource-type",
+            "s3-bucket",
+            "--resource-id",
+            "s3://b",
+            "--config",
+            "region=us-east-1",
+            "--label",
+            "team=ml",
+            "--expires-at",
+            "2026-12-31T00:00:00Z",
+            "--no-verify",
+        ]));
+        assert!(!parses(&[
+            "service-connector",
+            "register",
+            "x",
+            "--type",
+            "aws",
+            "--auto-configure",
+            "-i",
+        ]));
+        assert!(!parses(&[
+            "service-connector",
+            "register",
+            "x",
+            "--type",
+            "aws",
+            "--expires-at",
+            "soon",
+        ]));
+        assert!(!parses(&[
+            "service-connector",
+            "register",
+            "x",
+            "--type",
+            "aws",
+            "--config",
+            "novalue"
+        ]));
+        assert!(parses(&[
+            "service-connector",
+            "update",
+            "aws-ml",
+            "--config",
+            "endpoint_url=",
+            "--remove-label",
+            "team",
+            "--verify",
+        ]));
+        assert!(parses(&[
+            "service-connector",
+            "credentials",
+            "aws-ml",
+            "--resource-type",
+            "s3-bucket",
+            "--format",
+            "aws-process",
+        ]));
+        assert!(!parses(&[
+            "service-connector",
+            "credentials",
+            "aws-ml",
+            "--resource-type",
+            "s3-bucket",
+            "--format",
+            "yaml",
+        ]));
+        assert!(!parses(&["service-connector", "credentials", "aws-ml"]));
+        assert!(parses(&[
+            "service-connector",
+            "grant",
+            "aws-ml",
+            "--to",
+            "ci-bot",
+            "--resource-id",
+            "a",
+            "--resource-id",
+            "b"
+        ]));
+        assert!(parses(&[
+            "service-connector",
+            "revoke-grant",
+            "aws-ml",
+            "--from",
+            "ci-bot"
+        ]));
+        assert!(parses(&[
+            "lease",
+            "list",
+            "--connector",
+            "aws-ml",
+            "--active",
+            "-o",
+            "json"
+        ]));
+        assert!(parses(&[
+            "artifact-store",
+            "register",
+            "z",
+            "--flavor",
+            "s3",
+            "--path",
+            "s3://z"
+        ]));
+        // --path belongs to artifact stores, --uri to registries.
+        assert!(!parses(&[
+            "orchestrator",
+            "register",
+            "k",
+            "--flavor",
+            "kubernetes",
+            "--path",
+            "x"
+        ]));
+        assert!(parses(&[
+            "container-registry",
+            "register",
+            "r",
+            "--flavor",
+            "aws",
+            "--uri",
+            "1.dkr.ecr.x.amazonaws.com"
+        ]));
+        assert!(!parses(&[
+            "artifact-store",
+            "register",
+            "z",
+            "--flavor",
+            "s3",
+            "--resource-id",
+            "s3://z"
+        ]));
+        assert!(!parses(&[
+            "artifact-store",
+            "connect",
+            "z",
+            "--connector",
+            "c",
+            "--resource-id",
+            "a",
+            "-i"
+        ]));
+        assert!(!parses(&["artifact-store", "update", "z"]));
+        assert!(parses(&[
+            "orchestrator",
+            "credentials",
+            "k",
+            "--format",
+            "kube-exec"
+        ]));
+    }
+
+    #[test]
     fn options_work_before_and_after_the_subcommand() {
         for args in [
             &["gatehouse", "user", "-o", "json", "list"][..],
