@@ -1682,6 +1682,77 @@ impl GatehouseClient {
     }
 }
 
+/// The hook for modules that add API calls outside this file (`crate::connectors`): the
+/// same URL building, bearer auth, retries, API-key renewal and error decoding as every
+/// call above.
+impl GatehouseClient {
+    /// `/api/v1/{segments...}` (each segment percent-encoded) with `query` pairs.
+    pub(crate) fn api_url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+        let mut url = self.api(segments);
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (key, value) in query {
+                pairs.append_pair(key, value);
+            }
+        }
+        url
+    }
+
+    /// Sends one API call with an optional JSON body and returns the raw answer. A call
+    /// that is `repeatable` (a GET, or a change that ends in the same state when sent
+    /// twice), or that carries an `idempotency_key`, is retried once as [`Self::get`] is.
+    async fn call_raw(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+        repeatable: bool,
+        idempotency_key: Option<&str>,
+    ) -> Result<Response, ClientError> {
+        let retry = if repeatable {
+            Retry::Safe
+        } else {
+            Retry::keyed(idempotency_key)
+        };
+        self.send_api(retry, || {
+            let request = self.authorized(method.clone(), url.clone());
+            let request = match body {
+                Some(body) => request.json(body),
+                None => request,
+            };
+            with_idempotency_key(request, idempotency_key)
+        })
+        .await
+    }
+
+    /// [`Self::call_raw`], decoding the JSON answer.
+    pub(crate) async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+        repeatable: bool,
+        idempotency_key: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let response = self
+            .call_raw(method, url, body, repeatable, idempotency_key)
+            .await?;
+        self.expect_json(response).await
+    }
+
+    /// [`Self::call_raw`] for an answer without a body (204).
+    pub(crate) async fn call_empty(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+        repeatable: bool,
+    ) -> Result<(), ClientError> {
+        let response = self.call_raw(method, url, body, repeatable, None).await?;
+        self.expect_empty(response).await
+    }
+}
+
 fn with_filters(mut url: Url, filters: &ListFilters) -> Url {
     {
         let mut query = url.query_pairs_mut();

@@ -3,6 +3,7 @@
 mod api_key;
 mod client;
 mod commands;
+mod connectors;
 mod credentials;
 mod device_flow;
 mod duration;
@@ -16,6 +17,10 @@ use gatehouse::runtime;
 use commands::{
     AuditCommand, DeviceCommand, Globals, LoginArgs, LogoutArgs, OutputFormat,
     ServiceAccountCommand, SigningKeyCommand, UserCommand,
+};
+use connectors::{
+    ArtifactStoreCommand, ContainerRegistryCommand, LeaseCommand, OrchestratorCommand,
+    ServiceConnectorCommand,
 };
 
 /// Gatehouse: the authentication plane for ML platforms.
@@ -122,6 +127,58 @@ Examples:
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Service connectors: cloud credentials kept on the server, handed out short-lived
+    /// for one resource.
+    #[command(
+        name = "service-connector",
+        after_long_help = "\
+Examples:
+  gatehouse service-connector list-types
+  gatehouse service-connector describe-type aws --auth-method iam-role
+  gatehouse service-connector register aws-ml --type aws --auto-configure
+  gatehouse service-connector credentials aws-ml --resource-type s3-bucket \\
+      --resource-id s3://zenfiles --format env
+  gatehouse service-connector login aws-ml --resource-type s3-bucket   # an AWS profile
+
+Secrets are never taken from the command line: pass --secret NAME=@FILE or NAME=@-, or
+answer the hidden prompt."
+    )]
+    ServiceConnector {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: ServiceConnectorCommand,
+    },
+    /// Credential leases: who got credentials from which connector, until when.
+    Lease {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: LeaseCommand,
+    },
+    /// Artifact stores, linked to a service connector.
+    #[command(name = "artifact-store")]
+    ArtifactStore {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: ArtifactStoreCommand,
+    },
+    /// Container registries, linked to a service connector.
+    #[command(name = "container-registry")]
+    ContainerRegistry {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: ContainerRegistryCommand,
+    },
+    /// Orchestrators, linked to a service connector.
+    Orchestrator {
+        #[command(flatten)]
+        globals: Globals,
+        #[command(subcommand)]
+        command: OrchestratorCommand,
+    },
 }
 
 impl Command {
@@ -137,6 +194,11 @@ impl Command {
             | Command::AuthorizedDevice { globals, .. }
             | Command::SigningKey { globals, .. } => globals.output,
             Command::Audit { globals, .. } => globals.output,
+            Command::ServiceConnector { globals, .. }
+            | Command::Lease { globals, .. }
+            | Command::ArtifactStore { globals, .. }
+            | Command::ContainerRegistry { globals, .. }
+            | Command::Orchestrator { globals, .. } => globals.output,
         }
     }
 }
@@ -163,6 +225,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::AuthorizedDevice { globals, command } => command.run(&globals).await,
         Command::SigningKey { globals, command } => command.run(&globals).await,
         Command::Audit { globals, command } => command.run(&globals).await,
+        Command::ServiceConnector { globals, command } => command.run(&globals).await,
+        Command::Lease { globals, command } => command.run(&globals).await,
+        Command::ArtifactStore { globals, command } => command.run(&globals).await,
+        Command::ContainerRegistry { globals, command } => command.run(&globals).await,
+        Command::Orchestrator { globals, command } => command.run(&globals).await,
     }
 }
 
@@ -210,6 +277,11 @@ fn parse_failed(e: &clap::Error, args: &[std::ffi::OsString]) -> std::process::E
 
 fn main() -> std::process::ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Started as docker-credential-gatehouse (a link to this binary): Docker's helper.
+    if connectors::helper::invoked_as_helper(args.first().map(|a| a.as_os_str())) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        return connectors::helper::main(args.get(1).and_then(|a| a.to_str()));
+    }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => return parse_failed(&e, &args),
@@ -293,6 +365,216 @@ mod tests {
         // Help carries what it needs, not a path into the repository.
         let devices = long_help(&["authorized-device"]);
         assert!(!devices.contains("docs/"), "{devices}");
+    }
+
+    #[test]
+    fn every_connector_command_and_flag_has_help_and_the_client_options() {
+        fn check(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" {
+                    assert!(arg.get_help().is_some(), "{path} {id} has no help");
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                assert!(
+                    sub.get_about().is_some(),
+                    "{path} {} has no help",
+                    sub.get_name()
+                );
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        for top in [
+            "service-connector",
+            "lease",
+            "artifact-store",
+            "container-registry",
+            "orchestrator",
+        ] {
+            let sub = cmd.find_subcommand(top).unwrap_or_else(|| panic!("{top}"));
+            check(sub, top);
+        }
+        for client in [
+            &["service-connector", "register"][..],
+            &["service-connector", "credentials"],
+            &["lease", "list"],
+            &["artifact-store", "connect"],
+            &["orchestrator", "register"],
+        ] {
+            let help = long_help(client);
+            assert!(
+                help.contains("--url") && help.contains("--output"),
+                "{client:?}: {help}"
+            );
+        }
+    }
+
+    #[test]
+    fn connector_commands_parse_as_documented() {
+        let parses = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("gatehouse").chain(args.iter().copied())).is_ok()
+        };
+        assert!(parses(&[
+            "service-connector",
+            "register",
+            "aws-ml",
+            "--type",
+            "aws",
+            "--auth-method",
+            "iam-role",
+            "--resource-type",
+            "s3-bucket",
+            "--resource-id",
+            "s3://b",
+            "--config",
+            "region=us-east-1",
+            "--label",
+            "team=ml",
+            "--expires-at",
+            "2026-12-31T00:00:00Z",
+            "--no-verify",
+        ]));
+        assert!(!parses(&[
+            "service-connector",
+            "register",
+            "x",
+            "--type",
+            "aws",
+            "--auto-configure",
+            "-i",
+        ]));
+        assert!(!parses(&[
+            "service-connector",
+            "register",
+            "x",
+            "--type",
+            "aws",
+            "--expires-at",
+            "soon",
+        ]));
+        assert!(!parses(&[
+            "service-connector",
+            "register",
+            "x",
+            "--type",
+            "aws",
+            "--config",
+            "novalue"
+        ]));
+        assert!(parses(&[
+            "service-connector",
+            "update",
+            "aws-ml",
+            "--config",
+            "endpoint_url=",
+            "--remove-label",
+            "team",
+            "--verify",
+        ]));
+        assert!(parses(&[
+            "service-connector",
+            "credentials",
+            "aws-ml",
+            "--resource-type",
+            "s3-bucket",
+            "--format",
+            "aws-process",
+        ]));
+        assert!(!parses(&[
+            "service-connector",
+            "credentials",
+            "aws-ml",
+            "--resource-type",
+            "s3-bucket",
+            "--format",
+            "yaml",
+        ]));
+        assert!(!parses(&["service-connector", "credentials", "aws-ml"]));
+        assert!(parses(&[
+            "service-connector",
+            "grant",
+            "aws-ml",
+            "--to",
+            "ci-bot",
+            "--resource-id",
+            "a",
+            "--resource-id",
+            "b"
+        ]));
+        assert!(parses(&[
+            "service-connector",
+            "revoke-grant",
+            "aws-ml",
+            "--from",
+            "ci-bot"
+        ]));
+        assert!(parses(&[
+            "lease",
+            "list",
+            "--connector",
+            "aws-ml",
+            "--active",
+            "-o",
+            "json"
+        ]));
+        assert!(parses(&[
+            "artifact-store",
+            "register",
+            "z",
+            "--flavor",
+            "s3",
+            "--path",
+            "s3://z"
+        ]));
+        // --path belongs to artifact stores, --uri to registries.
+        assert!(!parses(&[
+            "orchestrator",
+            "register",
+            "k",
+            "--flavor",
+            "kubernetes",
+            "--path",
+            "x"
+        ]));
+        assert!(parses(&[
+            "container-registry",
+            "register",
+            "r",
+            "--flavor",
+            "aws",
+            "--uri",
+            "1.dkr.ecr.x.amazonaws.com"
+        ]));
+        assert!(!parses(&[
+            "artifact-store",
+            "register",
+            "z",
+            "--flavor",
+            "s3",
+            "--resource-id",
+            "s3://z"
+        ]));
+        assert!(!parses(&[
+            "artifact-store",
+            "connect",
+            "z",
+            "--connector",
+            "c",
+            "--resource-id",
+            "a",
+            "-i"
+        ]));
+        assert!(!parses(&["artifact-store", "update", "z"]));
+        assert!(parses(&[
+            "orchestrator",
+            "credentials",
+            "k",
+            "--format",
+            "kube-exec"
+        ]));
     }
 
     #[test]

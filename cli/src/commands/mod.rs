@@ -14,7 +14,7 @@ mod api_keys;
 mod audit;
 mod devices;
 mod login;
-mod prompt;
+pub(crate) mod prompt;
 mod service_accounts;
 mod signing_keys;
 mod users;
