@@ -9,6 +9,7 @@ mod browser_smoke;
 mod bus_security;
 mod cli;
 mod committed_answers;
+mod connectors;
 mod dev_mode;
 mod devices;
 mod event_feed;

@@ -47,6 +47,24 @@ pub fn workspace_bin(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The example program `name` of this workspace (built by `cargo test`, which builds the
+/// examples; or `cargo build --examples`).
+pub fn workspace_example(name: &str) -> anyhow::Result<PathBuf> {
+    let bin = workspace_bin("gatehouse")?;
+    let path = bin
+        .parent()
+        .context("unexpected binary location")?
+        .join("examples")
+        .join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build it first (`cargo build -p gatehouse-e2e --examples`)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// A `gatehouse serve` process with its own database and nats-server. Dereferences to its
 /// [`Api`] (`app.url`, `app.http`, a helper per endpoint).
 #[allow(missing_debug_implementations)]
