@@ -18,6 +18,8 @@ use gatehouse_contracts::catalogue::ConnectorTypeSpec;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
+pub mod aws;
+
 /// One connector's secret fields, decrypted for one call. Never printed.
 #[derive(Clone, Default)]
 pub struct Secrets(BTreeMap<String, SecretString>);
@@ -202,6 +204,19 @@ impl Catalogue {
     pub fn specs(&self) -> Vec<ConnectorTypeSpec> {
         self.types.values().map(|t| t.spec().clone()).collect()
     }
+
+    /// Every type this build has: `aws`.
+    pub fn builtin(settings: TypeSettings) -> Self {
+        Self::of([Arc::new(aws::AwsConnectorType::new(settings)) as Arc<dyn ConnectorType>])
+    }
+}
+
+/// What every built-in type is configured with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TypeSettings {
+    /// The bound on one call to a cloud (connecting included): past it, the call fails
+    /// with [`UpstreamError::Timeout`].
+    pub timeout: Duration,
 }
 
 impl fmt::Debug for Catalogue {
