@@ -197,6 +197,21 @@ async fn verify_names_the_user_and_bad_keys_are_refused_with_awss_message() {
         "{err:?}"
     );
     assert!(!err.to_string().contains(&keys.secret));
+
+    // Nor may it log in to the registry (moto answers ECR's JSON protocol in XML here).
+    let err = aws
+        .verify(
+            &good.connection(),
+            Some(("docker-registry", Some(REGISTRY))),
+        )
+        .await
+        .expect_err("not allowed an ECR token");
+    assert_eq!(
+        err,
+        UpstreamError::Refused(format!(
+            "AccessDenied: User: arn:aws:iam::{ACCOUNT}:user/reader is not authorized to perform: ecr:GetAuthorizationToken"
+        ))
+    );
 }
 
 #[tokio::test]

@@ -6,7 +6,9 @@
 //! credentials of the moment. Building one is cheap: the connection pool lives in the
 //! shared HTTP client.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use aws_config::retry::RetryConfig;
@@ -134,6 +136,9 @@ pub struct ClusterEndpoint {
 pub struct Upstream {
     http: SharedHttpClient,
     timeout: Duration,
+    /// The server's own credential chain per region, loaded once: its providers (IMDS,
+    /// ECS, web identity) keep their credentials until they near expiry.
+    chains: Arc<Mutex<HashMap<String, SharedCredentialsProvider>>>,
 }
 
 impl fmt::Debug for Upstream {
@@ -160,7 +165,11 @@ impl Upstream {
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
             .build_https();
-        Self { http, timeout }
+        Self {
+            http,
+            timeout,
+            chains: Arc::default(),
+        }
     }
 
     /// The bound on one call.
@@ -201,6 +210,15 @@ impl Upstream {
         &self,
         target: Target<'_>,
     ) -> Result<SharedCredentialsProvider, UpstreamError> {
+        let cached = self
+            .chains
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(target.region)
+            .cloned();
+        if let Some(chain) = cached {
+            return Ok(chain);
+        }
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(target.region.to_owned()))
             .http_client(self.http.clone())
@@ -208,9 +226,14 @@ impl Upstream {
             .timeout_config(self.timeout_config())
             .load()
             .await;
-        config.credentials_provider().ok_or_else(|| {
+        let chain = config.credentials_provider().ok_or_else(|| {
             UpstreamError::Refused("the server has no AWS credentials of its own".into())
-        })
+        })?;
+        self.chains
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(target.region.to_owned(), chain.clone());
+        Ok(chain)
     }
 
     /// Resolves a provider's credentials now (the implicit chain's).
