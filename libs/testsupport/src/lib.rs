@@ -24,8 +24,14 @@
 //! - `GATEHOUSE_TEST_DATABASE_URL`: a Postgres URL whose role may create databases
 //!   (default [`DEFAULT_ADMIN_DATABASE_URL`]).
 //! - `GATEHOUSE_NATS_SERVER_BIN`: path of the `nats-server` binary (see [`nats_server_bin`]).
+//! - `GATEHOUSE_MOTO_SERVER_BIN`: path of moto's `moto_server`, the AWS stand-in
+//!   ([`moto::Moto`]).
 
 #![warn(missing_docs)]
+
+#[cfg(feature = "aws")]
+pub mod aws;
+pub mod moto;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

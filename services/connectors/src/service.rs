@@ -103,7 +103,7 @@ impl ConnectorSettings {
 /// The connectors service's write side: its commands, and the sweeper that records lease
 /// expiries.
 pub fn write_side(ctx: &ServiceContext<'_>, settings: &ConnectorSettings) -> WriteSide {
-    let catalogue = Catalogue::builtin(&TypeSettings {
+    let catalogue = Catalogue::builtin(TypeSettings {
         timeout: settings.timeout(),
     });
     let service = ConnectorsService::new(

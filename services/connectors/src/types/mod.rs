@@ -18,6 +18,7 @@ use gatehouse_contracts::catalogue::ConnectorTypeSpec;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 
+pub mod aws;
 pub mod fixture;
 
 /// One connector's secret fields, decrypted for one call. Never printed.
@@ -204,24 +205,23 @@ impl Catalogue {
     pub fn specs(&self) -> Vec<ConnectorTypeSpec> {
         self.types.values().map(|t| t.spec().clone()).collect()
     }
+
+    /// Every type this build has: `aws`.
+    pub fn builtin(settings: TypeSettings) -> Self {
+        Self::of([Arc::new(aws::AwsConnectorType::new(settings)) as Arc<dyn ConnectorType>])
+    }
+}
+
+/// What every built-in type is configured with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TypeSettings {
+    /// The bound on one call to a cloud (connecting included): past it, the call fails
+    /// with [`UpstreamError::Timeout`].
+    pub timeout: Duration,
 }
 
 impl fmt::Debug for Catalogue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.types.keys()).finish()
-    }
-}
-
-/// Settings every type gets.
-#[derive(Clone, Debug)]
-pub struct TypeSettings {
-    /// How long one call to a cloud may take.
-    pub timeout: Duration,
-}
-
-impl Catalogue {
-    /// The types this build ships.
-    pub fn builtin(_settings: &TypeSettings) -> Self {
-        Self::of(Vec::new())
     }
 }
