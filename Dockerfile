@@ -5,6 +5,8 @@
 #   gatehouse-identity  the identity service: users, service accounts (no HTTP port)
 #   gatehouse-keys      the keys service: API keys, their expiry sweeper (no HTTP port)
 #   gatehouse-devices   the devices service: device login (RFC 8628) (no HTTP port)
+#   gatehouse-connectors the connector broker: service connectors, leases, components
+#                       (no HTTP port; calls the clouds' APIs)
 #   gatehouse-gateway   the HTTP gateway (GATEHOUSE_BIND, 0.0.0.0:8080 here)
 # Pick one with the container's command; the default is the gateway.
 #
@@ -20,13 +22,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/app/target,sharing=locked \
     cargo build --release --locked \
         -p gatehouse -p gatehouse-identity -p gatehouse-keys -p gatehouse-devices \
-        -p gatehouse-gateway \
+        -p gatehouse-connectors -p gatehouse-gateway \
         --bin gatehouse --bin gatehouse-identity --bin gatehouse-keys \
-        --bin gatehouse-devices --bin gatehouse-gateway \
+        --bin gatehouse-devices --bin gatehouse-connectors --bin gatehouse-gateway \
  && mkdir -p /out \
  && cp target/release/gatehouse target/release/gatehouse-identity \
        target/release/gatehouse-keys target/release/gatehouse-devices \
-       target/release/gatehouse-gateway /out/
+       target/release/gatehouse-connectors target/release/gatehouse-gateway /out/
 
 FROM debian:bookworm-slim AS runtime
 # ca-certificates follows the base image's point release; pinning it buys nothing.
