@@ -682,6 +682,17 @@ impl Lease {
     }
 }
 
+/// Whether a live lease issued at `issued_at` and expiring at `expires_at` may be handed
+/// out again at `now`: while more than a quarter of its lifetime is left. The one rule for
+/// the connectors service and every gateway replica.
+pub fn lease_reusable(
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> bool {
+    expires_at - now > (expires_at - issued_at) / 4
+}
+
 /// A lease in the read store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LeaseView {

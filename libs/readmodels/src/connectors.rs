@@ -191,8 +191,9 @@ fn schemas() -> Vec<crate::EventSchema> {
     all
 }
 
-/// The connectors service's read side: connectors, leases and components. Nothing of it
-/// is in the gateway's directory: authenticating a request does not depend on it.
+/// The connectors service's read side: connectors, leases and components. The gateway's
+/// directory follows connectors (who may use them), so that a replica hands out a live
+/// lease again without a round trip; leases and components stay in the read store.
 pub const READ_SIDE: crate::ReadSide = crate::ReadSide {
     service: "connectors",
     events: schemas,
@@ -203,5 +204,5 @@ pub const READ_SIDE: crate::ReadSide = crate::ReadSide {
             Arc::new(ComponentProjection),
         ]
     },
-    directory: &[],
+    directory: &[ConnectorEvent::AGGREGATE],
 };

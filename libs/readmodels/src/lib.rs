@@ -105,7 +105,7 @@ mod tests {
                 assert!(kinds.insert(p.kind()), "view kind {} twice", p.kind());
             }
         }
-        assert_eq!(directory_projections().len(), 5);
+        assert_eq!(directory_projections().len(), 6);
     }
 
     #[test]

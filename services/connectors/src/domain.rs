@@ -871,12 +871,8 @@ pub fn issued(
     })
 }
 
-/// Whether a live lease may be handed out again at `now`: more than a quarter of its
-/// lifetime left.
-pub fn reusable(issued_at: DateTime<Utc>, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-    let lifetime = expires_at - issued_at;
-    expires_at - now > lifetime / 4
-}
+/// Whether a live lease may be handed out again at `now` (the contract's one rule).
+pub use gatehouse_contracts::connectors::lease_reusable as reusable;
 
 /// Decides revoking a lease: its holder, the connector's owner and admins may; a lease
 /// the cloud cannot revoke is refused, saying when it expires.

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use crate::issuer::TokenIssuer;
 use futures::FutureExt;
 use gatehouse_contracts::commands::Caller;
+use gatehouse_contracts::connectors::{CONNECTOR_VIEW, ConnectorView};
 use gatehouse_contracts::devices::{DEVICE_VIEW, DeviceFacts, DeviceView};
 use gatehouse_contracts::envelope::StreamId;
 use gatehouse_contracts::identity::{
@@ -125,6 +126,9 @@ struct DirectoryStore {
     principals: Arc<RwLock<HashMap<Uuid, Arc<Principal>>>>,
     keys: Arc<RwLock<HashMap<Uuid, Arc<KeyEntry>>>>,
     devices: Arc<RwLock<HashMap<Uuid, Arc<DeviceEntry>>>>,
+    /// Service connectors: who may use them (grants), for reusing a live lease without
+    /// asking the connectors service.
+    connectors: Arc<RwLock<HashMap<Uuid, Arc<ConnectorView>>>>,
     /// Told of every keyring change (rotations, retirements).
     issuer: Arc<TokenIssuer>,
 }
@@ -216,6 +220,14 @@ impl ViewStore for DirectoryStore {
                     };
                     continue;
                 }
+                if kind == CONNECTOR_VIEW {
+                    let mut connectors = self.connectors.write().unwrap_or_else(|p| p.into_inner());
+                    match doc.and_then(|d| serde_json::from_value::<ConnectorView>(d).ok()) {
+                        Some(view) => connectors.insert(id, Arc::new(view)),
+                        None => connectors.remove(&id),
+                    };
+                    continue;
+                }
                 if kind == API_KEY_VIEW {
                     let entry = doc
                         .and_then(|d| serde_json::from_value::<ApiKeyView>(d).ok())
@@ -260,6 +272,10 @@ impl ViewStore for DirectoryStore {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.connectors
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.docs.reset().await
     }
 }
@@ -298,6 +314,7 @@ impl Directory {
             principals: Arc::default(),
             keys: Arc::default(),
             devices: Arc::default(),
+            connectors: Arc::default(),
             issuer,
         };
         let projections = gatehouse_readmodels::directory_projections();
@@ -345,6 +362,22 @@ impl Directory {
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
             .cloned()
+    }
+
+    /// The service connector with this id or name, as this replica knows it now.
+    pub fn connector(&self, name_or_id: &str) -> Option<Arc<ConnectorView>> {
+        let connectors = self
+            .store
+            .connectors
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        match Uuid::parse_str(name_or_id) {
+            Ok(id) => connectors.get(&id).cloned(),
+            Err(_) => connectors
+                .values()
+                .find(|c| c.connector.name == name_or_id)
+                .cloned(),
+        }
     }
 
     /// Whether the snapshot is loaded and the backlog applied.

@@ -14,6 +14,7 @@ pub mod context;
 pub mod directory;
 pub mod errors;
 pub mod issuer;
+pub mod lease_cache;
 pub mod openapi;
 pub mod pacer;
 pub mod routes;
@@ -137,6 +138,7 @@ pub async fn build(
         api_keys: Arc::new(api_keys),
         device_codes: Arc::new(gatehouse_tokens::DeviceCodes::new(&deps.master)),
         device_polls: Arc::default(),
+        leases: Arc::default(),
         clock: deps.clock,
         probes: deps.probes,
     })

@@ -165,6 +165,8 @@ pub struct AppState {
     pub device_codes: Arc<gatehouse_tokens::DeviceCodes>,
     /// Each device's polling pace.
     pub device_polls: Arc<crate::pacer::PollPacer>,
+    /// Live leases this replica hands out again (`lease_cache`).
+    pub leases: Arc<crate::lease_cache::LeaseCache>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Readiness checks of the dependencies (database, bus).

@@ -10,9 +10,11 @@
 use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, delete, get, patch, post, web};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use gatehouse_contracts::catalogue::ConnectorTypeSpec;
 use gatehouse_contracts::commands::{Caller, Command};
+use gatehouse_contracts::connectors::LEASE_VIEW;
 use gatehouse_contracts::connectors::{
     CONNECTOR_VIEW, ConnectorDraft, ConnectorGrant, ConnectorView, DeleteConnector, GrantConnector,
     HIDDEN, IssueCredentials, LeasedCredentials, ListConnectorTypes, RegisterConnector,
@@ -33,6 +35,7 @@ use super::{decode, find_by_name_or_id};
 use crate::auth::Authenticated;
 use crate::context::RequestContext;
 use crate::errors::{ApiError, ErrorBody};
+use crate::lease_cache::{LeaseAnswer, ReuseKey};
 use crate::state::AppState;
 
 /// The most connectors one listing scans for a caller who is not an admin (visibility
@@ -389,7 +392,8 @@ pub(crate) fn no_store(mut b: actix_web::HttpResponseBuilder) -> actix_web::Http
     b
 }
 
-/// Issues credentials through `connector` (optionally asked through `component`).
+/// Issues credentials through `connector` (optionally asked through `component`), and
+/// keeps the answer for reuse by this replica.
 pub(crate) async fn issue(
     state: &AppState,
     ctx: &RequestContext,
@@ -398,6 +402,15 @@ pub(crate) async fn issue(
     body: CredentialsRequest,
     component: Option<ComponentId>,
 ) -> Result<HttpResponse, ApiError> {
+    let caller = auth.caller();
+    let key = ReuseKey {
+        principal: caller.id.as_uuid(),
+        connector: connector.id.as_uuid(),
+        resource_type: body.resource_type.clone(),
+        resource_id: body.resource_id.clone(),
+        component: component.map(|c| c.as_uuid()),
+    };
+    let asked_lifetime = body.expiration_seconds.is_some();
     let command = IssueCredentials {
         connector: connector.id,
         resource_type: body.resource_type,
@@ -405,14 +418,72 @@ pub(crate) async fn issue(
         expiration_seconds: body.expiration_seconds,
         component,
     };
-    let issued = state
-        .command(ctx, Some(&auth.caller()), command, None)
-        .await?;
+    let issued = state.command(ctx, Some(&caller), command, None).await?;
+    let lease = issued.output.lease.clone();
     let answer = credentials_response(state, issued.output)?;
+    let bytes = Bytes::from(serde_json::to_vec(&answer).map_err(|e| ApiError::internal(&e))?);
+    // Kept only when this replica's directory has the connector exactly as the read
+    // model had it, so that any later change is seen as one.
+    if !asked_lifetime
+        && let Some(known) = state.directory.connector(&connector.id.to_string())
+        && known.updated == connector.updated
+    {
+        state.leases.remember(
+            key,
+            &known,
+            LeaseAnswer {
+                lease_id: lease.id.as_uuid(),
+                resource_id: lease.lease.issued.resource_id.clone(),
+                issued_at: lease.issued_at,
+                expires_at: lease.lease.issued.expires_at,
+                body: bytes.clone(),
+            },
+            lease.lease.issued.revocable,
+            state.clock.now(),
+        );
+    }
     Ok(issued
         .consistency
         .mark(no_store(HttpResponse::Ok()))
-        .json(answer))
+        .content_type("application/json")
+        .body(bytes))
+}
+
+/// The answer of a live lease of the caller's for the same request, from this replica's
+/// memory, if there is one and nothing has changed since (`lease_cache`).
+fn reused(
+    state: &AppState,
+    caller: &Caller,
+    name_or_id: &str,
+    body: &CredentialsRequest,
+) -> Option<HttpResponse> {
+    if body.expiration_seconds.is_some() {
+        return None;
+    }
+    let connector = state.directory.connector(name_or_id)?;
+    let key = ReuseKey {
+        principal: caller.id.as_uuid(),
+        connector: connector.id.as_uuid(),
+        resource_type: body.resource_type.clone(),
+        resource_id: body.resource_id.clone(),
+        component: None,
+    };
+    let now = state.clock.now();
+    let hit = state.leases.reuse(&key, &connector, caller, now)?;
+    if hit.record_use {
+        let views = state.views.clone();
+        let lease = hit.answer.lease_id;
+        tokio::spawn(async move {
+            if let Err(e) = views.record_use(LEASE_VIEW, lease, now).await {
+                tracing::warn!(%lease, error = %e, "recording a lease's use failed");
+            }
+        });
+    }
+    Some(
+        no_store(HttpResponse::Ok())
+            .content_type("application/json")
+            .body(hit.answer.body),
+    )
 }
 
 /// The principal named (or identified) `name_or_id`: a user or a service account.
@@ -796,8 +867,13 @@ pub async fn connector_credentials(
     path: web::Path<String>,
     body: web::Json<CredentialsRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = visible(&state, &auth, &path.into_inner()).await?;
-    issue(&state, &ctx, &auth, &view, body.into_inner(), None).await
+    let name = path.into_inner();
+    let body = body.into_inner();
+    if let Some(answer) = reused(&state, &auth.caller(), &name, &body) {
+        return Ok(answer);
+    }
+    let view = visible(&state, &auth, &name).await?;
+    issue(&state, &ctx, &auth, &view, body, None).await
 }
 
 // ---------------------------------------------------------------------------------------
