@@ -169,8 +169,9 @@ async fn visible(
 /// Registers a component, connected at once when `connector` is given.
 #[utoipa::path(post, path = "/api/v1/components", tag = "components", security(("bearer" = [])),
     request_body = NewComponent,
-    responses((status = 201, body = ComponentResponse), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = ComponentResponse), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 504, body = ErrorBody)))]
 #[post("/components")]
 pub async fn register_component(
     state: web::Data<AppState>,
@@ -380,8 +381,9 @@ pub async fn disconnect_component(
 #[utoipa::path(post, path = "/api/v1/components/{component}/credentials", tag = "components", security(("bearer" = [])),
     request_body = ComponentCredentialsRequest,
     params(("component" = String, Path, description = "name or id"), ComponentFilters),
-    responses((status = 200, body = super::connectors::CredentialsResponse), (status = 404, body = ErrorBody),
-        (status = 409, description = "not connected", body = ErrorBody),
+    responses((status = 200, body = super::connectors::CredentialsResponse), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "not connected", body = ErrorBody),
+        (status = 422, body = ErrorBody),
         (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 #[post("/components/{component}/credentials")]
 pub async fn component_credentials(

@@ -633,8 +633,9 @@ pub async fn register_connector(
 /// Verifies a connector that is not registered (nothing is stored).
 #[utoipa::path(post, path = "/api/v1/service_connectors/verify", tag = "service_connectors", security(("bearer" = [])),
     request_body = NewConnector,
-    responses((status = 200, body = Verified), (status = 422, body = ErrorBody),
-        (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
+    responses((status = 200, body = Verified),
+        (status = 403, description = "an implicit method on a server that does not allow them", body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 #[post("/service_connectors/verify")]
 pub async fn verify_new_connector(
     state: web::Data<AppState>,
@@ -705,7 +706,8 @@ pub async fn get_connector(
     request_body = ConnectorUpdate,
     params(("connector" = String, Path, description = "name or id")),
     responses((status = 200, body = ConnectorResponse), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 502, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 502, body = ErrorBody),
+        (status = 504, body = ErrorBody)))]
 #[patch("/service_connectors/{connector}")]
 pub async fn update_connector(
     state: web::Data<AppState>,
@@ -774,8 +776,8 @@ pub async fn delete_connector(
 #[utoipa::path(post, path = "/api/v1/service_connectors/{connector}/verify", tag = "service_connectors", security(("bearer" = [])),
     request_body = VerifyRequest,
     params(("connector" = String, Path, description = "name or id")),
-    responses((status = 200, body = Verified), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
+    responses((status = 200, body = Verified), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 502, body = ErrorBody), (status = 504, body = ErrorBody)))]
 #[post("/service_connectors/{connector}/verify")]
 pub async fn verify_connector(
     state: web::Data<AppState>,
@@ -801,7 +803,8 @@ pub async fn verify_connector(
 /// What every connector the caller may use reaches, per resource type.
 #[utoipa::path(get, path = "/api/v1/service_connector_resources", tag = "service_connectors", security(("bearer" = [])),
     params(ResourceFilters),
-    responses((status = 200, body = Vec<ConnectorResources>)))]
+    responses((status = 200, body = Vec<ConnectorResources>),
+        (status = 422, description = "a resource id without its resource type", body = ErrorBody)))]
 #[get("/service_connector_resources")]
 pub async fn list_resources(
     state: web::Data<AppState>,
