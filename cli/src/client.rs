@@ -2445,7 +2445,10 @@ mod tests {
             let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let seen = calls.clone();
             let (server, client) = server(move |_| {
-                if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 {
+                if seen
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    .is_multiple_of(2)
+                {
                     return Reply::hang_up();
                 }
                 Reply::json(

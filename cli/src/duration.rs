@@ -166,7 +166,7 @@ pub fn activate_in(input: &str) -> Result<u32, String> {
 pub fn human(secs: u64) -> String {
     let unit = Unit::ALL
         .into_iter()
-        .find(|u| secs > 0 && secs % u.seconds() == 0)
+        .find(|u| secs > 0 && secs.is_multiple_of(u.seconds()))
         .unwrap_or(Unit::Seconds);
     format!("{}{}", secs / unit.seconds(), unit.suffix())
 }

@@ -182,10 +182,10 @@ impl Table {
             .iter()
             .map(|row| {
                 let mut row = row.clone();
-                if let Some(cell) = row.get_mut(flex) {
-                    if cell.chars().count() > room {
-                        *cell = cell.chars().take(room - 1).chain(['…']).collect();
-                    }
+                if let Some(cell) = row.get_mut(flex)
+                    && cell.chars().count() > room
+                {
+                    *cell = cell.chars().take(room - 1).chain(['…']).collect();
                 }
                 row
             })

@@ -944,10 +944,10 @@ fn tls_cluster(dir: &Path) -> Option<(String, String, Headers)> {
                 if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
                     break;
                 }
-                if let Some((k, v)) = line.split_once(':') {
-                    if k.eq_ignore_ascii_case("authorization") {
-                        auth = v.trim().to_owned();
-                    }
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("authorization")
+                {
+                    auth = v.trim().to_owned();
                 }
             }
             if let Ok(mut log) = log.lock() {

@@ -29,7 +29,9 @@ async fn main() -> anyhow::Result<()> {
         .body(b"written through credential_process".to_vec().into())
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("put_object: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        .map_err(|e| {
+            anyhow::anyhow!("put_object: {}", aws_sdk_s3::error::DisplayErrorContext(e))
+        })?;
     println!("wrote s3://{bucket}/{key}");
     Ok(())
 }

@@ -47,11 +47,21 @@ async fn event_log_text(app: &TestApp) -> anyhow::Result<String> {
     let (db, connection) = tokio_postgres::connect(app.db.url(), tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     let rows = db
-        .query("SELECT event_type, payload::text, metadata::text FROM events ORDER BY position", &[])
+        .query(
+            "SELECT event_type, payload::text, metadata::text FROM events ORDER BY position",
+            &[],
+        )
         .await?;
     Ok(rows
         .iter()
-        .map(|r| format!("{} {} {}", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2)))
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2)
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n"))
 }
@@ -81,11 +91,18 @@ async fn nats_stream_text(app: &TestApp, expect: &str) -> anyhow::Result<String>
 /// A service account with an API key; returns the key.
 async fn service_account_key(app: &TestApp, admin: &str, name: &str) -> anyhow::Result<String> {
     app.create_service_account(admin, name).await?;
-    let (_, key) = app.create_api_key(admin, name, json!({"name": "ci"})).await?;
+    let (_, key) = app
+        .create_api_key(admin, name, json!({"name": "ci"}))
+        .await?;
     Ok(key)
 }
 
-fn iam_role_connector(name: &str, url: &str, keys: &gatehouse_testsupport::aws::AccessKey, role: &str) -> Value {
+fn iam_role_connector(
+    name: &str,
+    url: &str,
+    keys: &gatehouse_testsupport::aws::AccessKey,
+    role: &str,
+) -> Value {
     json!({
         "name": name,
         "connector_type": "aws",
@@ -115,7 +132,12 @@ async fn an_iam_role_connector_hands_out_credentials_that_reach_their_bucket_onl
     assert_eq!(created["secrets"]["aws_secret_access_key"], "[HIDDEN]");
     assert_eq!(created["issues_long_lived_credentials"], false);
     let (_, described) = app
-        .call(Method::GET, "/api/v1/service_connectors/aws-s3", Some(&admin), None)
+        .call(
+            Method::GET,
+            "/api/v1/service_connectors/aws-s3",
+            Some(&admin),
+            None,
+        )
         .await?;
     assert!(!described.to_string().contains(&keys.secret), "{described}");
 
@@ -130,8 +152,15 @@ async fn an_iam_role_connector_hands_out_credentials_that_reach_their_bucket_onl
     assert_eq!(status, StatusCode::OK, "{issued}");
     assert_eq!(issued["resource_id"], "s3://team-data");
     assert_eq!(issued["revocable"], false);
-    let credentials = issued["credentials"].as_object().expect("credentials").clone();
-    assert_ne!(credentials["aws_access_key_id"], keys.id.as_str(), "a session, not the keys");
+    let credentials = issued["credentials"]
+        .as_object()
+        .expect("credentials")
+        .clone();
+    assert_ne!(
+        credentials["aws_access_key_id"],
+        keys.id.as_str(),
+        "a session, not the keys"
+    );
     let s3 = s3_with_issued(&aws.url(), &credentials);
     s3.put_object()
         .bucket("team-data")
@@ -159,13 +188,23 @@ async fn an_iam_role_connector_hands_out_credentials_that_reach_their_bucket_onl
         .await?;
     assert_eq!(again["lease_id"], issued["lease_id"]);
     let (_, leases) = app
-        .call(Method::GET, "/api/v1/leases?connector=aws-s3", Some(&admin), None)
+        .call(
+            Method::GET,
+            "/api/v1/leases?connector=aws-s3",
+            Some(&admin),
+            None,
+        )
         .await?;
     assert_eq!(leases["total"], 1, "{leases}");
     // An STS session cannot be revoked: 409, saying when it expires.
     let lease = issued["lease_id"].as_str().expect("an id");
     let (status, refused) = app
-        .call(Method::POST, &format!("/api/v1/leases/{lease}/revoke"), Some(&admin), None)
+        .call(
+            Method::POST,
+            &format!("/api/v1/leases/{lease}/revoke"),
+            Some(&admin),
+            None,
+        )
         .await?;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(refused["code"], "not_revocable");
@@ -227,7 +266,10 @@ async fn the_profile_written_by_login_gives_the_aws_sdk_credentials_that_refresh
     .await?;
     assert_eq!(code, 0, "{out}{err}");
     let written = std::fs::read_to_string(&config_file)?;
-    assert!(written.contains("[profile mine]\nregion = eu-west-1"), "{written}");
+    assert!(
+        written.contains("[profile mine]\nregion = eu-west-1"),
+        "{written}"
+    );
     assert!(written.contains("[profile gatehouse-aws-s3]"), "{written}");
     assert!(written.contains("credential_process"), "{written}");
 
@@ -283,18 +325,35 @@ async fn owners_admins_and_grantees_use_a_connector_everyone_else_gets_404() -> 
         "secrets": {"aws_access_key_id": "AKIAANN0000000000001", "aws_secret_access_key": "ann-secret"},
     });
     let (status, body) = app
-        .call(Method::POST, "/api/v1/service_connectors", Some(&ann), Some(connector))
+        .call(
+            Method::POST,
+            "/api/v1/service_connectors",
+            Some(&ann),
+            Some(connector),
+        )
         .await?;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let creds = |bucket: &str| json!({"resource_type": "s3-bucket", "resource_id": bucket});
     let path = "/api/v1/service_connectors/anns/credentials";
 
-    for (who, expected) in [(&ann, StatusCode::OK), (&admin, StatusCode::OK), (&bob, StatusCode::NOT_FOUND), (&eve, StatusCode::NOT_FOUND)] {
-        let (status, body) = app.call(Method::POST, path, Some(who), Some(creds("a-bucket"))).await?;
+    for (who, expected) in [
+        (&ann, StatusCode::OK),
+        (&admin, StatusCode::OK),
+        (&bob, StatusCode::NOT_FOUND),
+        (&eve, StatusCode::NOT_FOUND),
+    ] {
+        let (status, body) = app
+            .call(Method::POST, path, Some(who), Some(creds("a-bucket")))
+            .await?;
         assert_eq!(status, expected, "{body}");
     }
     let (status, _) = app
-        .call(Method::GET, "/api/v1/service_connectors/anns", Some(&eve), None)
+        .call(
+            Method::GET,
+            "/api/v1/service_connectors/anns",
+            Some(&eve),
+            None,
+        )
         .await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, listed) = app
@@ -313,25 +372,52 @@ async fn owners_admins_and_grantees_use_a_connector_everyone_else_gets_404() -> 
         )
         .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, _) = app.call(Method::POST, path, Some(&bob), Some(creds("s3://a-bucket"))).await?;
-    assert_eq!(status, StatusCode::OK);
-    let (status, body) = app.call(Method::POST, path, Some(&bob), Some(creds("b-bucket"))).await?;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(body["message"].as_str().unwrap_or_default().contains("s3://a-bucket"), "{body}");
     let (status, _) = app
-        .call(Method::PATCH, "/api/v1/service_connectors/anns", Some(&bob), Some(json!({"description": "mine"})))
+        .call(Method::POST, path, Some(&bob), Some(creds("s3://a-bucket")))
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app
+        .call(Method::POST, path, Some(&bob), Some(creds("b-bucket")))
+        .await?;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("s3://a-bucket"),
+        "{body}"
+    );
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            "/api/v1/service_connectors/anns",
+            Some(&bob),
+            Some(json!({"description": "mine"})),
+        )
         .await?;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = app
-        .call(Method::DELETE, "/api/v1/service_connectors/anns", Some(&bob), None)
+        .call(
+            Method::DELETE,
+            "/api/v1/service_connectors/anns",
+            Some(&bob),
+            None,
+        )
         .await?;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // The grant ends at once.
     let (status, _) = app
-        .call(Method::DELETE, "/api/v1/service_connectors/anns/grants/bob", Some(&ann), None)
+        .call(
+            Method::DELETE,
+            "/api/v1/service_connectors/anns/grants/bob",
+            Some(&ann),
+            None,
+        )
         .await?;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = app.call(Method::POST, path, Some(&bob), Some(creds("a-bucket"))).await?;
+    let (status, _) = app
+        .call(Method::POST, path, Some(&bob), Some(creds("a-bucket")))
+        .await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
     Ok(())
 }
@@ -361,11 +447,26 @@ async fn bad_input_is_refused_naming_the_field_and_stores_nothing() -> anyhow::R
         (with(&["connector_type"], json!("nope")), "connector_type"),
         (with(&["auth_method"], json!("nope")), "auth_method"),
         (with(&["resource_types"], json!(["nope"])), "resource_types"),
-        (with(&["configuration", "role_arn"], json!("not-an-arn")), "role_arn"),
-        (with(&["configuration", "colour"], json!("blue")), "configuration.colour"),
-        (with(&["secrets", "password"], json!("x")), "secrets.password"),
-        (with(&["expiration_seconds"], json!(60)), "expiration_seconds"),
-        (with(&["expiration_seconds"], json!(13 * 3600)), "expiration_seconds"),
+        (
+            with(&["configuration", "role_arn"], json!("not-an-arn")),
+            "role_arn",
+        ),
+        (
+            with(&["configuration", "colour"], json!("blue")),
+            "configuration.colour",
+        ),
+        (
+            with(&["secrets", "password"], json!("x")),
+            "secrets.password",
+        ),
+        (
+            with(&["expiration_seconds"], json!(60)),
+            "expiration_seconds",
+        ),
+        (
+            with(&["expiration_seconds"], json!(13 * 3600)),
+            "expiration_seconds",
+        ),
         (
             with(&["resource_types"], json!(["s3-bucket"]))
                 .as_object()
@@ -377,68 +478,126 @@ async fn bad_input_is_refused_naming_the_field_and_stores_nothing() -> anyhow::R
                 .expect("an object"),
             "resource_id",
         ),
-        (with(&["configuration", "region"], json!("x".repeat(20_000))), "configuration"),
+        (
+            with(&["configuration", "region"], json!("x".repeat(20_000))),
+            "configuration",
+        ),
     ];
     for (body, field) in cases {
         let (status, answer) = app
-            .call(Method::POST, "/api/v1/service_connectors", Some(&admin), Some(body.clone()))
+            .call(
+                Method::POST,
+                "/api/v1/service_connectors",
+                Some(&admin),
+                Some(body.clone()),
+            )
             .await?;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {answer}");
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} -> {answer}"
+        );
         assert!(
-            answer["message"].as_str().unwrap_or_default().contains(field),
+            answer["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(field),
             "{field}: {answer}"
         );
     }
     let mut missing = base.clone();
     missing["secrets"] = json!({"aws_access_key_id": "AKIA0000000000000000"});
     let (status, answer) = app
-        .call(Method::POST, "/api/v1/service_connectors", Some(&admin), Some(missing))
+        .call(
+            Method::POST,
+            "/api/v1/service_connectors",
+            Some(&admin),
+            Some(missing),
+        )
         .await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(answer["message"].as_str().unwrap_or_default().contains("aws_secret_access_key"));
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("aws_secret_access_key")
+    );
     let (_, listed) = app
-        .call(Method::GET, "/api/v1/service_connectors", Some(&admin), None)
+        .call(
+            Method::GET,
+            "/api/v1/service_connectors",
+            Some(&admin),
+            None,
+        )
         .await?;
     assert_eq!(listed["total"], 0, "nothing stored: {listed}");
     // The implicit method is off unless the server enables it.
     let implicit = json!({"name": "own", "connector_type": "aws", "auth_method": "implicit",
         "configuration": {"region": REGION}, "verify": false});
     let (status, answer) = app
-        .call(Method::POST, "/api/v1/service_connectors", Some(&admin), Some(implicit))
+        .call(
+            Method::POST,
+            "/api/v1/service_connectors",
+            Some(&admin),
+            Some(implicit),
+        )
         .await?;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(answer["message"].as_str().unwrap_or_default().contains("GATEHOUSE_ENABLE_IMPLICIT_AUTH_METHODS"));
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("GATEHOUSE_ENABLE_IMPLICIT_AUTH_METHODS")
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn a_cloud_refusal_is_a_502_with_its_message_and_a_silent_cloud_a_504() -> anyhow::Result<()> {
+async fn a_cloud_refusal_is_a_502_with_its_message_and_a_silent_cloud_a_504() -> anyhow::Result<()>
+{
     let aws = Admin::enforcing().await;
     // A listener that accepts and never answers.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let silent_url = format!("http://{}", silent.local_addr()?);
     let app = TestApp::spawn_with(&[("GATEHOUSE_CONNECTOR_UPSTREAM_TIMEOUT_SECONDS", "2")]).await?;
     let admin = app.admin_token().await?;
-    let body = |name: &str, url: &str| json!({
-        "name": name, "connector_type": "aws", "auth_method": "session-token",
-        "configuration": {"region": REGION, "endpoint_url": url},
-        "secrets": {"aws_access_key_id": "AKIAWRONG00000000000", "aws_secret_access_key": "wrong-secret-value"},
-    });
+    let body = |name: &str, url: &str| {
+        json!({
+            "name": name, "connector_type": "aws", "auth_method": "session-token",
+            "configuration": {"region": REGION, "endpoint_url": url},
+            "secrets": {"aws_access_key_id": "AKIAWRONG00000000000", "aws_secret_access_key": "wrong-secret-value"},
+        })
+    };
     let (status, answer) = app
-        .call(Method::POST, "/api/v1/service_connectors", Some(&admin), Some(body("wrong", &aws.url())))
+        .call(
+            Method::POST,
+            "/api/v1/service_connectors",
+            Some(&admin),
+            Some(body("wrong", &aws.url())),
+        )
         .await?;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{answer}");
     assert_eq!(answer["code"], "upstream_error");
     assert!(!answer.to_string().contains("wrong-secret-value"));
     let started = std::time::Instant::now();
     let (status, answer) = app
-        .call(Method::POST, "/api/v1/service_connectors", Some(&admin), Some(body("silent", &silent_url)))
+        .call(
+            Method::POST,
+            "/api/v1/service_connectors",
+            Some(&admin),
+            Some(body("silent", &silent_url)),
+        )
         .await?;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{answer}");
     assert!(started.elapsed() < Duration::from_secs(10));
     // Other commands were not held up meanwhile, and nothing was stored.
     let (_, listed) = app
-        .call(Method::GET, "/api/v1/service_connectors", Some(&admin), None)
+        .call(
+            Method::GET,
+            "/api/v1/service_connectors",
+            Some(&admin),
+            None,
+        )
         .await?;
     assert_eq!(listed["total"], 0);
     drop(silent);
@@ -471,8 +630,10 @@ async fn an_artifact_store_connects_through_a_connector_that_reaches_its_bucket_
             Method::POST,
             "/api/v1/components",
             Some(&admin),
-            Some(json!({"name": "missing", "type": "artifact_store", "flavor": "s3",
-                "configuration": {"path": "s3://no-such-bucket"}, "connector": "aws-s3"})),
+            Some(
+                json!({"name": "missing", "type": "artifact_store", "flavor": "s3",
+                "configuration": {"path": "s3://no-such-bucket"}, "connector": "aws-s3"}),
+            ),
         )
         .await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -491,31 +652,59 @@ async fn an_artifact_store_connects_through_a_connector_that_reaches_its_bucket_
             Method::POST,
             "/api/v1/components",
             Some(&admin),
-            Some(json!({"name": "s3-zenfiles", "type": "artifact_store", "flavor": "s3",
-                "configuration": {"path": "s3://zenfiles"}, "connector": "aws-s3"})),
+            Some(
+                json!({"name": "s3-zenfiles", "type": "artifact_store", "flavor": "s3",
+                "configuration": {"path": "s3://zenfiles"}, "connector": "aws-s3"}),
+            ),
         )
         .await?;
     assert_eq!(status, StatusCode::CREATED, "{store}");
     assert_eq!(store["connector"]["resource_id"], "s3://zenfiles");
     let (status, creds) = app
-        .call(Method::POST, "/api/v1/components/s3-zenfiles/credentials", Some(&admin), None)
+        .call(
+            Method::POST,
+            "/api/v1/components/s3-zenfiles/credentials",
+            Some(&admin),
+            None,
+        )
         .await?;
     assert_eq!(status, StatusCode::OK, "{creds}");
     assert_eq!(creds["resource_id"], "s3://zenfiles");
     assert!(creds["credentials"]["aws_session_token"].is_string());
 
     let (status, refused) = app
-        .call(Method::DELETE, "/api/v1/service_connectors/aws-s3", Some(&admin), None)
+        .call(
+            Method::DELETE,
+            "/api/v1/service_connectors/aws-s3",
+            Some(&admin),
+            None,
+        )
         .await?;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
     assert_eq!(refused["code"], "in_use");
-    assert!(refused["message"].as_str().unwrap_or_default().contains("s3-zenfiles"), "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("s3-zenfiles"),
+        "{refused}"
+    );
     let (status, _) = app
-        .call(Method::POST, "/api/v1/components/s3-zenfiles/disconnect", Some(&admin), None)
+        .call(
+            Method::POST,
+            "/api/v1/components/s3-zenfiles/disconnect",
+            Some(&admin),
+            None,
+        )
         .await?;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = app
-        .call(Method::DELETE, "/api/v1/service_connectors/aws-s3", Some(&admin), None)
+        .call(
+            Method::DELETE,
+            "/api/v1/service_connectors/aws-s3",
+            Some(&admin),
+            None,
+        )
         .await?;
     assert_eq!(status, StatusCode::NO_CONTENT);
     Ok(())
@@ -557,7 +746,10 @@ async fn no_secret_reaches_the_event_log_the_bus_or_the_logs_and_a_second_gatewa
     let events = event_log_text(&app).await?;
     assert!(events.contains("lease.issued"), "the log holds the lease");
     let stream = nats_stream_text(&app, "lease.issued").await?;
-    assert!(stream.contains("connector.registered"), "the stream holds the events");
+    assert!(
+        stream.contains("connector.registered"),
+        "the stream holds the events"
+    );
     let logs = format!("{}{}", app.log(), replica.log());
     for secret in secrets {
         assert!(!events.contains(secret), "a secret in the event log");

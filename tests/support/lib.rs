@@ -419,10 +419,10 @@ async fn wait_for(
 pub(crate) async fn answers_ok(http: &reqwest::Client, url: &str, path: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(response) = http.get(format!("{url}{path}")).send().await {
-            if response.status() == StatusCode::OK {
-                return true;
-            }
+        if let Ok(response) = http.get(format!("{url}{path}")).send().await
+            && response.status() == StatusCode::OK
+        {
+            return true;
         }
         if Instant::now() > deadline {
             return false;

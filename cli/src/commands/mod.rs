@@ -226,13 +226,13 @@ impl Context {
             .into());
         };
         // Never send the saved token to another server than the one that issued it.
-        if let Some(url) = self.globals.url.as_deref() {
-            if url.trim_end_matches('/') != credentials.url.trim_end_matches('/') {
-                return Err(ClientError::NotLoggedIn {
-                    url: Some(url.to_owned()),
-                }
-                .into());
+        if let Some(url) = self.globals.url.as_deref()
+            && url.trim_end_matches('/') != credentials.url.trim_end_matches('/')
+        {
+            return Err(ClientError::NotLoggedIn {
+                url: Some(url.to_owned()),
             }
+            .into());
         }
         if credentials.api_key.is_some() {
             return self.client_from_saved_key(credentials).await;
@@ -323,10 +323,10 @@ impl Context {
         let store = self.store.clone();
         let saved = Arc::new(std::sync::Mutex::new(credentials.clone()));
         let renewal = KeyRenewal::new(key, move |answer: &TokenResponse| {
-            if let Ok(mut credentials) = saved.lock() {
-                if let Err(e) = renew_saved(&store, &mut credentials, answer, Utc::now()) {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot save the renewed session");
-                }
+            if let Ok(mut credentials) = saved.lock()
+                && let Err(e) = renew_saved(&store, &mut credentials, answer, Utc::now())
+            {
+                tracing::warn!(error = %format!("{e:#}"), "cannot save the renewed session");
             }
         });
         Ok(client

@@ -281,10 +281,10 @@ impl ComponentVerb {
         if let Self::Credentials(args) = &self {
             check_format(ctx, args.format)?;
         }
-        if let Self::Delete(args) = &self {
-            if !args.yes {
-                prompt::ensure_can_confirm("delete")?;
-            }
+        if let Self::Delete(args) = &self
+            && !args.yes
+        {
+            prompt::ensure_can_confirm("delete")?;
         }
         let client = ctx.client().await?;
         match self {

@@ -134,10 +134,10 @@ impl BusLink {
 /// Resolves once `link` is up on a connection established after `earlier` was seen; never
 /// when there is no link to watch (or nobody feeds it any more).
 pub async fn reconnected(link: Option<tokio::sync::watch::Receiver<BusLink>>, earlier: BusLink) {
-    if let Some(mut link) = link {
-        if link.wait_for(|now| now.back_since(&earlier)).await.is_ok() {
-            return;
-        }
+    if let Some(mut link) = link
+        && link.wait_for(|now| now.back_since(&earlier)).await.is_ok()
+    {
+        return;
     }
     std::future::pending().await
 }

@@ -332,10 +332,10 @@ impl Inner {
         while !waiting.is_empty() {
             match tokio::time::timeout_at(deadline, replies.next()).await {
                 Ok(Some(message)) => {
-                    if let Ok(reply) = serde_json::from_slice::<BarrierReply>(&message.payload) {
-                        if reply.applied {
-                            waiting.remove(&reply.replica);
-                        }
+                    if let Ok(reply) = serde_json::from_slice::<BarrierReply>(&message.payload)
+                        && reply.applied
+                    {
+                        waiting.remove(&reply.replica);
                     }
                 }
                 Ok(None) | Err(_) => break,

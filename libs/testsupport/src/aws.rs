@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use crate::moto::Moto;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-use crate::moto::Moto;
 use serde_json::{Map, Value, json};
 
 /// The region every test uses.
@@ -269,4 +269,3 @@ pub fn s3_with_issued(url: &str, credentials: &Map<String, Value>) -> aws_sdk_s3
     );
     s3_client(url, &config)
 }
-

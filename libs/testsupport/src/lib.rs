@@ -591,10 +591,10 @@ impl NatsServer {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(mut child) = child {
-            if child.try_wait().context("checking nats-server")?.is_none() {
-                child.kill().await.context("killing nats-server")?;
-            }
+        if let Some(mut child) = child
+            && child.try_wait().context("checking nats-server")?.is_none()
+        {
+            child.kill().await.context("killing nats-server")?;
         }
         Ok(())
     }

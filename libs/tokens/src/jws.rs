@@ -238,10 +238,11 @@ impl Jwk {
         if self.kty != "OKP" || self.crv != "Ed25519" {
             return Err(JwkError::UnsupportedKeyType);
         }
-        if let Some(alg) = &self.alg {
-            if alg != SIGNING_ALG && alg != FULLY_SPECIFIED_ALG {
-                return Err(JwkError::UnsupportedAlgorithm);
-            }
+        if let Some(alg) = &self.alg
+            && alg != SIGNING_ALG
+            && alg != FULLY_SPECIFIED_ALG
+        {
+            return Err(JwkError::UnsupportedAlgorithm);
         }
         if self.key_use.as_deref().is_some_and(|u| u != "sig") {
             return Err(JwkError::WrongUse);

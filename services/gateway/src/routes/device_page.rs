@@ -260,10 +260,10 @@ fn code_error_page(name: &str, error: &ApiError) -> HttpResponse {
         "Log in a device",
         &code_form(name, Some(&code_error(error))),
     );
-    if let Some(wait) = error.retry_after {
-        if let Ok(value) = header::HeaderValue::from_str(&wait.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
+    if let Some(wait) = error.retry_after
+        && let Ok(value) = header::HeaderValue::from_str(&wait.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
 }

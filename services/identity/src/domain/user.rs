@@ -107,10 +107,10 @@ pub fn create(
     name: Name,
     role: Role,
 ) -> Result<Vec<UserEvent>, Rejection> {
-    if let Some(caller) = caller {
-        if !caller.is_admin() {
-            return Err(Rejection::Forbidden("only admins can create users"));
-        }
+    if let Some(caller) = caller
+        && !caller.is_admin()
+    {
+        return Err(Rejection::Forbidden("only admins can create users"));
     }
     match state {
         User::Absent => Ok(vec![UserEvent::Created(UserCreated { name, role })]),
