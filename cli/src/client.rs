@@ -247,10 +247,18 @@ impl ClientError {
     /// Whether a request that reached the gateway may have taken effect although no
     /// result came back: a timeout, a connection lost after sending, a 5xx (the gateway
     /// could not learn the outcome), or a repeat while the first is still in progress.
+    /// A 502 `upstream_error` or 504 `upstream_timeout` is an answer, not a lost one: the
+    /// service asked the cloud behind a connector first and stored nothing when it refused
+    /// or did not answer.
     pub fn outcome_unknown(&self) -> bool {
         match self {
             Self::Connect { .. } => false,
             Self::Api { code, .. } if code.as_deref() == Some("idempotency_in_progress") => true,
+            Self::Api { error, .. }
+                if matches!(error.as_str(), "upstream_error" | "upstream_timeout") =>
+            {
+                false
+            }
             other => other.is_transient(),
         }
     }
@@ -2477,6 +2485,21 @@ mod tests {
                 .expect_err("the answer was lost");
             assert!(lost.outcome_unknown(), "{lost:?}");
             assert_eq!(server.requests().len(), 3);
+        }
+
+        #[test]
+        fn a_cloud_refusal_is_a_known_outcome_and_a_server_error_is_not() {
+            let api = |status: u16, error: &str| ClientError::Api {
+                status,
+                error: error.to_owned(),
+                code: Some(error.to_owned()),
+                message: "m".to_owned(),
+                request_id: None,
+            };
+            assert!(!api(502, "upstream_error").outcome_unknown());
+            assert!(!api(504, "upstream_timeout").outcome_unknown());
+            assert!(api(500, "internal").outcome_unknown());
+            assert!(api(503, "unavailable").outcome_unknown());
         }
 
         #[tokio::test]

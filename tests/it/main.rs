@@ -10,6 +10,7 @@ mod bus_security;
 mod cli;
 mod committed_answers;
 mod connectors;
+mod connectors_cli;
 mod dev_mode;
 mod devices;
 mod event_feed;

@@ -463,3 +463,20 @@ pub async fn run_cli_env(
         .await
         .with_context(|| format!("gatehouse {args:?}"))
 }
+
+/// Runs `program` (a tool, or the CLI under another name) with exactly `env` as its
+/// environment, as [`run_cli_env`] runs the CLI. Fails when it runs longer than `timeout`;
+/// returns (exit code, stdout, stderr).
+pub async fn run_program_env(
+    program: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> anyhow::Result<(i32, String, String)> {
+    let mut cmd = Command::new(program);
+    cmd.args(args).env_clear().envs(env.iter().copied());
+    run_to_end(cmd, stdin, timeout)
+        .await
+        .with_context(|| format!("{} {args:?}", program.display()))
+}

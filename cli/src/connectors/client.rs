@@ -197,6 +197,9 @@ pub struct ConnectorResources {
     /// What it reaches, per resource type.
     #[serde(default, deserialize_with = "null_as_default")]
     pub resources: Vec<ResourceList>,
+    /// Why the connector could not be checked (the cloud's refusal, ...), if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Fields this CLI does not know yet.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

@@ -1006,6 +1006,15 @@ impl ListResourcesArgs {
                     View::Default,
                 );
                 for c in &found {
+                    if let Some(error) = &c.error {
+                        // A connector that could not be checked says why, in its row.
+                        table.push([
+                            c.connector_name.clone(),
+                            c.connector_type.clone(),
+                            self.resource_type.clone().unwrap_or_else(|| "-".to_owned()),
+                            format!("error: {}", output::sanitize(error)),
+                        ]);
+                    }
                     for r in &c.resources {
                         table.push([
                             c.connector_name.clone(),

@@ -532,7 +532,11 @@ impl ConnectorsService {
             expires_at: connector.expires_at,
         };
         let spec = kind.spec();
+        let has_instances = |rt: &str| spec.resource_type(rt).is_some_and(|r| r.supports_instances);
         let resource = match (resource_type, resource_id) {
+            // A type with instances but no id names no one resource (the trait's `verify`
+            // takes an id for those): its resources are listed below instead.
+            (Some(rt), None) if has_instances(rt) => None,
             (Some(rt), id) => Some((rt, id)),
             (None, Some(_)) => {
                 return Err(Rejection::invalid(
@@ -550,9 +554,7 @@ impl ConnectorsService {
         };
         let mut resources = Vec::new();
         for rt in types {
-            let instances = spec
-                .resource_type(&rt)
-                .is_some_and(|r| r.supports_instances);
+            let instances = has_instances(&rt);
             let mut reach = ResourceReach {
                 resource_type: rt.clone(),
                 resource_ids: Vec::new(),
@@ -560,7 +562,7 @@ impl ConnectorsService {
             };
             if let Some(id) = resource_id {
                 reach.resource_ids.push(id.to_owned());
-            } else if list_resources || !instances {
+            } else if list_resources || !instances || resource_type.is_some() {
                 match self.bounded(kind.list_resources(&connection, &rt)).await {
                     Ok(ids) => {
                         reach.resource_ids = ids
