@@ -11,7 +11,7 @@ use gatehouse_connectors::types::fixture::FixtureType;
 use gatehouse_connectors::types::{Catalogue, ConnectorType};
 use gatehouse_connectors::vault::{DATA_KEY_SLOT, SECRETS_SLOT, Vault};
 use gatehouse_connectors::{ConnectorSettings, ConnectorsService};
-use gatehouse_contracts::clock::SystemClock;
+use gatehouse_contracts::clock::ManualClock;
 use gatehouse_contracts::commands::{
     Accepted, Caller, Command, CommandEnvelope, Failure, FailureKind,
 };
@@ -25,7 +25,9 @@ use gatehouse_contracts::identity::Role;
 use gatehouse_contracts::names::Name;
 use gatehouse_contracts::{EventMetadata, PrincipalId, PrincipalKind};
 use gatehouse_eventlog::EventStore;
-use gatehouse_eventlog::memory::MemoryEventStore;
+use gatehouse_eventlog::memory::{MemoryEventStore, MemoryViewStore};
+use gatehouse_eventlog::projector::ProjectionRunner;
+use gatehouse_readmodels::connectors::LeaseProjection;
 use gatehouse_secrets::{BusSealer, MasterKey};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
@@ -38,6 +40,8 @@ struct Harness {
     sealer: BusSealer,
     master: MasterKey,
     fixture: Arc<FixtureType>,
+    /// Starts at the real time (the fixture's credentials expire by the real clock).
+    clock: ManualClock,
 }
 
 fn harness_with(settings: ConnectorSettings) -> Harness {
@@ -45,10 +49,11 @@ fn harness_with(settings: ConnectorSettings) -> Harness {
     let store = Arc::new(MemoryEventStore::new());
     let fixture = Arc::new(FixtureType::new());
     let catalogue = Catalogue::of([fixture.clone() as Arc<dyn ConnectorType>]);
+    let clock = ManualClock::new(chrono::Utc::now());
     let service = ConnectorsService::new(
         store.clone(),
         &master,
-        Arc::new(SystemClock),
+        Arc::new(clock.clone()),
         catalogue,
         &settings,
     );
@@ -58,6 +63,7 @@ fn harness_with(settings: ConnectorSettings) -> Harness {
         sealer: BusSealer::new(&master),
         master,
         fixture,
+        clock,
     }
 }
 
@@ -464,4 +470,39 @@ async fn components_need_a_connector_of_the_right_type_and_block_its_deletion() 
         .delete(env(DeleteConnector { connector: view.id }, &owner))
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_sweeper_records_a_lease_expiry_once_and_a_live_lease_is_left_alone() {
+    let h = harness();
+    let owner = principal("ann", Role::Member);
+    let view = h
+        .register(&owner, json!({"region": "r1", "buckets": ["a"]}))
+        .await
+        .unwrap();
+    h.credentials(&view, &owner, "a").await.unwrap();
+    let views = Arc::new(MemoryViewStore::new());
+    let project = || async {
+        ProjectionRunner::new("connectors-test", views.clone(), h.store.clone())
+            .with(Arc::new(LeaseProjection))
+            .rebuild()
+            .await
+            .expect("the projection rebuilds");
+    };
+    project().await;
+    assert_eq!(
+        h.service.sweep(views.as_ref()).await.unwrap(),
+        0,
+        "still live"
+    );
+    // The fixture's default lifetime is 600 s.
+    h.clock.advance(chrono::Duration::seconds(601));
+    assert_eq!(h.service.sweep(views.as_ref()).await.unwrap(), 1);
+    project().await;
+    assert_eq!(
+        h.service.sweep(views.as_ref()).await.unwrap(),
+        0,
+        "recorded once"
+    );
+    assert!(h.log_text().await.contains("lease.expired"));
 }
