@@ -2,8 +2,8 @@
 //!
 //! The catalogue's schemas use a small subset of JSON Schema, and this checks exactly
 //! that subset: an object with `properties` (each with a `type` of `string`, `integer`,
-//! `number`, `boolean`, `array` (with `items.type`) or `object`, and optionally `enum`
-//! and `minLength`), `required`, and `additionalProperties: false`. A keyword outside
+//! `number`, `boolean`, `array` (with `items.type`) or `object`, and optionally `enum`,
+//! `minLength` and `maxItems`), `required`, and `additionalProperties: false`. A keyword outside
 //! the subset in a catalogue schema is a bug of the type, caught by the catalogue's
 //! tests ([`supported`]), not a reason to accept anything.
 
@@ -25,6 +25,7 @@ const PROPERTY_KEYWORDS: &[&str] = &[
     "items",
     "enum",
     "minLength",
+    "maxItems",
     "description",
     "title",
     "examples",
@@ -134,6 +135,12 @@ fn check_value(prop: &Value, v: &Value, field: &str) -> Result<(), Rejection> {
             format!("must be one of {}", names.join(", ")),
         ));
     }
+    if let Some(max) = prop.get("maxItems").and_then(Value::as_u64)
+        && let Some(values) = v.as_array()
+        && values.len() as u64 > max
+    {
+        return Err(Rejection::invalid(field, format!("at most {max} items")));
+    }
     if let Some(min) = prop.get("minLength").and_then(Value::as_u64)
         && let Some(s) = v.as_str()
         && (s.chars().count() as u64) < min
@@ -157,7 +164,7 @@ mod tests {
             "type": "object",
             "properties": {
                 "region": {"type": "string", "minLength": 1},
-                "policy_arns": {"type": "array", "items": {"type": "string"}},
+                "policy_arns": {"type": "array", "items": {"type": "string"}, "maxItems": 2},
                 "mode": {"type": "string", "enum": ["a", "b"]},
             },
             "required": ["region"],
@@ -203,6 +210,12 @@ mod tests {
         assert_eq!(
             field_of(check(json!({"region": "x", "mode": "c"}))),
             "configuration.mode"
+        );
+        assert_eq!(
+            field_of(check(
+                json!({"region": "x", "policy_arns": ["a", "b", "c"]})
+            )),
+            "configuration.policy_arns"
         );
     }
 

@@ -36,11 +36,6 @@ impl Secrets {
         self.0.get(name).map(|s| s.expose_secret())
     }
 
-    /// The names of the fields set.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
-    }
-
     /// Whether no field is set.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -223,5 +218,28 @@ pub struct TypeSettings {
 impl fmt::Debug for Catalogue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.types.keys()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every configuration schema the shipped types declare uses only what
+    /// `crate::schema` checks: a keyword outside it would be declared and not enforced.
+    #[test]
+    fn the_builtin_catalogue_uses_only_the_checked_schema_subset() {
+        let catalogue = Catalogue::builtin(TypeSettings {
+            timeout: Duration::from_secs(1),
+        });
+        let specs = catalogue.specs();
+        assert!(!specs.is_empty());
+        for spec in specs {
+            for method in &spec.auth_methods {
+                crate::schema::supported(&method.config_schema).unwrap_or_else(|e| {
+                    panic!("{} {}: {e}", spec.connector_type, method.auth_method)
+                });
+            }
+        }
     }
 }
