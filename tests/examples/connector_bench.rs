@@ -28,7 +28,7 @@
 //! 10 s). With `GATEHOUSE_BENCH_PERF=1` it also records `perf` samples of the server during
 //! that phase and prints where the file is.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use gatehouse_e2e::TestApp;
 use gatehouse_e2e::bench::{
-    Stats, cpu_time, env_number, load_average, machine, percentile, pid_with_args, rss_kib,
-    run_clients,
+    PG_STATS_FLUSH, Stats, cpu, env_number, load_average, machine, percentile, processes, rss_kib,
+    run_clients, transactions,
 };
 use gatehouse_testsupport::aws::{AccessKey, Admin, REGION, allow, sdk_config, sdk_config_with};
 use gatehouse_testsupport::moto::MOTO_ACCOUNT;
@@ -55,8 +55,6 @@ const SESSION_NAME: &str = "admin";
 /// The session name and lifetime of the service's verification AssumeRole.
 const INSPECT_SESSION: &str = "gatehouse-verify";
 const INSPECT_LIFETIME: i32 = 900;
-/// How long Postgres may take to publish an idle backend's statistics, plus a margin.
-const PG_STATS_FLUSH: Duration = Duration::from_secs(11);
 
 /// One row of the summary table.
 struct Row {
@@ -376,57 +374,6 @@ where
     }
     stats.elapsed = started.elapsed();
     Ok(stats)
-}
-
-/// The processes whose CPU a profiled phase accounts for, by label.
-async fn processes(
-    app: &TestApp,
-    db: &tokio_postgres::Client,
-) -> anyhow::Result<BTreeMap<&'static str, Vec<u32>>> {
-    let mut all = BTreeMap::new();
-    all.insert("gatehouse serve", app.pid().into_iter().collect());
-    all.insert(
-        "nats-server",
-        pid_with_args(&["-p", &app.nats.port().to_string()])
-            .into_iter()
-            .collect(),
-    );
-    let backends = db
-        .query(
-            "SELECT pid FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            &[],
-        )
-        .await?;
-    all.insert(
-        "Postgres (the server's backends)",
-        backends
-            .iter()
-            .map(|r| r.get::<_, i32>(0).unsigned_abs())
-            .collect(),
-    );
-    all.insert("this program (load generator)", vec![std::process::id()]);
-    Ok(all)
-}
-
-/// The committed transactions of the database so far (as published by its backends).
-async fn transactions(db: &tokio_postgres::Client) -> anyhow::Result<i64> {
-    let row = db
-        .query_one(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database \
-             WHERE datname = current_database()",
-            &[],
-        )
-        .await?;
-    Ok(row.get(0))
-}
-
-/// CPU time of each group of processes.
-fn cpu(groups: &BTreeMap<&'static str, Vec<u32>>) -> BTreeMap<&'static str, Duration> {
-    groups
-        .iter()
-        .map(|(label, pids)| (*label, pids.iter().filter_map(|p| cpu_time(*p)).sum()))
-        .collect()
 }
 
 /// Runs `load` between two quiet spells and prints the CPU per request of each process

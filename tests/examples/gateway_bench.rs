@@ -4,7 +4,9 @@
 //! `cargo build --release -p gatehouse && cargo run --release -p gatehouse-e2e --example gateway_bench`)
 //! against a fresh Postgres database and its own nats-server, then measures:
 //! - create-service-account end to end at 1 and 32 concurrent clients (requests/s, p50/p99)
-//!   and the projection lag of those writes (event recorded → read model applied);
+//!   and the projection lag of those writes (event recorded → read model applied, split at
+//!   the outbox); at 32 clients also the CPU per create of each process and the Postgres
+//!   transactions per create, which do not depend on how fast this machine is that day;
 //! - authenticated `GET /api/v1/current-user` at 64 connections (with `wrk` when it is
 //!   installed, otherwise with this program's own client);
 //! - resident memory of the server idle and after the load.
@@ -17,7 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gatehouse_e2e::TestApp;
-use gatehouse_e2e::bench::{current_user_load, percentile, rss_kib};
+use gatehouse_e2e::bench::{
+    PG_STATS_FLUSH, cpu, current_user_load, load_average, machine, percentile, processes, rss_kib,
+    transactions,
+};
 use reqwest::StatusCode;
 
 async fn create_load(
@@ -70,22 +75,55 @@ async fn create_load(
     ))
 }
 
-/// Projection lag of the creates (event recorded → read model applied), split at the
-/// outbox relay (recorded → published to JetStream, then published → applied): p50, p99
-/// and max of each, in ms.
-async fn projection_lag(app: &TestApp) -> anyhow::Result<[(f64, f64, f64); 3]> {
-    let (client, connection) = tokio_postgres_connect(app.db.url()).await?;
-    tokio::spawn(connection);
-    let mut figures = [(0.0, 0.0, 0.0); 3];
-    for (i, expression) in [
-        "a.applied_at - e.recorded_at",
-        "o.published_at - e.recorded_at",
-        "a.applied_at - o.published_at",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let row = client
+/// Projection lag of the creates (event recorded → read model applied) and its parts, in
+/// ms: p50, p99 and max of each, or `None` for a part this build's schema cannot tell
+/// (`outbox.queued_at` is from migration 8; the split at it lets a run of an older build
+/// print the rest).
+async fn projection_lag(
+    db: &tokio_postgres::Client,
+) -> anyhow::Result<Vec<(&'static str, Option<(f64, f64, f64)>)>> {
+    let queued_at = db
+        .query_opt(
+            "SELECT 1 FROM information_schema.columns \
+             WHERE table_name = 'outbox' AND column_name = 'queued_at'",
+            &[],
+        )
+        .await?
+        .is_some();
+    let parts = [
+        (
+            "projection lag (recorded → applied)",
+            "a.applied_at - e.recorded_at",
+            true,
+        ),
+        (
+            "  of which recorded → published by the relay",
+            "o.published_at - e.recorded_at",
+            true,
+        ),
+        (
+            "    recorded → queued in the outbox (the append)",
+            "o.queued_at - e.recorded_at",
+            queued_at,
+        ),
+        (
+            "    queued → published (the relay)",
+            "o.published_at - o.queued_at",
+            queued_at,
+        ),
+        (
+            "  of which published → applied by the projector",
+            "a.applied_at - o.published_at",
+            true,
+        ),
+    ];
+    let mut figures = Vec::new();
+    for (what, expression, known) in parts {
+        if !known {
+            figures.push((what, None));
+            continue;
+        }
+        let row = db
             .query_one(
                 &format!(
                     "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), \
@@ -99,11 +137,14 @@ async fn projection_lag(app: &TestApp) -> anyhow::Result<[(f64, f64, f64); 3]> {
                 &[],
             )
             .await?;
-        figures[i] = (
-            row.try_get::<_, f64>(0).unwrap_or(0.0),
-            row.try_get::<_, f64>(1).unwrap_or(0.0),
-            row.try_get::<_, f64>(2).unwrap_or(0.0),
-        );
+        figures.push((
+            what,
+            Some((
+                row.try_get::<_, f64>(0).unwrap_or(0.0),
+                row.try_get::<_, f64>(1).unwrap_or(0.0),
+                row.try_get::<_, f64>(2).unwrap_or(0.0),
+            )),
+        ));
     }
     Ok(figures)
 }
@@ -127,22 +168,49 @@ async fn main() -> anyhow::Result<()> {
     let pid = app.pid().unwrap_or(0);
     let token = app.admin_token().await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    println!("{}", machine());
     println!("gatehouse serve, pid {pid}, {} s per phase", seconds);
     println!("RSS idle: {} MiB", rss_kib(pid).unwrap_or(0) / 1024);
 
-    for clients in [1, 32] {
-        let (rps, p50, p99, n) = create_load(&app, &token, clients, seconds).await?;
-        println!(
-            "create service account, {clients:>2} clients: {rps:>7.0} requests/s, p50 {p50:?}, p99 {p99:?} ({n} created)"
-        );
+    let (rps, p50, p99, n) = create_load(&app, &token, 1, seconds).await?;
+    println!(
+        "create service account,  1 client:  {rps:>7.0} requests/s, p50 {p50:?}, p99 {p99:?} ({n} created)"
+    );
+    // The 32-client phase is profiled: CPU of each process and Postgres transactions.
+    let (db, connection) = tokio_postgres_connect(app.db.url()).await?;
+    tokio::spawn(connection);
+    tokio::time::sleep(PG_STATS_FLUSH).await;
+    let groups = processes(&app, &db).await?;
+    let (cpu_before, transactions_before) = (cpu(&groups), transactions(&db).await?);
+    let (rps, p50, p99, n) = create_load(&app, &token, 32, seconds).await?;
+    let cpu_after = cpu(&groups);
+    println!(
+        "create service account, 32 clients: {rps:>7.0} requests/s, p50 {p50:?}, p99 {p99:?} ({n} created; load average {})",
+        load_average()
+    );
+    tokio::time::sleep(PG_STATS_FLUSH).await;
+    let per_create = |d: Duration| d.as_secs_f64() * 1e6 / n.max(1) as f64;
+    let mut total = Duration::ZERO;
+    for (label, before) in &cpu_before {
+        let spent = cpu_after[label].saturating_sub(*before);
+        total += spent;
+        println!("  CPU per create, {label}: {:.0} µs", per_create(spent));
     }
-    let [total, relay, projector] = projection_lag(&app).await?;
-    for (what, (p50, p99, max)) in [
-        ("projection lag (recorded → applied)", total),
-        ("  of which recorded → published by the relay", relay),
-        ("  of which published → applied by the projector", projector),
-    ] {
-        println!("{what}: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
+    println!(
+        "  CPU per create, all of these: {:.0} µs",
+        per_create(total)
+    );
+    println!(
+        "  Postgres transactions per create: {:.2}",
+        (transactions(&db).await? - transactions_before) as f64 / n.max(1) as f64
+    );
+    for (what, figures) in projection_lag(&db).await? {
+        match figures {
+            Some((p50, p99, max)) => {
+                println!("{what}: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms")
+            }
+            None => println!("{what}: n/a (this build's outbox has no queued_at)"),
+        }
     }
     println!("RSS after writes: {} MiB", rss_kib(pid).unwrap_or(0) / 1024);
 

@@ -13,6 +13,10 @@ use crate::TestApp;
 /// How long one revocation trial may wait for a gateway to accept or refuse a credential.
 pub const TRIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long Postgres may take to publish an idle backend's statistics
+/// (`pg_stat_database`), plus a margin.
+pub const PG_STATS_FLUSH: Duration = Duration::from_secs(11);
+
 /// The `p` quantile (0..=1) of sorted latencies; zero when there are none.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -475,4 +479,55 @@ pub fn barrier_report(log: &str) -> String {
     format!(
         "{incomplete} barrier timeouts (\"did not confirm a write in time\"), {unasked} barriers not sent"
     )
+}
+
+/// The processes whose CPU a profiled phase accounts for, by label.
+pub async fn processes(
+    app: &TestApp,
+    db: &tokio_postgres::Client,
+) -> anyhow::Result<BTreeMap<&'static str, Vec<u32>>> {
+    let mut all = BTreeMap::new();
+    all.insert("gatehouse serve", app.pid().into_iter().collect());
+    all.insert(
+        "nats-server",
+        pid_with_args(&["-p", &app.nats.port().to_string()])
+            .into_iter()
+            .collect(),
+    );
+    let backends = db
+        .query(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await?;
+    all.insert(
+        "Postgres (the server's backends)",
+        backends
+            .iter()
+            .map(|r| r.get::<_, i32>(0).unsigned_abs())
+            .collect(),
+    );
+    all.insert("this program (load generator)", vec![std::process::id()]);
+    Ok(all)
+}
+
+/// The committed transactions of the database so far (as published by its backends).
+pub async fn transactions(db: &tokio_postgres::Client) -> anyhow::Result<i64> {
+    let row = db
+        .query_one(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database \
+             WHERE datname = current_database()",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// CPU time of each group of processes.
+pub fn cpu(groups: &BTreeMap<&'static str, Vec<u32>>) -> BTreeMap<&'static str, Duration> {
+    groups
+        .iter()
+        .map(|(label, pids)| (*label, pids.iter().filter_map(|p| cpu_time(*p)).sum()))
+        .collect()
 }

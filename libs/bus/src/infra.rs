@@ -10,7 +10,6 @@ use gatehouse_eventlog::relay::OutboxRelay;
 use tokio::sync::watch;
 
 use gatehouse_eventlog::EventFeed;
-use gatehouse_eventlog::checked::LogCheckedFeed;
 use gatehouse_secrets::MasterKey;
 
 use crate::jetstream::{JetStreamFeed, JetStreamPublisher, ensure_stream};
@@ -54,7 +53,8 @@ pub struct Infra {
     pub views: Arc<PostgresViewStore>,
     /// The NATS connection.
     pub nats: async_nats::Client,
-    /// The event feed, each delivery checked against the log ([`LogCheckedFeed`]).
+    /// The event feed (JetStream). Its consumers, projection runners, check each
+    /// delivery against the log ([`gatehouse_eventlog::checked`]).
     pub feed: Arc<dyn EventFeed>,
     /// The command bus.
     pub bus: Arc<NatsCommandBus>,
@@ -100,10 +100,7 @@ impl Infra {
             })?;
         let log = Arc::new(PostgresEventStore::new(database.pool().clone()));
         Ok(Self {
-            feed: Arc::new(LogCheckedFeed::new(
-                Arc::new(JetStreamFeed::new(js).with_link(link.clone())),
-                log.clone(),
-            )),
+            feed: Arc::new(JetStreamFeed::new(js).with_link(link.clone())),
             log,
             views: Arc::new(PostgresViewStore::new(&database)),
             bus: Arc::new(NatsCommandBus::new(

@@ -30,6 +30,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 struct LogState {
     events: Vec<RecordedEvent>,
+    /// Index into `events` by event id (projection runners look every delivery up).
+    by_event_id: HashMap<Uuid, usize>,
     versions: HashMap<StreamId, i64>,
     claims: HashMap<(String, String), StreamId>,
     secrets: HashMap<(StreamId, String), Vec<u8>>,
@@ -108,6 +110,16 @@ impl EventStore for MemoryEventStore {
                 }
             }
         }
+        if request
+            .events
+            .iter()
+            .any(|e| state.by_event_id.contains_key(&e.event_id))
+        {
+            // As the Postgres store's unique index on event ids answers.
+            return Err(AppendError::Invalid(
+                "an event with one of these event ids is already in the log",
+            ));
+        }
         // All checks passed: apply everything.
         for claim in request.claims {
             match claim {
@@ -146,6 +158,8 @@ impl EventStore for MemoryEventStore {
         for event in request.events {
             version += 1;
             position += 1;
+            let index = state.events.len();
+            state.by_event_id.insert(event.event_id, index);
             state.events.push(RecordedEvent {
                 position,
                 stream_id: request.stream_id.clone(),
@@ -216,13 +230,15 @@ impl EventStore for MemoryEventStore {
     }
 
     async fn read_events(&self, event_ids: &[Uuid]) -> Result<Vec<RecordedEvent>, StoreError> {
-        let wanted: std::collections::HashSet<&Uuid> = event_ids.iter().collect();
-        Ok(lock(&self.state)
-            .events
+        let state = lock(&self.state);
+        let mut indexes: Vec<usize> = event_ids
             .iter()
-            .filter(|e| wanted.contains(&e.event_id))
-            .cloned()
-            .collect())
+            .filter_map(|id| state.by_event_id.get(id).copied())
+            .collect();
+        // In position order, once each, as the Postgres store answers.
+        indexes.sort_unstable();
+        indexes.dedup();
+        Ok(indexes.iter().map(|&i| state.events[i].clone()).collect())
     }
 
     async fn idempotent_outcome(&self, key: &str) -> Result<Option<StoredOutcome>, StoreError> {

@@ -1,6 +1,7 @@
 //! The projection runner: written once, for every read model.
 //!
-//! It takes batches of deliveries from the feed, folds them into the views with the pure
+//! It takes batches of deliveries from the feed, checks them against the log (the bus is
+//! not trusted: [`crate::checked`]), folds them into the views with the pure
 //! projections, commits documents + applied versions + checkpoint in one transaction, and
 //! only then acknowledges. Redelivered events are skipped by the per-stream version guard;
 //! a stream whose next event is missing (a gap) is filled from the log itself, so a
@@ -20,11 +21,12 @@ use futures::{FutureExt, StreamExt};
 use gatehouse_contracts::envelope::{RecordedEvent, StreamId};
 use tokio::sync::watch;
 
+use crate::checked;
 use crate::feed::{Delivery, EventFeed, FeedError, StartFrom, SubscriptionSpec};
 use crate::store::{EventStore, StoreError};
 use crate::views::{
-    BatchWrite, FailureKind, ProjectionError, SkippedEvent, StreamWrite, ViewProjection, ViewStore,
-    fold_into,
+    BatchWrite, FailureKind, ProjectionError, SkippedEvent, StreamState, StreamWrite,
+    ViewProjection, ViewStore, fold_into,
 };
 
 /// Why a batch could not be projected. Nothing was acknowledged; it will be redelivered.
@@ -102,14 +104,30 @@ impl ProjectionRunner {
         subjects
     }
 
-    /// Applies a batch of deliveries and acknowledges them once committed.
+    /// Checks a batch of deliveries against the log ([`crate::checked`]), applies what
+    /// the log holds and acknowledges it once committed.
     pub async fn apply_deliveries(&self, deliveries: Vec<Delivery>) -> Result<(), ProjectorError> {
         if deliveries.is_empty() {
             return Ok(());
         }
         let checkpoint = deliveries.iter().map(|d| d.sequence).max().unwrap_or(0);
+        // The check and the load of the streams' states go out together: on Postgres they
+        // are two queries in flight at once, not two round trips one after the other.
+        let wanted = self.wanted(deliveries.iter().map(|d| &d.event));
+        let (checked, states) = tokio::join!(
+            checked::against_log(self.log.as_ref(), deliveries),
+            self.views.load_streams(&wanted),
+        );
+        let deliveries = checked?;
+        let states = states?;
+        if deliveries.is_empty() {
+            return Ok(()); // all refused
+        }
+        // A bus copy that named another stream than the log's copy left that stream
+        // unloaded: `fold` sees it as new, fills it from the log as a gap, and the version
+        // guard keeps the commit right. Only a forgery pays for that.
         let events: Vec<&RecordedEvent> = deliveries.iter().map(|d| &d.event).collect();
-        let batch = self.fold(&events, checkpoint).await?;
+        let batch = self.fold(&events, checkpoint, states).await?;
         self.views.commit(batch).await?;
         for delivery in deliveries {
             // A lost ack only means a redelivery, which the version guard absorbs.
@@ -120,12 +138,11 @@ impl ProjectionRunner {
         Ok(())
     }
 
-    /// Folds `events` (in delivery order) onto the stored state, filling gaps from the log.
-    async fn fold(
+    /// The streams of `events`, each once, with the view kind of its projection.
+    fn wanted<'a>(
         &self,
-        events: &[&RecordedEvent],
-        checkpoint: u64,
-    ) -> Result<BatchWrite, ProjectorError> {
+        events: impl Iterator<Item = &'a RecordedEvent>,
+    ) -> Vec<(StreamId, Option<&'static str>)> {
         let mut wanted: Vec<(StreamId, Option<&'static str>)> = Vec::new();
         for event in events {
             if !wanted.iter().any(|(s, _)| s == &event.stream_id) {
@@ -136,7 +153,17 @@ impl ProjectionRunner {
                 wanted.push((event.stream_id.clone(), kind));
             }
         }
-        let mut states = self.views.load_streams(&wanted).await?;
+        wanted
+    }
+
+    /// Folds `events` (in delivery order) onto `states` (loaded for their streams),
+    /// filling gaps from the log.
+    async fn fold(
+        &self,
+        events: &[&RecordedEvent],
+        checkpoint: u64,
+        mut states: HashMap<StreamId, StreamState>,
+    ) -> Result<BatchWrite, ProjectorError> {
         let mut writes: HashMap<StreamId, StreamWrite> = HashMap::new();
         let mut skipped = Vec::new();
 
@@ -389,7 +416,11 @@ impl ProjectionRunner {
             after = last.position;
             replayed += events.len() as u64;
             let refs: Vec<&RecordedEvent> = events.iter().collect();
-            let batch = self.fold(&refs, checkpoint).await?;
+            let states = self
+                .views
+                .load_streams(&self.wanted(refs.iter().copied()))
+                .await?;
+            let batch = self.fold(&refs, checkpoint, states).await?;
             self.views.commit(batch).await?;
         }
         Ok(replayed)

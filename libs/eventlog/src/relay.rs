@@ -230,6 +230,16 @@ impl OutboxRelay {
             }
         }
         tracing::info!("this process now relays the outbox");
+        // The relay's own writes (marks, the sleeping flag) need not wait for the disk: a
+        // mark lost in a crash only means publishing the event again, which the bus drops
+        // as a duplicate, and a new leader sets the flag anyway. The next read goes out
+        // behind the mark on this connection, so waiting for the flush made every turn of
+        // the pipeline slower: ~2.0 ms a read under the 32-client benchmark, ~1.3 ms now.
+        session
+            .client
+            .batch_execute("SET synchronous_commit = off")
+            .await
+            .map_err(unavailable)?;
 
         // 2. Listen before the first look, so that no commit falls between the two.
         session.listen(OUTBOX_CHANNEL).await?;

@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "skipped_events",
         sql: include_str!("../../migrations/0007_skipped_events.sql"),
     },
+    Migration {
+        version: 8,
+        name: "outbox_queued_at",
+        sql: include_str!("../../migrations/0008_outbox_queued_at.sql"),
+    },
 ];
 
 /// Brings the schema up to date. Idempotent, and safe to call from several processes at

@@ -13,6 +13,7 @@ mod migrate;
 mod store;
 pub mod tls;
 mod views;
+mod waiters;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{AsyncMessage, Notification};

@@ -8,38 +8,42 @@
 //! - `read.skipped`: the events each projector skipped as unknown to its build
 //!   (`docs/decisions/0012-unknown-event-types.md`), committed with its checkpoint.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
 use gatehouse_contracts::envelope::StreamId;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::store::{corrupt, execute, parse_stream_id, query};
-use super::{PROJECTED_CHANNEL, PgDatabase, error_chain, to_bigint, unavailable};
+use super::waiters::WaitList;
+use super::{PROJECTED_CHANNEL, PgDatabase, to_bigint, unavailable};
 use crate::store::StoreError;
 use crate::views::{
     BatchWrite, ListQuery, Page, SkippedEvent, StreamState, StreamWrite, TimeBound, ViewDoc,
     ViewSnapshot, ViewStore,
 };
 
-/// How often [`ViewStore::wait_applied`] looks again when no notification arrives (a lost
-/// notification, or the listening connection is down): a lost wake-up costs only latency.
+/// How often [`ViewStore::wait_applied`] looks again while notifications are not
+/// arriving (the listening connection is down).
 const POLL_FALLBACK: Duration = Duration::from_millis(20);
+/// How often it looks again while they are: only a safety net (a lost notification costs
+/// this much latency, once).
+const POLL_WHILE_LISTENING: Duration = Duration::from_millis(250);
 
 /// Read models on Postgres.
 #[derive(Clone)]
 pub struct PostgresViewStore {
     database: PgDatabase,
-    /// Bumped by a background task on every `NOTIFY gatehouse_projected`; started on the
-    /// first [`ViewStore::wait_applied`], shared by clones, stopped when they are all gone.
-    commits: Arc<OnceLock<watch::Receiver<u64>>>,
+    /// The requests waiting for their writes, woken from `NOTIFY gatehouse_projected`;
+    /// started on the first [`ViewStore::wait_applied`], shared by clones, stopped when
+    /// they are all gone.
+    waiters: Arc<OnceLock<WaitList>>,
 }
 
 impl std::fmt::Debug for PostgresViewStore {
@@ -55,7 +59,7 @@ impl PostgresViewStore {
     pub fn new(database: &PgDatabase) -> Self {
         Self {
             database: database.clone(),
-            commits: Arc::new(OnceLock::new()),
+            waiters: Arc::new(OnceLock::new()),
         }
     }
 
@@ -68,56 +72,9 @@ impl PostgresViewStore {
         self.database.pool()
     }
 
-    /// A receiver that changes after every view commit (of any process).
-    fn commit_signal(&self) -> watch::Receiver<u64> {
-        self.commits
-            .get_or_init(|| {
-                let (sender, receiver) = watch::channel(0);
-                tokio::spawn(listen_for_commits(self.database.clone(), sender));
-                receiver
-            })
-            .clone()
-    }
-}
-
-/// Keeps a `LISTEN gatehouse_projected` connection open and bumps `signal` on every
-/// notification, reconnecting after failures, until every receiver is gone.
-async fn listen_for_commits(database: PgDatabase, signal: watch::Sender<u64>) {
-    let signal = Arc::new(signal);
-    loop {
-        let bump = {
-            let signal = signal.clone();
-            move |_| signal.send_modify(|n| *n = n.wrapping_add(1))
-        };
-        let listening = async {
-            let listener = database.connect_dedicated(bump).await?;
-            listener.listen(PROJECTED_CHANNEL).await?;
-            Ok::<_, StoreError>(listener)
-        };
-        match listening.await {
-            Ok(mut listener) => {
-                // Commits may have happened while we were not listening.
-                signal.send_modify(|n| *n = n.wrapping_add(1));
-                tokio::select! {
-                    ended = &mut listener.driver => {
-                        let reason = match ended {
-                            Ok(Ok(())) => "closed".to_owned(),
-                            Ok(Err(error)) => error_chain(&error),
-                            Err(join) => error_chain(&join),
-                        };
-                        tracing::warn!(error = %reason, "the view-store listener connection ended; reconnecting, waiters poll meanwhile");
-                    }
-                    () = signal.closed() => return,
-                }
-            }
-            Err(error) => {
-                tracing::warn!(error = %error_chain(&error), "cannot listen for view commits; retrying, waiters poll meanwhile");
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = signal.closed() => return,
-        }
+    fn waiters(&self) -> &WaitList {
+        self.waiters
+            .get_or_init(|| WaitList::start(self.database.clone()))
     }
 }
 
@@ -264,8 +221,8 @@ impl ViewStore for PostgresViewStore {
             .map_err(corrupt)
     }
 
-    /// Wakes on `NOTIFY gatehouse_projected` (sent by every [`ViewStore::commit`]), and
-    /// looks again every 20 ms regardless.
+    /// Woken by the notification of the commit that applies `version` (`waiters.rs`),
+    /// looking again now and then in case one is lost.
     async fn wait_applied(
         &self,
         stream_id: &StreamId,
@@ -273,12 +230,8 @@ impl ViewStore for PostgresViewStore {
         timeout: Duration,
     ) -> Result<bool, StoreError> {
         let deadline = Instant::now() + timeout;
-        let mut commits = Some(self.commit_signal());
+        let registration = self.waiters().register(stream_id.as_str(), version);
         loop {
-            // Mark the signal seen before reading: a commit after the read wakes us.
-            if let Some(commits) = commits.as_mut() {
-                commits.borrow_and_update();
-            }
             if self.applied_version(stream_id).await?.unwrap_or(0) >= version {
                 return Ok(true);
             }
@@ -286,16 +239,17 @@ impl ViewStore for PostgresViewStore {
             if now >= deadline {
                 return Ok(false);
             }
-            let pause = (deadline - now).min(POLL_FALLBACK);
-            match commits.as_mut() {
-                Some(signal) => {
-                    if let Ok(Err(_listener_gone)) =
-                        tokio::time::timeout(pause, signal.changed()).await
-                    {
-                        commits = None;
-                    }
-                }
-                None => tokio::time::sleep(pause).await,
+            let poll = if registration.listening() {
+                POLL_WHILE_LISTENING
+            } else {
+                POLL_FALLBACK
+            };
+            let pause = (deadline - now).min(poll);
+            if tokio::time::timeout(pause, registration.woken())
+                .await
+                .is_ok()
+            {
+                return Ok(true);
             }
         }
     }
@@ -356,125 +310,51 @@ impl ViewStore for PostgresViewStore {
             .collect())
     }
 
-    /// One transaction: applied versions (under the version guard; a refolded stream may
-    /// stay at its version), then the documents of the streams that moved forward, then the
-    /// skip records and the checkpoint, then `NOTIFY`.
+    /// One statement, so one round trip and its own transaction: the applied versions
+    /// (under the version guard; a refolded stream may stay at its version), the documents
+    /// of the streams that moved forward, the skip records, the checkpoint and the
+    /// `NOTIFY` that wakes [`ViewStore::wait_applied`] callers (delivered at commit).
+    ///
+    /// It was a transaction of six statements, one round trip each; under load the
+    /// projector spent most of each batch waiting on them, and every event of the next
+    /// batch waited with it (`docs/benchmarks.md`, projection lag).
     #[tracing::instrument(skip_all, fields(projector = %batch.projector, streams = batch.streams.len()), err)]
     async fn commit(&self, batch: BatchWrite) -> Result<(), StoreError> {
-        let mut client = self.pool().get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
+        let client = self.pool().get().await.map_err(unavailable)?;
         let writes = latest_per_stream(batch.streams);
-
-        // 1. The version guard: a stream moves only forward. The rows returned are the
-        //    streams whose documents this batch may write.
-        let stream_ids: Vec<&str> = writes.iter().map(|w| w.stream_id.as_str()).collect();
-        let versions: Vec<i64> = writes.iter().map(|w| w.applied).collect();
-        let positions: Vec<i64> = writes.iter().map(|w| w.position).collect();
+        let columns = WriteColumns::of(&writes);
         let refolded: Vec<&str> = batch.refolded.iter().map(StreamId::as_str).collect();
-        let advanced_rows = query(
-            &tx,
-            "INSERT INTO read.applied AS a (stream_id, version, position)
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
-             ON CONFLICT (stream_id) DO UPDATE
-                 SET version = excluded.version, position = excluded.position, applied_at = clock_timestamp()
-                 WHERE a.version < excluded.version
-                    OR (a.version = excluded.version AND a.stream_id = ANY($4))
-             RETURNING stream_id",
-            &[&stream_ids, &versions, &positions, &refolded],
+        let skipped = &batch.skipped;
+        let skipped_streams: Vec<&str> = skipped.iter().map(|s| s.stream_id.as_str()).collect();
+        let skipped_versions: Vec<i64> = skipped.iter().map(|s| s.version).collect();
+        let skipped_positions: Vec<i64> = skipped.iter().map(|s| s.position).collect();
+        let skipped_types: Vec<&str> = skipped.iter().map(|s| s.event_type.as_str()).collect();
+        let skipped_schemas: Vec<i32> = skipped.iter().map(|s| s.schema_version).collect();
+        query(
+            &client,
+            COMMIT_SQL,
+            &[
+                &columns.stream_ids,
+                &columns.versions,
+                &columns.positions,
+                &columns.kinds,
+                &columns.ids,
+                &columns.docs,
+                &columns.created,
+                &refolded,
+                &batch.projector,
+                &skipped_streams,
+                &skipped_versions,
+                &skipped_positions,
+                &skipped_types,
+                &skipped_schemas,
+                &to_bigint(batch.checkpoint),
+                &PROJECTED_CHANNEL,
+            ],
         )
         .await
         .map_err(unavailable)?;
-        let advanced: HashSet<String> = advanced_rows
-            .iter()
-            .map(|row| row.try_get(0))
-            .collect::<Result<_, _>>()
-            .map_err(corrupt)?;
-
-        // 2. The documents: upserted (keeping the original listing position) or deleted.
-        let mut upserts = DocUpserts::default();
-        let (mut delete_kinds, mut delete_ids): (Vec<&str>, Vec<Uuid>) = (Vec::new(), Vec::new());
-        for write in writes
-            .iter()
-            .filter(|w| advanced.contains(w.stream_id.as_str()))
-        {
-            let (Some(kind), Some(id)) = (write.kind, write.stream_id.id()) else {
-                continue;
-            };
-            match &write.doc {
-                Some(doc) => upserts.push(kind, id, write, doc),
-                None => {
-                    delete_kinds.push(kind);
-                    delete_ids.push(id);
-                }
-            }
-        }
-        if !upserts.kinds.is_empty() {
-            execute(
-                &tx,
-                "INSERT INTO read.views AS v (kind, id, version, doc, created_position)
-                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::bigint[], $4::jsonb[], $5::bigint[])
-                 ON CONFLICT (kind, id) DO UPDATE
-                     SET version = excluded.version, doc = excluded.doc, projected_at = clock_timestamp()",
-                &[&upserts.kinds, &upserts.ids, &upserts.versions, &upserts.docs, &upserts.created],
-            )
-            .await
-            .map_err(unavailable)?;
-        }
-        if !delete_kinds.is_empty() {
-            execute(
-                &tx,
-                "DELETE FROM read.views v USING unnest($1::text[], $2::uuid[]) AS d(kind, id)
-                 WHERE v.kind = d.kind AND v.id = d.id",
-                &[&delete_kinds, &delete_ids],
-            )
-            .await
-            .map_err(unavailable)?;
-        }
-
-        // 3. The skip records: a refolded stream's go, this batch's are added.
-        if !refolded.is_empty() {
-            execute(
-                &tx,
-                "DELETE FROM read.skipped WHERE projector = $1 AND stream_id = ANY($2)",
-                &[&batch.projector, &refolded],
-            )
-            .await
-            .map_err(unavailable)?;
-        }
-        if !batch.skipped.is_empty() {
-            let skipped = &batch.skipped;
-            let stream_ids: Vec<&str> = skipped.iter().map(|s| s.stream_id.as_str()).collect();
-            let versions: Vec<i64> = skipped.iter().map(|s| s.version).collect();
-            let positions: Vec<i64> = skipped.iter().map(|s| s.position).collect();
-            let types: Vec<&str> = skipped.iter().map(|s| s.event_type.as_str()).collect();
-            let schemas: Vec<i32> = skipped.iter().map(|s| s.schema_version).collect();
-            execute(
-                &tx,
-                "INSERT INTO read.skipped (projector, stream_id, version, position, event_type, schema_version)
-                 SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::int[])
-                 ON CONFLICT DO NOTHING",
-                &[&batch.projector, &stream_ids, &versions, &positions, &types, &schemas],
-            )
-            .await
-            .map_err(unavailable)?;
-        }
-
-        // 4. The checkpoint never moves back.
-        execute(
-            &tx,
-            "INSERT INTO read.checkpoints AS c (projector, sequence, updated_at) VALUES ($1, $2, clock_timestamp())
-             ON CONFLICT (projector) DO UPDATE
-                 SET sequence = GREATEST(c.sequence, excluded.sequence), updated_at = excluded.updated_at",
-            &[&batch.projector, &to_bigint(batch.checkpoint)],
-        )
-        .await
-        .map_err(unavailable)?;
-
-        // 5. Wake `wait_applied` callers (delivered at commit).
-        execute(&tx, "SELECT pg_notify($1, '')", &[&PROJECTED_CHANNEL])
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
+        Ok(())
     }
 
     async fn checkpoint(&self, projector: &str) -> Result<Option<u64>, StoreError> {
@@ -614,23 +494,97 @@ fn latest_per_stream(streams: Vec<StreamWrite>) -> Vec<StreamWrite> {
     latest.into_values().collect()
 }
 
-/// Column arrays for the documents upsert.
-#[derive(Default)]
-struct DocUpserts<'a> {
-    kinds: Vec<&'a str>,
-    ids: Vec<Uuid>,
+/// A batch's stream writes as column arrays, for [`COMMIT_SQL`].
+struct WriteColumns<'a> {
+    stream_ids: Vec<&'a str>,
     versions: Vec<i64>,
-    docs: Vec<&'a serde_json::Value>,
+    positions: Vec<i64>,
+    /// `None` for a stream without a document (no projection, or an id that is not one).
+    kinds: Vec<Option<&'a str>>,
+    ids: Vec<Option<Uuid>>,
+    /// `None` deletes the document.
+    docs: Vec<Option<&'a serde_json::Value>>,
+    /// The listing position of a new document (an existing one keeps its own).
     created: Vec<i64>,
 }
 
-impl<'a> DocUpserts<'a> {
-    fn push(&mut self, kind: &'a str, id: Uuid, write: &StreamWrite, doc: &'a serde_json::Value) {
-        self.kinds.push(kind);
-        self.ids.push(id);
-        self.versions.push(write.applied);
-        self.docs.push(doc);
-        self.created
-            .push(write.created_position.unwrap_or(write.position));
+impl<'a> WriteColumns<'a> {
+    fn of(writes: &'a [StreamWrite]) -> Self {
+        let mut columns = Self {
+            stream_ids: Vec::with_capacity(writes.len()),
+            versions: Vec::with_capacity(writes.len()),
+            positions: Vec::with_capacity(writes.len()),
+            kinds: Vec::with_capacity(writes.len()),
+            ids: Vec::with_capacity(writes.len()),
+            docs: Vec::with_capacity(writes.len()),
+            created: Vec::with_capacity(writes.len()),
+        };
+        for write in writes {
+            let (kind, id) = match (write.kind, write.stream_id.id()) {
+                (Some(kind), Some(id)) => (Some(kind), Some(id)),
+                _ => (None, None),
+            };
+            columns.stream_ids.push(write.stream_id.as_str());
+            columns.versions.push(write.applied);
+            columns.positions.push(write.position);
+            columns.kinds.push(kind);
+            columns.ids.push(id);
+            columns.docs.push(write.doc.as_ref());
+            columns
+                .created
+                .push(write.created_position.unwrap_or(write.position));
+        }
+        columns
     }
 }
+
+/// [`ViewStore::commit`] as one statement. Its parts see one snapshot and not each
+/// other's changes, so no two of them touch the same row: a document is upserted or
+/// deleted (one write per stream), and a refolded stream's skip records are deleted only
+/// where this batch does not record them again.
+const COMMIT_SQL: &str = "
+    WITH w AS (
+        SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::uuid[], $6::jsonb[], $7::bigint[])
+            AS w(stream_id, version, position, kind, id, doc, created_position)
+    ), advanced AS (
+        -- The version guard: a stream moves only forward.
+        INSERT INTO read.applied AS a (stream_id, version, position)
+        SELECT stream_id, version, position FROM w
+        ON CONFLICT (stream_id) DO UPDATE
+            SET version = excluded.version, position = excluded.position, applied_at = clock_timestamp()
+            WHERE a.version < excluded.version
+               OR (a.version = excluded.version AND a.stream_id = ANY($8))
+        RETURNING stream_id
+    ), moved AS (
+        SELECT w.* FROM w JOIN advanced USING (stream_id) WHERE w.kind IS NOT NULL
+    ), upserted AS (
+        INSERT INTO read.views AS v (kind, id, version, doc, created_position)
+        SELECT kind, id, version, doc, created_position FROM moved WHERE doc IS NOT NULL
+        ON CONFLICT (kind, id) DO UPDATE
+            SET version = excluded.version, doc = excluded.doc, projected_at = clock_timestamp()
+    ), deleted AS (
+        DELETE FROM read.views v USING moved
+        WHERE moved.doc IS NULL AND v.kind = moved.kind AND v.id = moved.id
+    ), skips AS (
+        SELECT * FROM unnest($10::text[], $11::bigint[], $12::bigint[], $13::text[], $14::int[])
+            AS s(stream_id, version, position, event_type, schema_version)
+    ), unskipped AS (
+        DELETE FROM read.skipped r
+        WHERE r.projector = $9 AND r.stream_id = ANY($8)
+          AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.stream_id = r.stream_id AND s.version = r.version)
+    ), reskipped AS (
+        INSERT INTO read.skipped (projector, stream_id, version, position, event_type, schema_version)
+        SELECT $9, * FROM skips
+        ON CONFLICT DO NOTHING
+    ), checkpointed AS (
+        -- The checkpoint never moves back.
+        INSERT INTO read.checkpoints AS c (projector, sequence, updated_at) VALUES ($9, $15, clock_timestamp())
+        ON CONFLICT (projector) DO UPDATE
+            SET sequence = GREATEST(c.sequence, excluded.sequence), updated_at = excluded.updated_at
+    )
+    -- Wakes the waiters of the streams that moved (`waiters.rs`); a list too long for a
+    -- notification goes as none, and its waiters look themselves.
+    SELECT pg_notify($16, CASE WHEN octet_length(moved) <= 7900 THEN moved ELSE '' END)
+    FROM (SELECT string_agg(w.stream_id || ' ' || w.version, E'\n') AS moved
+          FROM w JOIN advanced USING (stream_id)) m
+    WHERE moved IS NOT NULL";

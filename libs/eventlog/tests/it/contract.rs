@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
-use gatehouse_eventlog::checked::LogCheckedFeed;
-use gatehouse_eventlog::feed::{EventFeed, FeedError, StartFrom, Subscription, SubscriptionSpec};
+use gatehouse_eventlog::feed::{Ack, FeedError};
 use gatehouse_eventlog::{
     AppendError, ExpectedVersion, FailureKind, ListQuery, ProjectionRunner, ProjectorError,
     SecretOp, TimeBound, UniqueClaim,
@@ -15,7 +13,8 @@ use gatehouse_eventlog::{Delivery, IdempotencyRecord};
 use serde_json::json;
 
 use crate::support::{
-    CountingProjection, OlderBuild, Stores, VIEW_KIND, append, bumps, event, new_stream, now,
+    CountingProjection, OlderBuild, Stores, VIEW_KIND, append, bumps, deliveries, event,
+    new_stream, now,
 };
 
 macro_rules! both {
@@ -322,13 +321,6 @@ async fn read_all_returns_every_committed_event_in_position_order(s: Stores) -> 
     assert_eq!(tail.len(), 5);
     assert_eq!(s.log.read_all(0, 4).await?.len(), 4);
     Ok(())
-}
-
-fn deliveries(events: &[gatehouse_contracts::envelope::RecordedEvent]) -> Vec<Delivery> {
-    events
-        .iter()
-        .map(|e| Delivery::new(e.clone(), e.position as u64, None))
-        .collect()
 }
 
 both!(projections_skip_redeliveries_fill_gaps_from_the_log_and_rebuild_identically);
@@ -651,14 +643,7 @@ async fn waiting_for_a_projection_returns_once_it_is_applied_or_at_the_timeout(
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let events = s.log.read_stream(&stream, 0).await?;
-    let deliveries = events
-        .into_iter()
-        .map(|e| {
-            let sequence = u64::try_from(e.position).unwrap_or_default();
-            Delivery::new(e, sequence, None)
-        })
-        .collect();
-    runner.apply_deliveries(deliveries).await?;
+    runner.apply_deliveries(deliveries(&events)).await?;
     let (reached, waited) = waiter.await??;
     assert!(reached);
     assert!(waited < Duration::from_secs(2), "waited {waited:?}");
@@ -687,28 +672,64 @@ async fn read_events_finds_committed_events_by_id_and_nothing_else(
 }
 
 /// A feed that hands out fixed deliveries: what a bus anyone could publish on might deliver.
-struct Handed(std::sync::Mutex<Vec<Delivery>>);
+/// Records the sequences it acknowledges.
+#[derive(Clone, Default)]
+struct Acks(Arc<std::sync::Mutex<Vec<u64>>>);
 
-#[async_trait::async_trait]
-impl EventFeed for Handed {
-    async fn subscribe(&self, _spec: SubscriptionSpec) -> Result<Subscription, FeedError> {
-        let handed = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
-        Ok(futures::stream::iter(handed.into_iter().map(Ok)).boxed())
+impl Acks {
+    fn delivery(
+        &self,
+        event: gatehouse_contracts::envelope::RecordedEvent,
+        sequence: u64,
+    ) -> Delivery {
+        Delivery::new(
+            event,
+            sequence,
+            Some(Box::new(Acked(self.clone(), sequence))),
+        )
     }
-    async fn last_sequence(&self) -> Result<u64, FeedError> {
-        Ok(0)
+    fn acked(&self) -> Vec<u64> {
+        let mut acked = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        acked.sort_unstable();
+        acked
     }
 }
 
-both!(a_log_checked_feed_hands_on_the_logs_copy_and_refuses_what_the_log_does_not_hold);
-async fn a_log_checked_feed_hands_on_the_logs_copy_and_refuses_what_the_log_does_not_hold(
+struct Acked(Acks, u64);
+
+#[async_trait::async_trait]
+impl Ack for Acked {
+    async fn ack(self: Box<Self>) -> Result<(), FeedError> {
+        self.0
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(self.1);
+        Ok(())
+    }
+}
+
+both!(a_runner_folds_the_logs_copy_and_refuses_what_the_log_does_not_hold);
+async fn a_runner_folds_the_logs_copy_and_refuses_what_the_log_does_not_hold(
     s: Stores,
 ) -> anyhow::Result<()> {
-    let stream = new_stream();
+    let runner = ProjectionRunner::new("test-projector", s.views.clone(), s.log.clone())
+        .with(Arc::new(CountingProjection));
+    let (stream, moved) = (new_stream(), new_stream());
     s.log
         .append(append(&stream, ExpectedVersion::NoStream, bumps(2)))
         .await?;
+    s.log
+        .append(append(&moved, ExpectedVersion::NoStream, bumps(2)))
+        .await?;
     let logged = s.log.read_stream(&stream, 0).await?;
+    let moved_logged = s.log.read_stream(&moved, 0).await?;
+    // `moved` is projected up to version 1 first.
+    let acks = Acks::default();
+    runner
+        .apply_deliveries(vec![acks.delivery(moved_logged[0].clone(), 1)])
+        .await?;
+
     // As the bus carries it: the JSON envelope, decoded again.
     let genuine: gatehouse_contracts::envelope::RecordedEvent =
         serde_json::from_slice(&serde_json::to_vec(&logged[0])?)?;
@@ -717,34 +738,50 @@ async fn a_log_checked_feed_hands_on_the_logs_copy_and_refuses_what_the_log_does
     forged.stream_id = new_stream();
     let mut tampered = logged[1].clone();
     tampered.payload = json!({ "label": "edited on the bus" });
-    let handed = [genuine, forged, tampered]
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| Delivery::new(e, i as u64 + 1, None))
-        .collect();
-    let feed = LogCheckedFeed::new(
-        Arc::new(Handed(std::sync::Mutex::new(handed))),
-        s.log.clone(),
-    );
-    let got: Vec<_> = feed
-        .subscribe(SubscriptionSpec {
-            durable_name: None,
-            subjects: vec![],
-            start: StartFrom::Beginning,
-        })
-        .await?
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
-    let events: Vec<_> = got.iter().map(|d: &Delivery| d.event.clone()).collect();
+    // A real event whose bus copy names a stream of its own choosing.
+    let mut redirected = moved_logged[1].clone();
+    redirected.stream_id = forged.stream_id.clone();
+    redirected.payload = json!({ "label": "redirected" });
+    runner
+        .apply_deliveries(vec![
+            acks.delivery(genuine, 2),
+            acks.delivery(forged.clone(), 3),
+            acks.delivery(tampered, 4),
+            acks.delivery(redirected, 5),
+        ])
+        .await?;
+
+    let docs = s
+        .views
+        .list(
+            VIEW_KIND,
+            &ListQuery {
+                limit: 100,
+                ..ListQuery::default()
+            },
+        )
+        .await?;
+    let mut by_id: Vec<_> = docs.items.iter().map(|d| (d.id, d.doc.clone())).collect();
+    by_id.sort_by_key(|(id, _)| *id);
+    let mut expected = vec![
+        (
+            stream.id().unwrap_or_default(),
+            json!({ "count": 2, "label": "x", "last_version": 2 }),
+        ),
+        (
+            moved.id().unwrap_or_default(),
+            json!({ "count": 2, "label": "x", "last_version": 2 }),
+        ),
+    ];
+    expected.sort_by_key(|(id, _)| *id);
     assert_eq!(
-        events, logged,
-        "the forged event is dropped, the tampered one is the log's"
+        by_id, expected,
+        "the log's copies are folded, onto the log's streams; the forged event folds nothing"
     );
     assert_eq!(
-        got.iter().map(|d| d.sequence).collect::<Vec<_>>(),
-        vec![1, 3]
+        acks.acked(),
+        vec![1, 2, 3, 4, 5],
+        "the refused event is acknowledged too, so that it does not come again"
     );
     Ok(())
 }
@@ -871,7 +908,7 @@ async fn an_unknown_event_is_skipped_and_recorded_and_its_stream_folded_again_af
 ) -> anyhow::Result<()> {
     let older = ProjectionRunner::new("test-projector", s.views.clone(), s.log.clone()).with(
         Arc::new(OlderBuild {
-            unknown: "counter.reshaped",
+            unknown: &["counter.reshaped"],
         }),
     );
     let (a, b) = (new_stream(), new_stream());
@@ -947,5 +984,70 @@ async fn an_unknown_event_is_skipped_and_recorded_and_its_stream_folded_again_af
     assert!(s.views.skipped("test-projector").await?.is_empty());
     assert_eq!(upgraded.catch_up().await?, 0);
 
+    Ok(())
+}
+
+both!(a_stream_folded_again_keeps_the_records_of_events_still_unknown);
+async fn a_stream_folded_again_keeps_the_records_of_events_still_unknown(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let runner = |unknown: &'static [&'static str]| {
+        ProjectionRunner::new("test-projector", s.views.clone(), s.log.clone())
+            .with(Arc::new(OlderBuild { unknown }))
+    };
+    let stream = new_stream();
+    s.log
+        .append(append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![
+                event("bumped", "1"),
+                event("reshaped", "2"),
+                event("renamed", "3"),
+            ],
+        ))
+        .await?;
+    let oldest = runner(&["counter.reshaped", "counter.renamed"]);
+    oldest
+        .apply_deliveries(deliveries(&s.log.read_all(0, 100).await?))
+        .await?;
+    let recorded = |skipped: Vec<gatehouse_eventlog::SkippedEvent>| {
+        skipped
+            .into_iter()
+            .map(|s| (s.version, s.event_type))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        recorded(s.views.skipped("test-projector").await?),
+        vec![
+            (2, "counter.reshaped".to_owned()),
+            (3, "counter.renamed".to_owned())
+        ]
+    );
+
+    // An upgrade that knows one of the two folds the stream again and keeps the other's
+    // record (the commit deletes and re-adds the stream's records in one statement).
+    let newer = runner(&["counter.renamed"]);
+    assert_eq!(newer.catch_up().await?, 1);
+    let doc = s
+        .views
+        .get(VIEW_KIND, stream.id().unwrap_or_default())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no document"))?;
+    assert_eq!((doc.doc["count"].as_i64(), doc.version), (Some(2), 3));
+    assert_eq!(
+        recorded(s.views.skipped("test-projector").await?),
+        vec![(3, "counter.renamed".to_owned())]
+    );
+    assert_eq!(
+        newer.catch_up().await?,
+        0,
+        "the record left is still unknown"
+    );
+
+    let newest = ProjectionRunner::new("test-projector", s.views.clone(), s.log.clone())
+        .with(Arc::new(CountingProjection));
+    assert_eq!(newest.catch_up().await?, 1);
+    assert!(s.views.skipped("test-projector").await?.is_empty());
     Ok(())
 }

@@ -7,7 +7,8 @@ use gatehouse_eventlog::postgres::{PostgresEventStore, migrate};
 use gatehouse_eventlog::{AppendError, EventStore, ExpectedVersion};
 
 use crate::support::{
-    PgTest, RecordingPublisher, append, assert_per_stream_order, bumps, new_stream, wait_until,
+    PgTest, RecordingPublisher, append, assert_per_stream_order, bumps, deliveries, new_stream,
+    wait_until,
 };
 
 #[tokio::test]
@@ -352,4 +353,108 @@ async fn require_and_prefer_encrypt_and_disable_does_not() -> anyhow::Result<()>
     assert!(encrypted(db.url()).await?, "prefer is the default");
     assert!(!encrypted(&tls_url(&db, "127.0.0.1", "sslmode=disable")).await?);
     Ok(())
+}
+
+/// Listens on `channel` with a connection of its own; yields each notification's payload.
+async fn listen(
+    url: &str,
+    channel: &str,
+) -> anyhow::Result<(
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+)> {
+    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let (payloads, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(notification) = message {
+                let _ = payloads.send(notification.payload().to_owned());
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {channel}")).await?;
+    Ok((client, received))
+}
+
+#[tokio::test]
+async fn a_view_commit_notifies_the_streams_it_moved_and_waiters_believe_it() -> anyhow::Result<()>
+{
+    use std::sync::Arc;
+
+    use gatehouse_eventlog::postgres::{PROJECTED_CHANNEL, PostgresViewStore};
+    use gatehouse_eventlog::{ProjectionRunner, ViewStore};
+
+    let pg = PgTest::new().await?;
+    migrate(pg.database.pool()).await?;
+    let log = Arc::new(pg.store());
+    let views = Arc::new(PostgresViewStore::new(&pg.database));
+    let runner = ProjectionRunner::new("test-projector", views.clone(), log.clone())
+        .with(Arc::new(crate::support::CountingProjection));
+    let (client, mut payloads) = listen(pg._test_database.url(), PROJECTED_CHANNEL).await?;
+    let apply = |from: i64| {
+        let (log, runner) = (log.clone(), runner.clone());
+        async move {
+            let events = log.read_all(from, 100).await?;
+            runner.apply_deliveries(deliveries(&events)).await?;
+            anyhow::Ok(())
+        }
+    };
+
+    let (a, b) = (new_stream(), new_stream());
+    store_append(&log, &a, ExpectedVersion::NoStream, 2).await?;
+    store_append(&log, &b, ExpectedVersion::NoStream, 1).await?;
+    apply(0).await?;
+    let mut expected = vec![format!("{a} 2"), format!("{b} 1")];
+    expected.sort();
+    assert_eq!(next_payload(&mut payloads).await?, expected);
+
+    // A redelivery moves nothing and notifies nothing: the next notification is the next
+    // commit's.
+    apply(0).await?;
+    store_append(&log, &a, ExpectedVersion::Exactly(2), 1).await?;
+    apply(3).await?;
+    assert_eq!(next_payload(&mut payloads).await?, vec![format!("{a} 3")]);
+
+    // A waiter believes a notification naming its stream, without looking: this stream
+    // was never applied, so only the notification can end the wait with `true`.
+    let never_applied = new_stream();
+    let waiter = {
+        let (views, stream) = (views.clone(), never_applied.clone());
+        tokio::spawn(async move { views.wait_applied(&stream, 4, Duration::from_secs(3)).await })
+    };
+    // Until the waiter has registered a notification is lost on it: repeat it.
+    let notify = format!("{never_applied} 4");
+    while !waiter.is_finished() {
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&PROJECTED_CHANNEL, &notify])
+            .await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        waiter.await??,
+        "the wait ended by the notification, not at its timeout"
+    );
+    Ok(())
+}
+
+async fn store_append(
+    log: &PostgresEventStore,
+    stream: &gatehouse_contracts::envelope::StreamId,
+    expected: ExpectedVersion,
+    count: usize,
+) -> anyhow::Result<()> {
+    log.append(append(stream, expected, bumps(count))).await?;
+    Ok(())
+}
+
+/// The next notification's lines, sorted.
+async fn next_payload(
+    payloads: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> anyhow::Result<Vec<String>> {
+    let payload = tokio::time::timeout(Duration::from_secs(10), payloads.recv())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the listener stopped"))?;
+    let mut lines: Vec<String> = payload.lines().map(str::to_owned).collect();
+    lines.sort();
+    Ok(lines)
 }

@@ -123,6 +123,14 @@ pub fn event(name: &str, label: &str) -> NewEvent {
 }
 
 /// `count` bumps of a stream.
+/// The events as a feed delivers them, each sequence its log position, needing no ack.
+pub fn deliveries(events: &[RecordedEvent]) -> Vec<gatehouse_eventlog::Delivery> {
+    events
+        .iter()
+        .map(|e| gatehouse_eventlog::Delivery::new(e.clone(), e.position as u64, None))
+        .collect()
+}
+
 pub fn bumps(count: usize) -> Vec<NewEvent> {
     (0..count).map(|_| event("bumped", "x")).collect()
 }
@@ -270,12 +278,12 @@ impl ViewProjection for CountingProjection {
     }
 }
 
-/// [`CountingProjection`] as an older build runs it: it does not know event type
+/// [`CountingProjection`] as an older build runs it: it does not know the event types
 /// `unknown` (a newer build writes it), and reads `counter.malformed` (a type it knows)
 /// as a payload that does not match its schema.
 #[derive(Debug)]
 pub struct OlderBuild {
-    pub unknown: &'static str,
+    pub unknown: &'static [&'static str],
 }
 
 impl ViewProjection for OlderBuild {
@@ -292,7 +300,7 @@ impl ViewProjection for OlderBuild {
         current: Option<&serde_json::Value>,
         event: &RecordedEvent,
     ) -> Result<ViewChange, ProjectionError> {
-        if event.event_type == self.unknown {
+        if self.unknown.contains(&event.event_type.as_str()) {
             let error = EventDecodeError::UnknownType {
                 event_type: event.event_type.clone(),
             };
