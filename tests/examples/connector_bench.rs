@@ -123,34 +123,10 @@ fn connector(name: &str, url: &str, keys: &AccessKey, role: &str) -> Value {
     })
 }
 
-/// The session policy the service generates for a bucket (a copy of
-/// `services/connectors/src/types/aws/policy.rs`'s `bucket_policy`, so that the direct
-/// AssumeRole carries the same document).
+/// The session policy the service generates for the bucket (the service's own function),
+/// so that the direct AssumeRole carries the same document.
 fn bucket_policy() -> String {
-    json!({
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Sid": "Bucket",
-                "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
-                "Resource": [format!("arn:aws:s3:::{BUCKET}")],
-            },
-            {
-                "Sid": "Objects",
-                "Effect": "Allow",
-                "Action": [
-                    "s3:GetObject",
-                    "s3:PutObject",
-                    "s3:DeleteObject",
-                    "s3:AbortMultipartUpload",
-                    "s3:ListMultipartUploadParts",
-                ],
-                "Resource": [format!("arn:aws:s3:::{BUCKET}/*")],
-            },
-        ],
-    })
-    .to_string()
+    gatehouse_connectors::types::aws::policy::bucket_policy(REGION, BUCKET).to_string()
 }
 
 /// What an answer to a credentials request must be to count.
