@@ -14,19 +14,32 @@
 //!
 //! then commit. Any refusal returns before the commit, so nothing is written.
 //!
+//! Steps 1 to 5 are sent together and run in that order in one round trip: none needs
+//! another's answer before it can be sent, and under load each round trip costs a
+//! scheduling delay on both sides, all of it lag before the event reaches the outbox. The
+//! answers are then read in order, so the refusal is the one the first failing step gives,
+//! as if the steps had run one by one; the later statements ran too, but the refusal rolls
+//! them back. A claim whose value turned out to be held is settled (who holds it, retry if
+//! released) once all five have answered.
+//!
 //! Step 1 is only a fast path: another writer can append between steps 1 and 5. The real
 //! guard is `UNIQUE (stream_id, version)`: step 5 inserts with
 //! `ON CONFLICT (stream_id, version) DO NOTHING`, so when a concurrent writer committed
 //! the same version first, fewer rows come back than were sent, and the append is
 //! refused with [`AppendError::WrongExpectedVersion`] and the version now committed.
 
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::Poll;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool, Transaction};
+use futures::future::{MaybeDone, OptionFuture, maybe_done};
 use gatehouse_contracts::envelope::{EventMetadata, RecordedEvent, StreamId};
-use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
 use super::{PgDatabase, unavailable};
@@ -81,9 +94,37 @@ impl PostgresEventStore {
         }
         let stream_id = request.stream_id.as_str();
         let expected = request.expected_version.as_i64();
+        let count = i64::try_from(request.events.len())
+            .map_err(|_| AppendError::Invalid("too many events"))?;
+        let version = expected + count;
 
+        // Steps 1–5 go out together, in one round trip (see the module docs).
+        let statements = Statements::prepare(tx).await.map_err(unavailable)?;
+        let (actual, key_taken, claims, secrets, inserted) = futures::join!(
+            current_version(tx, &statements.current_version, stream_id, &[]),
+            OptionFuture::from(request.idempotency.as_ref().map(|record| {
+                take_idempotency_key(tx, &statements, record, stream_id, version)
+            })),
+            in_order(request.claims.iter().map(|claim| apply_claim(
+                tx,
+                &statements,
+                stream_id,
+                claim
+            ))),
+            in_order(
+                request
+                    .secrets
+                    .iter()
+                    .map(|op| apply_secret(tx, &statements, stream_id, op))
+            ),
+            insert_events(tx, &statements.insert_events, &request, expected),
+        );
+
+        // The answers in the order the statements ran: the first refusal is the one a
+        // sequential append would have met, and a statement after a failed one failed
+        // only because the transaction was aborted.
         // 1. The fast-path version check (the unique constraint in step 5 is the guard).
-        let actual = current_version(tx, stream_id, &[]).await?;
+        let actual = actual.map_err(unavailable)?;
         if actual != expected {
             return Err(AppendError::WrongExpectedVersion {
                 stream_id: request.stream_id,
@@ -91,27 +132,29 @@ impl PostgresEventStore {
                 actual,
             });
         }
-        let count = i64::try_from(request.events.len())
-            .map_err(|_| AppendError::Invalid("too many events"))?;
-        let version = expected + count;
-
         // 2. The idempotency key (its position is filled in at step 6).
-        if let Some(record) = &request.idempotency {
-            take_idempotency_key(tx, record, stream_id, version).await?;
+        if key_taken.transpose().map_err(unavailable)? == Some(0) {
+            return Err(AppendError::IdempotencyKeyTaken);
         }
-
-        // 3. Unique claims.
-        for claim in &request.claims {
-            apply_claim(tx, stream_id, claim).await?;
-        }
-
+        // 3. Unique claims: a claim that found its value held is settled below, once
+        // every statement is known to have run.
+        let claims = claims
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
         // 4. Secret slots.
-        for op in &request.secrets {
-            apply_secret(tx, stream_id, op).await?;
-        }
-
+        secrets
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
         // 5. Events and their outbox rows.
-        let positions = insert_events(tx, &request, expected).await?;
+        let positions = inserted?;
+        // 3, continued: every statement ran, so a held value can be settled now.
+        for (claim, inserted) in request.claims.iter().zip(claims) {
+            if let (UniqueClaim::Claim { scope, value }, 0) = (claim, inserted) {
+                settle_claim(tx, &statements, stream_id, scope, value).await?;
+            }
+        }
         let Some(&position) = positions
             .last()
             .filter(|_| positions.len() == request.events.len())
@@ -120,7 +163,9 @@ impl PostgresEventStore {
             // Ours may be among the rows now visible (a later version that did not
             // collide): leave them out.
             let ours: Vec<Uuid> = request.events.iter().map(|e| e.event_id).collect();
-            let actual = current_version(tx, stream_id, &ours).await?;
+            let actual = current_version(tx, &statements.current_version, stream_id, &ours)
+                .await
+                .map_err(unavailable)?;
             return Err(AppendError::WrongExpectedVersion {
                 stream_id: request.stream_id,
                 expected,
@@ -276,42 +321,119 @@ impl EventStore for PostgresEventStore {
     }
 }
 
+/// The statements of an append, prepared before any is sent: tokio-postgres runs requests
+/// in the order their futures are first polled, and a statement still being prepared
+/// would go out behind the ones polled after it. All of them, whatever the request needs:
+/// they are cached per connection, so this costs one round trip on a connection's first
+/// append and none after.
+struct Statements {
+    current_version: Statement,
+    take_idempotency_key: Statement,
+    claim: Statement,
+    release: Statement,
+    release_all: Statement,
+    put_secret: Statement,
+    delete_secret: Statement,
+    insert_events: Statement,
+}
+
+impl Statements {
+    async fn prepare(tx: &Transaction<'_>) -> Result<Self, tokio_postgres::Error> {
+        let (
+            current_version,
+            take_idempotency_key,
+            claim,
+            release,
+            release_all,
+            put_secret,
+            delete_secret,
+            insert_events,
+        ) = futures::try_join!(
+            tx.prepare_cached(CURRENT_VERSION),
+            tx.prepare_cached(TAKE_IDEMPOTENCY_KEY),
+            tx.prepare_cached(CLAIM),
+            tx.prepare_cached(RELEASE),
+            tx.prepare_cached(RELEASE_ALL),
+            tx.prepare_cached(PUT_SECRET),
+            tx.prepare_cached(DELETE_SECRET),
+            tx.prepare_cached(INSERT_EVENTS),
+        )?;
+        Ok(Self {
+            current_version,
+            take_idempotency_key,
+            claim,
+            release,
+            release_all,
+            put_secret,
+            delete_secret,
+            insert_events,
+        })
+    }
+}
+
+/// Awaits `requests` together, polling each first in the order given, so that
+/// tokio-postgres sends and runs them in that order, in one round trip. (`futures::join!`
+/// also polls in the order listed.)
+async fn in_order<F: Future>(requests: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<MaybeDone<F>>>> = requests
+        .into_iter()
+        .map(|request| Box::pin(maybe_done(request)))
+        .collect();
+    poll_fn(|cx| {
+        let mut all_done = true;
+        for request in &mut pending {
+            all_done &= request.as_mut().poll(cx).is_ready();
+        }
+        if all_done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    pending
+        .iter_mut()
+        .filter_map(|request| request.as_mut().take_output())
+        .collect()
+}
+
+const CURRENT_VERSION: &str = "SELECT coalesce(max(version), 0) FROM events
+                               WHERE stream_id = $1 AND event_id <> ALL($2)";
+
 /// The stream's version (0 when it does not exist), leaving out the events `excluding`.
 async fn current_version(
     tx: &Transaction<'_>,
+    statement: &Statement,
     stream_id: &str,
     excluding: &[Uuid],
-) -> Result<i64, StoreError> {
-    let sql = "SELECT coalesce(max(version), 0) FROM events
-               WHERE stream_id = $1 AND event_id <> ALL($2)";
-    let rows = query(tx, sql, &[&stream_id, &excluding])
-        .await
-        .map_err(unavailable)?;
-    rows.first()
-        .ok_or_else(|| StoreError::Corrupt("an aggregate returned no row".into()))?
+) -> Result<i64, tokio_postgres::Error> {
+    tx.query_one(statement, &[&stream_id, &excluding])
+        .await?
         .try_get(0)
-        .map_err(corrupt)
 }
 
+// A row that expired by the time the key is taken no longer holds it: replace it. A live
+// row leaves the key taken (a concurrent first use waits for the other transaction, then
+// sees its row).
+const TAKE_IDEMPOTENCY_KEY: &str = "
+    INSERT INTO idempotency (key, fingerprint, response, stream_id, version, position, expires_at)
+    VALUES ($1, $2, $3, $4, $5, 0, $6)
+    ON CONFLICT (key) DO UPDATE SET
+        fingerprint = excluded.fingerprint, response = excluded.response,
+        stream_id = excluded.stream_id, version = excluded.version,
+        position = 0, expires_at = excluded.expires_at, created_at = now()
+    WHERE idempotency.expires_at <= $7";
+
+/// Takes the key; 0 rows: it is taken.
 async fn take_idempotency_key(
     tx: &Transaction<'_>,
+    statements: &Statements,
     record: &IdempotencyRecord,
     stream_id: &str,
     version: i64,
-) -> Result<(), AppendError> {
-    // A row that expired by the time the key is taken no longer holds it: replace it. A
-    // live row leaves the key taken (a concurrent first use waits for the other
-    // transaction, then sees its row).
-    let sql = "INSERT INTO idempotency (key, fingerprint, response, stream_id, version, position, expires_at)
-               VALUES ($1, $2, $3, $4, $5, 0, $6)
-               ON CONFLICT (key) DO UPDATE SET
-                   fingerprint = excluded.fingerprint, response = excluded.response,
-                   stream_id = excluded.stream_id, version = excluded.version,
-                   position = 0, expires_at = excluded.expires_at, created_at = now()
-               WHERE idempotency.expires_at <= $7";
-    let inserted = execute(
-        tx,
-        sql,
+) -> Result<u64, tokio_postgres::Error> {
+    tx.execute(
+        &statements.take_idempotency_key,
         &[
             &record.key,
             &record.fingerprint,
@@ -323,107 +445,117 @@ async fn take_idempotency_key(
         ],
     )
     .await
-    .map_err(unavailable)?;
-    if inserted == 0 {
-        return Err(AppendError::IdempotencyKeyTaken);
-    }
-    Ok(())
 }
 
+// Insert-or-nothing waits for a concurrent claimer to commit or roll back; the next
+// statement then sees who holds the value.
+const CLAIM: &str = "INSERT INTO unique_claims (scope, value, stream_id) VALUES ($1, $2, $3)
+                     ON CONFLICT (scope, value) DO NOTHING";
+const RELEASE: &str =
+    "DELETE FROM unique_claims WHERE scope = $1 AND value = $2 AND stream_id = $3";
+const RELEASE_ALL: &str = "DELETE FROM unique_claims WHERE stream_id = $1 AND scope = $2";
+
+/// Takes or releases a claim; for a claim, 0 rows: the value is held
+/// ([`settle_claim`] decides by whom).
 async fn apply_claim(
     tx: &Transaction<'_>,
+    statements: &Statements,
     stream_id: &str,
     claim: &UniqueClaim,
-) -> Result<(), AppendError> {
+) -> Result<u64, tokio_postgres::Error> {
     match claim {
         UniqueClaim::Claim { scope, value } => {
-            // Insert-or-nothing waits for a concurrent claimer to commit or roll back; the
-            // next statement then sees who holds the value. If the holder released it in
-            // between, try again.
-            for _ in 0..3 {
-                let sql = "INSERT INTO unique_claims (scope, value, stream_id) VALUES ($1, $2, $3)
-                           ON CONFLICT (scope, value) DO NOTHING";
-                if execute(tx, sql, &[scope, value, &stream_id])
-                    .await
-                    .map_err(unavailable)?
-                    == 1
-                {
-                    return Ok(());
-                }
-                match claim_holder(tx, scope, value).await.map_err(unavailable)? {
-                    Some(holder) if holder == stream_id => return Ok(()),
-                    Some(_) => break,
-                    None => continue,
-                }
-            }
-            Err(AppendError::UniqueViolation {
-                scope: scope.clone(),
-                value: value.clone(),
-            })
+            tx.execute(&statements.claim, &[scope, value, &stream_id])
+                .await
         }
         UniqueClaim::Release { scope, value } => {
-            let sql =
-                "DELETE FROM unique_claims WHERE scope = $1 AND value = $2 AND stream_id = $3";
-            execute(tx, sql, &[scope, value, &stream_id])
+            tx.execute(&statements.release, &[scope, value, &stream_id])
                 .await
-                .map_err(unavailable)?;
-            Ok(())
         }
         UniqueClaim::ReleaseAll { scope } => {
-            let sql = "DELETE FROM unique_claims WHERE stream_id = $1 AND scope = $2";
-            execute(tx, sql, &[&stream_id, scope])
+            tx.execute(&statements.release_all, &[&stream_id, scope])
                 .await
-                .map_err(unavailable)?;
-            Ok(())
         }
     }
 }
+
+/// A claim whose insert found the value held: fine if this stream holds it; if the holder
+/// released it in between, try again.
+async fn settle_claim(
+    tx: &Transaction<'_>,
+    statements: &Statements,
+    stream_id: &str,
+    scope: &str,
+    value: &str,
+) -> Result<(), AppendError> {
+    for attempt in 0..3 {
+        if attempt > 0 {
+            let inserted = tx
+                .execute(&statements.claim, &[&scope, &value, &stream_id])
+                .await
+                .map_err(unavailable)?;
+            if inserted == 1 {
+                return Ok(());
+            }
+        }
+        match claim_holder(tx, scope, value).await.map_err(unavailable)? {
+            Some(holder) if holder == stream_id => return Ok(()),
+            Some(_) => break,
+            None => continue,
+        }
+    }
+    Err(AppendError::UniqueViolation {
+        scope: scope.to_owned(),
+        value: value.to_owned(),
+    })
+}
+
+const PUT_SECRET: &str = "INSERT INTO secret_slots (stream_id, name, value) VALUES ($1, $2, $3)
+                          ON CONFLICT (stream_id, name) DO UPDATE SET value = excluded.value";
+const DELETE_SECRET: &str = "DELETE FROM secret_slots WHERE stream_id = $1 AND name = $2";
 
 async fn apply_secret(
     tx: &Transaction<'_>,
+    statements: &Statements,
     stream_id: &str,
     op: &SecretOp,
-) -> Result<(), AppendError> {
+) -> Result<u64, tokio_postgres::Error> {
     match op {
         SecretOp::Put { name, value } => {
-            let sql = "INSERT INTO secret_slots (stream_id, name, value) VALUES ($1, $2, $3)
-                       ON CONFLICT (stream_id, name) DO UPDATE SET value = excluded.value";
-            execute(tx, sql, &[&stream_id, name, value])
+            tx.execute(&statements.put_secret, &[&stream_id, name, value])
                 .await
-                .map_err(unavailable)?;
         }
         SecretOp::Delete { name } => {
-            let sql = "DELETE FROM secret_slots WHERE stream_id = $1 AND name = $2";
-            execute(tx, sql, &[&stream_id, name])
+            tx.execute(&statements.delete_secret, &[&stream_id, name])
                 .await
-                .map_err(unavailable)?;
         }
     }
-    Ok(())
 }
 
 /// Inserts the events as versions `expected + 1 ..` and queues them in the outbox, in one
-/// statement. Returns the positions of the rows inserted, in version order: fewer than
-/// the events sent when a version was already taken.
+/// statement.
+const INSERT_EVENTS: &str = "
+    WITH appended AS (
+        INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
+        SELECT $1, $2 + e.n, e.event_id, e.event_type, e.schema_version, e.payload, e.metadata, e.recorded_at
+        FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::timestamptz[])
+             WITH ORDINALITY AS e(event_id, event_type, schema_version, payload, metadata, recorded_at, n)
+        ORDER BY e.n
+        ON CONFLICT ON CONSTRAINT events_stream_version_key DO NOTHING
+        RETURNING position, version
+    ), queued AS (
+        INSERT INTO outbox (position) SELECT position FROM appended
+    )
+    SELECT position FROM appended ORDER BY version";
+
+/// Runs [`INSERT_EVENTS`]. Returns the positions of the rows inserted, in version order:
+/// fewer than the events sent when a version was already taken.
 async fn insert_events(
     tx: &Transaction<'_>,
+    statement: &Statement,
     request: &AppendRequest,
     expected: i64,
 ) -> Result<Vec<i64>, AppendError> {
-    const SQL: &str = "
-        WITH appended AS (
-            INSERT INTO events (stream_id, version, event_id, event_type, schema_version, payload, metadata, recorded_at)
-            SELECT $1, $2 + e.n, e.event_id, e.event_type, e.schema_version, e.payload, e.metadata, e.recorded_at
-            FROM unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[], $7::jsonb[], $8::timestamptz[])
-                 WITH ORDINALITY AS e(event_id, event_type, schema_version, payload, metadata, recorded_at, n)
-            ORDER BY e.n
-            ON CONFLICT ON CONSTRAINT events_stream_version_key DO NOTHING
-            RETURNING position, version
-        ), queued AS (
-            INSERT INTO outbox (position) SELECT position FROM appended
-        )
-        SELECT position FROM appended ORDER BY version";
-
     let events = &request.events;
     let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
     let event_types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
@@ -432,27 +564,27 @@ async fn insert_events(
     let metadata: Vec<Json<&EventMetadata>> = events.iter().map(|e| Json(&e.metadata)).collect();
     let recorded_at: Vec<DateTime<Utc>> = events.iter().map(|e| e.recorded_at).collect();
 
-    let rows = query(
-        tx,
-        SQL,
-        &[
-            &request.stream_id.as_str(),
-            &expected,
-            &event_ids,
-            &event_types,
-            &schema_versions,
-            &payloads,
-            &metadata,
-            &recorded_at,
-        ],
-    )
-    .await
-    .map_err(|error| match error.code() {
-        Some(code) if *code == SqlState::UNIQUE_VIOLATION => {
-            AppendError::Invalid("an event with one of these event ids is already in the log")
-        }
-        _ => AppendError::Store(unavailable(error)),
-    })?;
+    let rows = tx
+        .query(
+            statement,
+            &[
+                &request.stream_id.as_str(),
+                &expected,
+                &event_ids,
+                &event_types,
+                &schema_versions,
+                &payloads,
+                &metadata,
+                &recorded_at,
+            ],
+        )
+        .await
+        .map_err(|error| match error.code() {
+            Some(code) if *code == SqlState::UNIQUE_VIOLATION => {
+                AppendError::Invalid("an event with one of these event ids is already in the log")
+            }
+            _ => AppendError::Store(unavailable(error)),
+        })?;
     rows.iter()
         .map(|row| row.try_get(0).map_err(|e| AppendError::Store(corrupt(e))))
         .collect()

@@ -3,8 +3,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use gatehouse_contracts::envelope::StreamId;
 use gatehouse_eventlog::postgres::{PostgresEventStore, migrate};
-use gatehouse_eventlog::{AppendError, EventStore, ExpectedVersion};
+use gatehouse_eventlog::{AppendError, EventStore, ExpectedVersion, UniqueClaim};
 
 use crate::support::{
     PgTest, RecordingPublisher, append, assert_per_stream_order, bumps, deliveries, new_stream,
@@ -118,6 +119,61 @@ async fn migrating_from_several_processes_at_once_is_safe() -> anyhow::Result<()
     pg.store()
         .append(append(&new_stream(), ExpectedVersion::NoStream, bumps(1)))
         .await?;
+    Ok(())
+}
+
+/// The claim goes out in one round trip with the append's other statements, so the ways a
+/// held value is settled afterwards (by whom, after waiting for whom) are checked here.
+#[tokio::test]
+async fn a_claim_waits_for_an_open_claimer_and_only_its_own_holder_may_claim_again()
+-> anyhow::Result<()> {
+    let pg = PgTest::new().await?;
+    let store = pg.store();
+    let claim = || UniqueClaim::Claim {
+        scope: "principal_name".into(),
+        value: "ci-bot".into(),
+    };
+    let claiming = |stream: &StreamId, expected| {
+        let mut request = append(stream, expected, bumps(1));
+        request.claims.push(claim());
+        request
+    };
+    let (first, second) = (new_stream(), new_stream());
+
+    // A claimer that rolls back leaves the value to the one waiting behind it.
+    let mut open_client = pg.database.pool().get().await?;
+    let open_tx = open_client.transaction().await?;
+    PostgresEventStore::append_in(&open_tx, claiming(&first, ExpectedVersion::NoStream)).await?;
+    let waiting = {
+        let (store, request) = (store.clone(), claiming(&second, ExpectedVersion::NoStream));
+        tokio::spawn(async move { store.append(request).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the second claimer waits for the first"
+    );
+    drop(open_tx);
+    waiting.await??;
+    assert_eq!(
+        store.claim_holder("principal_name", "ci-bot").await?,
+        Some(second.clone())
+    );
+
+    // The holder may claim its value again; anyone else is refused and writes nothing.
+    store
+        .append(claiming(&second, ExpectedVersion::Exactly(1)))
+        .await?;
+    let refused = store
+        .append(claiming(&first, ExpectedVersion::NoStream))
+        .await;
+    assert!(
+        matches!(&refused, Err(AppendError::UniqueViolation { scope, value })
+            if scope == "principal_name" && value == "ci-bot"),
+        "got {refused:?}"
+    );
+    assert!(store.read_stream(&first, 0).await?.is_empty());
+    assert_eq!(store.read_stream(&second, 0).await?.len(), 2);
     Ok(())
 }
 
