@@ -75,12 +75,13 @@ async fn create_load(
     ))
 }
 
-/// Projection lag of the creates (event recorded → read model applied) and its parts, in
-/// ms: p50, p99 and max of each, or `None` for a part this build's schema cannot tell
-/// (`outbox.queued_at` is from migration 8; the split at it lets a run of an older build
-/// print the rest).
+/// Projection lag of the creates made with `clients` clients (event recorded → read model
+/// applied) and its parts, in ms: p50, p99 and max of each, or `None` for a part this
+/// build's schema cannot tell (`outbox.queued_at` is from migration 8; the split at it
+/// lets a run of an older build print the rest).
 async fn projection_lag(
     db: &tokio_postgres::Client,
+    clients: usize,
 ) -> anyhow::Result<Vec<(&'static str, Option<(f64, f64, f64)>)>> {
     let queued_at = db
         .query_opt(
@@ -132,9 +133,10 @@ async fn projection_lag(
                            FROM read.applied a \
                            JOIN events e ON e.stream_id = a.stream_id AND e.version = a.version \
                            JOIN outbox o ON o.position = e.position \
-                           WHERE e.event_type = 'service_account.created') l"
+                           WHERE e.event_type = 'service_account.created' \
+                             AND e.payload->>'name' LIKE $1) l"
                 ),
-                &[],
+                &[&format!("bench-{clients}-%")],
             )
             .await?;
         figures.push((
@@ -204,12 +206,13 @@ async fn main() -> anyhow::Result<()> {
         "  Postgres transactions per create: {:.2}",
         (transactions(&db).await? - transactions_before) as f64 / n.max(1) as f64
     );
-    for (what, figures) in projection_lag(&db).await? {
+    println!("projection lag of the 32-client creates:");
+    for (what, figures) in projection_lag(&db, 32).await? {
         match figures {
             Some((p50, p99, max)) => {
-                println!("{what}: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms")
+                println!("  {what}: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms")
             }
-            None => println!("{what}: n/a (this build's outbox has no queued_at)"),
+            None => println!("  {what}: n/a (this build's outbox has no queued_at)"),
         }
     }
     println!("RSS after writes: {} MiB", rss_kib(pid).unwrap_or(0) / 1024);

@@ -80,7 +80,16 @@
 //! handshake is in `migrations/0003_outbox_wakeups.sql`): a `NOTIFY` makes the commit
 //! wait for a database-wide lock, which would otherwise cost every append. A busy relay
 //! looks for new rows by itself; an idle one first flags itself asleep, looks once more,
-//! and then waits for a notification, or one second in case one is lost. A new leader
+//! and then waits for a notification, or one second in case one is lost.
+//!
+//! Flagging itself asleep is not free for the appends: the relay takes the handshake's
+//! lock exclusively, so it waits for every append in flight to commit, and new appends
+//! queue behind it. So a relay that finds nothing keeps looking by itself, every
+//! millisecond, for [`LINGER`] after it last found something, and only then flags itself
+//! asleep. Under a steady load, where a look often finds nothing for a moment, it thus
+//! never sleeps: with an immediate sleep, 32 clients creating accounts made it flag itself
+//! asleep and awake again ~46 times a second, stalling every append each time (`gateway_bench`,
+//! `docs/benchmarks.md`). A new leader
 //! sets the flag first whatever it says: a leader killed while busy leaves it saying
 //! "awake", and appends would then wake nobody, each waiting for the idle tick. (It sets
 //! it without the handshake's lock, which would wait for every append in flight: one
@@ -121,6 +130,11 @@ const MAX_IN_FLIGHT: usize = 2 * BATCH_SIZE as usize;
 const LEADER_RETRY: Duration = Duration::from_secs(1);
 /// How often an idle leader looks again without a notification (a lost one costs this).
 const IDLE_TICK: Duration = Duration::from_secs(1);
+/// How long a leader that found nothing keeps looking by itself, every [`LOOK_AGAIN`],
+/// before it flags itself asleep (see the module documentation).
+pub const LINGER: Duration = Duration::from_millis(20);
+/// How often a lingering leader looks.
+const LOOK_AGAIN: Duration = Duration::from_millis(1);
 /// Back-off after a publish failure: doubles from the first to the last (unless the bus
 /// reconnects first).
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -145,6 +159,7 @@ pub struct OutboxRelay {
     publisher: Arc<dyn Publisher>,
     backoff_first: Duration,
     backoff_max: Duration,
+    linger: Duration,
 }
 
 impl std::fmt::Debug for OutboxRelay {
@@ -172,7 +187,14 @@ impl OutboxRelay {
             publisher,
             backoff_first: BACKOFF_FIRST,
             backoff_max: BACKOFF_MAX,
+            linger: LINGER,
         }
+    }
+
+    /// Overrides [`LINGER`]; zero flags the relay asleep as soon as a look finds nothing.
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
     }
 
     /// Overrides the back-off after publish failures ([`BACKOFF_FIRST`] doubling up to
@@ -276,6 +298,7 @@ impl OutboxRelay {
             .await
             .map_err(unavailable)?;
         let mut asleep = true;
+        let mut last_busy = tokio::time::Instant::now();
         let link = self.publisher.link();
         let mut chain = Chain::default();
         while !stopping(shutdown) {
@@ -286,11 +309,20 @@ impl OutboxRelay {
             match outcome {
                 RelayOutcome::Published(_) => {
                     backoff = self.backoff_first;
+                    last_busy = tokio::time::Instant::now();
                     if asleep {
                         // Busy again: appenders can stop notifying.
                         self.set_sleeping(&session.client, &statements, false)
                             .await?;
                         asleep = false;
+                    }
+                }
+                RelayOutcome::Idle if !asleep && last_busy.elapsed() < self.linger => {
+                    // Busy a moment ago, so more is likely on its way: look again soon
+                    // rather than make the appends in flight wait for the handshake.
+                    tokio::select! {
+                        () = tokio::time::sleep(LOOK_AGAIN) => {}
+                        () = stopped(shutdown) => {}
                     }
                 }
                 RelayOutcome::Idle if !asleep => {

@@ -238,7 +238,10 @@ async fn the_relay_wakes_for_every_append_while_it_sleeps_and_works() -> anyhow:
     let pg = PgTest::new().await?;
     let store = pg.store();
     let publisher = RecordingPublisher::new();
-    let (stop, relay) = pg.spawn_relay(publisher.clone());
+    // No linger: the relay flags itself asleep in every gap between appends, so the
+    // handshake is exercised as often as it can be.
+    let (stop, relay) =
+        pg.spawn_configured_relay(publisher.clone(), |relay| relay.with_linger(Duration::ZERO));
 
     // Long idle first: the relay is asleep when the first append comes.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -274,6 +277,64 @@ async fn the_relay_wakes_for_every_append_while_it_sleeps_and_works() -> anyhow:
         "an append waited {slowest:?} to be published: a wake-up was lost"
     );
     assert_eq!(publisher.published().len(), 120);
+    stop.send_replace(true);
+    relay.await?;
+    Ok(())
+}
+
+/// Flagging itself asleep makes the appends in flight wait for the relay, so a relay that
+/// was busy a moment ago keeps looking by itself for a while before it does.
+#[tokio::test]
+async fn a_relay_busy_a_moment_ago_keeps_looking_instead_of_flagging_itself_asleep()
+-> anyhow::Result<()> {
+    const LINGER: Duration = Duration::from_secs(2);
+    let pg = PgTest::new().await?;
+    let store = pg.store();
+    let publisher = RecordingPublisher::new();
+    let (stop, relay) =
+        pg.spawn_configured_relay(publisher.clone(), |relay| relay.with_linger(LINGER));
+    let sleeping = || async {
+        let client = pg.database.pool().get().await?;
+        let row = client
+            .query_one("SELECT sleeping FROM outbox_relay", &[])
+            .await?;
+        anyhow::Ok(row.try_get::<_, bool>(0)?)
+    };
+
+    // Appends with gaps in which the relay finds nothing, well within the linger.
+    let mut flags = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        let events = bumps(1);
+        ids.push(events[0].event_id);
+        store
+            .append(append(&new_stream(), ExpectedVersion::NoStream, events))
+            .await?;
+        let id = ids[ids.len() - 1];
+        wait_until(Duration::from_secs(5), || async {
+            Ok(publisher.published_ids().contains(&id))
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        flags.push(sleeping().await?);
+    }
+    assert_eq!(
+        flags,
+        vec![false; 20],
+        "the relay flagged itself asleep between appends"
+    );
+
+    // Once the linger is over with nothing new, it sleeps, and an append wakes it.
+    wait_until(LINGER * 3, || async { sleeping().await }).await?;
+    let events = bumps(1);
+    let id = events[0].event_id;
+    store
+        .append(append(&new_stream(), ExpectedVersion::NoStream, events))
+        .await?;
+    wait_until(Duration::from_millis(700), || async {
+        Ok(publisher.published_ids().contains(&id))
+    })
+    .await?;
     stop.send_replace(true);
     relay.await?;
     Ok(())

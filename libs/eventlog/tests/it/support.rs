@@ -74,8 +74,17 @@ impl PgTest {
         &self,
         publisher: Arc<RecordingPublisher>,
     ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        self.spawn_configured_relay(publisher, |relay| relay)
+    }
+
+    /// [`Self::spawn_relay`] with settings of its own.
+    pub fn spawn_configured_relay(
+        &self,
+        publisher: Arc<RecordingPublisher>,
+        configure: impl FnOnce(OutboxRelay) -> OutboxRelay,
+    ) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let (stop, shutdown) = watch::channel(false);
-        let relay = OutboxRelay::new(self.database.clone(), publisher);
+        let relay = configure(OutboxRelay::new(self.database.clone(), publisher));
         (stop, tokio::spawn(relay.run(shutdown)))
     }
 
