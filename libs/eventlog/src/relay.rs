@@ -84,12 +84,14 @@
 //!
 //! Flagging itself asleep is not free for the appends: the relay takes the handshake's
 //! lock exclusively, so it waits for every append in flight to commit, and new appends
-//! queue behind it. So a relay that finds nothing keeps looking by itself, every
-//! millisecond, for [`LINGER`] after it last found something, and only then flags itself
-//! asleep. Under a steady load, where a look often finds nothing for a moment, it thus
-//! never sleeps: with an immediate sleep, 32 clients creating accounts made it flag itself
-//! asleep and awake again ~46 times a second, stalling every append each time (`gateway_bench`,
-//! `docs/benchmarks.md`). A new leader
+//! queue behind it. Under load that is a stall of every writer each time: with 32 clients
+//! creating accounts, a relay that slept whenever a look found nothing flagged itself
+//! asleep and awake again ~46 times a second (`gateway_bench`, `docs/benchmarks.md`). So
+//! a relay whose looks were crowded (more than one event found at once: they come faster
+//! than it turns) keeps looking by itself, every millisecond, for [`LINGER`] after the
+//! last crowded look, and only then flags itself asleep. Events that come one at a time
+//! (a single client) do not make it linger: there a wake-up is cheap, and a look every
+//! millisecond would be slower than the notification. A new leader
 //! sets the flag first whatever it says: a leader killed while busy leaves it saying
 //! "awake", and appends would then wake nobody, each waiting for the idle tick. (It sets
 //! it without the handshake's lock, which would wait for every append in flight: one
@@ -130,8 +132,9 @@ const MAX_IN_FLIGHT: usize = 2 * BATCH_SIZE as usize;
 const LEADER_RETRY: Duration = Duration::from_secs(1);
 /// How often an idle leader looks again without a notification (a lost one costs this).
 const IDLE_TICK: Duration = Duration::from_secs(1);
-/// How long a leader that found nothing keeps looking by itself, every [`LOOK_AGAIN`],
-/// before it flags itself asleep (see the module documentation).
+/// How long after its last crowded look (more than one event found at once) a leader that
+/// finds nothing keeps looking by itself, every [`LOOK_AGAIN`], before it flags itself
+/// asleep (see the module documentation).
 pub const LINGER: Duration = Duration::from_millis(20);
 /// How often a lingering leader looks.
 const LOOK_AGAIN: Duration = Duration::from_millis(1);
@@ -144,8 +147,13 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// What one relay iteration did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RelayOutcome {
-    /// Events were sent, or this many were acknowledged and marked (more may be waiting).
-    Published(usize),
+    /// Events were read and sent, or acknowledged and marked (more may be waiting).
+    Published {
+        /// Events this look found.
+        read: usize,
+        /// Events acknowledged.
+        acked: usize,
+    },
     /// Nothing was waiting and nothing is in flight.
     Idle,
     /// The publisher failed; whatever was acknowledged before the failure was marked, and
@@ -298,7 +306,8 @@ impl OutboxRelay {
             .await
             .map_err(unavailable)?;
         let mut asleep = true;
-        let mut last_busy = tokio::time::Instant::now();
+        // When a look last found more than one event: they come faster than a turn.
+        let mut last_crowded: Option<tokio::time::Instant> = None;
         let link = self.publisher.link();
         let mut chain = Chain::default();
         while !stopping(shutdown) {
@@ -307,9 +316,11 @@ impl OutboxRelay {
             let outcome = self.step(&session.client, &statements, &mut chain).await?;
             tracing::debug!(?outcome, "outbox relay iteration");
             match outcome {
-                RelayOutcome::Published(_) => {
+                RelayOutcome::Published { read, .. } => {
                     backoff = self.backoff_first;
-                    last_busy = tokio::time::Instant::now();
+                    if read > 1 {
+                        last_crowded = Some(tokio::time::Instant::now());
+                    }
                     if asleep {
                         // Busy again: appenders can stop notifying.
                         self.set_sleeping(&session.client, &statements, false)
@@ -317,8 +328,10 @@ impl OutboxRelay {
                         asleep = false;
                     }
                 }
-                RelayOutcome::Idle if !asleep && last_busy.elapsed() < self.linger => {
-                    // Busy a moment ago, so more is likely on its way: look again soon
+                RelayOutcome::Idle
+                    if !asleep && last_crowded.is_some_and(|at| at.elapsed() < self.linger) =>
+                {
+                    // Crowded a moment ago, so more is likely on its way: look again soon
                     // rather than make the appends in flight wait for the handshake.
                     tokio::select! {
                         () = tokio::time::sleep(LOOK_AGAIN) => {}
@@ -391,6 +404,7 @@ impl OutboxRelay {
         chain: &mut Chain,
     ) -> Result<RelayOutcome, StoreError> {
         let mut sent_new = false;
+        let mut found = 0;
         let mut stopped_early = None;
         if chain.failed() {
             // A send failed behind events in flight: wait for their acks first.
@@ -421,7 +435,8 @@ impl OutboxRelay {
                     }
                 }
             }
-            sent_new = !rows.is_empty();
+            found = rows.len();
+            sent_new = found > 0;
             self.send_unsent(chain).await;
         }
 
@@ -472,7 +487,7 @@ impl OutboxRelay {
             return Err(error);
         }
         if sent_new || acked > 0 || !chain.sent.is_empty() {
-            return Ok(RelayOutcome::Published(acked));
+            return Ok(RelayOutcome::Published { read: found, acked });
         }
         // Nothing read, nothing in flight: mark the rest before saying so.
         self.mark(client, statements, chain).await?;

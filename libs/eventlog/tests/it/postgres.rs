@@ -282,10 +282,11 @@ async fn the_relay_wakes_for_every_append_while_it_sleeps_and_works() -> anyhow:
     Ok(())
 }
 
-/// Flagging itself asleep makes the appends in flight wait for the relay, so a relay that
-/// was busy a moment ago keeps looking by itself for a while before it does.
+/// Flagging itself asleep makes the appends in flight wait for the relay, so a relay whose
+/// looks were crowded keeps looking by itself for a while before it does; one that sees
+/// events one at a time sleeps at once, since a notification wakes it sooner than a look.
 #[tokio::test]
-async fn a_relay_busy_a_moment_ago_keeps_looking_instead_of_flagging_itself_asleep()
+async fn a_relay_lingers_after_crowded_looks_and_sleeps_at_once_after_single_events()
 -> anyhow::Result<()> {
     const LINGER: Duration = Duration::from_secs(2);
     let pg = PgTest::new().await?;
@@ -300,41 +301,48 @@ async fn a_relay_busy_a_moment_ago_keeps_looking_instead_of_flagging_itself_asle
             .await?;
         anyhow::Ok(row.try_get::<_, bool>(0)?)
     };
+    let append_and_publish = |count: usize| {
+        let (store, publisher) = (store.clone(), publisher.clone());
+        async move {
+            let events = bumps(count);
+            let id = events[count - 1].event_id;
+            store
+                .append(append(&new_stream(), ExpectedVersion::NoStream, events))
+                .await?;
+            wait_until(Duration::from_secs(5), || async {
+                Ok(publisher.published_ids().contains(&id))
+            })
+            .await
+        }
+    };
 
-    // Appends with gaps in which the relay finds nothing, well within the linger.
+    // One event at a time: asleep again well within the linger, after each.
+    for _ in 0..5 {
+        append_and_publish(1).await?;
+        wait_until(LINGER / 2, || async { sleeping().await }).await?;
+    }
+
+    // Two at a time (one look finds both), with gaps in which the relay finds nothing.
     let mut flags = Vec::new();
-    let mut ids = Vec::new();
     for _ in 0..20 {
-        let events = bumps(1);
-        ids.push(events[0].event_id);
-        store
-            .append(append(&new_stream(), ExpectedVersion::NoStream, events))
-            .await?;
-        let id = ids[ids.len() - 1];
-        wait_until(Duration::from_secs(5), || async {
-            Ok(publisher.published_ids().contains(&id))
-        })
-        .await?;
+        append_and_publish(2).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
         flags.push(sleeping().await?);
     }
     assert_eq!(
         flags,
         vec![false; 20],
-        "the relay flagged itself asleep between appends"
+        "the relay flagged itself asleep between crowded looks"
     );
 
     // Once the linger is over with nothing new, it sleeps, and an append wakes it.
     wait_until(LINGER * 3, || async { sleeping().await }).await?;
-    let events = bumps(1);
-    let id = events[0].event_id;
-    store
-        .append(append(&new_stream(), ExpectedVersion::NoStream, events))
-        .await?;
-    wait_until(Duration::from_millis(700), || async {
-        Ok(publisher.published_ids().contains(&id))
-    })
-    .await?;
+    let woken = Instant::now();
+    append_and_publish(1).await?;
+    assert!(
+        woken.elapsed() < Duration::from_millis(700),
+        "the sleeping relay was not woken"
+    );
     stop.send_replace(true);
     relay.await?;
     Ok(())
