@@ -80,7 +80,11 @@
 //! handshake is in `migrations/0003_outbox_wakeups.sql`): a `NOTIFY` makes the commit
 //! wait for a database-wide lock, which would otherwise cost every append. A busy relay
 //! looks for new rows by itself; an idle one first flags itself asleep, looks once more,
-//! and then waits for a notification, or one second in case one is lost.
+//! and then waits for a notification, or one second in case one is lost. A new leader
+//! sets the flag first whatever it says: a leader killed while busy leaves it saying
+//! "awake", and appends would then wake nobody, each waiting for the idle tick. (It sets
+//! it without the handshake's lock, which would wait for every append in flight: one
+//! that read the old flag and commits after the first look waits for the tick, once.)
 //!
 //! Flagging itself asleep is not free for the appends: the relay takes the handshake's
 //! lock exclusively, so it waits for every append in flight to commit, and new appends
@@ -91,11 +95,7 @@
 //! than it turns) keeps looking by itself, every millisecond, for [`LINGER`] after the
 //! last crowded look, and only then flags itself asleep. Events that come one at a time
 //! (a single client) do not make it linger: there a wake-up is cheap, and a look every
-//! millisecond would be slower than the notification. A new leader
-//! sets the flag first whatever it says: a leader killed while busy leaves it saying
-//! "awake", and appends would then wake nobody, each waiting for the idle tick. (It sets
-//! it without the handshake's lock, which would wait for every append in flight: one
-//! that read the old flag and commits after the first look waits for the tick, once.)
+//! millisecond would be slower than the notification.
 //!
 //! # When the bus comes back
 //!
