@@ -116,7 +116,7 @@ use tokio_postgres::{Client, Statement};
 
 use crate::feed::{PendingAck, PublishError, Publisher, reconnected};
 use crate::postgres::{
-    EVENT_COLUMNS, OUTBOX_CHANNEL, PgDatabase, error_chain, event_from_row, unavailable,
+    EVENT_COLUMNS, OUTBOX_CHANNEL, PgDatabase, error_chain, event_from_row, unavailable, why_ended,
 };
 use crate::store::StoreError;
 
@@ -351,12 +351,7 @@ impl OutboxRelay {
                         () = tokio::time::sleep(IDLE_TICK) => {}
                         () = stopped(shutdown) => {}
                         ended = &mut session.driver => {
-                            let reason = match ended {
-                                Ok(Ok(())) => "the connection closed".into(),
-                                Ok(Err(error)) => error_chain(&error),
-                                Err(join) => error_chain(&join),
-                            };
-                            return Err(StoreError::Unavailable(reason.into()));
+                            return Err(StoreError::Unavailable(why_ended(ended).into()));
                         }
                     }
                 }

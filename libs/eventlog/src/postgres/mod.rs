@@ -140,6 +140,17 @@ impl Listener {
     }
 }
 
+/// Why a [`Listener`]'s driver finished, for a log line or an error.
+pub(crate) fn why_ended(
+    ended: Result<Result<(), tokio_postgres::Error>, tokio::task::JoinError>,
+) -> String {
+    match ended {
+        Ok(Ok(())) => "the connection closed".to_owned(),
+        Ok(Err(error)) => error_chain(&error),
+        Err(join) => error_chain(&join),
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         // Dropping the client already closes the connection; do not leave the task behind

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use super::store::{corrupt, query};
-use super::{PROJECTED_CHANNEL, PgDatabase, error_chain, unavailable};
+use super::{PROJECTED_CHANNEL, PgDatabase, error_chain, unavailable, why_ended};
 use crate::store::StoreError;
 
 /// The `(stream id, version)` lines of a payload; `None` when it names none.
@@ -197,12 +197,7 @@ async fn listen(database: PgDatabase, shared: Arc<Shared>, mut closed: watch::Re
                 loop {
                     tokio::select! {
                         ended = &mut listener.driver => {
-                            let reason = match ended {
-                                Ok(Ok(())) => "closed".to_owned(),
-                                Ok(Err(error)) => error_chain(&error),
-                                Err(join) => error_chain(&join),
-                            };
-                            tracing::warn!(error = %reason, "the view-store listener connection ended; reconnecting, waiters poll meanwhile");
+                            tracing::warn!(error = %why_ended(ended), "the view-store listener connection ended; reconnecting, waiters poll meanwhile");
                             break;
                         }
                         () = shared.recheck.notified() => {
