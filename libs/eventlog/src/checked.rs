@@ -17,6 +17,15 @@
 //! it together with its load of the batch's streams, so it costs no round trip of its
 //! own. If the log cannot be read, the batch fails without being acknowledged and is
 //! delivered again.
+//!
+//! Where the read models live beside the log (Postgres,
+//! [`ViewStore::sees_log`](crate::ViewStore::sees_log)), the runner first takes the other
+//! order: it folds the bus's copies and commits on condition that the log holds every one
+//! of them as delivered, checked inside the commit's own statement
+//! ([`ViewStore::commit_if_logged`](crate::ViewStore::commit_if_logged)). That is the
+//! batch's only round trip when its streams are new. If one copy differs or is missing,
+//! nothing is written and the batch takes the path above, which logs and replaces or
+//! refuses it. Either way, what is committed is what the log holds.
 
 use std::collections::HashMap;
 

@@ -1,9 +1,9 @@
 //! The projection runner: written once, for every read model.
 //!
 //! It takes batches of deliveries from the feed, checks them against the log (the bus is
-//! not trusted: [`crate::checked`]), folds them into the views with the pure
-//! projections, commits documents + applied versions + checkpoint in one transaction, and
-//! only then acknowledges. Redelivered events are skipped by the per-stream version guard;
+//! not trusted: [`crate::checked`]; on Postgres the check is part of the commit), folds
+//! them into the views with the pure projections, commits documents + applied versions +
+//! checkpoint in one transaction, and only then acknowledges. Redelivered events are skipped by the per-stream version guard;
 //! a stream whose next event is missing (a gap) is filled from the log itself, so a
 //! projection never applies version N+2 on top of N.
 //!
@@ -111,49 +111,119 @@ impl ProjectionRunner {
             return Ok(());
         }
         let checkpoint = deliveries.iter().map(|d| d.sequence).max().unwrap_or(0);
+        if self.views.sees_log() && self.commit_as_delivered(&deliveries, checkpoint).await? {
+            acknowledge(deliveries).await;
+            return Ok(());
+        }
         // The check and the load of the streams' states go out together: on Postgres they
         // are two queries in flight at once, not two round trips one after the other.
-        let wanted = self.wanted(deliveries.iter().map(|d| &d.event));
+        let loaded = self.wanted(deliveries.iter().map(|d| &d.event));
         let (checked, states) = tokio::join!(
             checked::against_log(self.log.as_ref(), deliveries),
-            self.views.load_streams(&wanted),
+            self.views.load_streams(&loaded),
         );
         let deliveries = checked?;
-        let states = states?;
+        let mut states = states?;
         if deliveries.is_empty() {
             return Ok(()); // all refused
         }
-        // A bus copy that named another stream than the log's copy left that stream
-        // unloaded: `fold` sees it as new, fills it from the log as a gap, and the version
-        // guard keeps the commit right. Only a forgery pays for that.
         let events: Vec<&RecordedEvent> = deliveries.iter().map(|d| &d.event).collect();
+        // The states were loaded for the bus copies. A log copy that differs (only a forgery
+        // does) may name a stream not loaded, or a version past the first of a stream whose
+        // document was not loaded: load what the fold needs before folding.
+        let loaded: HashMap<StreamId, Option<&'static str>> = loaded.into_iter().collect();
+        let missing: Vec<(StreamId, Option<&'static str>)> = self
+            .wanted(events.iter().copied())
+            .into_iter()
+            .filter(|(stream_id, kind)| match loaded.get(stream_id) {
+                Some(loaded_kind) => kind.is_some() && loaded_kind.is_none(),
+                None => true,
+            })
+            .collect();
+        if !missing.is_empty() {
+            states.extend(self.views.load_streams(&missing).await?);
+        }
         let batch = self.fold(&events, checkpoint, states).await?;
         self.views.commit(batch).await?;
-        for delivery in deliveries {
-            // A lost ack only means a redelivery, which the version guard absorbs.
-            if let Err(error) = delivery.ack().await {
-                tracing::warn!(error = %error, "acknowledging a projected event failed; it will be redelivered and skipped");
-            }
-        }
+        acknowledge(deliveries).await;
         Ok(())
     }
 
-    /// The streams of `events`, each once, with the view kind of its projection.
+    /// The one-round-trip path, for a store that [sees the log](ViewStore::sees_log): folds
+    /// the bus's copies and commits them on condition that the log holds them as delivered
+    /// ([`ViewStore::commit_if_logged`]). A stream whose only event here is its first needs
+    /// no state (the store's version guard refuses a redelivered one), so a batch of new
+    /// streams is that one statement. `false`: nothing was written, because a copy differs
+    /// from the log's, does not fold, or the commit failed; the checked path decides then.
+    async fn commit_as_delivered(
+        &self,
+        deliveries: &[Delivery],
+        checkpoint: u64,
+    ) -> Result<bool, ProjectorError> {
+        let events: Vec<&RecordedEvent> = deliveries.iter().map(|d| &d.event).collect();
+        let wanted: Vec<(StreamId, Option<&'static str>)> = self
+            .streams(events.iter().copied())
+            .into_iter()
+            .filter_map(|(stream_id, kind, first_only)| (!first_only).then_some((stream_id, kind)))
+            .collect();
+        let states = if wanted.is_empty() {
+            HashMap::new()
+        } else {
+            self.views.load_streams(&wanted).await?
+        };
+        let batch = match self.fold(&events, checkpoint, states).await {
+            Ok(batch) => batch,
+            // Perhaps the bus's copy only: the log's copy decides.
+            Err(ProjectorError::Projection(_)) => return Ok(false),
+            Err(other) => return Err(other),
+        };
+        match self.views.commit_if_logged(batch, &events).await {
+            Ok(committed) => Ok(committed),
+            Err(error) => {
+                tracing::debug!(projector = %self.name, error = %error, "committing the delivered copies failed; checking them against the log first");
+                Ok(false)
+            }
+        }
+    }
+
+    /// The streams of `events`, each once, with the view kind of its projection (`None`
+    /// when none handles it) and whether its only event here is its first (version 1).
+    fn streams<'a>(
+        &self,
+        events: impl Iterator<Item = &'a RecordedEvent>,
+    ) -> Vec<(StreamId, Option<&'static str>, bool)> {
+        let mut streams: HashMap<&StreamId, (Option<&'static str>, bool)> = HashMap::new();
+        for event in events {
+            streams
+                .entry(&event.stream_id)
+                .and_modify(|(_, first_only)| *first_only = false)
+                .or_insert_with(|| {
+                    let kind = self
+                        .projections
+                        .get(event.stream_id.aggregate())
+                        .map(|p| p.kind());
+                    (kind, event.version == 1)
+                });
+        }
+        streams
+            .into_iter()
+            .map(|(stream_id, (kind, first_only))| (stream_id.clone(), kind, first_only))
+            .collect()
+    }
+
+    /// The streams of `events` to load, with the view kind whose document to load: `None`
+    /// when no projection handles the stream, and when its only event here is its first.
+    /// That event folds onto no document: the stream is new, or it has moved on and its
+    /// loaded version skips the event as a redelivery. Creations are most of a busy feed,
+    /// and their documents, never there, were the costliest part of the load.
     fn wanted<'a>(
         &self,
         events: impl Iterator<Item = &'a RecordedEvent>,
     ) -> Vec<(StreamId, Option<&'static str>)> {
-        let mut wanted: Vec<(StreamId, Option<&'static str>)> = Vec::new();
-        for event in events {
-            if !wanted.iter().any(|(s, _)| s == &event.stream_id) {
-                let kind = self
-                    .projections
-                    .get(event.stream_id.aggregate())
-                    .map(|p| p.kind());
-                wanted.push((event.stream_id.clone(), kind));
-            }
-        }
-        wanted
+        self.streams(events)
+            .into_iter()
+            .map(|(stream_id, kind, first_only)| (stream_id, kind.filter(|_| !first_only)))
+            .collect()
     }
 
     /// Folds `events` (in delivery order) onto `states` (loaded for their streams),
@@ -424,5 +494,15 @@ impl ProjectionRunner {
             self.views.commit(batch).await?;
         }
         Ok(replayed)
+    }
+}
+
+/// Acknowledges projected deliveries. A lost ack only means a redelivery, which the version
+/// guard absorbs.
+async fn acknowledge(deliveries: Vec<Delivery>) {
+    for delivery in deliveries {
+        if let Err(error) = delivery.ack().await {
+            tracing::warn!(error = %error, "acknowledging a projected event failed; it will be redelivered and skipped");
+        }
     }
 }

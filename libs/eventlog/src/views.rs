@@ -364,6 +364,26 @@ pub trait ViewStore: Send + Sync + 'static {
     ) -> Result<HashMap<StreamId, StreamState>, StoreError>;
     /// Commits a batch (documents, versions and checkpoint) atomically.
     async fn commit(&self, batch: BatchWrite) -> Result<(), StoreError>;
+    /// Whether [`ViewStore::commit_if_logged`] checks events against the log: the store
+    /// sees the log's table, and refuses every write at or below a stream's applied version
+    /// (so a redelivered first event needs no state loaded to be refused). The runner then
+    /// folds the bus's copies and commits them on that condition, in one round trip
+    /// (`crate::checked`).
+    fn sees_log(&self) -> bool {
+        false
+    }
+    /// Commits `batch` as [`ViewStore::commit`] does, but only if the log holds each of
+    /// `events` exactly as given (checked in the same statement); returns whether it
+    /// committed. When it did not, nothing was written. A store that does not
+    /// [see the log](ViewStore::sees_log) commits nothing.
+    async fn commit_if_logged(
+        &self,
+        batch: BatchWrite,
+        events: &[&RecordedEvent],
+    ) -> Result<bool, StoreError> {
+        let _ = (batch, events);
+        Ok(false)
+    }
     /// The projector's checkpoint.
     async fn checkpoint(&self, projector: &str) -> Result<Option<u64>, StoreError>;
     /// The events the projector skipped as unknown and has not folded since, in position

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Pool};
-use gatehouse_contracts::envelope::StreamId;
+use gatehouse_contracts::envelope::{EventMetadata, RecordedEvent, StreamId};
 use tokio::time::Instant;
 use tokio_postgres::IsolationLevel;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
 use super::store::{corrupt, execute, parse_stream_id, query};
@@ -267,18 +267,26 @@ impl ViewStore for PostgresViewStore {
         // Both queries go out at once (tokio-postgres pipelines them on one connection).
         let applied_params: [&(dyn ToSql + Sync); 1] = [&stream_ids];
         let doc_params: [&(dyn ToSql + Sync); 2] = [&kinds, &ids];
+        // No documents wanted (a batch of creations): no query for them.
+        let docs = async {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            query(
+                &client,
+                "SELECT v.kind, v.id, v.doc FROM unnest($1::text[], $2::uuid[]) AS w(kind, id)
+                 JOIN read.views v ON v.kind = w.kind AND v.id = w.id",
+                &doc_params,
+            )
+            .await
+        };
         let (applied_rows, doc_rows) = futures::try_join!(
             query(
                 &client,
                 "SELECT stream_id, version FROM read.applied WHERE stream_id = ANY($1)",
                 &applied_params
             ),
-            query(
-                &client,
-                "SELECT v.kind, v.id, v.doc FROM unnest($1::text[], $2::uuid[]) AS w(kind, id)
-                 JOIN read.views v ON v.kind = w.kind AND v.id = w.id",
-                &doc_params,
-            ),
+            docs,
         )
         .map_err(unavailable)?;
 
@@ -320,43 +328,28 @@ impl ViewStore for PostgresViewStore {
     /// batch waited with it (`docs/benchmarks.md`, projection lag).
     #[tracing::instrument(skip_all, fields(projector = %batch.projector, streams = batch.streams.len()), err)]
     async fn commit(&self, batch: BatchWrite) -> Result<(), StoreError> {
-        let client = self.pool().get().await.map_err(unavailable)?;
-        let writes = latest_per_stream(batch.streams);
-        let columns = WriteColumns::of(&writes);
-        let refolded: Vec<&str> = batch.refolded.iter().map(StreamId::as_str).collect();
-        let skipped = &batch.skipped;
-        let skipped_streams: Vec<&str> = skipped.iter().map(|s| s.stream_id.as_str()).collect();
-        let skipped_versions: Vec<i64> = skipped.iter().map(|s| s.version).collect();
-        let skipped_positions: Vec<i64> = skipped.iter().map(|s| s.position).collect();
-        let skipped_types: Vec<&str> = skipped.iter().map(|s| s.event_type.as_str()).collect();
-        let skipped_schemas: Vec<i32> = skipped.iter().map(|s| s.schema_version).collect();
-        query(
-            &client,
-            COMMIT_SQL,
-            &[
-                &columns.stream_ids,
-                &columns.versions,
-                &columns.positions,
-                &columns.kinds,
-                &columns.ids,
-                &columns.docs,
-                &columns.created,
-                &refolded,
-                &batch.projector,
-                &skipped_streams,
-                &skipped_versions,
-                &skipped_positions,
-                &skipped_types,
-                &skipped_schemas,
-                &to_bigint(batch.checkpoint),
-                &PROJECTED_CHANNEL,
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
+        self.commit_checking(batch, &[]).await?;
         Ok(())
     }
 
+    /// The read models live beside the log (the same migrations make both), and
+    /// [`COMMIT_SQL`] guards every stream's version.
+    fn sees_log(&self) -> bool {
+        true
+    }
+
+    /// [`COMMIT_SQL`], with `events` compared column by column with the log's rows in the
+    /// same statement: when one differs or is missing, no part of the statement writes.
+    /// Read models pointed at another database than the log's would never find them: the
+    /// runner then checks every batch first, which is slower but right.
+    #[tracing::instrument(skip_all, fields(projector = %batch.projector, streams = batch.streams.len()), err)]
+    async fn commit_if_logged(
+        &self,
+        batch: BatchWrite,
+        events: &[&RecordedEvent],
+    ) -> Result<bool, StoreError> {
+        self.commit_checking(batch, events).await
+    }
     async fn checkpoint(&self, projector: &str) -> Result<Option<u64>, StoreError> {
         let client = self.pool().get().await.map_err(unavailable)?;
         let rows = query(
@@ -479,6 +472,96 @@ impl ViewStore for PostgresViewStore {
     }
 }
 
+impl PostgresViewStore {
+    /// [`COMMIT_SQL`]: commits `batch` if the log holds `events` as given (nothing to
+    /// check always holds); returns whether it committed.
+    async fn commit_checking(
+        &self,
+        batch: BatchWrite,
+        events: &[&RecordedEvent],
+    ) -> Result<bool, StoreError> {
+        let client = self.pool().get().await.map_err(unavailable)?;
+        let writes = latest_per_stream(batch.streams);
+        let columns = WriteColumns::of(&writes);
+        let refolded: Vec<&str> = batch.refolded.iter().map(StreamId::as_str).collect();
+        let skipped = &batch.skipped;
+        let skipped_streams: Vec<&str> = skipped.iter().map(|s| s.stream_id.as_str()).collect();
+        let skipped_versions: Vec<i64> = skipped.iter().map(|s| s.version).collect();
+        let skipped_positions: Vec<i64> = skipped.iter().map(|s| s.position).collect();
+        let skipped_types: Vec<&str> = skipped.iter().map(|s| s.event_type.as_str()).collect();
+        let skipped_schemas: Vec<i32> = skipped.iter().map(|s| s.schema_version).collect();
+        let logged = LoggedColumns::of(events);
+        let rows = query(
+            &client,
+            COMMIT_SQL,
+            &[
+                &columns.stream_ids,
+                &columns.versions,
+                &columns.positions,
+                &columns.kinds,
+                &columns.ids,
+                &columns.docs,
+                &columns.created,
+                &refolded,
+                &batch.projector,
+                &skipped_streams,
+                &skipped_versions,
+                &skipped_positions,
+                &skipped_types,
+                &skipped_schemas,
+                &to_bigint(batch.checkpoint),
+                &PROJECTED_CHANNEL,
+                &logged.event_ids,
+                &logged.stream_ids,
+                &logged.versions,
+                &logged.positions,
+                &logged.event_types,
+                &logged.schema_versions,
+                &logged.payloads,
+                &logged.metadata,
+                &logged.recorded_at,
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
+        match rows.first() {
+            Some(row) => row.try_get(0).map_err(corrupt),
+            None => Err(StoreError::Corrupt(
+                "the view commit returned no row".into(),
+            )),
+        }
+    }
+}
+
+/// Events as the bus delivered them, as column arrays, for [`COMMIT_SQL`]'s check.
+struct LoggedColumns<'a> {
+    event_ids: Vec<Uuid>,
+    stream_ids: Vec<&'a str>,
+    versions: Vec<i64>,
+    positions: Vec<i64>,
+    event_types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a serde_json::Value>,
+    metadata: Vec<Json<&'a EventMetadata>>,
+    recorded_at: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl<'a> LoggedColumns<'a> {
+    fn of(events: &[&'a RecordedEvent]) -> Self {
+        Self {
+            event_ids: events.iter().map(|e| e.event_id).collect(),
+            stream_ids: events.iter().map(|e| e.stream_id.as_str()).collect(),
+            versions: events.iter().map(|e| e.version).collect(),
+            positions: events.iter().map(|e| e.position).collect(),
+            event_types: events.iter().map(|e| e.event_type.as_str()).collect(),
+            schema_versions: events.iter().map(|e| e.schema_version).collect(),
+            payloads: events.iter().map(|e| &e.payload).collect(),
+            metadata: events.iter().map(|e| Json(&e.metadata)).collect(),
+            recorded_at: events.iter().map(|e| e.recorded_at).collect(),
+        }
+    }
+}
+
 /// One write per stream (the highest version wins), so that one `INSERT … ON CONFLICT`
 /// never meets the same key twice.
 fn latest_per_stream(streams: Vec<StreamWrite>) -> Vec<StreamWrite> {
@@ -542,10 +625,28 @@ impl<'a> WriteColumns<'a> {
 /// other's changes, so no two of them touch the same row: a document is upserted or
 /// deleted (one write per stream), and a refolded stream's skip records are deleted only
 /// where this batch does not record them again.
+///
+/// For [`ViewStore::commit_if_logged`], `verified` compares the delivered events ($17 to
+/// $25; none for a plain commit) with the log's rows, and every part that writes takes its
+/// rows through it: when one event differs or is missing, none writes. The statement
+/// returns whether it committed. The comparison is of stored values (`jsonb` equality for
+/// payload and metadata): what it finds equal folds as the log's copy does.
 const COMMIT_SQL: &str = "
-    WITH w AS (
+    WITH verified AS (
+        -- One primary-key look-up per event, whatever the plan (a join could scan the log).
+        SELECT coalesce(bool_and(EXISTS (
+            SELECT 1 FROM events e
+            WHERE e.position = b.position AND e.event_id = b.event_id
+              AND e.stream_id = b.stream_id AND e.version = b.version
+              AND e.event_type = b.event_type AND e.schema_version = b.schema_version
+              AND e.payload = b.payload AND e.metadata = b.metadata AND e.recorded_at = b.recorded_at
+        )), true) AS ok
+        FROM unnest($17::uuid[], $18::text[], $19::bigint[], $20::bigint[], $21::text[], $22::int[], $23::jsonb[], $24::jsonb[], $25::timestamptz[])
+            AS b(event_id, stream_id, version, position, event_type, schema_version, payload, metadata, recorded_at)
+    ), w AS (
         SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::uuid[], $6::jsonb[], $7::bigint[])
             AS w(stream_id, version, position, kind, id, doc, created_position)
+        WHERE (SELECT ok FROM verified)
     ), advanced AS (
         -- The version guard: a stream moves only forward.
         INSERT INTO read.applied AS a (stream_id, version, position)
@@ -568,9 +669,10 @@ const COMMIT_SQL: &str = "
     ), skips AS (
         SELECT * FROM unnest($10::text[], $11::bigint[], $12::bigint[], $13::text[], $14::int[])
             AS s(stream_id, version, position, event_type, schema_version)
+        WHERE (SELECT ok FROM verified)
     ), unskipped AS (
         DELETE FROM read.skipped r
-        WHERE r.projector = $9 AND r.stream_id = ANY($8)
+        WHERE r.projector = $9 AND r.stream_id = ANY($8) AND (SELECT ok FROM verified)
           AND NOT EXISTS (SELECT 1 FROM skips s WHERE s.stream_id = r.stream_id AND s.version = r.version)
     ), reskipped AS (
         INSERT INTO read.skipped (projector, stream_id, version, position, event_type, schema_version)
@@ -578,13 +680,17 @@ const COMMIT_SQL: &str = "
         ON CONFLICT DO NOTHING
     ), checkpointed AS (
         -- The checkpoint never moves back.
-        INSERT INTO read.checkpoints AS c (projector, sequence, updated_at) VALUES ($9, $15, clock_timestamp())
+        INSERT INTO read.checkpoints AS c (projector, sequence, updated_at)
+        SELECT $9, $15, clock_timestamp() WHERE (SELECT ok FROM verified)
         ON CONFLICT (projector) DO UPDATE
             SET sequence = GREATEST(c.sequence, excluded.sequence), updated_at = excluded.updated_at
     )
     -- Wakes the waiters of the streams that moved (`waiters.rs`); a list too long for a
     -- notification goes as none, and its waiters look themselves.
-    SELECT pg_notify($16, CASE WHEN octet_length(moved) <= 7900 THEN moved ELSE '' END)
-    FROM (SELECT string_agg(w.stream_id || ' ' || w.version, E'\n') AS moved
-          FROM w JOIN advanced USING (stream_id)) m
-    WHERE moved IS NOT NULL";
+    SELECT ok, (
+        SELECT pg_notify($16, CASE WHEN octet_length(moved) <= 7900 THEN moved ELSE '' END)
+        FROM (SELECT string_agg(w.stream_id || ' ' || w.version, E'\n') AS moved
+              FROM w JOIN advanced USING (stream_id)) m
+        WHERE moved IS NOT NULL
+    ) AS notified
+    FROM verified";

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use gatehouse_eventlog::feed::{Ack, FeedError};
 use gatehouse_eventlog::{
     AppendError, ExpectedVersion, FailureKind, ListQuery, ProjectionRunner, ProjectorError,
-    SecretOp, TimeBound, UniqueClaim,
+    SecretOp, TimeBound, UniqueClaim, ViewDoc,
 };
 use gatehouse_eventlog::{Delivery, IdempotencyRecord};
 use serde_json::json;
@@ -782,6 +782,62 @@ async fn a_runner_folds_the_logs_copy_and_refuses_what_the_log_does_not_hold(
         acks.acked(),
         vec![1, 2, 3, 4, 5],
         "the refused event is acknowledged too, so that it does not come again"
+    );
+    Ok(())
+}
+
+both!(a_first_event_folds_onto_nothing_and_a_copy_claiming_to_be_first_gets_its_document);
+/// The runner loads no document for a stream whose only event in a batch is its first
+/// (it folds onto nothing); the log's copy decides, though, so a bus copy that claims to be
+/// a first event when the log holds a later one gets its stream's document loaded.
+async fn a_first_event_folds_onto_nothing_and_a_copy_claiming_to_be_first_gets_its_document(
+    s: Stores,
+) -> anyhow::Result<()> {
+    let runner = ProjectionRunner::new("test-projector", s.views.clone(), s.log.clone())
+        .with(Arc::new(CountingProjection));
+    let stream = new_stream();
+    let id = stream.id().unwrap_or_default();
+    s.log
+        .append(append(&stream, ExpectedVersion::NoStream, bumps(2)))
+        .await?;
+    let logged = s.log.read_stream(&stream, 0).await?;
+    let acks = Acks::default();
+    runner
+        .apply_deliveries(vec![acks.delivery(logged[0].clone(), 1)])
+        .await?;
+    runner
+        .apply_deliveries(vec![acks.delivery(logged[1].clone(), 2)])
+        .await?;
+    let counted = |doc: Option<ViewDoc>| doc.map(|d| (d.version, d.doc["count"].clone()));
+    assert_eq!(
+        counted(s.views.get(VIEW_KIND, id).await?),
+        Some((2, json!(2)))
+    );
+
+    // A redelivered first event changes nothing.
+    runner
+        .apply_deliveries(vec![acks.delivery(logged[0].clone(), 1)])
+        .await?;
+    assert_eq!(
+        counted(s.views.get(VIEW_KIND, id).await?),
+        Some((2, json!(2))),
+        "a redelivered first event is skipped"
+    );
+
+    // Version 3, whose bus copy says it is version 1: folded onto the stored document.
+    s.log
+        .append(append(&stream, ExpectedVersion::Exactly(2), bumps(1)))
+        .await?;
+    let third = s.log.read_stream(&stream, 2).await?;
+    let mut claims_first = third[0].clone();
+    claims_first.version = 1;
+    runner
+        .apply_deliveries(vec![acks.delivery(claims_first, 3)])
+        .await?;
+    assert_eq!(
+        counted(s.views.get(VIEW_KIND, id).await?),
+        Some((3, json!(3))),
+        "the log's version 3 is folded onto version 2's document"
     );
     Ok(())
 }

@@ -583,3 +583,83 @@ async fn next_payload(
     lines.sort();
     Ok(lines)
 }
+
+#[tokio::test]
+async fn a_commit_on_condition_writes_only_when_the_log_holds_every_event_as_delivered()
+-> anyhow::Result<()> {
+    use gatehouse_eventlog::ViewStore;
+    use gatehouse_eventlog::postgres::PostgresViewStore;
+    use gatehouse_eventlog::views::{BatchWrite, StreamWrite};
+
+    let pg = PgTest::new().await?;
+    migrate(pg.database.pool()).await?;
+    let log = pg.store();
+    let views = PostgresViewStore::new(&pg.database);
+    let (stream, other) = (new_stream(), new_stream());
+    store_append(&log, &stream, ExpectedVersion::NoStream, 1).await?;
+    store_append(&log, &other, ExpectedVersion::NoStream, 1).await?;
+    // As the bus carries them: the JSON envelope, decoded again.
+    let delivered: Vec<gatehouse_contracts::envelope::RecordedEvent> = log
+        .read_all(0, 10)
+        .await?
+        .iter()
+        .map(|e| serde_json::from_slice(&serde_json::to_vec(e)?))
+        .collect::<Result<_, _>>()?;
+    let batch = BatchWrite {
+        projector: "test-projector".into(),
+        streams: vec![StreamWrite {
+            stream_id: stream.clone(),
+            kind: Some(crate::support::VIEW_KIND),
+            applied: 1,
+            position: delivered[0].position,
+            doc: Some(serde_json::json!({ "count": 1 })),
+            created_position: Some(delivered[0].position),
+        }],
+        checkpoint: 7,
+        skipped: vec![],
+        refolded: vec![],
+    };
+    let nothing_written = || async {
+        anyhow::Ok((
+            views.applied_version(&stream).await?,
+            views.checkpoint("test-projector").await?,
+            views
+                .get(crate::support::VIEW_KIND, stream.id().unwrap_or_default())
+                .await?,
+        ))
+    };
+
+    let mut edited = delivered[1].clone();
+    edited.payload = serde_json::json!({ "label": "edited on the bus" });
+    let mut invented = delivered[1].clone();
+    invented.event_id = uuid::Uuid::new_v4();
+    let mut renumbered = delivered[1].clone();
+    renumbered.version = 2;
+    for (what, wrong) in [
+        ("an edited payload", edited),
+        ("an event the log does not hold", invented),
+        ("another version", renumbered),
+    ] {
+        assert!(
+            !views
+                .commit_if_logged(batch.clone(), &[&delivered[0], &wrong])
+                .await?,
+            "{what} is refused"
+        );
+        assert_eq!(
+            nothing_written().await?,
+            (None, None, None),
+            "{what}: nothing is written"
+        );
+    }
+
+    assert!(
+        views
+            .commit_if_logged(batch, &[&delivered[0], &delivered[1]])
+            .await?
+    );
+    let (applied, checkpoint, doc) = nothing_written().await?;
+    assert_eq!((applied, checkpoint), (Some(1), Some(7)));
+    assert_eq!(doc.map(|d| d.doc), Some(serde_json::json!({ "count": 1 })));
+    Ok(())
+}
