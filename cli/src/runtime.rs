@@ -86,6 +86,9 @@ struct Backends {
     feed: Arc<dyn EventFeed>,
     views: Arc<dyn ViewStore>,
     bus: Arc<dyn CommandBus>,
+    /// The read-model projector's view store and log: on Postgres a pool of their own
+    /// ([`gatehouse_bus::infra::Infra::projector_stores`]).
+    projector: (Arc<dyn ViewStore>, Arc<dyn EventStore>),
     probes: Vec<Arc<dyn Probe>>,
     /// Postgres, when the backends are durable: the projector and relay then run under
     /// leader election, so several `serve` processes can share one database.
@@ -156,8 +159,8 @@ async fn start(
     let sides = crate::services::write_sides(&ctx, &args.services);
     let mut hosted = Hosted::start(backends.bus.as_ref(), sides).await?;
     let projector = spawn_read_model_projector(
-        backends.views.clone(),
-        backends.log.clone(),
+        backends.projector.0.clone(),
+        backends.projector.1.clone(),
         backends.feed.clone(),
         backends.database.clone(),
         shutdown.clone(),
@@ -220,11 +223,13 @@ async fn run_all(
 /// in-process bus.
 fn in_memory() -> Backends {
     let log = MemoryEventStore::new();
+    let views = Arc::new(MemoryViewStore::new());
     Backends {
         log: Arc::new(log.clone()),
-        feed: Arc::new(log),
-        views: Arc::new(MemoryViewStore::new()),
+        feed: Arc::new(log.clone()),
+        views: views.clone(),
         bus: Arc::new(LocalCommandBus::new()),
+        projector: (views, Arc::new(log)),
         probes: vec![],
         database: None,
         relay: None,
@@ -266,11 +271,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let master =
         MasterKey::from_base64(args.master_key.expose_secret()).context("GATEHOUSE_MASTER_KEY")?;
     let infra = Infra::connect(&args.database_url, &args.nats, &master, "gatehouse-serve").await?;
+    let (projector_views, projector_log) = infra.projector_stores()?;
     let backends = Backends {
         log: infra.log.clone(),
         feed: infra.feed.clone(),
         views: infra.views.clone(),
         bus: infra.bus.clone(),
+        projector: (projector_views, projector_log),
         probes: infra.probes(gatehouse_gateway::READ_MODEL_PROJECTOR),
         database: Some(infra.database.clone()),
         relay: Some(infra.relay()),

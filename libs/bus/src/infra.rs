@@ -42,6 +42,10 @@ pub enum InfraError {
     },
 }
 
+/// Connections of the read-model projector's own pool ([`Infra::projector_stores`]): its
+/// check of a batch against the log and its load of the batch's streams go out at once.
+pub const PROJECTOR_CONNECTIONS: usize = 2;
+
 /// Postgres and NATS, connected.
 #[derive(Clone)]
 pub struct Infra {
@@ -111,6 +115,23 @@ impl Infra {
             link,
             database,
         })
+    }
+
+    /// The read-model projector's stores (read models, and the log it checks deliveries
+    /// against), on a pool of their own of [`PROJECTOR_CONNECTIONS`]. Every request that
+    /// waits for its write to be projected waits on the projector; sharing the requests'
+    /// pool, it queued behind them for a connection at every batch under load.
+    pub fn projector_stores(
+        &self,
+    ) -> Result<(Arc<PostgresViewStore>, Arc<PostgresEventStore>), InfraError> {
+        let database = self
+            .database
+            .sibling(PROJECTOR_CONNECTIONS)
+            .map_err(InfraError::Database)?;
+        Ok((
+            Arc::new(PostgresViewStore::new(&database)),
+            Arc::new(PostgresEventStore::new(database.pool().clone())),
+        ))
     }
 
     /// The outbox relay publishing this database's events to JetStream.

@@ -39,9 +39,10 @@ async fn main() -> anyhow::Result<()> {
     let (master, infra) = args.process.start("gatehouse-gateway").await?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
 
+    let (projector_views, projector_log) = infra.projector_stores()?;
     let projector_task = spawn_read_model_projector(
-        infra.views.clone(),
-        infra.log.clone(),
+        projector_views,
+        projector_log,
         infra.feed.clone(),
         Some(infra.database.clone()),
         shutdown.clone(),

@@ -70,6 +70,20 @@ impl PgDatabase {
                  sslrootcert is set; verify-full does both"
             );
         }
+        Self::pooled(config, tls, max_connections)
+    }
+
+    /// Another pool of at most `max_connections` over the same database, for work that must
+    /// not queue behind this pool's (the read-model projector's).
+    pub fn sibling(&self, max_connections: usize) -> Result<Self, StoreError> {
+        Self::pooled(self.config.clone(), self.tls.clone(), max_connections)
+    }
+
+    fn pooled(
+        config: tokio_postgres::Config,
+        tls: MakeRustlsConnect,
+        max_connections: usize,
+    ) -> Result<Self, StoreError> {
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),
