@@ -3,9 +3,9 @@
 //! It takes batches of deliveries from the feed, checks them against the log (the bus is
 //! not trusted: [`crate::checked`]; on Postgres the check is part of the commit), folds
 //! them into the views with the pure projections, commits documents + applied versions +
-//! checkpoint in one transaction, and only then acknowledges. Redelivered events are skipped by the per-stream version guard;
-//! a stream whose next event is missing (a gap) is filled from the log itself, so a
-//! projection never applies version N+2 on top of N.
+//! checkpoint in one transaction, and only then acknowledges. Redelivered events are
+//! skipped by the per-stream version guard; a stream whose next event is missing (a gap)
+//! is filled from the log itself, so a projection never applies version N+2 on top of N.
 //!
 //! An event of a type (or schema version) this build does not know was written by a newer
 //! build: it is skipped, logged once per type at warn, and recorded with the checkpoint;
