@@ -633,7 +633,7 @@ impl<'a> WriteColumns<'a> {
 /// payload and metadata): what it finds equal folds as the log's copy does.
 const COMMIT_SQL: &str = "
     WITH verified AS (
-        -- One primary-key look-up per event, whatever the plan (a join could scan the log).
+        -- One primary-key look-up per event, whatever the planner estimates for the arrays.
         SELECT coalesce(bool_and(EXISTS (
             SELECT 1 FROM events e
             WHERE e.position = b.position AND e.event_id = b.event_id
