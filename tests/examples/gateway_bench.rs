@@ -7,6 +7,12 @@
 //!   and the projection lag of those writes (event recorded → read model applied, split at
 //!   the outbox); at 32 clients also the CPU per create of each process and the Postgres
 //!   transactions per create, which do not depend on how fast this machine is that day;
+//! - the same creates offered at a fixed rate (an open loop), by default half of what the
+//!   32 clients achieved, and their projection lag. 32 clients that each send their next
+//!   create as soon as the last is answered keep the machine saturated, so their lag is
+//!   mostly queueing for the two cores and moves with how fast the machine is that day; at
+//!   a rate below saturation the lag is the pipeline's own (`GATEHOUSE_BENCH_OFFERED_RATE`
+//!   sets the rate in creates/s);
 //! - authenticated `GET /api/v1/current-user` at 64 connections (with `wrk` when it is
 //!   installed, otherwise with this program's own client);
 //! - resident memory of the server idle and after the load.
@@ -25,12 +31,51 @@ use gatehouse_e2e::bench::{
 };
 use reqwest::StatusCode;
 
+/// Latencies of the creates, sorted, and the requests/s achieved.
+struct Load {
+    rate: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Load {
+    fn report(&self, what: &str) -> String {
+        format!(
+            "create service account, {what}: {:>7.0} requests/s, p50 {:?}, p99 {:?} ({} created",
+            self.rate,
+            percentile(&self.latencies, 0.5),
+            percentile(&self.latencies, 0.99),
+            self.latencies.len()
+        )
+    }
+}
+
+async fn create(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    name: String,
+) -> anyhow::Result<()> {
+    let response = http
+        .post(url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == StatusCode::CREATED,
+        "create failed: {}",
+        response.status()
+    );
+    Ok(())
+}
+
+/// `clients` clients, each sending its next create as soon as the last is answered.
 async fn create_load(
     app: &TestApp,
     token: &str,
     clients: usize,
     seconds: u64,
-) -> anyhow::Result<(f64, Duration, Duration, usize)> {
+) -> anyhow::Result<Load> {
     let counter = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -44,17 +89,7 @@ async fn create_load(
             while Instant::now() < deadline {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
-                let response = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&serde_json::json!({"name": format!("bench-{clients}-{n}")}))
-                    .send()
-                    .await?;
-                anyhow::ensure!(
-                    response.status() == StatusCode::CREATED,
-                    "create failed: {}",
-                    response.status()
-                );
+                create(&http, &url, &token, format!("bench-{clients}-{n}")).await?;
                 latencies.push(started.elapsed());
             }
             anyhow::Ok(latencies)
@@ -67,22 +102,52 @@ async fn create_load(
     }
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
-    Ok((
-        all.len() as f64 / elapsed,
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-        all.len(),
-    ))
+    Ok(Load {
+        rate: all.len() as f64 / elapsed,
+        latencies: all,
+    })
 }
 
-/// Projection lag of the creates made with `clients` clients (event recorded → read model
-/// applied) and its parts, in ms: p50, p99 and max of each, or `None` for a part this
-/// build's schema cannot tell (`outbox.queued_at` is from migration 8; the split at it
-/// lets a run of an older build print the rest).
-async fn projection_lag(
-    db: &tokio_postgres::Client,
-    clients: usize,
-) -> anyhow::Result<Vec<(&'static str, Option<(f64, f64, f64)>)>> {
+/// Creates offered at `rate` per second whatever the answers (an open loop), named
+/// `bench-open-<n>`. Each latency counts from when its create was due, so a create that
+/// could not go out on time (the machine stalled) is not flattered.
+async fn offered_load(app: &TestApp, token: &str, rate: f64, seconds: u64) -> anyhow::Result<Load> {
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let url = app.at("/api/v1/service_accounts");
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut n = 0u32;
+    loop {
+        let due = started + interval * n;
+        if due >= deadline {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        let (http, url, token) = (app.http.clone(), url.clone(), token.to_owned());
+        tasks.spawn(async move {
+            create(&http, &url, &token, format!("bench-open-{n}")).await?;
+            anyhow::Ok(due.elapsed())
+        });
+        n += 1;
+    }
+    let mut latencies = Vec::new();
+    while let Some(latency) = tasks.join_next().await {
+        latencies.push(latency??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    Ok(Load {
+        rate: latencies.len() as f64 / elapsed,
+        latencies,
+    })
+}
+
+/// Projection lag of the creates named `<phase>-<n>` (event recorded → read model applied)
+/// and its parts, in ms: p50, p99 and max of each, or `None` for a part this build's
+/// schema cannot tell (`outbox.queued_at` is from migration 8; the split at it lets a run
+/// of an older build print the rest).
+async fn projection_lag(db: &tokio_postgres::Client, phase: &str) -> anyhow::Result<Vec<LagPart>> {
     let queued_at = db
         .query_opt(
             "SELECT 1 FROM information_schema.columns \
@@ -136,7 +201,7 @@ async fn projection_lag(
                            WHERE e.event_type = 'service_account.created' \
                              AND e.payload->>'name' LIKE $1) l"
                 ),
-                &[&format!("bench-{clients}-%")],
+                &[&format!("{phase}-%")],
             )
             .await?;
         figures.push((
@@ -149,6 +214,20 @@ async fn projection_lag(
         ));
     }
     Ok(figures)
+}
+
+/// A part of the lag and its p50, p99 and max in ms (`None`: this build cannot tell).
+type LagPart = (&'static str, Option<(f64, f64, f64)>);
+
+fn print_lag(parts: &[LagPart]) {
+    for (what, figures) in parts {
+        match figures {
+            Some((p50, p99, max)) => {
+                println!("  {what}: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms")
+            }
+            None => println!("  {what}: n/a (this build's outbox has no queued_at)"),
+        }
+    }
 }
 
 async fn tokio_postgres_connect(
@@ -174,20 +253,20 @@ async fn main() -> anyhow::Result<()> {
     println!("gatehouse serve, pid {pid}, {} s per phase", seconds);
     println!("RSS idle: {} MiB", rss_kib(pid).unwrap_or(0) / 1024);
 
-    let (rps, p50, p99, n) = create_load(&app, &token, 1, seconds).await?;
-    println!(
-        "create service account,  1 client:  {rps:>7.0} requests/s, p50 {p50:?}, p99 {p99:?} ({n} created)"
-    );
+    let one = create_load(&app, &token, 1, seconds).await?;
+    println!("{})", one.report(" 1 client"));
     // The 32-client phase is profiled: CPU of each process and Postgres transactions.
     let (db, connection) = tokio_postgres_connect(app.db.url()).await?;
     tokio::spawn(connection);
     tokio::time::sleep(PG_STATS_FLUSH).await;
     let groups = processes(&app, &db).await?;
     let (cpu_before, transactions_before) = (cpu(&groups), transactions(&db).await?);
-    let (rps, p50, p99, n) = create_load(&app, &token, 32, seconds).await?;
+    let saturated = create_load(&app, &token, 32, seconds).await?;
     let cpu_after = cpu(&groups);
+    let n = saturated.latencies.len();
     println!(
-        "create service account, 32 clients: {rps:>7.0} requests/s, p50 {p50:?}, p99 {p99:?} ({n} created; load average {})",
+        "{}; load average {})",
+        saturated.report("32 clients"),
         load_average()
     );
     tokio::time::sleep(PG_STATS_FLUSH).await;
@@ -207,14 +286,16 @@ async fn main() -> anyhow::Result<()> {
         (transactions(&db).await? - transactions_before) as f64 / n.max(1) as f64
     );
     println!("projection lag of the 32-client creates:");
-    for (what, figures) in projection_lag(&db, 32).await? {
-        match figures {
-            Some((p50, p99, max)) => {
-                println!("  {what}: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms")
-            }
-            None => println!("  {what}: n/a (this build's outbox has no queued_at)"),
-        }
-    }
+    print_lag(&projection_lag(&db, "bench-32").await?);
+
+    let rate = std::env::var("GATEHOUSE_BENCH_OFFERED_RATE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(saturated.rate / 2.0);
+    let offered = offered_load(&app, &token, rate, seconds).await?;
+    println!("{}; offered {rate:.0}/s)", offered.report("open loop"));
+    println!("projection lag of the open-loop creates:");
+    print_lag(&projection_lag(&db, "bench-open").await?);
     println!("RSS after writes: {} MiB", rss_kib(pid).unwrap_or(0) / 1024);
 
     println!("{}", current_user_load(&app, &token, 64, seconds).await?);

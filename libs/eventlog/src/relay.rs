@@ -2,8 +2,8 @@
 //!
 //! Every append inserts one `outbox` row per event in the same transaction as the event
 //! itself, with `published_at` NULL. The relay takes the unpublished rows in position
-//! order, sends each event to the bus, and sets `published_at` once the bus has durably
-//! accepted it (its acknowledgement). A crash between publishing and marking only means
+//! order, sends each event to the bus, and once the bus has durably accepted it (its
+//! acknowledgement) sets `published_at` to when the relay took that acknowledgement. A crash between publishing and marking only means
 //! the event is published again, and the bus drops the duplicate (its de-duplication id is
 //! the event id). NATS being down only delays events.
 //!
@@ -286,7 +286,14 @@ impl OutboxRelay {
                 .map_err(unavailable)?,
             mark: session
                 .client
-                .prepare("UPDATE outbox SET published_at = now() WHERE position = ANY($1)")
+                // `published_at` is when the acknowledgement came back, not when the mark
+                // ran (a turn or two later), so that the relay's share of the projection
+                // lag is not counted as the projector's.
+                .prepare(
+                    "UPDATE outbox SET published_at = acked.at
+                     FROM unnest($1::bigint[], $2::timestamptz[]) AS acked(position, at)
+                     WHERE outbox.position = acked.position",
+                )
                 .await
                 .map_err(unavailable)?,
             sleeping: session
@@ -457,6 +464,7 @@ impl OutboxRelay {
                 Some(Ok(())) => {
                     if let Some(done) = chain.sent.pop_front() {
                         chain.acked.push(done.event.position);
+                        chain.acked_at.push(chrono::Utc::now());
                     }
                 }
                 Some(Err(error)) => {
@@ -520,20 +528,22 @@ impl OutboxRelay {
             return Ok(());
         }
         client
-            .execute(&statements.mark, &[&chain.acked])
+            .execute(&statements.mark, &[&chain.acked, &chain.acked_at])
             .await
             .map_err(unavailable)?;
         chain.acked.clear();
+        chain.acked_at.clear();
         Ok(())
     }
 }
 
 /// The events sent and not yet acknowledged, in the order sent, and the positions
-/// acknowledged but not yet marked.
+/// acknowledged but not yet marked, with when each acknowledgement was taken.
 #[derive(Default)]
 struct Chain {
     sent: VecDeque<InFlight>,
     acked: Vec<i64>,
+    acked_at: Vec<chrono::DateTime<chrono::Utc>>,
 }
 
 struct InFlight {

@@ -3,13 +3,14 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use gatehouse_contracts::envelope::StreamId;
 use gatehouse_eventlog::postgres::{PostgresEventStore, migrate};
 use gatehouse_eventlog::{AppendError, EventStore, ExpectedVersion, UniqueClaim};
 
 use crate::support::{
     PgTest, RecordingPublisher, append, assert_per_stream_order, bumps, deliveries, new_stream,
-    wait_until,
+    now, wait_until,
 };
 
 #[tokio::test]
@@ -97,6 +98,27 @@ async fn the_relay_survives_a_failing_bus_and_publishes_every_event_once_in_orde
     assert_eq!(unique.len(), 20, "each event published once");
     assert_per_stream_order(&published);
     assert_eq!(publisher.max_in_flight(), 1, "only the leader publishes");
+    // `published_at` is when each acknowledgement came back: after the event was queued,
+    // before the test saw every row marked, and in the order the bus stored the events.
+    let seen_marked = now();
+    let client = pg.database.pool().get().await?;
+    let rows = client
+        .query(
+            "SELECT event_id, queued_at, published_at FROM outbox JOIN events USING (position)",
+            &[],
+        )
+        .await?;
+    let mut published_at = std::collections::HashMap::new();
+    for row in rows {
+        let (queued, published): (DateTime<Utc>, DateTime<Utc>) = (row.get(1), row.get(2));
+        assert!(queued <= published && published <= seen_marked);
+        published_at.insert(row.get::<_, uuid::Uuid>(0), published);
+    }
+    let in_store_order: Vec<_> = published
+        .iter()
+        .map(|e| published_at[&e.event_id])
+        .collect();
+    assert!(in_store_order.is_sorted(), "{in_store_order:?}");
     stop_a.send_replace(true);
     stop_b.send_replace(true);
     relay_a.await?;
