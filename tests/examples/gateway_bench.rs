@@ -38,9 +38,10 @@ struct Load {
 }
 
 impl Load {
-    fn report(&self, what: &str) -> String {
+    /// One line: `what`, the rate, p50 and p99, and how many were created, then `more`.
+    fn report(&self, what: &str, more: &str) -> String {
         format!(
-            "create service account, {what}: {:>7.0} requests/s, p50 {:?}, p99 {:?} ({} created",
+            "create service account, {what}: {:>7.0} requests/s, p50 {:?}, p99 {:?} ({} created{more})",
             self.rate,
             percentile(&self.latencies, 0.5),
             percentile(&self.latencies, 0.99),
@@ -254,7 +255,7 @@ async fn main() -> anyhow::Result<()> {
     println!("RSS idle: {} MiB", rss_kib(pid).unwrap_or(0) / 1024);
 
     let one = create_load(&app, &token, 1, seconds).await?;
-    println!("{})", one.report(" 1 client"));
+    println!("{}", one.report(" 1 client", ""));
     // The 32-client phase is profiled: CPU of each process and Postgres transactions.
     let (db, connection) = tokio_postgres_connect(app.db.url()).await?;
     tokio::spawn(connection);
@@ -264,11 +265,8 @@ async fn main() -> anyhow::Result<()> {
     let saturated = create_load(&app, &token, 32, seconds).await?;
     let cpu_after = cpu(&groups);
     let n = saturated.latencies.len();
-    println!(
-        "{}; load average {})",
-        saturated.report("32 clients"),
-        load_average()
-    );
+    let load = format!("; load average {}", load_average());
+    println!("{}", saturated.report("32 clients", &load));
     tokio::time::sleep(PG_STATS_FLUSH).await;
     let per_create = |d: Duration| d.as_secs_f64() * 1e6 / n.max(1) as f64;
     let mut total = Duration::ZERO;
@@ -293,7 +291,8 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(saturated.rate / 2.0);
     let offered = offered_load(&app, &token, rate, seconds).await?;
-    println!("{}; offered {rate:.0}/s)", offered.report("open loop"));
+    let offered_rate = format!("; offered {rate:.0}/s");
+    println!("{}", offered.report("open loop", &offered_rate));
     println!("projection lag of the open-loop creates:");
     print_lag(&projection_lag(&db, "bench-open").await?);
     println!("RSS after writes: {} MiB", rss_kib(pid).unwrap_or(0) / 1024);

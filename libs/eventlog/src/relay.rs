@@ -3,9 +3,10 @@
 //! Every append inserts one `outbox` row per event in the same transaction as the event
 //! itself, with `published_at` NULL. The relay takes the unpublished rows in position
 //! order, sends each event to the bus, and once the bus has durably accepted it (its
-//! acknowledgement) sets `published_at` to when the relay took that acknowledgement. A crash between publishing and marking only means
-//! the event is published again, and the bus drops the duplicate (its de-duplication id is
-//! the event id). NATS being down only delays events.
+//! acknowledgement) sets `published_at` to when the relay took that acknowledgement. A
+//! crash between publishing and marking only means the event is published again, and the
+//! bus drops the duplicate (its de-duplication id is the event id). NATS being down only
+//! delays events.
 //!
 //! # Why unpublished rows and not "everything after position N"
 //!
