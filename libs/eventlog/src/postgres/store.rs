@@ -14,6 +14,12 @@
 //!
 //! then commit. Any refusal returns before the commit, so nothing is written.
 //!
+//! `BEGIN` is not awaited on its own either: it goes out just ahead of steps 1–5, in their
+//! round trip (which is why the append opens its transaction by hand, [`OpenTransaction`],
+//! and not with `Client::transaction`). That cannot let a step run outside the transaction:
+//! on a healthy connection outside a transaction `BEGIN` does not fail, and where it does
+//! fail (a broken connection, an aborted transaction left open) the steps behind it fail too.
+//!
 //! Steps 1 to 5 are sent together and run in that order in one round trip: none needs
 //! another's answer before it can be sent, and under load each round trip costs a
 //! scheduling delay on both sides, all of it lag before the event reaches the outbox. The
@@ -87,6 +93,15 @@ impl PostgresEventStore {
     /// must roll back (drop the transaction), as part of the append may have been written.
     pub async fn append_in(
         tx: &Transaction<'_>,
+        request: AppendRequest,
+    ) -> Result<Appended, AppendError> {
+        Self::append_on(tx, request).await
+    }
+
+    /// [`PostgresEventStore::append_in`] on a connection whose transaction is open, or is
+    /// being opened by a `BEGIN` sent just before (see [`OpenTransaction`]).
+    async fn append_on(
+        tx: &impl GenericClient,
         request: AppendRequest,
     ) -> Result<Appended, AppendError> {
         if request.events.is_empty() {
@@ -198,12 +213,24 @@ impl EventStore for PostgresEventStore {
     // the writer maps them; a store failure is logged at ERROR where it becomes a reply.
     #[tracing::instrument(skip_all, fields(stream_id = %request.stream_id), err(level = "debug"))]
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        let mut client = self.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        // On an error `tx` is dropped here, which rolls it back.
-        let appended = Self::append_in(&tx, request).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(appended)
+        let open = OpenTransaction(Some(self.pool.get().await.map_err(unavailable)?));
+        // `BEGIN` goes out with steps 1–5, in their round trip (see the module docs).
+        let (begun, appended) = futures::join!(
+            open.client().batch_execute("BEGIN"),
+            Self::append_on(open.client(), request)
+        );
+        begun.map_err(unavailable)?;
+        match appended {
+            Ok(appended) => {
+                open.finish("COMMIT").await.map_err(unavailable)?;
+                Ok(appended)
+            }
+            Err(refused) => {
+                // A failed rollback drops the connection, which rolls back too.
+                let _ = open.finish("ROLLBACK").await;
+                Err(refused)
+            }
+        }
     }
 
     async fn read_stream(
@@ -321,6 +348,35 @@ impl EventStore for PostgresEventStore {
     }
 }
 
+/// A pooled connection inside a transaction begun by hand, so that `BEGIN` can share the
+/// append's round trip (`Client::transaction` waits for its answer first). Dropped before
+/// [`OpenTransaction::finish`] (an error, or the append's future dropped mid-way), the
+/// connection leaves the pool and closes, so the server rolls the transaction back and no
+/// later user of the pool finds itself inside it.
+struct OpenTransaction(Option<deadpool_postgres::Client>);
+
+impl OpenTransaction {
+    fn client(&self) -> &deadpool_postgres::Client {
+        self.0.as_ref().expect("the connection stays until finish")
+    }
+
+    /// Ends the transaction with `statement` (`COMMIT` or `ROLLBACK`) and gives the
+    /// connection back to the pool.
+    async fn finish(mut self, statement: &str) -> Result<(), tokio_postgres::Error> {
+        self.client().batch_execute(statement).await?;
+        self.0.take();
+        Ok(())
+    }
+}
+
+impl Drop for OpenTransaction {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
 /// The statements of an append, prepared before any is sent: tokio-postgres runs requests
 /// in the order their futures are first polled, and a statement still being prepared
 /// would go out behind the ones polled after it. All of them, whatever the request needs:
@@ -338,7 +394,7 @@ struct Statements {
 }
 
 impl Statements {
-    async fn prepare(tx: &Transaction<'_>) -> Result<Self, tokio_postgres::Error> {
+    async fn prepare(tx: &impl GenericClient) -> Result<Self, tokio_postgres::Error> {
         let (
             current_version,
             take_idempotency_key,
@@ -402,7 +458,7 @@ const CURRENT_VERSION: &str = "SELECT coalesce(max(version), 0) FROM events
 
 /// The stream's version (0 when it does not exist), leaving out the events `excluding`.
 async fn current_version(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     statement: &Statement,
     stream_id: &str,
     excluding: &[Uuid],
@@ -426,7 +482,7 @@ const TAKE_IDEMPOTENCY_KEY: &str = "
 
 /// Takes the key; 0 rows: it is taken.
 async fn take_idempotency_key(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     statements: &Statements,
     record: &IdempotencyRecord,
     stream_id: &str,
@@ -458,7 +514,7 @@ const RELEASE_ALL: &str = "DELETE FROM unique_claims WHERE stream_id = $1 AND sc
 /// Takes or releases a claim; for a claim, 0 rows: the value is held
 /// ([`settle_claim`] decides by whom).
 async fn apply_claim(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     statements: &Statements,
     stream_id: &str,
     claim: &UniqueClaim,
@@ -482,7 +538,7 @@ async fn apply_claim(
 /// A claim whose insert found the value held: fine if this stream holds it; if the holder
 /// released it in between, try again.
 async fn settle_claim(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     statements: &Statements,
     stream_id: &str,
     scope: &str,
@@ -515,7 +571,7 @@ const PUT_SECRET: &str = "INSERT INTO secret_slots (stream_id, name, value) VALU
 const DELETE_SECRET: &str = "DELETE FROM secret_slots WHERE stream_id = $1 AND name = $2";
 
 async fn apply_secret(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     statements: &Statements,
     stream_id: &str,
     op: &SecretOp,
@@ -551,7 +607,7 @@ const INSERT_EVENTS: &str = "
 /// Runs [`INSERT_EVENTS`]. Returns the positions of the rows inserted, in version order:
 /// fewer than the events sent when a version was already taken.
 async fn insert_events(
-    tx: &Transaction<'_>,
+    tx: &impl GenericClient,
     statement: &Statement,
     request: &AppendRequest,
     expected: i64,

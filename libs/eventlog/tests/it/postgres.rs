@@ -144,6 +144,49 @@ async fn migrating_from_several_processes_at_once_is_safe() -> anyhow::Result<()
     Ok(())
 }
 
+/// The append opens its transaction by hand, so that `BEGIN` shares the statements' round
+/// trip. An append dropped after its statements went out (a request timed out, a client
+/// went away) must not hand the pool a connection still inside its transaction: the next
+/// append on that connection would run in it, and its `COMMIT` would commit both.
+#[tokio::test]
+async fn an_append_dropped_mid_way_leaves_no_open_transaction_in_the_pool() -> anyhow::Result<()> {
+    let pg = PgTest::new().await?;
+    migrate(pg.database.pool()).await?;
+    // One connection, so that the next append would get the dropped one's.
+    let single = pg.database.sibling(1)?;
+    let store = PostgresEventStore::new(single.pool().clone());
+    // Prepares the append's statements on the connection: the next append sends `BEGIN`
+    // and its statements at its first poll.
+    store
+        .append(append(&new_stream(), ExpectedVersion::NoStream, bumps(1)))
+        .await?;
+
+    let dropped = new_stream();
+    {
+        let mut pending =
+            Box::pin(store.append(append(&dropped, ExpectedVersion::NoStream, bumps(1))));
+        assert!(
+            futures::poll!(pending.as_mut()).is_pending(),
+            "the append waits for the server's answers"
+        );
+    }
+    let next = new_stream();
+    store
+        .append(append(&next, ExpectedVersion::NoStream, bumps(1)))
+        .await?;
+
+    // Read on another connection: the next append committed, and did not commit the
+    // dropped one's events with it (uncommitted, they are invisible until the server has
+    // rolled them back).
+    let other = pg.store();
+    assert_eq!(other.read_stream(&next, 0).await?.len(), 1);
+    assert!(
+        other.read_stream(&dropped, 0).await?.is_empty(),
+        "the dropped append's events were not committed"
+    );
+    Ok(())
+}
+
 /// The claim goes out in one round trip with the append's other statements, so the ways a
 /// held value is settled afterwards (by whom, after waiting for whom) are checked here.
 #[tokio::test]
