@@ -145,9 +145,10 @@ async fn offered_load(app: &TestApp, token: &str, rate: f64, seconds: u64) -> an
 }
 
 /// Projection lag of the creates named `<phase>-<n>` (event recorded → read model applied)
-/// and its parts, in ms: p50, p99 and max of each, or `None` for a part this build's
-/// schema cannot tell (`outbox.queued_at` is from migration 8; the split at it lets a run
-/// of an older build print the rest).
+/// and its parts, in ms: p50, p99 and max of each, or `None` for a part that cannot be told
+/// (`outbox.queued_at` is from migration 8, so a run of an older build prints the rest; the
+/// split at the commit needs the server's `track_commit_timestamp`). The commit time is the
+/// event row's transaction's: events are never updated, so its `xmin` is the append's.
 async fn projection_lag(db: &tokio_postgres::Client, phase: &str) -> anyhow::Result<Vec<LagPart>> {
     let queued_at = db
         .query_opt(
@@ -157,6 +158,15 @@ async fn projection_lag(db: &tokio_postgres::Client, phase: &str) -> anyhow::Res
         )
         .await?
         .is_some();
+    // With `track_commit_timestamp = on` (a server setting, off by default) the relay's
+    // part splits at the append's commit: waiting to commit, then waiting for the relay.
+    let committed_at = db
+        .query_one(
+            "SELECT current_setting('track_commit_timestamp') = 'on'",
+            &[],
+        )
+        .await?
+        .get::<_, bool>(0);
     let parts = [
         (
             "projection lag (recorded → applied)",
@@ -177,6 +187,16 @@ async fn projection_lag(db: &tokio_postgres::Client, phase: &str) -> anyhow::Res
             "    queued → published (the relay)",
             "o.published_at - o.queued_at",
             queued_at,
+        ),
+        (
+            "      queued → committed (the append's commit)",
+            "pg_xact_commit_timestamp(e.xmin) - o.queued_at",
+            queued_at && committed_at,
+        ),
+        (
+            "      committed → published (the relay's read, send and ack)",
+            "o.published_at - pg_xact_commit_timestamp(e.xmin)",
+            queued_at && committed_at,
         ),
         (
             "  of which published → applied by the projector",
@@ -226,7 +246,7 @@ fn print_lag(parts: &[LagPart]) {
             Some((p50, p99, max)) => {
                 println!("  {what}: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms")
             }
-            None => println!("  {what}: n/a (this build's outbox has no queued_at)"),
+            None => println!("  {what}: n/a (no outbox.queued_at, or track_commit_timestamp off)"),
         }
     }
 }
